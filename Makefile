@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MYSQL_HOST ?= 127.0.0.1
+MYSQL_PORT ?= 3306
+
+.PHONY: run test unit lint bench install ensure-mysql clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/infinite-scheduler run --config config.toml --demo
+
+test: $(STAMP) ensure-mysql
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) ensure-mysql
+	$(BIN)/python -m benchmarks all --quick
+
+# Starts the local MariaDB when it has stopped (our machines run one at 127.0.0.1:3306).
+ensure-mysql: $(STAMP)
+	@if ! $(BIN)/python -c "import socket; socket.create_connection(('$(MYSQL_HOST)', $(MYSQL_PORT)), 2)" 2>/dev/null; then \
+		echo "MariaDB not reachable at $(MYSQL_HOST):$(MYSQL_PORT); starting it"; \
+		start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true; \
+		for i in $$(seq 1 30); do \
+			$(BIN)/python -c "import socket; socket.create_connection(('$(MYSQL_HOST)', $(MYSQL_PORT)), 2)" 2>/dev/null && break; \
+			sleep 1; \
+		done; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info
