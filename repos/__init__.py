@@ -1,0 +1,1 @@
+"""Date-sharded repositories for scheduled entities: the protocol and its adapters."""

@@ -1,0 +1,273 @@
+"""The storage contract the engine relies on, and the values that cross it.
+
+Every adapter (SQLite, MySQL multi-table, MySQL partitioned) implements
+:class:`ShardingRepository` and passes the one contract suite in ``tests/integration``. The
+engine imports this module and nothing below it.
+
+Row life cycle (engine columns in brackets)::
+
+    PENDING --claim_due--> CLAIMED --mark_done--> DONE                       [fired_at]
+                              |  \\--mark_failed(retry_at)--> PENDING         [due_at, last_error]
+                              |  \\--mark_failed(None)-----> FAILED          [last_error]
+                              \\--release--> PENDING (fires once, now)
+    PENDING/CLAIMED --cancel--> CANCELLED
+
+Times are epoch milliseconds (UTC), always passed in by the caller: adapters never read a clock,
+so that the engine's fake clock reaches the rows too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Literal, Protocol, TypeVar
+
+from repos.entity import EncodedRow as EncodedRow
+from repos.entity import EntitySpec as EntitySpec
+from repos.errors import DuplicateJob as DuplicateJob
+from repos.errors import EntitySpecError as EntitySpecError
+from repos.errors import SchedulerError as SchedulerError
+from repos.errors import ShardExpired as ShardExpired
+from repos.errors import StoreError as StoreError
+from repos.errors import StoreUnavailable as StoreUnavailable
+from repos.shards import Granularity as Granularity
+from repos.shards import ShardBounds as ShardBounds
+
+TEntity = TypeVar("TEntity")
+TKey = TypeVar("TKey", bound=int | str)
+OnDuplicate = Literal["error", "ignore"]
+
+
+class Status(IntEnum):
+    """A row's state, stored as a TINYINT in ``status``."""
+
+    PENDING = 0  #: waiting for due_at; the only state claim_due picks up
+    CLAIMED = 1  #: held in one node's wheel (claimed_by), not yet acknowledged
+    DONE = 2  #: handler succeeded (fired_at set)
+    FAILED = 3  #: handler failed with no attempts left (last_error kept)
+    CANCELLED = 4  #: cancelled before it fired
+    MISSED = 5  #: overdue under misfire policy do_nothing: never fired, on purpose
+
+
+#: States a row never leaves: retention may drop them without loss.
+FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.MISSED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardPolicy:
+    """How an entity's rows are spread over shards and how long they are kept."""
+
+    granularity: Granularity = Granularity.DAY
+    retention_ms: int = 7 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class RowRef:
+    """Names one stored row: its id and its sharding time (which picks the shard)."""
+
+    key: int | str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A row claimed for one node: what the wheel holds until the job fires.
+
+    The payload stays raw bytes; ``EntitySpec.decode`` rebuilds the entity at fire time.
+    """
+
+    key: int | str
+    at_ms: int  #: sharding time, as written on the entity
+    due_ms: int  #: when to fire: at_ms at first, later after a retry
+    attempts: int  #: attempts so far, counting this claim
+    payload: bytes
+
+    @property
+    def ref(self) -> RowRef:
+        return RowRef(self.key, self.at_ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRow:
+    """A row as stored, for get/page (history and inspection, not the hot path)."""
+
+    key: int | str
+    at_ms: int
+    status: Status
+    due_ms: int
+    attempts: int
+    claimed_by: str | None
+    claimed_at_ms: int | None
+    fired_at_ms: int | None
+    last_error: str | None
+    payload: bytes
+    shard: str
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any], shard: str) -> StoredRow:
+        """From the adapters' row tuple: id, at, status, due_at, attempts, claimed_by,
+        claimed_at, fired_at, last_error, payload."""
+        return cls(
+            key=r[0],
+            at_ms=r[1],
+            status=Status(r[2]),
+            due_ms=r[3],
+            attempts=r[4],
+            claimed_by=r[5],
+            claimed_at_ms=r[6],
+            fired_at_ms=r[7],
+            last_error=r[8],
+            payload=bytes(r[9]),
+            shard=shard,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """A job that did not succeed: due again at retry_at_ms, or, when that is None, finished
+    with `status` (FAILED after its last attempt; MISSED when misfire policy dropped it)."""
+
+    ref: RowRef
+    error: str
+    retry_at_ms: int | None
+    status: Status = Status.FAILED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardInfo:
+    """One live shard. `rows` counts rows by status when asked for, else it is empty."""
+
+    name: str
+    bounds: ShardBounds
+    rows: dict[Status, int]
+
+    @property
+    def unfinished(self) -> int:
+        return sum(n for status, n in self.rows.items() if status not in FINISHED)
+
+
+class ShardingRepository(Protocol[TEntity, TKey]):
+    """Date-sharded storage of one entity type.
+
+    Every method is batched: one call moves many rows in a few statements. All writes of one
+    call are atomic unless said otherwise. Driver errors surface as StoreError (or
+    StoreUnavailable when the database cannot be reached); bad entities as EntitySpecError,
+    raised before anything is written.
+    """
+
+    spec: EntitySpec[TEntity, TKey]
+    policy: ShardPolicy
+
+    async def open(self) -> None:
+        """Connect (pools are made here, inside the running loop) and create the schema.
+
+        Idempotent. Raises StoreUnavailable naming host and port when the database is unreachable.
+        """
+
+    async def close(self) -> None:
+        """Release every connection. Idempotent."""
+
+    async def ensure_shards(self, start_ms: int, end_ms: int) -> list[ShardInfo]:
+        """Make every shard overlapping [start_ms, end_ms) that does not exist yet.
+
+        Safe when several nodes race to make the same shard. Returns those shards.
+        """
+
+    async def insert(
+        self,
+        entities: Sequence[TEntity],
+        *,
+        now_ms: int,
+        on_duplicate: OnDuplicate = "error",
+        claimed_by: str | None = None,
+    ) -> int:
+        """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
+
+        Every entity is encoded and checked first: a bad one raises EntitySpecError and nothing
+        is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired.
+        Missing shards are made on demand. Rows go in multi-row statements of the adapter's
+        batch size, all in one transaction. An id already stored in its shard raises
+        DuplicateJob and rolls back the whole call (on_duplicate="error") or is left as it was
+        (on_duplicate="ignore"; it does not count). Ids are unique per shard: the same id
+        with a sharding time in another shard is another row.
+
+        With ``claimed_by`` the rows are stored already CLAIMED by that node (attempts 1,
+        claimed_at = now_ms): the engine uses it for jobs due inside its current window.
+        """
+        ...
+
+    async def claim_due(
+        self, node_id: str, *, now_ms: int, before_ms: int, since_ms: int, limit: int
+    ) -> list[ClaimedJob]:
+        """Claim up to `limit` PENDING rows with due_at < before_ms for `node_id`, oldest first.
+
+        Looks in the shards whose sharding time overlaps [since_ms, before_ms), so overdue rows
+        back to `since_ms` are found too. Claimed rows become CLAIMED with claimed_by=node_id,
+        claimed_at=now_ms and attempts+1, in the same transaction that selected them: two
+        concurrent claimers never get the same row, and neither waits for the other's rows.
+        Returned in due_at order. A shard missing from the window is empty, not an error.
+        """
+        ...
+
+    async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+        """Set DONE and fired_at on those rows still CLAIMED by node_id; return rows changed.
+
+        Rows another node has taken over (or that were cancelled) are left alone.
+        """
+        ...
+
+    async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
+        """Record handler failures on rows still CLAIMED by node_id; return rows changed.
+
+        With retry_at_ms the row goes back to PENDING with due_at = retry_at_ms; without, it
+        takes the failure's status (FAILED, or MISSED). Either way last_error = error, fired_at = now_ms and the claim is
+        cleared (claimed_by kept for the record).
+        """
+        ...
+
+    async def release(self, node_id: str | None, refs: Sequence[RowRef] | None = None) -> int:
+        """Give CLAIMED rows of node_id back (PENDING, claimed_by NULL); return rows released.
+
+        With `refs`, only those rows, which were claimed but never fired: their attempt is
+        handed back (attempts-1). Without, every claim of the node in every live shard, as after
+        a crash: attempts stay counted, because those jobs may have fired. node_id None means
+        every node's claims (a single-node engine starting up); it cannot go with `refs`.
+        """
+        ...
+
+    async def cancel(self, keys: Sequence[TKey]) -> int:
+        """Set CANCELLED on PENDING or CLAIMED rows with these ids, in every live shard."""
+        ...
+
+    async def get(self, key: TKey) -> list[StoredRow]:
+        """Every stored row with this id, oldest sharding time first (usually one)."""
+        ...
+
+    async def page(
+        self,
+        *,
+        start_ms: int,
+        end_ms: int,
+        status: Status | None = None,
+        after: RowRef | None = None,
+        limit: int = 1000,
+    ) -> list[StoredRow]:
+        """Rows with sharding time in [start_ms, end_ms), ordered by (at_ms, key).
+
+        Keyset pagination: pass the last row's ref as `after` to get the next page. Spans
+        shards in one statement.
+        """
+        ...
+
+    async def list_shards(self, *, counts: bool = False) -> list[ShardInfo]:
+        """Live shards, oldest first; with `counts`, rows by status in each."""
+        ...
+
+    async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:
+        """Drop every shard whose end is at or before cutoff_ms, whole (never row by row).
+
+        Returns the dropped shards with their row counts taken just before the drop, so the
+        caller can report unfinished rows. Shards that end after cutoff_ms are never touched.
+        """
+        ...

@@ -1,0 +1,220 @@
+"""Entity specs: how a user's dataclass or pydantic model maps to a shard row.
+
+A row keeps two of the entity's fields as real columns, its id and its sharding time (stored as
+epoch milliseconds), and the other fields as one orjson document in ``payload``. One payload
+column keeps the claim narrow, lets the wheel hold raw bytes until fire time, and lets a user
+add fields without a schema change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel
+
+from repos.errors import EntitySpecError, ShardExpired
+from repos.shards import MAX_PREFIX, check_identifier
+
+TEntity = TypeVar("TEntity")
+TKey = TypeVar("TKey", bound=int | str)
+
+#: Columns the engine owns; an entity may not map a field onto them.
+ENGINE_COLUMNS = frozenset(
+    {
+        "payload",
+        "status",
+        "due_at",
+        "attempts",
+        "claimed_by",
+        "claimed_at",
+        "fired_at",
+        "last_error",
+    }
+)
+MAX_STR_ID = 191
+_BIGINT = 2**63
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodedRow:
+    """An entity as the adapters store it."""
+
+    key: int | str
+    at_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntitySpec(Generic[TEntity, TKey]):
+    """Maps one entity type to shard rows.
+
+    `name` names the type in logs and metrics and, by default, prefixes its shard tables.
+    Build it with :meth:`of`, which checks the model and every identifier once.
+    """
+
+    name: str
+    model: type[TEntity]
+    id_field: str
+    time_field: str
+    key_type: type[TKey]
+    table_prefix: str
+    payload_fields: tuple[str, ...]
+    datetime_fields: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(
+        cls,
+        model: type[TEntity],
+        *,
+        name: str,
+        id_field: str = "id",
+        time_field: str = "scheduled_at",
+        table_prefix: str | None = None,
+    ) -> EntitySpec[TEntity, Any]:
+        check_identifier("entity name", name)
+        prefix = check_identifier(
+            f"{name} table prefix", table_prefix or name, max_length=MAX_PREFIX
+        )
+        hints = _field_types(model, name)
+        for role, fname in (("id", id_field), ("sharding time", time_field)):
+            if fname not in hints:
+                raise EntitySpecError(
+                    name, f"{role} field is not a field of {model.__name__}", field=fname
+                )
+            check_identifier(f"{name} {role} column", fname)
+            if fname in ENGINE_COLUMNS:
+                raise EntitySpecError(name, "name is reserved for an engine column", field=fname)
+        key_type = _key_type(hints[id_field], name, id_field)
+        if _strip_optional(hints[time_field]) is not datetime:
+            raise EntitySpecError(name, "sharding time must be typed datetime", field=time_field)
+        rest = tuple(f for f in hints if f not in (id_field, time_field))
+        return cls(
+            name=name,
+            model=model,
+            id_field=id_field,
+            time_field=time_field,
+            key_type=key_type,
+            table_prefix=prefix,
+            payload_fields=rest,
+            datetime_fields=frozenset(f for f in rest if _strip_optional(hints[f]) is datetime),
+        )
+
+    def key_of(self, entity: TEntity) -> TKey:
+        return typing.cast(TKey, self._check_key(getattr(entity, self.id_field, None)))
+
+    def encode(self, entity: TEntity) -> EncodedRow:
+        """Check one entity and turn it into a row; raises EntitySpecError naming the field."""
+        if not isinstance(entity, self.model):
+            raise EntitySpecError(
+                self.name, f"expected {self.model.__name__}, got {type(entity).__name__}"
+            )
+        key = self._check_key(getattr(entity, self.id_field, None))
+        at = getattr(entity, self.time_field, None)
+        at_ms = self._check_time(at, key, self.time_field)
+        values = {f: getattr(entity, f) for f in self.payload_fields}
+        for fname in self.datetime_fields:
+            if values[fname] is not None:
+                self._check_time(values[fname], key, fname)
+        return EncodedRow(key=key, at_ms=at_ms, payload=self._dump(values, key))
+
+    def encode_many(self, entities: Sequence[TEntity], *, horizon_ms: int) -> list[EncodedRow]:
+        """Encode a whole insert before any of it is written; sharding times older than
+        `horizon_ms` (now minus retention) raise ShardExpired, as such rows would never fire."""
+        rows = [self.encode(e) for e in entities]
+        for row in rows:
+            if row.at_ms < horizon_ms:
+                raise ShardExpired(self.name, row.key, self.time_field, row.at_ms, horizon_ms)
+        return rows
+
+    def decode(self, key: int | str, at_ms: int, payload: bytes) -> TEntity:
+        """Rebuild the entity from its stored row (done lazily, at fire time)."""
+        values: dict[str, Any] = orjson.loads(payload)
+        for fname in self.datetime_fields:
+            if values.get(fname) is not None:
+                values[fname] = datetime.fromisoformat(values[fname])
+        values[self.id_field] = key
+        values[self.time_field] = datetime.fromtimestamp(at_ms / 1000, UTC)
+        if issubclass(self.model, BaseModel):
+            return typing.cast(TEntity, self.model.model_validate(values))
+        return self.model(**values)
+
+    def _check_key(self, key: object) -> int | str:
+        if key is None:
+            raise EntitySpecError(self.name, "id is missing", field=self.id_field)
+        if self.key_type is int:
+            if type(key) is not int or not -_BIGINT <= key < _BIGINT:
+                raise EntitySpecError(
+                    self.name, f"id must be a 64-bit int, got {key!r}", field=self.id_field
+                )
+        elif not isinstance(key, str) or not 0 < len(key) <= MAX_STR_ID:
+            raise EntitySpecError(
+                self.name,
+                f"id must be a str of 1..{MAX_STR_ID} chars, got {key!r}",
+                field=self.id_field,
+            )
+        return key
+
+    def _check_time(self, at: object, key: object, fname: str) -> int:
+        if at is None:
+            raise EntitySpecError(self.name, "time is missing", field=fname, job_id=key)
+        if not isinstance(at, datetime):
+            raise EntitySpecError(
+                self.name, f"expected a datetime, got {at!r}", field=fname, job_id=key
+            )
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise EntitySpecError(
+                self.name, "naive datetime: give it a timezone (UTC)", field=fname, job_id=key
+            )
+        return int(at.timestamp() * 1000)
+
+    def _dump(self, values: dict[str, Any], key: object) -> bytes:
+        try:
+            return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+        except (TypeError, orjson.JSONEncodeError):
+            bad = next(_unserialisable(values), None)
+            raise EntitySpecError(
+                self.name,
+                f"value {values.get(bad)!r} cannot be serialised to JSON"
+                if bad
+                else "payload cannot be serialised",
+                field=bad,
+                job_id=key,
+            ) from None
+
+
+def _unserialisable(values: dict[str, Any]) -> Iterator[str]:
+    for fname, value in values.items():
+        try:
+            orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError):
+            yield fname
+
+
+def _field_types(model: type[Any], name: str) -> dict[str, Any]:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return {f: info.annotation for f, info in model.model_fields.items()}
+    if dataclasses.is_dataclass(model) and isinstance(model, type):
+        hints = typing.get_type_hints(model)
+        return {f.name: hints[f.name] for f in dataclasses.fields(model)}
+    raise EntitySpecError(name, f"{model!r} is neither a dataclass nor a pydantic model")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _key_type(tp: Any, name: str, fname: str) -> type[Any]:
+    tp = _strip_optional(tp)
+    if tp is int or tp is str:
+        return typing.cast(type[Any], tp)
+    raise EntitySpecError(name, f"id must be typed int or str, not {tp!r}", field=fname)

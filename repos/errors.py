@@ -1,0 +1,109 @@
+"""Every error the scheduler raises on purpose.
+
+    SchedulerError
+    ├── EntitySpecError          an entity type or one entity does not fit its spec
+    │   ├── InvalidIdentifier    a table prefix or column name that is not a plain identifier
+    │   ├── DuplicateJob         an id already stored in the shard it would go to
+    │   └── ShardExpired         a sharding time older than the retention horizon
+    ├── StoreError               the database refused or failed a statement
+    │   └── StoreUnavailable     the database cannot be reached at all
+    └── ConfigError              (infinite_scheduler.config) a setting is invalid
+
+Each error keeps the job id, shard and cause as attributes and builds its own message, so
+callers raise them with fields, never with preformatted text.
+"""
+
+from __future__ import annotations
+
+
+class SchedulerError(Exception):
+    """Root of the scheduler's own errors; catch this to catch them all."""
+
+
+class EntitySpecError(SchedulerError):
+    """Raised when an entity type cannot be mapped to rows, or one entity does not fit it.
+
+    Raised before anything is written, so the store is left as it was.
+    """
+
+    def __init__(
+        self, entity: str, reason: str, *, field: str | None = None, job_id: object = None
+    ) -> None:
+        self.entity = entity
+        self.reason = reason
+        self.field = field
+        self.job_id = job_id
+        where = [f"entity {entity!r}"]
+        if job_id is not None:
+            where.append(f"job {job_id!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {reason}")
+
+
+class InvalidIdentifier(EntitySpecError):
+    """Raised when a name that would be formatted into SQL is not a plain identifier."""
+
+    def __init__(self, what: str, value: object, rule: str) -> None:
+        self.value = value
+        super().__init__(what, f"{value!r} is not a valid identifier ({rule})")
+
+
+class DuplicateJob(EntitySpecError):
+    """Raised by insert when an id is already stored in its shard (on_duplicate="error").
+
+    The whole insert call is rolled back: none of its rows are stored.
+    """
+
+    def __init__(self, entity: str, job_id: object, shard: str) -> None:
+        self.shard = shard
+        super().__init__(entity, f"id already stored in shard {shard!r}", job_id=job_id)
+
+
+class ShardExpired(EntitySpecError):
+    """Raised by insert when a job's sharding time is older than the retention horizon.
+
+    Such a row would land in a shard that retention drops (or already dropped), so it would
+    never fire: refusing it is the only way not to lose it silently.
+    """
+
+    def __init__(
+        self, entity: str, job_id: object, field: str, at_ms: int, horizon_ms: int
+    ) -> None:
+        self.at_ms = at_ms
+        self.horizon_ms = horizon_ms
+        super().__init__(
+            entity,
+            f"time {at_ms} ms is older than the retention horizon {horizon_ms} ms",
+            field=field,
+            job_id=job_id,
+        )
+
+
+class StoreError(SchedulerError):
+    """Raised when the database fails a statement; `cause` is the driver's own error."""
+
+    def __init__(self, operation: str, cause: BaseException, *, shard: str | None = None) -> None:
+        self.operation = operation
+        self.cause = cause
+        self.shard = shard
+        where = f" on shard {shard!r}" if shard else ""
+        super().__init__(f"{operation}{where} failed: {_describe(cause)}")
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the database cannot be reached (refused, timed out, lost mid-statement).
+
+    Transient: the engine's loops retry with backoff rather than stop.
+    """
+
+    def __init__(self, operation: str, cause: BaseException, *, address: str) -> None:
+        self.address = address
+        super().__init__(f"{operation} ({address} unreachable)", cause)
+
+
+def _describe(cause: BaseException) -> str:
+    args: tuple[object, ...] = getattr(cause, "args", ())
+    if len(args) == 2 and isinstance(args[0], int):
+        return f"[{args[0]}] {args[1]}"
+    return f"{type(cause).__name__}: {cause}"
