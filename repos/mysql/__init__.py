@@ -1,0 +1,1 @@
+"""MySQL/MariaDB adapters (multi-table and partitioned) over asyncmy or aiomysql."""

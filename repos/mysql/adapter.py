@@ -1,0 +1,386 @@
+"""MySQL/MariaDB repository: one class for both layouts and both drivers.
+
+Hot-path shape: a claim is one UNION ALL select (FOR UPDATE SKIP LOCKED) over the shards in the
+window plus one UPDATE per shard, in one transaction; acks are one UPDATE per shard listing the
+ids. ``executemany`` would send an UPDATE per row, so multi-row statements are built here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+from repos.base import (
+    ClaimedJob,
+    DuplicateJob,
+    Failure,
+    OnDuplicate,
+    RowRef,
+    ShardInfo,
+    ShardPolicy,
+    Status,
+    StoredRow,
+    StoreError,
+)
+from repos.batching import chunks
+from repos.entity import EncodedRow, EntitySpec
+from repos.mysql import sql
+from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
+from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
+from repos.registry import Driver, MysqlUrl
+from repos.shards import ShardBounds, bounds_of, bucket_of, shards_between
+
+TEntity = TypeVar("TEntity")
+TKey = TypeVar("TKey", bound=int | str)
+
+#: How long a read of the live shards is trusted before claims look again.
+SHARD_CACHE_S = 1.0
+#: Cap on the ids listed in one `IN (...)` (keeps statements well under max_allowed_packet).
+MAX_IN = 5000
+MAX_ERROR_CHARS = 4000
+_DUPLICATE = re.compile(r"Duplicate entry '(.*)' for key")
+
+
+class MysqlRepository(Generic[TEntity, TKey]):
+    """ShardingRepository over MySQL/MariaDB, multi-table or partitioned, asyncmy or aiomysql."""
+
+    def __init__(
+        self,
+        spec: EntitySpec[TEntity, TKey],
+        policy: ShardPolicy,
+        *,
+        url: MysqlUrl,
+        layout: str = "multi-table",
+        driver: Driver = "asyncmy",
+        pool_size: int = 10,
+        pool_recycle_s: int = 3600,
+        batch_size: int = 1000,
+        connect_timeout_s: int = 5,
+    ) -> None:
+        self.spec: EntitySpec[TEntity, TKey] = spec
+        self.policy = policy
+        self.batch_size = batch_size
+        self._ex = Executor(
+            url,
+            driver=driver,
+            pool_size=pool_size,
+            pool_recycle_s=pool_recycle_s,
+            connect_timeout_s=connect_timeout_s,
+        )
+        self._fmt = {"id": spec.id_field, "at": spec.time_field}
+        columns = {**self._fmt, "id_type": "BIGINT" if spec.key_type is int else "VARCHAR(191)"}
+        kinds: dict[str, type[MultiTable] | type[Partitioned]] = {
+            "multi-table": MultiTable,
+            "partitioned": Partitioned,
+        }
+        self._layout: Layout = kinds[layout](spec.table_prefix, policy.granularity, columns)
+        self._live: dict[int, Shard] = {}
+        self._live_read_at = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"<MysqlRepository {self.spec.name} {self._ex.url.address} shards={len(self._live)}>"
+
+    async def open(self) -> None:
+        await self._ex.open()
+        await self._refresh()
+
+    async def close(self) -> None:
+        await self._ex.close()
+
+    def checked_out(self) -> int:
+        return self._ex.checked_out()
+
+    async def ensure_shards(self, start_ms: int, end_ms: int) -> list[ShardInfo]:
+        wanted = shards_between(start_ms, end_ms, self.policy.granularity)
+        live = await self._refresh()
+        missing = [b for b in wanted if not self._layout.covers(live, b)]
+        if missing:
+            await self._layout.create(self._ex, missing, list(live.values()))
+            live = await self._refresh()
+        return [_info(live[b.start_ms]) for b in wanted if b.start_ms in live]
+
+    async def insert(
+        self,
+        entities: Sequence[TEntity],
+        *,
+        now_ms: int,
+        on_duplicate: OnDuplicate = "error",
+        claimed_by: str | None = None,
+    ) -> int:
+        rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
+        if not rows:
+            return 0
+        groups = await self._insert_groups(rows)
+        state = (
+            (Status.CLAIMED, 1, claimed_by, now_ms)
+            if claimed_by
+            else (Status.PENDING, 0, None, None)
+        )
+
+        async def body(tx: Tx) -> int:
+            stored = 0
+            for (target, bounds), group in groups.items():
+                extra = self._layout.extra_values(bounds)
+                for chunk in chunks(group, self.batch_size):
+                    args = [
+                        a
+                        for r in chunk
+                        for a in (r.key, r.at_ms, r.payload, state[0], r.at_ms, *state[1:], *extra)
+                    ]
+                    stored += await tx.execute(
+                        self._insert_sql(target, len(chunk), on_duplicate), args
+                    )
+            return stored
+
+        try:
+            return int(await self._ex.run("insert", body))
+        except StoreError as exc:
+            if error_code(exc.cause) == DUPLICATE_KEY:
+                raise self._duplicate(exc, rows) from exc
+            raise
+
+    async def claim_due(
+        self, node_id: str, *, now_ms: int, before_ms: int, since_ms: int, limit: int
+    ) -> list[ClaimedJob]:
+        shards = self._window(await self._shards(), since_ms, before_ms)
+        if not shards or limit <= 0:
+            return []
+        select = (
+            " UNION ALL ".join(
+                sql.CLAIM_SELECT_PART.format(target=s.target, shard_no=i, **self._fmt)
+                for i, s in enumerate(shards)
+            )
+            + sql.CLAIM_SELECT_TAIL
+        )
+        args = [before_ms, limit] * len(shards) + [limit]
+
+        async def body(tx: Tx) -> list[Row]:
+            rows = await tx.fetch_all(select, args)
+            by_shard: dict[int, list[Any]] = defaultdict(list)
+            for row in rows:
+                by_shard[row[5]].append(row[0])
+            for no, keys in by_shard.items():
+                update = sql.CLAIM_UPDATE.format(
+                    target=shards[no].target, keys=_marks(len(keys)), **self._fmt
+                )
+                await tx.execute(update, (node_id, now_ms, *keys))
+            return rows
+
+        rows = await self._ex.run("claim", body)
+        return [ClaimedJob(r[0], r[1], r[2], r[3] + 1, r[4]) for r in rows]
+
+    async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+        return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
+
+    async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
+        async def body(tx: Tx) -> int:
+            changed = 0
+            for f in failures:
+                target = self._target_of(f.ref.at_ms)
+                if target is None:
+                    continue
+                status = f.status if f.retry_at_ms is None else Status.PENDING
+                args = (
+                    status,
+                    f.retry_at_ms,
+                    f.error[:MAX_ERROR_CHARS],
+                    now_ms,
+                    node_id,
+                    f.ref.key,
+                )
+                changed += await tx.execute(
+                    sql.MARK_FAILED.format(target=target, **self._fmt), args
+                )
+            return changed
+
+        return int(await self._ex.run("mark failed", body)) if failures else 0
+
+    async def release(self, node_id: str | None, refs: Sequence[RowRef] | None = None) -> int:
+        if refs is not None:
+            if node_id is None:
+                raise ValueError("release(refs=...) needs the node_id that claimed them")
+            return await self._update_refs("release", sql.RELEASE_SOME, refs, (node_id,))
+        shards = list((await self._refresh()).values())
+        template, args = (sql.RELEASE_ALL, (node_id,)) if node_id else (sql.RELEASE_ANY, ())
+
+        async def body(tx: Tx) -> int:
+            statements = (template.format(target=s.target) for s in shards)
+            return sum([await tx.execute(stmt, args) for stmt in statements])
+
+        return int(await self._ex.run("release", body))
+
+    async def cancel(self, keys: Sequence[TKey]) -> int:
+        shards = list((await self._refresh()).values())
+
+        async def body(tx: Tx) -> int:
+            changed = 0
+            for shard in shards:
+                for chunk in chunks(list(keys), MAX_IN):
+                    stmt = sql.CANCEL.format(
+                        target=shard.target, keys=_marks(len(chunk)), **self._fmt
+                    )
+                    changed += await tx.execute(stmt, chunk)
+            return changed
+
+        return int(await self._ex.run("cancel", body)) if keys else 0
+
+    async def get(self, key: TKey) -> list[StoredRow]:
+        shards = list((await self._refresh()).values())
+        parts = [
+            sql.GET_PART.format(target=s.target, shard_no=i, **self._fmt)
+            for i, s in enumerate(shards)
+        ]
+        if not parts:
+            return []
+        stmt = " UNION ALL ".join(parts) + sql.GET_TAIL.format(**self._fmt)
+        return await self._read("get", stmt, [key] * len(parts), shards)
+
+    async def page(
+        self,
+        *,
+        start_ms: int,
+        end_ms: int,
+        status: Status | None = None,
+        after: RowRef | None = None,
+        limit: int = 1000,
+    ) -> list[StoredRow]:
+        shards = self._window(await self._shards(), start_ms, end_ms)
+        if not shards or limit <= 0:
+            return []
+        filters, extra = "", list[Any]()
+        if status is not None:
+            filters, extra = sql.PAGE_STATUS, [int(status)]
+        if after is not None:
+            filters += sql.PAGE_AFTER.format(**self._fmt)
+            extra += [after.at_ms, after.at_ms, after.key]
+        parts = [
+            sql.PAGE_PART.format(target=s.target, shard_no=i, filters=filters, **self._fmt)
+            for i, s in enumerate(shards)
+        ]
+        stmt = " UNION ALL ".join(parts) + sql.PAGE_TAIL.format(**self._fmt)
+        args = [start_ms, end_ms, *extra, limit] * len(parts) + [limit]
+        return await self._read("page", stmt, args, shards)
+
+    async def list_shards(self, *, counts: bool = False) -> list[ShardInfo]:
+        shards = list((await self._refresh()).values())
+        tallies = await self._count(shards) if counts and shards else {}
+        return [_info(s, tallies.get(i, {})) for i, s in enumerate(shards)]
+
+    async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:
+        live = list((await self._refresh()).values())
+        expired = [s for s in live if s.bounds.end_ms <= cutoff_ms]
+        tallies = await self._count(expired) if expired else {}
+        dropped = []
+        for i, shard in enumerate(expired):
+            await self._layout.drop(self._ex, shard, live)
+            live.remove(shard)
+            dropped.append(_info(shard, tallies.get(i, {})))
+        await self._refresh()
+        return dropped
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _refresh(self) -> dict[int, Shard]:
+        shards = await self._layout.discover(self._ex)
+        self._live = {s.bounds.start_ms: s for s in shards}
+        self._live_read_at = time.monotonic()
+        return self._live
+
+    async def _shards(self) -> list[Shard]:
+        """Live shards, re-read at most every SHARD_CACHE_S (another node may have made some)."""
+        if time.monotonic() - self._live_read_at > SHARD_CACHE_S:
+            await self._refresh()
+        return list(self._live.values())
+
+    @staticmethod
+    def _window(shards: Iterable[Shard], start_ms: int, end_ms: int) -> list[Shard]:
+        return [s for s in shards if s.bounds.end_ms > start_ms and s.bounds.start_ms < end_ms]
+
+    def _target_of(self, at_ms: int) -> str | None:
+        shard = self._live.get(bucket_of(at_ms, self.policy.granularity))
+        return shard.target if shard else self._layout.fallback_target(at_ms)
+
+    async def _insert_groups(
+        self, rows: list[EncodedRow]
+    ) -> dict[tuple[str, ShardBounds], list[EncodedRow]]:
+        """Rows grouped by the statement target they go to, making missing shards first."""
+        granularity = self.policy.granularity
+        buckets = sorted({bucket_of(r.at_ms, granularity) for r in rows})
+        live = self._live
+        if not all(self._layout.covers(live, bounds_of(b, granularity)) for b in buckets):
+            await self.ensure_shards(buckets[0], buckets[-1] + 1)
+        groups: dict[tuple[str, ShardBounds], list[EncodedRow]] = defaultdict(list)
+        for row in rows:
+            bounds = bounds_of(row.at_ms, granularity)
+            groups[(self._layout.insert_target(self._live, bounds), bounds)].append(row)
+        return groups
+
+    def _insert_sql(self, target: str, n: int, on_duplicate: OnDuplicate) -> str:
+        width = 8 + len(self._layout.extra_values(ShardBounds(suffix="", start_ms=0, end_ms=0)))
+        row = "(" + ", ".join(["%s"] * width) + ")"
+        stmt = sql.INSERT.format(
+            target=target,
+            extra_columns=self._layout.extra_columns,
+            rows=", ".join([row] * n),
+            **self._fmt,
+        )
+        return stmt + (
+            sql.ON_DUPLICATE_IGNORE.format(**self._fmt) if on_duplicate == "ignore" else ""
+        )
+
+    def _duplicate(self, exc: StoreError, rows: list[EncodedRow]) -> DuplicateJob:
+        found = _DUPLICATE.search(str(exc.cause))
+        entry = found.group(1) if found else "?"
+        for row in rows:
+            if entry == str(row.key) or entry.startswith(f"{row.key}-"):
+                shard = self._layout.shard(bounds_of(row.at_ms, self.policy.granularity))
+                return DuplicateJob(self.spec.name, row.key, shard.name)
+        return DuplicateJob(self.spec.name, entry, "?")
+
+    async def _update_refs(
+        self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
+    ) -> int:
+        by_target: dict[str, list[Any]] = defaultdict(list)
+        for ref in refs:
+            target = self._target_of(ref.at_ms)
+            if target is not None:
+                by_target[target].append(ref.key)
+
+        async def body(tx: Tx) -> int:
+            changed = 0
+            for target, keys in by_target.items():
+                for chunk in chunks(keys, MAX_IN):
+                    stmt = template.format(target=target, keys=_marks(len(chunk)), **self._fmt)
+                    changed += await tx.execute(stmt, (*lead, *chunk))
+            return changed
+
+        return int(await self._ex.run(operation, body)) if by_target else 0
+
+    async def _read(
+        self, operation: str, stmt: str, args: Sequence[Any], shards: list[Shard]
+    ) -> list[StoredRow]:
+        async with self._ex.transaction(operation) as tx:
+            rows = await tx.fetch_all(stmt, args)
+        return [StoredRow.from_row(r, shards[r[10]].name) for r in rows]
+
+    async def _count(self, shards: list[Shard]) -> dict[int, dict[Status, int]]:
+        stmt = " UNION ALL ".join(
+            sql.COUNT_PART.format(target=s.target, shard_no=i) for i, s in enumerate(shards)
+        )
+        async with self._ex.transaction("count rows") as tx:
+            rows = await tx.fetch_all(stmt)
+        tallies: dict[int, dict[Status, int]] = defaultdict(dict)
+        for shard_no, status, n in rows:
+            tallies[shard_no][Status(status)] = int(n)
+        return tallies
+
+
+def _info(shard: Shard, rows: dict[Status, int] | None = None) -> ShardInfo:
+    return ShardInfo(name=shard.name, bounds=shard.bounds, rows=rows or {})
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["%s"] * n)

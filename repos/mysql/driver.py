@@ -1,0 +1,206 @@
+"""The driver executor: one pool, transactions, and the one place driver errors are translated.
+
+asyncmy (default) and aiomysql share the PyMySQL API: the same pool, connection and cursor
+calls, and errors carrying the server's code in ``args[0]``. Nothing else in the project imports
+either driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from repos.errors import StoreError, StoreUnavailable
+from repos.registry import Driver, MysqlUrl
+
+logger = logging.getLogger(__name__)
+
+#: Server codes after which the transaction was rolled back by InnoDB and may simply run again.
+RETRYABLE = frozenset({1205, 1213})  # lock wait timeout, deadlock
+#: Codes that mean the server could not be reached or the connection died.
+UNREACHABLE = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+UNKNOWN_DATABASE = 1049
+DUPLICATE_KEY = 1062
+RETRY_ATTEMPTS = 3
+Row = tuple[Any, ...]
+
+
+def error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+class Tx:
+    """One connection inside a transaction (or autocommit, for DDL)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        await self._cursor.execute(sql, args or None)
+        return int(self._cursor.rowcount)
+
+    async def fetch_all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        await self._cursor.execute(sql, args or None)
+        return list(await self._cursor.fetchall())
+
+
+class Executor:
+    """A connection pool for one MySQL database on asyncmy or aiomysql."""
+
+    def __init__(
+        self,
+        url: MysqlUrl,
+        *,
+        driver: Driver = "asyncmy",
+        pool_size: int = 10,
+        pool_recycle_s: int = 3600,
+        connect_timeout_s: int = 5,
+    ) -> None:
+        self.url = url
+        self.driver = driver
+        self._pool_size = pool_size
+        self._pool_recycle_s = pool_recycle_s
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        """Make the pool (inside the running loop), creating the database if it is missing."""
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await self._create_pool(self.url.database)
+        except Exception as exc:
+            if error_code(exc) != UNKNOWN_DATABASE:
+                raise self._translate("connect", exc) from exc
+            await self._create_database()
+            self._pool = await self._create_pool(self.url.database)
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        pool.close()
+        await pool.wait_closed()
+
+    def checked_out(self) -> int:
+        """Connections currently lent out; 0 whenever no call is running."""
+        return 0 if self._pool is None else int(self._pool.size - self._pool.freesize)
+
+    @asynccontextmanager
+    async def transaction(self, operation: str, *, shard: str | None = None) -> AsyncIterator[Tx]:
+        """Run the body in one transaction; commit on success, roll back on any error.
+
+        Driver errors leave as StoreError/StoreUnavailable. Retrying deadlocks is the caller's
+        business (see :meth:`run`), because only the caller can run the body again.
+        """
+        if self._pool is None:
+            raise StoreError(operation, RuntimeError("repository is not open"), shard=shard)
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.begin()
+                try:
+                    async with conn.cursor() as cursor:
+                        yield Tx(cursor)
+                    await conn.commit()
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_driver_error(exc):
+                raise self._translate(operation, exc, shard=shard) from exc
+            raise
+
+    async def run(self, operation: str, body: Any, *, shard: str | None = None) -> Any:
+        """Run ``await body(tx)`` in a transaction, again after a deadlock or lock timeout."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                async with self.transaction(operation, shard=shard) as tx:
+                    return await body(tx)
+            except StoreError as exc:
+                if error_code(exc.cause) not in RETRYABLE or attempt == RETRY_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "%s: %s, retrying (attempt %d of %d)",
+                    operation,
+                    exc.cause,
+                    attempt + 1,
+                    RETRY_ATTEMPTS,
+                    extra={"action": operation, "shard": shard},
+                )
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    async def execute_ddl(self, operation: str, sql: str, *, shard: str | None = None) -> None:
+        """Run one DDL statement outside any transaction (DDL commits implicitly anyway)."""
+        async with self.transaction(operation, shard=shard) as tx:
+            await tx.execute(sql)
+
+    async def _create_pool(self, database: str | None) -> Any:
+        kwargs: dict[str, Any] = {
+            "host": self.url.host,
+            "port": self.url.port,
+            "user": self.url.user,
+            "password": self.url.password,
+            "minsize": 1,
+            "maxsize": self._pool_size,
+            # Explicit: the drivers' defaults differ (asyncmy 3600 s, aiomysql never).
+            "pool_recycle": self._pool_recycle_s,
+            "connect_timeout": self._connect_timeout_s,
+            "autocommit": True,
+            "charset": "utf8mb4",
+            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        }
+        if database is not None:
+            kwargs["db"] = database
+        if self.driver == "aiomysql":
+            import aiomysql
+
+            return await aiomysql.create_pool(**kwargs)
+        import asyncmy
+
+        return await asyncmy.create_pool(**kwargs)
+
+    async def _create_database(self) -> None:
+        try:
+            pool = await self._create_pool(None)
+        except Exception as exc:
+            raise self._translate("connect", exc) from exc
+        try:
+            async with pool.acquire() as conn, conn.cursor() as cursor:
+                await cursor.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{self.url.database}` CHARACTER SET utf8mb4"
+                )
+        except Exception as exc:
+            raise self._translate("create database", exc) from exc
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+    def _translate(
+        self, operation: str, exc: BaseException, *, shard: str | None = None
+    ) -> StoreError:
+        if error_code(exc) in UNREACHABLE or isinstance(exc, OSError | asyncio.TimeoutError):
+            return StoreUnavailable(operation, exc, address=self.url.address)
+        return StoreError(operation, exc, shard=shard)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("asyncmy", "pymysql", "aiomysql")) or isinstance(
+        exc, OSError | asyncio.TimeoutError
+    )
+
+
+async def _rollback_quietly(conn: Any) -> None:
+    try:
+        await conn.rollback()
+    except Exception:  # the connection may be gone; the server rolls back on disconnect
+        logger.debug("rollback failed", exc_info=True)

@@ -1,0 +1,107 @@
+"""Every SQL statement of the MySQL adapters, as named templates.
+
+Placeholders in braces are identifiers only, and only ones that passed
+``repos.shards.check_identifier``: ``{target}`` is a shard (a table, or a table with a
+PARTITION clause), ``{id}`` and ``{at}`` the entity's id and sharding-time columns. Values are
+always ``%s`` parameters bound by the driver.
+"""
+
+from __future__ import annotations
+
+COLUMNS = """
+    `{id}` {id_type} NOT NULL,
+    `{at}` BIGINT NOT NULL,
+    payload MEDIUMBLOB NOT NULL,
+    status TINYINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    attempts INT NOT NULL,
+    claimed_by VARCHAR(64) NULL,
+    claimed_at BIGINT NULL,
+    fired_at BIGINT NULL,
+    last_error TEXT NULL"""
+
+CREATE_SHARD_TABLE = (
+    "CREATE TABLE IF NOT EXISTS `{table}` ("
+    + COLUMNS
+    + """,
+    PRIMARY KEY (`{id}`),
+    KEY ix_status_due (status, due_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+)
+
+# MySQL wants the partitioning column in every unique key, so the primary key is
+# (id, shard_at): ids are unique per shard, exactly as in the multi-table layout.
+CREATE_PARTITIONED_TABLE = (
+    "CREATE TABLE IF NOT EXISTS `{table}` ("
+    + COLUMNS
+    + """,
+    shard_at BIGINT NOT NULL,
+    PRIMARY KEY (`{id}`, shard_at),
+    KEY ix_status_due (status, due_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+PARTITION BY RANGE (shard_at) ({partitions})"""
+)
+
+PARTITION_DEF = "PARTITION `{name}` VALUES LESS THAN ({end_ms})"
+ADD_PARTITIONS = "ALTER TABLE `{table}` ADD PARTITION ({partitions})"
+DROP_PARTITION = "ALTER TABLE `{table}` DROP PARTITION `{name}`"
+DROP_TABLE = "DROP TABLE IF EXISTS `{table}`"
+
+LIST_TABLES = """
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = DATABASE() AND table_name LIKE %s"""
+
+LIST_PARTITIONS = """
+SELECT partition_name FROM information_schema.partitions
+WHERE table_schema = DATABASE() AND table_name = %s AND partition_name IS NOT NULL
+ORDER BY partition_ordinal_position"""
+
+INSERT = "INSERT INTO {target} (`{id}`, `{at}`, payload, status, due_at, attempts, claimed_by, claimed_at{extra_columns}) VALUES {rows}"
+ON_DUPLICATE_IGNORE = " ON DUPLICATE KEY UPDATE `{id}` = `{id}`"
+
+EXISTING_IDS = "SELECT `{id}` FROM {target} WHERE `{id}` IN ({keys})"
+
+# One subselect per shard, glued with UNION ALL: a window spanning shards is one statement.
+CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts, payload, {shard_no} AS shard_no
+ FROM {target} WHERE status = 0 AND due_at < %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"""
+CLAIM_SELECT_TAIL = " ORDER BY due_at LIMIT %s"
+
+CLAIM_UPDATE = """
+UPDATE {target} SET status = 1, claimed_by = %s, claimed_at = %s, attempts = attempts + 1
+WHERE `{id}` IN ({keys})"""
+
+MARK_DONE = """
+UPDATE {target} SET status = 2, fired_at = %s
+WHERE status = 1 AND claimed_by = %s AND `{id}` IN ({keys})"""
+
+MARK_FAILED = """
+UPDATE {target} SET status = %s, due_at = COALESCE(%s, due_at), last_error = %s, fired_at = %s
+WHERE status = 1 AND claimed_by = %s AND `{id}` = %s"""
+
+RELEASE_SOME = """
+UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL,
+    attempts = GREATEST(attempts - 1, 0)
+WHERE status = 1 AND claimed_by = %s AND `{id}` IN ({keys})"""
+
+RELEASE_ALL = """
+UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL
+WHERE status = 1 AND claimed_by = %s"""
+
+RELEASE_ANY = """
+UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL WHERE status = 1"""
+
+CANCEL = "UPDATE {target} SET status = 4 WHERE status IN (0, 1) AND `{id}` IN ({keys})"
+
+ROW_COLUMNS = "`{id}`, `{at}`, status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error, payload"
+GET_PART = "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target} WHERE `{id}` = %s)"
+GET_TAIL = " ORDER BY `{at}`"
+
+PAGE_PART = (
+    "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target}"
+    " WHERE `{at}` >= %s AND `{at}` < %s{filters} ORDER BY `{at}`, `{id}` LIMIT %s)"
+)
+PAGE_AFTER = " AND (`{at}` > %s OR (`{at}` = %s AND `{id}` > %s))"
+PAGE_STATUS = " AND status = %s"
+PAGE_TAIL = " ORDER BY `{at}`, `{id}` LIMIT %s"
+
+COUNT_PART = "(SELECT {shard_no} AS shard_no, status, COUNT(*) FROM {target} GROUP BY status)"
