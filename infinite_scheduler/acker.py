@@ -1,0 +1,132 @@
+"""Group-committed acknowledgements: many finished jobs, one statement per shard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from infinite_scheduler.clock import Clock
+from infinite_scheduler.jobs import Lane
+from infinite_scheduler.waits import wait_any
+from repos.base import Failure, RowRef, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: Wait this long after the first outcome so that a flush carries many.
+ACK_INTERVAL_S = 0.002
+MAX_BACKOFF_S = 5.0
+
+
+class Acker:
+    """Buffers handler outcomes and writes them in batches; never drops one.
+
+    If the store is down the outcomes stay buffered and the flush is retried with backoff: the
+    rows stay CLAIMED meanwhile, so a crash then re-fires only those jobs (invariant 2).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        clock: Clock,
+        batch_size: int,
+        on_retry: Callable[[int], None] = lambda at_ms: None,
+    ) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.batch_size = batch_size
+        self.on_retry = on_retry
+        self._done: dict[str, tuple[Lane, list[RowRef]]] = {}
+        self._failed: dict[str, tuple[Lane, list[Failure]]] = {}
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self.flushed = 0
+
+    def __repr__(self) -> str:
+        return f"<Acker pending={self._pending} flushed={self.flushed}>"
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def done(self, lane: Lane, ref: RowRef) -> None:
+        self._done.setdefault(lane.name, (lane, []))[1].append(ref)
+        self._added()
+
+    def failed(self, lane: Lane, failure: Failure) -> None:
+        self._failed.setdefault(lane.name, (lane, []))[1].append(failure)
+        self._added()
+
+    def _added(self) -> None:
+        self._pending += 1
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush until `stop` is set; the engine calls flush() once more after that."""
+        backoff_s = 0.05
+        while not stop.is_set():
+            await wait_any(stop, self._wake)
+            if not self._pending:
+                continue
+            if self._pending < self.batch_size:
+                await asyncio.sleep(ACK_INTERVAL_S)
+            try:
+                await self.flush()
+                backoff_s = 0.05
+            except StoreError as exc:
+                logger.warning(
+                    "ack flush failed, %d outcomes kept: %s",
+                    self._pending,
+                    exc,
+                    extra={"action": "ack", "node": self.node_id},
+                )
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+
+    async def flush(self) -> None:
+        """Write every buffered outcome; on StoreError the unwritten ones stay buffered."""
+        self._wake.clear()
+        done, self._done = self._done, {}
+        failed, self._failed = self._failed, {}
+        try:
+            await self._write(done, failed)
+        except BaseException:
+            self._requeue(done, failed)
+            raise
+
+    async def _write(
+        self,
+        done: dict[str, tuple[Lane, list[RowRef]]],
+        failed: dict[str, tuple[Lane, list[Failure]]],
+    ) -> None:
+        now_ms = self.clock.now_ms()
+        while done:
+            name, (lane, refs) = next(iter(done.items()))
+            await lane.repo.mark_done(self.node_id, refs, fired_at_ms=now_ms)
+            del done[name]
+            self._written(len(refs))
+        while failed:
+            name, (lane, failures) = next(iter(failed.items()))
+            await lane.repo.mark_failed(self.node_id, failures, now_ms=now_ms)
+            del failed[name]
+            self._written(len(failures))
+            for f in failures:
+                if f.retry_at_ms is not None:
+                    self.on_retry(f.retry_at_ms)
+
+    def _written(self, n: int) -> None:
+        self._pending -= n
+        self.flushed += n
+
+    def _requeue(
+        self,
+        done: dict[str, tuple[Lane, list[RowRef]]],
+        failed: dict[str, tuple[Lane, list[Failure]]],
+    ) -> None:
+        for name, (lane, refs) in done.items():
+            self._done.setdefault(name, (lane, []))[1].extend(refs)
+        for name, (lane, failures) in failed.items():
+            self._failed.setdefault(name, (lane, []))[1].extend(failures)
+        if self._pending:
+            self._wake.set()

@@ -1,0 +1,173 @@
+"""The ``infinite-scheduler`` command: ``run`` and ``check-config``.
+
+Exit codes: 0 ok, 2 bad configuration (the message goes to stderr, without a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+from infinite_scheduler import __version__, logs
+from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
+from infinite_scheduler.demo import LatenessWindow, produce, register_examples, show_status
+from infinite_scheduler.engine import InfiniteScheduler
+from infinite_scheduler.errors import ConfigError, SchedulerError
+from repos.registry import SqliteUrl
+
+EXIT_OK = 0
+EXIT_STORE = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+AppSetup = Callable[[InfiniteScheduler], None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of ``python -m infinite_scheduler``."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_CONFIG
+    if args.command == "run":
+        return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
+    sys.stdout.write(f"{args.config or 'config.toml'}: configuration is valid\n")
+    return EXIT_OK
+
+
+def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | None = None) -> int:
+    """Run the engine until SIGINT/SIGTERM; a second signal exits at once."""
+    sys.stdout.write(summary(config, config_path=config_path, demo=demo))
+    if config.metrics_port:
+        sys.stdout.write(f"  metrics  http://127.0.0.1:{config.metrics_port}/metrics\n")
+    sys.stdout.flush()
+    logs.configure("WARNING" if demo else config.log_level)
+    setup = load_app(app) if app else None
+    try:
+        _run_loop(_serve(config, demo=demo, setup=setup))
+    except SchedulerError as exc:
+        sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_STORE
+    return EXIT_OK
+
+
+async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
+    engine = InfiniteScheduler(config)
+    lateness = LatenessWindow()
+    if demo:
+        register_examples(engine, lateness)
+    if setup is not None:
+        setup(engine)
+    async with engine:
+        with on_stop_signals(engine.stop):
+            side = []
+            if demo:
+                side = [
+                    asyncio.create_task(produce(engine, engine.stopping), name="demo-producer"),
+                    asyncio.create_task(
+                        show_status(engine, lateness, engine.stopping), name="status"
+                    ),
+                ]
+            try:
+                await engine.run()
+            finally:
+                await asyncio.gather(*side, return_exceptions=True)
+
+
+def load_app(spec: str) -> AppSetup:
+    """Import ``package.module:function``; the function registers entity types and handlers."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"infinite-scheduler: --app wants module:function, got {spec!r}")
+    setup = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(setup):
+        raise SystemExit(f"infinite-scheduler: {spec!r} is not a callable")
+    return cast(AppSetup, setup)
+
+
+@contextmanager
+def on_stop_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM call stop(); a second one exits at once (the next start recovers)."""
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def handle() -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            os._exit(EXIT_INTERRUPTED)
+        stop()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, handle)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where installed, else the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
+    """One screen saying what this node would do; no password ever appears in it."""
+    rows = [
+        ("config", config_path + (" (demo)" if demo else "")),
+        ("node", config.resolved_node_id),
+        ("store", describe_store(config.store)),
+        ("fetch", f"every {config.fetch_interval_s:g} s, lookahead {config.lookahead_s:g} s"),
+        ("misfire", f"{config.misfire_policy}, looking back {config.misfire_horizon_s} s"),
+        ("shards", f"per {config.shards.granularity}, kept {config.shards.retention_s} s"),
+        ("metrics", f"port {config.metrics_port}" if config.metrics_port else "off"),
+    ]
+    body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
+    return f"infinite-scheduler {__version__}\n{body}"
+
+
+def describe_store(store: StoreConfig) -> str:
+    """Store kind and address, e.g. ``mysql app@db:3306/jobs (multi-table, asyncmy)``."""
+    target = store.target
+    if isinstance(target, SqliteUrl):
+        return f"sqlite {target.path}"
+    return (
+        f"mysql {target.user}@{target.address}/{target.database} ({store.layout}, {store.driver})"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infinite-scheduler", description="Fire stored jobs at their scheduled time."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    config_help = "TOML settings file (default: ./config.toml if present, else built-in defaults)"
+    run_cmd = commands.add_parser("run", help="run the engine")
+    run_cmd.add_argument("--config", metavar="PATH", help=config_help)
+    run_cmd.add_argument(
+        "--demo", action="store_true", help="example handlers, a demo producer, live status"
+    )
+    run_cmd.add_argument(
+        "--app",
+        metavar="MODULE:FUNCTION",
+        help="function(engine) registering your entity types and handlers",
+    )
+    check = commands.add_parser("check-config", help="validate the settings and exit")
+    check.add_argument("--config", metavar="PATH", help=config_help)
+    return parser

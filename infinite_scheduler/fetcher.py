@@ -1,0 +1,178 @@
+"""The lookahead loop: claim the rows due before now + lookahead into the wheels.
+
+Each round claims, per entity type, batches of rows due before the window's end, oldest first,
+until the type's share of `max_jobs_per_fetch` or the engine's `max_held` cap is reached: a
+backlog larger than that waits in the database, not in memory (invariant 4). Rows already due
+skip the wheel and go straight to the dispatcher: fire once, now (invariant 3). While a backlog
+remains, rounds follow each other as fast as the handlers make room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from infinite_scheduler.acker import Acker
+from infinite_scheduler.clock import Clock
+from infinite_scheduler.decisions import MisfirePolicy, Skip, decide_misfire
+from infinite_scheduler.dispatch import Dispatcher
+from infinite_scheduler.jobs import Lane
+from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.waits import wait_any
+from infinite_scheduler.wheel import TimerWheel
+from repos.base import ClaimedJob, Failure, Status, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: Poll for room this often while a backlog waits in the database.
+BACKLOG_POLL_S = 0.005
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchSettings:
+    node_id: str
+    fetch_interval_s: float
+    lookahead_ms: int
+    horizon_ms: int
+    batch_size: int
+    max_jobs_per_fetch: int
+    max_held: int
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE_NOW
+    misfire_threshold_ms: int = 60_000
+
+
+class Fetcher:
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        settings: FetchSettings,
+        *,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        acker: Acker,
+        metrics: Metrics,
+        held: Callable[[], int],
+        on_added: Callable[[], None],
+    ) -> None:
+        self.lanes = lanes
+        self.settings = settings
+        self.clock = clock
+        self.dispatcher = dispatcher
+        self.acker = acker
+        self.metrics = metrics
+        self.held = held
+        self.on_added = on_added
+        self.window_end_ms = 0
+        self.backlog = False
+        self._wake = asyncio.Event()
+        self.rounds = 0
+
+    def __repr__(self) -> str:
+        return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
+
+    def wake(self) -> None:
+        """Fetch again now (a retry came due inside the window, or room appeared)."""
+        self._wake.set()
+
+    def room(self) -> int:
+        return max(0, self.settings.max_held - self.held())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff_s = 0.1
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.fetch_once()
+                backoff_s = 0.1
+            except StoreError as exc:
+                logger.warning(
+                    "fetch failed, retrying in %.1fs: %s",
+                    backoff_s,
+                    exc,
+                    extra={"action": "fetch", "node": self.settings.node_id},
+                )
+                await wait_any(stop, self._wake, timeout_s=backoff_s)
+                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+                continue
+            # Drift-free cadence: the round's own duration comes off the sleep.
+            delay_s = self.settings.fetch_interval_s - (time.monotonic() - started)
+            if self.backlog:
+                delay_s = BACKLOG_POLL_S
+            await wait_any(stop, self._wake, timeout_s=max(0.0, delay_s))
+
+    async def fetch_once(self) -> int:
+        """One round over every lane; returns the number of rows claimed."""
+        self._wake.clear()
+        now_ms = self.clock.now_ms()
+        started = time.perf_counter()
+        window_end_ms = now_ms + self.settings.lookahead_ms
+        budget = self.settings.max_jobs_per_fetch
+        claimed, self.backlog = 0, False
+        for lane in self.lanes:
+            claimed += await self._fetch_lane(
+                lane, now_ms, window_end_ms, budget // len(self.lanes)
+            )
+        self.window_end_ms = window_end_ms
+        self.rounds += 1
+        self.metrics.fetch_duration.observe(time.perf_counter() - started)
+        return claimed
+
+    async def _fetch_lane(self, lane: Lane, now_ms: int, window_end_ms: int, budget: int) -> int:
+        claimed = 0
+        while True:
+            limit = min(self.settings.batch_size, budget - claimed, self.room())
+            if limit <= 0:
+                self.backlog = True
+                return claimed
+            jobs = await lane.repo.claim_due(
+                self.settings.node_id,
+                now_ms=now_ms,
+                before_ms=window_end_ms,
+                since_ms=now_ms - self.settings.horizon_ms,
+                limit=limit,
+            )
+            claimed += len(jobs)
+            self.place(lane, jobs, self.clock.now_ms())
+            if len(jobs) < limit:
+                return claimed
+
+    def place(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> None:
+        """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order)."""
+        if not jobs:
+            return
+        self.metrics.claimed.labels(lane.name).inc(len(jobs))
+        if self.settings.misfire_policy is MisfirePolicy.DO_NOTHING:
+            jobs = self._drop_misfired(lane, jobs, now_ms)
+        wheel = lane.wheel
+        due_now = [job for job in jobs if not wheel.add(wheel_key(wheel, job), job.due_ms, job)]
+        if due_now:
+            self.dispatcher.submit(lane, due_now)
+        if len(due_now) < len(jobs):
+            self.on_added()
+
+    def _drop_misfired(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> list[ClaimedJob]:
+        """Under do_nothing, jobs found later than the threshold are marked MISSED, not fired."""
+        keep = []
+        for job in jobs:
+            decision = decide_misfire(
+                job.due_ms, now_ms, self.settings.misfire_policy, self.settings.misfire_threshold_ms
+            )
+            if isinstance(decision, Skip):
+                error = f"misfired: found {decision.late_ms} ms late (misfire_policy do_nothing)"
+                self.acker.failed(
+                    lane, Failure(ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED)
+                )
+                self.metrics.missed.labels(lane.name).inc()
+            else:
+                keep.append(job)
+        return keep
+
+
+def wheel_key(wheel: TimerWheel[Any, ClaimedJob], job: ClaimedJob) -> object:
+    """The job's id, or (id, shard time) when the same id from another shard is held already."""
+    return (job.key, job.at_ms) if job.key in wheel else job.key

@@ -1,0 +1,86 @@
+"""What a handler receives, and the per-entity-type lane the engine keeps for each type."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from infinite_scheduler.wheel import TimerWheel
+from repos.base import ClaimedJob, EntitySpec, ShardingRepository
+
+TEntity = TypeVar("TEntity")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext(Generic[TEntity]):
+    """Everything a handler needs to do its job once, and to notice when it is a repeat.
+
+    `idempotency_key` is the same for the same attempt of the same job: a handler that reaches
+    the outside world should pass it along, because a crash between the handler finishing and
+    its ack being written makes the engine fire that attempt again.
+    """
+
+    entity: TEntity
+    entity_type: str
+    job_id: int | str
+    attempt: int
+    scheduled_at: datetime
+    due_at: datetime
+    fired_at: datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.entity_type}:{self.job_id}:{self.attempt}"
+
+    def log_context(self) -> dict[str, Any]:
+        return {"action": "fire", "entity": self.entity_type, "job_id": self.job_id}
+
+
+Handler = Callable[[JobContext[Any]], Awaitable[object] | object]
+
+
+@dataclass(slots=True, kw_only=True)
+class Lane:
+    """One entity type inside the engine: its spec, store, handler and the jobs it holds."""
+
+    spec: EntitySpec[Any, Any]
+    repo: ShardingRepository[Any, Any]
+    handler: Handler | None = None
+    wheel: TimerWheel[Any, ClaimedJob] = field(init=False)
+    is_async: bool = field(init=False, default=True)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def set_handler(self, handler: Handler) -> None:
+        self.handler = handler
+        call = getattr(handler, "__call__", None)  # noqa: B004 - async callable objects count too
+        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+    def context(self, job: ClaimedJob, fired_ms: int) -> JobContext[Any]:
+        """Decode the payload (lazily, now that the job fires) and build the handler's context."""
+        return JobContext(
+            entity=self.spec.decode(job.key, job.at_ms, job.payload),
+            entity_type=self.spec.name,
+            job_id=job.key,
+            attempt=job.attempts,
+            scheduled_at=_utc(job.at_ms),
+            due_at=_utc(job.due_ms),
+            fired_at=_utc(fired_ms),
+        )
+
+    async def call(self, ctx: JobContext[Any]) -> None:
+        handler = self.handler
+        assert handler is not None  # the engine refuses to start a lane without one
+        result = handler(ctx) if self.is_async else await asyncio.to_thread(handler, ctx)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

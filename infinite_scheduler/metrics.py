@@ -1,0 +1,55 @@
+"""Prometheus metrics of one engine, on a registry of its own (two engines never collide)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PREFIX = "infinite_scheduler"
+_LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The engine's counters, gauges and histograms; `serve()` exposes them over HTTP."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._server: Any = None
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(f"{PREFIX}_{name}", doc, ["entity"], registry=self.registry)
+
+        self.scheduled = counter("jobs_scheduled", "Jobs stored through the engine.")
+        self.claimed = counter("jobs_claimed", "Jobs claimed from the store into the wheel.")
+        self.fired = counter("jobs_fired", "Jobs handed to their handler.")
+        self.succeeded = counter("jobs_succeeded", "Jobs whose handler returned.")
+        self.failed = counter("jobs_failed", "Jobs that failed with no attempts left.")
+        self.retried = counter("jobs_retried", "Failed attempts scheduled again.")
+        self.missed = counter("jobs_missed", "Overdue jobs dropped by misfire policy do_nothing.")
+        self.lateness = Histogram(
+            f"{PREFIX}_fire_lateness_seconds",
+            "How long after its due time a job was handed to its handler.",
+            buckets=_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.fetch_duration = Histogram(
+            f"{PREFIX}_fetch_duration_seconds",
+            "Duration of one claim round.",
+            registry=self.registry,
+        )
+        self.held = Gauge(f"{PREFIX}_jobs_held", "Jobs held in the wheel.", registry=self.registry)
+        self.in_flight = Gauge(
+            f"{PREFIX}_jobs_in_flight", "Handlers running now.", registry=self.registry
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve /metrics on host:port from a daemon thread (port 0 disables it)."""
+        if port and self._server is None:
+            self._server, _thread = start_http_server(port, host, registry=self.registry)
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
