@@ -1,0 +1,89 @@
+"""The console script as a user runs it: real process, real exit codes, readable errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+CLI = [sys.executable, "-m", "infinite_scheduler"]
+
+
+def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'metrics_port = {metrics_port}\nfetch_interval_s = 1\nlookahead_s = 2\n[store]\nurl = "{url}"\n'
+    )
+    return path
+
+
+def test_unreachable_store_at_start_is_a_clear_error_naming_host_and_port(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "mysql://root@127.0.0.1:1/nowhere")
+    proc = subprocess.run(
+        [*CLI, "run", "--config", str(config), "--demo"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 1
+    assert "127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("fetch_interval_s = 40\nlookahead_s = 30\n")
+    proc = subprocess.run(
+        [*CLI, "run", "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert "lookahead_s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_fires_jobs_serves_metrics_and_exits_0_on_sigint(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    port = 19000 + os.getpid() % 1000
+    config = write_config(tmp_path, f"sqlite:///{db}", metrics_port=port)
+    with subprocess.Popen(
+        [*CLI, "run", "--config", str(config), "--demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            metrics = _scrape_until(port, "jobs_fired_total{", timeout_s=20)
+            assert 'infinite_scheduler_jobs_fired_total{entity="sms"}' in metrics
+            for name in (
+                "jobs_held",
+                "jobs_in_flight",
+                "fire_lateness_seconds_bucket",
+                "fetch_duration_seconds_count",
+                "jobs_claimed_total",
+                "jobs_scheduled_total",
+            ):
+                assert f"infinite_scheduler_{name}" in metrics
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{port}/metrics" in out
+    assert "fired" in out
+
+
+def _scrape_until(port: int, wanted: str, *, timeout_s: float) -> str:
+    """The metrics page once it shows `wanted` (or the last one seen, when time runs out)."""
+    metrics = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and wanted not in metrics:
+        time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+                metrics = page.read().decode()
+        except OSError:
+            continue
+    return metrics
