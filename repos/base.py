@@ -9,7 +9,7 @@ Row life cycle (engine columns in brackets)::
     PENDING --claim_due--> CLAIMED --mark_done--> DONE                       [fired_at]
                               |  \\--mark_failed(retry_at)--> PENDING         [due_at, last_error]
                               |  \\--mark_failed(None)-----> FAILED          [last_error]
-                              \\--release--> PENDING (fires once, now)
+                              \\--release--> PENDING (attempt handed back; fires once, now)
     PENDING/CLAIMED --cancel--> CANCELLED
 
 Times are epoch milliseconds (UTC), always passed in by the caller: adapters never read a clock,
@@ -226,13 +226,22 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """
         ...
 
-    async def release(self, node_id: str | None, refs: Sequence[RowRef] | None = None) -> int:
+    async def release(
+        self,
+        node_id: str | None,
+        refs: Sequence[RowRef] | None = None,
+        *,
+        claimed_at_ms: int | None = None,
+    ) -> int:
         """Give CLAIMED rows of node_id back (PENDING, claimed_by NULL); return rows released.
 
-        With `refs`, only those rows, which were claimed but never fired: their attempt is
-        handed back (attempts-1). Without, every claim of the node in every live shard, as after
-        a crash: attempts stay counted, because those jobs may have fired. node_id None means
-        every node's claims (a single-node engine starting up); it cannot go with `refs`.
+        The claim's attempt is handed back (attempts-1), so the next claim fires the job with
+        the attempt number, hence the idempotency key, it had: a repeat after a crash carries
+        the key of the fire it may repeat. With `refs`, only those rows (claimed, never fired);
+        without, every claim of the node in every live shard, as after a crash. node_id None
+        means every node's claims (a single-node engine starting up); it cannot go with `refs`.
+        With `claimed_at_ms`, only the node's claims made at that instant: the rows of one
+        claim whose outcome the caller never learnt.
         """
         ...
 

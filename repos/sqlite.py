@@ -32,9 +32,9 @@ from repos.base import (
     StoreError,
     StoreUnavailable,
 )
-from repos.batching import chunks
 from repos.entity import EncodedRow, EntitySpec
 from repos.shards import ShardBounds, bounds_of, check_identifier, parse_suffix, shards_between
+from repos.statements import chunks, marks, release_statement
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -89,16 +89,12 @@ WHERE status = 1 AND claimed_by = ? AND "{id}" IN ({keys})"""
 MARK_FAILED = """
 UPDATE "{table}" SET status = ?, due_at = COALESCE(?, due_at), last_error = ?, fired_at = ?
 WHERE status = 1 AND claimed_by = ? AND "{id}" = ?"""
-RELEASE_SOME = """
+# {where} narrows it down: repos.statements.release_statement.
+RELEASE = """
 UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL,
     attempts = MAX(attempts - 1, 0)
-WHERE status = 1 AND claimed_by = ? AND "{id}" IN ({keys})"""
-RELEASE_ALL = """
-UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL
-WHERE status = 1 AND claimed_by = ?"""
-RELEASE_ANY = (
-    'UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL WHERE status = 1'
-)
+WHERE status = 1{where}"""
+RELEASE_KEYS = ' AND "{id}" IN ({keys})'
 CANCEL = 'UPDATE "{table}" SET status = 4 WHERE status IN (0, 1) AND "{id}" IN ({keys})'
 
 ROW_COLUMNS = (
@@ -236,7 +232,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                 for r in picked:
                     by_table[r[5]].append(r[0])
                 for table, keys in by_table.items():
-                    stmt = self._q(CLAIM_UPDATE, table, keys=_marks(len(keys)))
+                    stmt = self._q(CLAIM_UPDATE, table, keys=marks(len(keys), "?"))
                     db.execute(stmt, (node_id, now_ms, *keys))
             return [ClaimedJob(r[0], r[1], r[2], r[3] + 1, r[4]) for r in picked]
 
@@ -271,12 +267,18 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run("mark failed", work)
 
-    async def release(self, node_id: str | None, refs: Sequence[RowRef] | None = None) -> int:
+    async def release(
+        self,
+        node_id: str | None,
+        refs: Sequence[RowRef] | None = None,
+        *,
+        claimed_at_ms: int | None = None,
+    ) -> int:
+        template, args = release_statement(
+            RELEASE, node_id, refs, claimed_at_ms, mark="?", id_filter=RELEASE_KEYS
+        )
         if refs is not None:
-            if node_id is None:
-                raise ValueError("release(refs=...) needs the node_id that claimed them")
-            return await self._update_refs("release", RELEASE_SOME, refs, (node_id,))
-        template, args = (RELEASE_ALL, (node_id,)) if node_id else (RELEASE_ANY, ())
+            return await self._update_refs("release", template, refs, args)
 
         def work(db: sqlite3.Connection) -> int:
             with _write(db):
@@ -294,7 +296,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
             with _write(db):
                 for table in self._tables(db).values():
                     for chunk in chunks(keys, MAX_VARIABLES):
-                        stmt = self._q(CANCEL, table, keys=_marks(len(chunk)))
+                        stmt = self._q(CANCEL, table, keys=marks(len(chunk), "?"))
                         changed += db.execute(stmt, chunk).rowcount
             return changed
 
@@ -452,7 +454,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     seen.add(row.key)
                 if table in live:
                     for chunk in chunks([r.key for r in group], MAX_VARIABLES):
-                        stmt = self._q(EXISTING_IDS, table, keys=_marks(len(chunk)))
+                        stmt = self._q(EXISTING_IDS, table, keys=marks(len(chunk), "?"))
                         for (key,) in db.execute(stmt, chunk):
                             return DuplicateJob(self.spec.name, key, table)
             return DuplicateJob(self.spec.name, "?", "?")
@@ -476,7 +478,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     if table not in live:
                         continue
                     for chunk in chunks(keys, MAX_VARIABLES - len(lead)):
-                        stmt = self._q(template, table, keys=_marks(len(chunk)))
+                        stmt = self._q(template, table, keys=marks(len(chunk), "?"))
                         changed += db.execute(stmt, (*lead, *chunk)).rowcount
             return changed
 
@@ -498,7 +500,3 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
 
 def _count(db: sqlite3.Connection, stmt: str) -> dict[Status, int]:
     return {Status(status): int(n) for status, n in db.execute(stmt)}
-
-
-def _marks(n: int) -> str:
-    return ", ".join(["?"] * n)

@@ -25,13 +25,13 @@ from repos.base import (
     StoredRow,
     StoreError,
 )
-from repos.batching import chunks
 from repos.entity import EncodedRow, EntitySpec
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.registry import Driver, MysqlUrl
 from repos.shards import ShardBounds, bounds_of, bucket_of, shards_between
+from repos.statements import chunks, marks, release_statement
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -164,7 +164,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 by_shard[row[5]].append(row[0])
             for no, keys in by_shard.items():
                 update = sql.CLAIM_UPDATE.format(
-                    target=shards[no].target, keys=_marks(len(keys)), **self._fmt
+                    target=shards[no].target, keys=marks(len(keys), "%s"), **self._fmt
                 )
                 await tx.execute(update, (node_id, now_ms, *keys))
             return rows
@@ -198,13 +198,19 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         return int(await self._ex.run("mark failed", body)) if failures else 0
 
-    async def release(self, node_id: str | None, refs: Sequence[RowRef] | None = None) -> int:
+    async def release(
+        self,
+        node_id: str | None,
+        refs: Sequence[RowRef] | None = None,
+        *,
+        claimed_at_ms: int | None = None,
+    ) -> int:
+        template, args = release_statement(
+            sql.RELEASE, node_id, refs, claimed_at_ms, mark="%s", id_filter=sql.RELEASE_KEYS
+        )
         if refs is not None:
-            if node_id is None:
-                raise ValueError("release(refs=...) needs the node_id that claimed them")
-            return await self._update_refs("release", sql.RELEASE_SOME, refs, (node_id,))
+            return await self._update_refs("release", template, refs, args)
         shards = list((await self._refresh()).values())
-        template, args = (sql.RELEASE_ALL, (node_id,)) if node_id else (sql.RELEASE_ANY, ())
 
         async def body(tx: Tx) -> int:
             statements = (template.format(target=s.target) for s in shards)
@@ -220,7 +226,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             for shard in shards:
                 for chunk in chunks(list(keys), MAX_IN):
                     stmt = sql.CANCEL.format(
-                        target=shard.target, keys=_marks(len(chunk)), **self._fmt
+                        target=shard.target, keys=marks(len(chunk), "%s"), **self._fmt
                     )
                     changed += await tx.execute(stmt, chunk)
             return changed
@@ -353,7 +359,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             changed = 0
             for target, keys in by_target.items():
                 for chunk in chunks(keys, MAX_IN):
-                    stmt = template.format(target=target, keys=_marks(len(chunk)), **self._fmt)
+                    stmt = template.format(target=target, keys=marks(len(chunk), "%s"), **self._fmt)
                     changed += await tx.execute(stmt, (*lead, *chunk))
             return changed
 
@@ -380,7 +386,3 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
 def _info(shard: Shard, rows: dict[Status, int] | None = None) -> ShardInfo:
     return ShardInfo(name=shard.name, bounds=shard.bounds, rows=rows or {})
-
-
-def _marks(n: int) -> str:
-    return ", ".join(["%s"] * n)

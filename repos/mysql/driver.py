@@ -101,8 +101,10 @@ class Executor:
         """
         if self._pool is None:
             raise StoreError(operation, RuntimeError("repository is not open"), shard=shard)
+        connected = False
         try:
             async with self._pool.acquire() as conn:
+                connected = True
                 await conn.begin()
                 try:
                     async with conn.cursor() as cursor:
@@ -114,6 +116,10 @@ class Executor:
         except StoreError:
             raise
         except Exception as exc:
+            if not connected:
+                # Whatever a driver raises while (re)connecting means the server is out of
+                # reach: asyncmy on uvloop even raises RuntimeError for a reset connection.
+                raise StoreUnavailable(operation, exc, address=self.url.address) from exc
             if _is_driver_error(exc):
                 raise self._translate(operation, exc, shard=shard) from exc
             raise

@@ -78,17 +78,12 @@ MARK_FAILED = """
 UPDATE {target} SET status = %s, due_at = COALESCE(%s, due_at), last_error = %s, fired_at = %s
 WHERE status = 1 AND claimed_by = %s AND `{id}` = %s"""
 
-RELEASE_SOME = """
+# {where} narrows it down: repos.statements.release_statement.
+RELEASE = """
 UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL,
     attempts = GREATEST(attempts - 1, 0)
-WHERE status = 1 AND claimed_by = %s AND `{id}` IN ({keys})"""
-
-RELEASE_ALL = """
-UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL
-WHERE status = 1 AND claimed_by = %s"""
-
-RELEASE_ANY = """
-UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL WHERE status = 1"""
+WHERE status = 1{where}"""
+RELEASE_KEYS = " AND `{id}` IN ({keys})"
 
 CANCEL = "UPDATE {target} SET status = 4 WHERE status IN (0, 1) AND `{id}` IN ({keys})"
 

@@ -1,0 +1,46 @@
+"""Statement building both SQL adapters share; they differ only in quoting and parameter marks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most `size` items (itertools.batched arrives only in 3.12)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def marks(n: int, mark: str) -> str:
+    """`n` parameter marks for an ``IN (...)`` list."""
+    return ", ".join([mark] * n)
+
+
+def release_statement(
+    template: str,
+    node_id: str | None,
+    refs: Sequence[Any] | None,
+    claimed_at_ms: int | None,
+    *,
+    mark: str,
+    id_filter: str,
+) -> tuple[str, tuple[Any, ...]]:
+    """The release UPDATE narrowed to what the caller named, and its leading arguments.
+
+    `template` ends in ``{where}``; `id_filter` (``AND id IN ({keys})``) is appended when
+    `refs` are given and keeps its ``{keys}`` for the caller to fill per shard.
+    """
+    if node_id is None and (refs is not None or claimed_at_ms is not None):
+        raise ValueError("release(refs=..., claimed_at_ms=...) needs the node_id that claimed")
+    where, args = "", list[Any]()
+    if node_id is not None:
+        where, args = f" AND claimed_by = {mark}", [node_id]
+    if claimed_at_ms is not None:
+        where += f" AND claimed_at = {mark}"
+        args.append(claimed_at_ms)
+    if refs is not None:
+        where += id_filter
+    return template.replace("{where}", where), tuple(args)
