@@ -29,7 +29,7 @@ from infinite_scheduler.fetcher import Fetcher, FetchSettings, wheel_key
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository
+from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository, StoreError
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -325,9 +325,14 @@ class InfiniteScheduler:
         if later:
             stored += await lane.repo.insert([entities[i] for i in later], now_ms=now_ms)
         if soon:
-            stored += await lane.repo.insert(
-                [entities[i] for i in soon], now_ms=now_ms, claimed_by=self.node_id
-            )
+            stamp = self.fetcher.claim_stamp()
+            try:
+                stored += await lane.repo.insert(
+                    [entities[i] for i in soon], now_ms=stamp, claimed_by=self.node_id
+                )
+            except StoreError:
+                lane.claims_in_doubt.add(stamp)
+                raise
             jobs = [
                 ClaimedJob(rows[i].key, rows[i].at_ms, rows[i].at_ms, 1, rows[i].payload)
                 for i in soon

@@ -71,6 +71,7 @@ class Fetcher:
         self.backlog = False
         self._wake = asyncio.Event()
         self.rounds = 0
+        self._last_stamp_ms = 0
 
     def __repr__(self) -> str:
         return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
@@ -122,20 +123,47 @@ class Fetcher:
         self.metrics.fetch_duration.observe(time.perf_counter() - started)
         return claimed
 
+    def claim_stamp(self) -> int:
+        """The claimed_at of a new claim: now, and never the stamp of an earlier claim, so that
+        the rows of one claim can be told apart from every other's."""
+        self._last_stamp_ms = max(self.clock.now_ms(), self._last_stamp_ms + 1)
+        return self._last_stamp_ms
+
+    async def settle_doubts(self, lane: Lane) -> None:
+        """Release the rows of claims whose outcome is unknown (the connection died around
+        their COMMIT): if they committed, nothing here holds those rows, so hand them back
+        to be claimed again, instead of leaving them CLAIMED until this node restarts."""
+        for stamp in sorted(lane.claims_in_doubt):
+            released = await lane.repo.release(self.settings.node_id, claimed_at_ms=stamp)
+            lane.claims_in_doubt.discard(stamp)
+            if released:
+                logger.warning(
+                    "released %d rows of a claim whose reply was lost (claimed_at %d)",
+                    released,
+                    stamp,
+                    extra={"action": "fetch", "node": self.settings.node_id, "entity": lane.name},
+                )
+
     async def _fetch_lane(self, lane: Lane, now_ms: int, window_end_ms: int, budget: int) -> int:
+        await self.settle_doubts(lane)
         claimed = 0
         while True:
             limit = min(self.settings.batch_size, budget - claimed, self.room())
             if limit <= 0:
                 self.backlog = True
                 return claimed
-            jobs = await lane.repo.claim_due(
-                self.settings.node_id,
-                now_ms=now_ms,
-                before_ms=window_end_ms,
-                since_ms=now_ms - self.settings.horizon_ms,
-                limit=limit,
-            )
+            stamp = self.claim_stamp()
+            try:
+                jobs = await lane.repo.claim_due(
+                    self.settings.node_id,
+                    now_ms=stamp,
+                    before_ms=window_end_ms,
+                    since_ms=now_ms - self.settings.horizon_ms,
+                    limit=limit,
+                )
+            except StoreError:
+                lane.claims_in_doubt.add(stamp)
+                raise
             claimed += len(jobs)
             self.place(lane, jobs, self.clock.now_ms())
             if len(jobs) < limit:

@@ -52,6 +52,9 @@ class Lane:
     handler: Handler | None = None
     wheel: TimerWheel[Any, ClaimedJob] = field(init=False)
     is_async: bool = field(init=False, default=True)
+    #: Claim stamps (claimed_at) of claims that failed without telling whether they committed:
+    #: rows they may have left CLAIMED by this node are released before the next claim.
+    claims_in_doubt: set[int] = field(init=False, default_factory=set)
 
     @property
     def name(self) -> str:
