@@ -1,0 +1,326 @@
+"""The engine against real stores: order, exactly-once, fire-once-now, retries, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from infinite_scheduler.config import load_config
+from infinite_scheduler.engine import InfiniteScheduler
+from infinite_scheduler.errors import HandlerMissing
+from infinite_scheduler.jobs import JobContext
+from repos.base import ShardingRepository, Status
+from repos.entity import EntitySpec
+from repos.examples import SMS, SmsEntity
+from repos.registry import make_repository
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmsWithCountry:
+    """SmsEntity plus a field stored rows do not have: their payload no longer decodes."""
+
+    id: int
+    scheduled_at: datetime
+    phone: str
+    message: str
+    country: str
+
+
+SMS_V2 = EntitySpec.of(SmsWithCountry, name="sms")
+
+
+class Recorder:
+    """A handler that records every fire: (id, attempt, due, fired) in fire order."""
+
+    def __init__(self, fail_attempts: int = 0, fail_ids: frozenset[int] = frozenset()) -> None:
+        self.fires: list[tuple[Any, int, datetime, float]] = []
+        self.fail_attempts = fail_attempts
+        self.fail_ids = fail_ids
+        self.changed = asyncio.Event()
+
+    async def __call__(self, ctx: JobContext[Any]) -> None:
+        self.fires.append((ctx.job_id, ctx.attempt, ctx.due_at, time.time()))
+        self.changed.set()
+        if ctx.attempt <= self.fail_attempts or ctx.job_id in self.fail_ids:
+            raise RuntimeError(f"boom {ctx.job_id}/{ctx.attempt}")
+
+    def ids(self) -> list[Any]:
+        return [f[0] for f in self.fires]
+
+    async def wait_for(self, count: int, timeout_s: float = 10) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.fires) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def sms(i: int, at: datetime) -> SmsEntity:
+    return SmsEntity(id=i, scheduled_at=at, phone="+15550100", message=f"m{i}")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+EngineFactory = Callable[..., InfiniteScheduler]
+
+
+@pytest.fixture
+async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
+    """Build engines on the test's store with fast cadences; settings may be overridden."""
+
+    def build(
+        *, handler: Any = None, spec: EntitySpec[Any, Any] = SMS, **settings: Any
+    ) -> InfiniteScheduler:
+        defaults: dict[str, Any] = {
+            "fetch_interval_s": 0.2,
+            "lookahead_s": 0.6,
+            "metrics_port": 0,
+            "node_id": "node-a",
+        }
+        handlers = {
+            "timeout_s": 2.0,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.2,
+            "drain_timeout_s": 1.0,
+        }
+        handlers.update(settings.pop("handlers", {}))
+        config = load_config(
+            None, store={"url": store_url}, handlers=handlers, **{**defaults, **settings}
+        )
+        engine = InfiniteScheduler(config)
+        engine.register(spec, handler)
+        return engine
+
+    yield build
+
+
+@pytest.fixture
+async def repo(store_url: str) -> AsyncIterator[ShardingRepository[Any, Any]]:
+    """A second handle on the same store, to seed rows and inspect them from outside."""
+    config = load_config(None, store={"url": store_url}, metrics_port=0)
+    repository = make_repository(store_url, SMS, config.shard_policy)
+    await repository.open()
+    yield repository
+    await repository.close()
+
+
+async def statuses(repo: ShardingRepository[Any, Any], ids: list[int]) -> dict[int, Status]:
+    result = {}
+    for i in ids:
+        rows = await repo.get(i)
+        result[i] = rows[0].status
+    return result
+
+
+async def test_jobs_fire_once_in_due_order_and_never_early(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    base = now() + timedelta(milliseconds=400)
+    order = [7, 3, 9, 1, 5, 2, 8, 4, 6, 0]
+    await repo.insert(
+        [sms(i, base + timedelta(milliseconds=40 * i)) for i in order], now_ms=now_ms()
+    )
+    recorder = Recorder()
+    async with engine_factory(handler=recorder):
+        await recorder.wait_for(10)
+        await asyncio.sleep(0.3)
+    assert recorder.ids() == sorted(order)
+    for _, _, due, fired in recorder.fires:
+        assert fired >= due.timestamp() - 0.002  # never early (1 ms tick, ms-rounded clocks)
+    assert set((await statuses(repo, order)).values()) == {Status.DONE}
+
+
+async def test_job_scheduled_inside_the_window_fires_before_the_next_fetch(
+    engine_factory: EngineFactory,
+) -> None:
+    recorder = Recorder()
+    engine = engine_factory(
+        handler=recorder, fetch_interval_s=20, lookahead_s=30, misfire_horizon_s=3600
+    )
+    async with engine:
+        started = time.monotonic()
+        await engine.schedule([sms(1, now() + timedelta(milliseconds=300))])
+        await recorder.wait_for(1, timeout_s=5)
+        assert time.monotonic() - started < 3  # the next fetch is 20 s away
+    assert recorder.ids() == [1]
+
+
+async def test_jobs_due_while_stopped_fire_once_at_start_oldest_first(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    past = now() - timedelta(hours=2)
+    ids = list(range(50))
+    await repo.insert(
+        [sms(i, past + timedelta(seconds=60 * (50 - i))) for i in ids], now_ms=now_ms()
+    )
+    recorder = Recorder()
+    async with engine_factory(handler=recorder):
+        await recorder.wait_for(50)
+        await asyncio.sleep(0.5)
+    assert recorder.ids() == sorted(ids, reverse=True)  # oldest due first
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+
+
+async def test_do_nothing_policy_marks_misfired_jobs_missed_and_fires_the_rest(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert(
+        [sms(1, now() - timedelta(minutes=10)), sms(2, now() - timedelta(seconds=1))],
+        now_ms=now_ms(),
+    )
+    recorder = Recorder()
+    async with engine_factory(
+        handler=recorder, misfire_policy="do_nothing", misfire_threshold_s=60
+    ):
+        await recorder.wait_for(1)
+        await asyncio.sleep(0.3)
+    assert recorder.ids() == [2]
+    [row] = await repo.get(1)
+    assert row.status is Status.MISSED and "misfired" in (row.last_error or "")
+
+
+async def test_claims_left_by_a_crashed_run_fire_once_at_start(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    due = now() - timedelta(seconds=5)
+    await repo.insert([sms(i, due) for i in range(5)], now_ms=now_ms(), claimed_by="crashed-node")
+    recorder = Recorder()
+    async with engine_factory(handler=recorder):
+        await recorder.wait_for(5)
+        await asyncio.sleep(0.3)
+    assert sorted(recorder.ids()) == list(range(5))
+
+
+async def test_failed_attempts_retry_with_backoff_then_succeed(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(1, now())], now_ms=now_ms())
+    recorder = Recorder(fail_attempts=2)
+    async with engine_factory(handler=recorder, handlers={"max_attempts": 5}):
+        await recorder.wait_for(3)
+        await asyncio.sleep(0.3)
+    attempts = [f[1] for f in recorder.fires]
+    assert attempts == [1, 2, 3]
+    gaps = [b[3] - a[3] for a, b in zip(recorder.fires, recorder.fires[1:], strict=False)]
+    assert gaps[0] >= 0.045 and gaps[1] >= 0.095  # backoff 0.05 s, then doubled (ms clocks)
+    [row] = await repo.get(1)
+    assert row.status is Status.DONE and row.attempts == 3
+
+
+async def test_job_without_attempts_left_is_failed_with_its_error_and_others_fire(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(i, now()) for i in range(4)], now_ms=now_ms())
+    recorder = Recorder(fail_ids=frozenset({2}))
+    async with engine_factory(handler=recorder, handlers={"max_attempts": 2}):
+        await recorder.wait_for(5)
+        await asyncio.sleep(0.3)
+    assert sorted(recorder.ids()) == [0, 1, 2, 2, 3]
+    [row] = await repo.get(2)
+    assert row.status is Status.FAILED and row.attempts == 2
+    assert row.last_error is not None and "boom 2/2" in row.last_error
+    assert (await statuses(repo, [0, 1, 3])) == {0: Status.DONE, 1: Status.DONE, 3: Status.DONE}
+
+
+async def test_hanging_handler_times_out_and_only_its_job_fails(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
+    done: list[int] = []
+
+    async def handler(ctx: JobContext[SmsEntity]) -> object:
+        if ctx.job_id == 1:
+            await asyncio.sleep(60)
+        done.append(ctx.job_id)
+        return object()  # garbage return values are ignored
+
+    async with engine_factory(handler=handler, handlers={"timeout_s": 0.3, "max_attempts": 1}):
+        await asyncio.sleep(1.2)
+    assert sorted(done) == [0, 2]
+    [row] = await repo.get(1)
+    assert row.status is Status.FAILED and "timed out" in (row.last_error or "")
+
+
+async def test_sync_handler_runs_in_a_thread(engine_factory: EngineFactory, repo: Any) -> None:
+    await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
+    seen: list[int] = []
+
+    def handler(ctx: JobContext[SmsEntity]) -> None:
+        time.sleep(0.01)  # blocking is fine: it runs off the loop
+        seen.append(ctx.job_id)
+
+    async with engine_factory(handler=handler):
+        await asyncio.sleep(0.8)
+    assert sorted(seen) == [0, 1, 2]
+
+
+async def test_payload_that_no_longer_decodes_fails_that_job_only(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, spec=SMS_V2):
+        await asyncio.sleep(0.8)
+    assert recorder.fires == []  # every stored row lacks `country`
+    rows = [(await repo.get(i))[0] for i in range(3)]
+    assert {r.status for r in rows} == {Status.FAILED}
+    assert all("payload does not decode" in (r.last_error or "") for r in rows)
+
+
+async def test_graceful_stop_hands_unfired_claims_back(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    due = now() + timedelta(seconds=20)
+    await repo.insert([sms(i, due) for i in range(10)], now_ms=now_ms())
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder, fetch_interval_s=5, lookahead_s=30)
+    async with engine:
+        assert engine.held() == 10
+        [row] = await repo.get(3)
+        assert row.status is Status.CLAIMED and row.claimed_by == "node-a"
+    rows = [(await repo.get(i))[0] for i in range(10)]
+    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+    assert recorder.fires == []
+
+
+async def test_cancel_removes_a_held_job(engine_factory: EngineFactory, repo: Any) -> None:
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder)
+    async with engine:
+        await engine.schedule(
+            [
+                sms(1, now() + timedelta(milliseconds=400)),
+                sms(2, now() + timedelta(milliseconds=400)),
+            ]
+        )
+        assert await engine.cancel(SMS, [1]) == 1
+        await recorder.wait_for(1)
+        await asyncio.sleep(0.6)
+    assert recorder.ids() == [2]
+    [row] = await repo.get(1)
+    assert row.status is Status.CANCELLED
+
+
+async def test_missing_handler_is_refused_at_start_and_nothing_changes(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(1, now())], now_ms=now_ms())
+    engine = engine_factory(handler=None)
+    with pytest.raises(HandlerMissing, match="sms"):
+        async with engine:
+            pass
+    [row] = await repo.get(1)
+    assert row.status is Status.PENDING and row.attempts == 0
