@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    """Starts at most `concurrency` handlers at once; the rest wait in a FIFO, in due order."""
+    """Runs at most `concurrency` handlers at once; the rest wait in a FIFO, in due order.
+
+    Handlers run on a pool of worker tasks that each take job after job from the FIFO and exit
+    when it is empty: a burst of 20,000 due jobs costs `concurrency` tasks, not 20,000.
+    """
 
     def __init__(
         self,
@@ -41,25 +45,28 @@ class Dispatcher:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self._ready: deque[tuple[Lane, ClaimedJob]] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        self.running = 0
         self.fired = 0
         self.succeeded = 0
         self.retried = 0
         self.failed = 0
+        metrics.in_flight.set_function(lambda: self.running)
 
     def __repr__(self) -> str:
-        return (
-            f"<Dispatcher running={len(self._tasks)} waiting={len(self._ready)} fired={self.fired}>"
-        )
+        return f"<Dispatcher running={self.running} waiting={len(self._ready)} fired={self.fired}>"
 
     @property
     def backlog(self) -> int:
         """Jobs handed over and not finished: waiting plus running."""
-        return len(self._ready) + len(self._tasks)
+        return len(self._ready) + self.running
 
     def submit(self, lane: Lane, jobs: Iterable[ClaimedJob]) -> None:
         self._ready.extend((lane, job) for job in jobs)
-        self._pump()
+        for _ in range(min(self.concurrency - len(self._workers), len(self._ready))):
+            worker = asyncio.create_task(self._work(), name="infinite-scheduler:handler")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
 
     def take_waiting(self) -> list[tuple[Lane, ClaimedJob]]:
         """Remove and return the jobs not started yet (shutdown hands them back to the store)."""
@@ -69,31 +76,29 @@ class Dispatcher:
 
     async def drain(self, timeout_s: float) -> int:
         """Wait for running handlers up to timeout_s, then cancel the rest; return how many."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        late = list(self._tasks)
-        for task in late:
-            task.cancel()
+        if self._workers:
+            await asyncio.wait(set(self._workers), timeout=timeout_s)
+        late = list(self._workers)
+        for worker in late:
+            worker.cancel()
         if late:
             await asyncio.wait(late)
         return len(late)
 
-    def _pump(self) -> None:
-        while self._ready and len(self._tasks) < self.concurrency:
-            lane, job = self._ready.popleft()
-            task = asyncio.create_task(self._run(lane, job), name=f"job:{lane.name}:{job.key}")
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
-        self.metrics.in_flight.set(len(self._tasks))
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._pump()
+    async def _work(self) -> None:
+        ready = self._ready
+        while ready:
+            lane, job = ready.popleft()
+            self.running += 1
+            try:
+                await self._run(lane, job)
+            finally:
+                self.running -= 1
 
     async def _run(self, lane: Lane, job: ClaimedJob) -> None:
         fired_ms = self.clock.now_ms()
         self.fired += 1
-        self.metrics.fired.labels(lane.name).inc()
+        lane.metrics.fired.inc()
         self.metrics.lateness.observe(max(0, fired_ms - job.due_ms) / 1000)
         try:
             ctx = lane.context(job, fired_ms)
@@ -109,7 +114,7 @@ class Dispatcher:
             self._failed(lane, job, f"{type(exc).__name__}: {exc}")
         else:
             self.succeeded += 1
-            self.metrics.succeeded.labels(lane.name).inc()
+            lane.metrics.succeeded.inc()
             self.acker.done(lane, job.ref)
 
     def _failed(self, lane: Lane, job: ClaimedJob, error: str) -> None:
@@ -127,7 +132,7 @@ class Dispatcher:
             extra=_extra("retry", lane, job),
         )
         self.retried += 1
-        self.metrics.retried.labels(lane.name).inc()
+        lane.metrics.retried.inc()
         self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=decision.at_ms))
 
     def _give_up(self, lane: Lane, job: ClaimedJob, error: str) -> None:
@@ -140,7 +145,7 @@ class Dispatcher:
             extra=_extra("fail", lane, job),
         )
         self.failed += 1
-        self.metrics.failed.labels(lane.name).inc()
+        lane.metrics.failed.inc()
         self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=None))
 
 

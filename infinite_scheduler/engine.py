@@ -96,7 +96,7 @@ class InfiniteScheduler:
         lane = self._lanes.get(spec.name)
         if lane is None:
             repo = repository or self._repositories.get(spec.name) or self._make_repository(spec)
-            lane = Lane(spec=spec, repo=repo)
+            lane = Lane(spec=spec, repo=repo, metrics=self.metrics.for_entity(spec.name))
             self._lanes[spec.name] = lane
             self._by_model[spec.model] = lane
         if handler is not None:
@@ -338,7 +338,7 @@ class InfiniteScheduler:
                 for i in soon
             ]
             self.fetcher.place(lane, jobs, now_ms)
-        self.metrics.scheduled.labels(lane.name).inc(stored)
+        lane.metrics.scheduled.inc(stored)
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Iterable[Any]) -> int:

@@ -173,7 +173,7 @@ class Fetcher:
         """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order)."""
         if not jobs:
             return
-        self.metrics.claimed.labels(lane.name).inc(len(jobs))
+        lane.metrics.claimed.inc(len(jobs))
         if self.settings.misfire_policy is MisfirePolicy.DO_NOTHING:
             jobs = self._drop_misfired(lane, jobs, now_ms)
         wheel = lane.wheel
@@ -195,7 +195,7 @@ class Fetcher:
                 self.acker.failed(
                     lane, Failure(ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED)
                 )
-                self.metrics.missed.labels(lane.name).inc()
+                lane.metrics.missed.inc()
             else:
                 keep.append(job)
         return keep

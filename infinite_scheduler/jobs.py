@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from infinite_scheduler.metrics import EntityMetrics
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, EntitySpec, ShardingRepository
 
@@ -49,6 +50,7 @@ class Lane:
 
     spec: EntitySpec[Any, Any]
     repo: ShardingRepository[Any, Any]
+    metrics: EntityMetrics
     handler: Handler | None = None
     wheel: TimerWheel[Any, ClaimedJob] = field(init=False)
     is_async: bool = field(init=False, default=True)
