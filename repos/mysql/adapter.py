@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
@@ -71,7 +71,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
             connect_timeout_s=connect_timeout_s,
         )
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
-        columns = {**self._fmt, "id_type": "BIGINT" if spec.key_type is int else "VARCHAR(191)"}
+        # Binary collation: str ids compare as Python does ("ORD-1" is not "ord-1").
+        id_type = "BIGINT" if spec.key_type is int else "VARCHAR(191) COLLATE utf8mb4_bin"
+        columns = {**self._fmt, "id_type": id_type}
         kinds: dict[str, type[MultiTable] | type[Partitioned]] = {
             "multi-table": MultiTable,
             "partitioned": Partitioned,
@@ -120,11 +122,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
             else (Status.PENDING, 0, None, None)
         )
 
+        in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
+
         async def body(tx: Tx) -> int:
             stored = 0
             for (target, bounds), group in groups.items():
                 extra = self._layout.extra_values(bounds)
                 for chunk in chunks(group, self.batch_size):
+                    in_flight[:] = chunk
                     args = [
                         a
                         for r in chunk
@@ -139,7 +144,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             return int(await self._ex.run("insert", body))
         except StoreError as exc:
             if error_code(exc.cause) == DUPLICATE_KEY:
-                raise self._duplicate(exc, rows) from exc
+                raise self._duplicate(exc, in_flight) from exc
             raise
 
     async def claim_due(
@@ -301,9 +306,15 @@ class MysqlRepository(Generic[TEntity, TKey]):
             await self._refresh()
         return list(self._live.values())
 
-    @staticmethod
-    def _window(shards: Iterable[Shard], start_ms: int, end_ms: int) -> list[Shard]:
-        return [s for s in shards if s.bounds.end_ms > start_ms and s.bounds.start_ms < end_ms]
+    def _window(self, shards: list[Shard], start_ms: int, end_ms: int) -> list[Shard]:
+        # A partitioned table keeps rows older than its oldest partition in that partition, so
+        # that one answers for every earlier time too (else such rows would fire late).
+        oldest = shards[0] if shards and isinstance(self._layout, Partitioned) else None
+        return [
+            s
+            for s in shards
+            if s.bounds.end_ms > start_ms and (s.bounds.start_ms < end_ms or s is oldest)
+        ]
 
     def _target_of(self, at_ms: int) -> str | None:
         shard = self._live.get(bucket_of(at_ms, self.policy.granularity))
@@ -341,9 +352,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
         found = _DUPLICATE.search(str(exc.cause))
         entry = found.group(1) if found else "?"
         for row in rows:
-            if entry == str(row.key) or entry.startswith(f"{row.key}-"):
-                shard = self._layout.shard(bounds_of(row.at_ms, self.policy.granularity))
-                return DuplicateJob(self.spec.name, row.key, shard.name)
+            bounds = bounds_of(row.at_ms, self.policy.granularity)
+            # The entry is the primary key: `id` (multi-table) or `id-shard_at` (partitioned).
+            if entry in (str(row.key), f"{row.key}-{bounds.start_ms}"):
+                return DuplicateJob(self.spec.name, row.key, self._layout.shard(bounds).name)
         return DuplicateJob(self.spec.name, entry, "?")
 
     async def _update_refs(
