@@ -239,7 +239,7 @@ async def test_hanging_handler_times_out_and_only_its_job_fails(
     engine_factory: EngineFactory, repo: Any
 ) -> None:
     await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
-    done: list[int] = []
+    done: list[int | str] = []
 
     async def handler(ctx: JobContext[SmsEntity]) -> object:
         if ctx.job_id == 1:
@@ -256,7 +256,7 @@ async def test_hanging_handler_times_out_and_only_its_job_fails(
 
 async def test_sync_handler_runs_in_a_thread(engine_factory: EngineFactory, repo: Any) -> None:
     await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
-    seen: list[int] = []
+    seen: list[int | str] = []
 
     def handler(ctx: JobContext[SmsEntity]) -> None:
         time.sleep(0.01)  # blocking is fine: it runs off the loop

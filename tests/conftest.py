@@ -1,0 +1,229 @@
+"""Fixtures shared by every tier (unit, integration, e2e).
+
+- an autouse fixture that strips ``INFINITE_SCHEDULER_*`` variables: the developer's own
+  settings never leak into a test (nor, through it, into engine subprocesses).
+- ``mysql_databases`` / ``mysql_database``: fresh MariaDB databases ``ist_<8 hex>``, dropped at
+  teardown. MariaDB unreachable: the test fails under ``CI=true`` and is skipped otherwise.
+- ``store_url``: a URL for a fresh, empty store, parametrised ``sqlite`` / ``mysql``.
+- ``backend``, ``make_repo`` and ``repo``: opened repositories over every adapter (``sqlite``,
+  ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``); teardown fails a test that leaves a
+  connection checked out.
+
+The sqlite params skip until ``repos/sqlite.py`` exists. Test modules reach all of this through
+fixtures only: ``tests`` is not a package, so nothing here is importable at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn, Protocol, cast
+
+import pytest
+
+from repos.base import ShardingRepository, ShardPolicy
+from repos.entity import EntitySpec
+from repos.examples import SMS
+from repos.registry import Driver, Layout, make_repository
+
+ENV_PREFIX = "INFINITE_SCHEDULER_"
+MYSQL_HOST = "127.0.0.1"
+MYSQL_PORT = 3306
+MYSQL_USER = "root"
+START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+SQLITE_MISSING = importlib.util.find_spec("repos.sqlite") is None
+#: A day shard per UTC day, kept a week: tests pass a now_ms close to their fixed dates.
+DEFAULT_POLICY = ShardPolicy()
+
+Repo = ShardingRepository[Any, Any]
+MysqlDatabases = Callable[[], Awaitable[str]]
+
+
+# -- hermetic environment ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_scheduler_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config comes from what the test passes only, in this process and in engine processes."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+
+
+# -- MariaDB ----------------------------------------------------------------------------------
+
+
+def _mariadb_unreachable(exc: BaseException) -> NoReturn:
+    """Fail under CI (the MySQL tier must run there), skip on a developer machine."""
+    reason = f"MariaDB not reachable at {MYSQL_HOST}:{MYSQL_PORT}: {exc!r}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(
+            f"{reason}\nCI=true: MySQL tests must run, never skip. Start it: {START_MARIADB}"
+        )
+    pytest.skip(reason)
+
+
+async def _mysql_connect() -> Any:
+    import asyncmy
+
+    try:
+        return await asyncmy.connect(
+            host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, connect_timeout=3, autocommit=True
+        )
+    except Exception as exc:
+        _mariadb_unreachable(exc)
+
+
+def mysql_url(database: str, port: int = MYSQL_PORT) -> str:
+    return f"mysql://{MYSQL_USER}@{MYSQL_HOST}:{port}/{database}"
+
+
+@pytest.fixture
+async def mysql_databases() -> AsyncIterator[MysqlDatabases]:
+    """Make fresh, empty databases ``ist_<8 hex>`` on the shared MariaDB; all dropped after.
+
+    Connects on first use only, so a sqlite-param test that never asks does not need MariaDB.
+    """
+    conn: Any = None
+    created: list[str] = []
+
+    async def create() -> str:
+        nonlocal conn
+        if conn is None:
+            conn = await _mysql_connect()
+        name = f"ist_{secrets.token_hex(4)}"
+        created.append(name)
+        async with conn.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        return name
+
+    try:
+        yield create
+    finally:
+        if conn is not None:
+            try:
+                async with conn.cursor() as cur:
+                    for name in created:
+                        await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            finally:
+                conn.close()
+
+
+@pytest.fixture
+async def mysql_database(mysql_databases: MysqlDatabases) -> str:
+    """One fresh database name on the shared MariaDB, dropped after the test."""
+    return await mysql_databases()
+
+
+# -- stores and repositories ------------------------------------------------------------------
+
+_SQLITE_MARKS = pytest.mark.skipif(SQLITE_MISSING, reason="repos.sqlite not written yet")
+
+
+async def _fresh_store(kind: str, tmp_path: Path, mysql_databases: MysqlDatabases) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return mysql_url(await mysql_databases())
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite", marks=_SQLITE_MARKS),
+        pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+    ]
+)
+async def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, mysql_databases: MysqlDatabases
+) -> str:
+    """URL of a fresh, empty store: a SQLite file in tmp_path, or a fresh MariaDB database."""
+    return await _fresh_store(request.param, tmp_path, mysql_databases)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One adapter configuration the contract suite runs against."""
+
+    kind: Literal["sqlite", "mysql"]
+    layout: Layout = "multi-table"
+    driver: Driver = "asyncmy"
+
+
+_LAYOUTS: tuple[tuple[str, Layout], ...] = (
+    ("multi", "multi-table"),
+    ("partitioned", "partitioned"),
+)
+_DRIVERS: tuple[Driver, ...] = ("asyncmy", "aiomysql")
+BACKENDS = [
+    pytest.param(Backend("sqlite"), id="sqlite", marks=_SQLITE_MARKS),
+    *(
+        pytest.param(
+            Backend("mysql", layout, driver),
+            id=f"mysql-{short}-{driver}",
+            marks=pytest.mark.mysql,
+        )
+        for short, layout in _LAYOUTS
+        for driver in _DRIVERS
+    ),
+]
+
+
+class MakeRepo(Protocol):
+    """Open another repository on the test's store (same URL: a second node, say)."""
+
+    def __call__(
+        self,
+        spec: EntitySpec[Any, Any] = SMS,
+        *,
+        policy: ShardPolicy = DEFAULT_POLICY,
+        batch_size: int = 1000,
+    ) -> Awaitable[Repo]: ...
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return cast(Backend, request.param)
+
+
+@pytest.fixture
+async def make_repo(
+    backend: Backend, tmp_path: Path, mysql_databases: MysqlDatabases
+) -> AsyncIterator[MakeRepo]:
+    """Factory of opened repositories on one fresh store of `backend`; all closed at teardown,
+    after checking that none still has a connection checked out (a leak in the adapter)."""
+    url = await _fresh_store(backend.kind, tmp_path, mysql_databases)
+    opened: list[Repo] = []
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            spec: EntitySpec[Any, Any] = SMS,
+            *,
+            policy: ShardPolicy = DEFAULT_POLICY,
+            batch_size: int = 1000,
+        ) -> Repo:
+            repo = make_repository(
+                url,
+                spec,
+                policy,
+                layout=backend.layout,
+                driver=backend.driver,
+                batch_size=batch_size,
+            )
+            await repo.open()
+            stack.push_async_callback(repo.close)
+            opened.append(repo)
+            return repo
+
+        yield make
+        leaked = [cast(Any, repo).checked_out() for repo in opened]
+    assert not any(leaked), f"connections still checked out after the test: {leaked}"
+
+
+@pytest.fixture
+async def repo(make_repo: MakeRepo) -> Repo:
+    """An opened repository of the SMS example spec, day shards kept a week."""
+    return await make_repo()

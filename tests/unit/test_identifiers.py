@@ -1,0 +1,305 @@
+"""Everything that guards what reaches SQL, without a database: identifiers, entity specs,
+shard math and store URLs. A name or timestamp wrong here is wrong in every adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from repos.entity import EntitySpec
+from repos.errors import EntitySpecError, InvalidIdentifier
+from repos.registry import MysqlUrl, SqliteUrl, parse_store_url
+from repos.shards import (
+    MAX_IDENTIFIER,
+    MAX_PREFIX,
+    Granularity,
+    ShardBounds,
+    bounds_of,
+    bucket_of,
+    check_identifier,
+    parse_suffix,
+    shards_between,
+)
+
+DAY = Granularity.DAY
+HOUR = Granularity.HOUR
+D22 = int(datetime(2026, 11, 22, tzinfo=UTC).timestamp() * 1000)
+D23 = D22 + DAY.span_ms
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+# -- check_identifier -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["sms; DROP TABLE x", "SMS", "Sms", "1sms", "sms-x", "sms x", "sms`", "", "é"],
+)
+def test_check_identifier_rejects_what_could_break_sql(value: str) -> None:
+    with pytest.raises(InvalidIdentifier) as caught:
+        check_identifier("table prefix", value)
+    assert caught.value.value == value
+    assert repr(value) in str(caught.value)
+
+
+def test_check_identifier_rejects_non_strings() -> None:
+    with pytest.raises(InvalidIdentifier):
+        check_identifier("table prefix", 42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["a", "_", "sms_v2", "a" * MAX_PREFIX, "_0"])
+def test_check_identifier_accepts_plain_names_up_to_the_limit(value: str) -> None:
+    assert check_identifier("table prefix", value, max_length=MAX_PREFIX) == value
+
+
+def test_check_identifier_limits_length() -> None:
+    assert check_identifier("column", "c" * MAX_IDENTIFIER) == "c" * MAX_IDENTIFIER
+    with pytest.raises(InvalidIdentifier):
+        check_identifier("column", "c" * (MAX_IDENTIFIER + 1))
+    with pytest.raises(InvalidIdentifier):
+        check_identifier("table prefix", "p" * (MAX_PREFIX + 1), max_length=MAX_PREFIX)
+
+
+def test_longest_prefix_still_leaves_room_for_the_hour_suffix() -> None:
+    table = f"{'p' * MAX_PREFIX}_{bounds_of(D22, HOUR).suffix}"
+    assert check_identifier("shard table", table) == table
+
+
+# -- EntitySpec.of ----------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    id: int
+    scheduled_at: datetime
+    note: str
+
+
+@dataclass
+class StatusJob:
+    status: int
+    scheduled_at: datetime
+
+
+@dataclass
+class FloatIdJob:
+    id: float
+    scheduled_at: datetime
+
+
+@dataclass
+class TextTimeJob:
+    id: int
+    scheduled_at: str
+
+
+class PydanticJob(BaseModel):
+    id: str
+    scheduled_at: datetime
+    retries: int = 0
+
+
+class PlainJob:
+    id: int
+    scheduled_at: datetime
+
+
+def _spec_error(model: type[Any], **kwargs: Any) -> EntitySpecError:
+    with pytest.raises(EntitySpecError) as caught:
+        EntitySpec.of(model, **{"name": "job", **kwargs})
+    return caught.value
+
+
+def test_spec_of_dataclass_and_pydantic_model() -> None:
+    spec = EntitySpec.of(Job, name="job")
+    assert (spec.key_type, spec.table_prefix, spec.payload_fields) == (int, "job", ("note",))
+    model_spec = EntitySpec.of(PydanticJob, name="pjob", table_prefix="p_jobs")
+    assert (model_spec.key_type, model_spec.table_prefix) == (str, "p_jobs")
+
+
+def test_spec_rejects_id_field_that_is_not_a_field() -> None:
+    error = _spec_error(Job, id_field="job_id")
+    assert error.field == "job_id"
+    assert "not a field of Job" in str(error)
+
+
+def test_spec_rejects_a_field_named_like_an_engine_column() -> None:
+    error = _spec_error(StatusJob, id_field="status")
+    assert error.field == "status"
+    assert "reserved" in str(error)
+
+
+def test_spec_rejects_float_id() -> None:
+    error = _spec_error(FloatIdJob)
+    assert error.field == "id"
+    assert "int or str" in str(error)
+
+
+def test_spec_rejects_sharding_time_not_typed_datetime() -> None:
+    error = _spec_error(TextTimeJob)
+    assert error.field == "scheduled_at"
+    assert "datetime" in str(error)
+
+
+def test_spec_rejects_neither_dataclass_nor_pydantic_model() -> None:
+    error = _spec_error(PlainJob)
+    assert "neither a dataclass nor a pydantic model" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [
+        ({"name": "Job"}, "Job"),
+        ({"name": "job", "table_prefix": "jobs; DROP TABLE x"}, "jobs; DROP TABLE x"),
+        ({"name": "job", "table_prefix": "j" * (MAX_PREFIX + 1)}, "j" * (MAX_PREFIX + 1)),
+    ],
+)
+def test_spec_rejects_bad_names_and_prefixes(kwargs: dict[str, Any], bad: str) -> None:
+    with pytest.raises(InvalidIdentifier) as caught:
+        EntitySpec.of(Job, **kwargs)
+    assert caught.value.value == bad
+
+
+# -- shard math -------------------------------------------------------------------------------
+
+
+def test_bucket_of_splits_exactly_at_midnight_utc() -> None:
+    assert bucket_of(D23 - 1, DAY) == D22
+    assert bucket_of(D23, DAY) == D23
+    assert bucket_of(D22 + 3_600_000 * 14 - 1, HOUR) == D22 + 3_600_000 * 13
+
+
+def test_bounds_of_names_and_limits_a_shard() -> None:
+    assert bounds_of(D23 - 1, DAY) == ShardBounds(suffix="20261122", start_ms=D22, end_ms=D23)
+    last_hour = ms(datetime(2026, 11, 22, 23, tzinfo=UTC))
+    assert bounds_of(D23 - 1, HOUR) == ShardBounds(
+        suffix="2026112223", start_ms=last_hour, end_ms=D23
+    )
+    assert bounds_of(D23, HOUR).suffix == "2026112300"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "granularity", "start"),
+    [
+        ("20261122", DAY, datetime(2026, 11, 22, tzinfo=UTC)),
+        ("20241229", DAY, datetime(2024, 12, 29, tzinfo=UTC)),
+        ("2026112213", HOUR, datetime(2026, 11, 22, 13, tzinfo=UTC)),
+        ("2026112300", HOUR, datetime(2026, 11, 23, tzinfo=UTC)),
+    ],
+)
+def test_parse_suffix_inverts_bounds_of(
+    suffix: str, granularity: Granularity, start: datetime
+) -> None:
+    bounds = parse_suffix(suffix, granularity)
+    assert bounds == bounds_of(ms(start), granularity)
+    assert bounds is not None and bounds.suffix == suffix
+
+
+@pytest.mark.parametrize(
+    ("suffix", "granularity"),
+    [
+        ("2026133", DAY),  # 7 digits
+        ("20261332", DAY),  # month 13
+        ("20261131", DAY),  # 31 November
+        ("abc", DAY),
+        ("2026112a", DAY),
+        ("2026112213", DAY),  # an hour suffix under day granularity
+        ("20261122", HOUR),
+        ("2026112224", HOUR),  # hour 24
+        ("", DAY),
+    ],
+)
+def test_parse_suffix_rejects_junk(suffix: str, granularity: Granularity) -> None:
+    assert parse_suffix(suffix, granularity) is None
+
+
+def test_shards_between_is_half_open_and_overlapping() -> None:
+    assert [b.start_ms for b in shards_between(D22, D23, DAY)] == [D22]
+    assert [b.start_ms for b in shards_between(D22, D23 + 1, DAY)] == [D22, D23]
+    assert [b.start_ms for b in shards_between(D23 - 1, D23 + 1, DAY)] == [D22, D23]
+    week = shards_between(D22 + 5, D22 + 7 * DAY.span_ms, DAY)
+    assert [b.suffix for b in week] == [f"202611{d}" for d in range(22, 29)]
+    hours = shards_between(D23 - 1, D23 + 3_600_000, HOUR)
+    assert [b.suffix for b in hours] == ["2026112223", "2026112300"]
+
+
+def test_shards_between_walks_across_month_and_year_ends() -> None:
+    start = ms(datetime(2026, 12, 31, tzinfo=UTC))
+    suffixes = [b.suffix for b in shards_between(start, start + 2 * DAY.span_ms, DAY)]
+    assert suffixes == ["20261231", "20270101"]
+    feb = ms(datetime(2028, 2, 28, tzinfo=UTC))
+    leap = [b.suffix for b in shards_between(feb, feb + 2 * DAY.span_ms, DAY)]
+    assert leap == ["20280228", "20280229"]
+
+
+def test_boundary_timestamps_from_datetimes_are_exact() -> None:
+    """Epoch-ms conversion through float must not lose the last millisecond of a day."""
+    last = datetime(2026, 11, 22, 23, 59, 59, 999_000, tzinfo=UTC)
+    assert ms(last) == D23 - 1
+    assert ms(last + timedelta(milliseconds=1)) == D23
+
+
+# -- store URLs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        (
+            "mysql://root@127.0.0.1:3306/jobs",
+            MysqlUrl(host="127.0.0.1", port=3306, user="root", database="jobs"),
+        ),
+        ("mysql://app@db/jobs", MysqlUrl(host="db", port=3306, user="app", database="jobs")),
+        (
+            "mariadb://app:p%40ss@db:3307/jobs_2",
+            MysqlUrl(host="db", port=3307, user="app", database="jobs_2", password="p@ss"),
+        ),
+        ("sqlite:///relative/store.db", SqliteUrl(path="relative/store.db")),
+        ("sqlite:////var/lib/store.db", SqliteUrl(path="/var/lib/store.db")),
+    ],
+)
+def test_parse_store_url_accepts(url: str, parsed: MysqlUrl | SqliteUrl) -> None:
+    assert parse_store_url(url) == parsed
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgres://root@db/jobs", "unknown scheme 'postgres'"),
+        ("db.example/jobs", "unknown scheme ''"),
+        ("mysql://root@db", "database are required"),
+        ("mysql://root@db/", "database are required"),
+        ("mysql://db/jobs", "user and database are required"),
+        ("mysql://root@db:port/jobs", "port is not a number"),
+        ("mysql://root@db:70000/jobs", "port is not a number"),
+        ("sqlite://", "sqlite URL has no path"),
+        ("sqlite:///", "sqlite URL has no path"),
+    ],
+)
+def test_parse_store_url_rejects_with_value_error(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        parse_store_url(url)
+    assert "expected sqlite:///PATH or mysql://" in str(caught.value)
+
+
+@pytest.mark.parametrize("database", ["bad-name", "Jobs", "jobs;drop"])
+def test_parse_store_url_rejects_bad_database_name_as_invalid_identifier(database: str) -> None:
+    """Not a ValueError: the database name goes through the same guard as every identifier."""
+    with pytest.raises(InvalidIdentifier) as caught:
+        parse_store_url(f"mysql://root@db/{database}")
+    assert caught.value.value == database
+
+
+def test_mysql_url_keeps_the_password_out_of_repr() -> None:
+    url = parse_store_url("mysql://app:hunter2-s3cret@db:3307/jobs")
+    assert isinstance(url, MysqlUrl)
+    assert url.password == "hunter2-s3cret"
+    assert url.address == "db:3307"
+    assert "hunter2" not in repr(url) and "hunter2" not in str(url)
