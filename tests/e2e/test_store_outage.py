@@ -1,0 +1,112 @@
+"""The database going away and coming back during a run: the engine rides it out, loses
+nothing and fires nothing twice. MariaDB itself keeps running (other tests share it); the
+engine reaches it through a proxy in this process, and ``cut()`` severs every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from repos.base import Status
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from conftest import EngineProcess, Engines, Store, StoreProxy, WallClock
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.mysql]
+
+ALL_FIRED_TIMEOUT_S = 25
+
+
+def warnings_naming(stderr: str, address: str) -> list[dict[str, Any]]:
+    """The engine's JSON log lines at WARNING or above whose message names `address`."""
+    found = []
+    for line in stderr.splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if entry.get("level") in ("WARNING", "ERROR", "CRITICAL") and address in entry["msg"]:
+            found.append(entry)
+    return found
+
+
+@pytest.mark.parametrize("store_proxy", ["reset", "refuse"], indirect=True)
+async def test_store_outage_mid_run_loses_nothing_and_fires_nothing_twice(
+    proxied_store: tuple[Store, StoreProxy], engines: Engines, tmp_path: Path, wall: WallClock
+) -> None:
+    store, proxy = proxied_store
+    t0 = wall.now_ms()
+    seeded = await store.seed(t0 + 500 + i * 6 for i in range(1_000))  # due over 6 s
+    engine = engines.start(store.config_path, tmp_path / "fires.log")
+    await engine.wait_ready()
+
+    await wall.sleep_until(t0 + 2_000)
+    await proxy.cut()
+    cut_ms = wall.now_ms()
+    alive_during_outage = await watch_alive(engine, wall, until_ms=t0 + 5_000)
+    await proxy.restore()
+    restored_ms = wall.now_ms()
+
+    missing = await engine.wait_fired(seeded, ALL_FIRED_TIMEOUT_S)
+    assert alive_during_outage and engine.alive(), f"engine died:\n{engine.stderr()}"
+    assert await engine.stop() == 0, engine.stderr()
+
+    fires = engine.fires_by_id()
+    assert not missing, f"lost {len(missing)}: {sorted(missing)[:20]}"
+    repeated = {i: fs for i, fs in fires.items() if len(fs) > 1}
+    assert not repeated, f"fired twice without any crash: {sorted(repeated.items())[:5]}"
+    rows = await store.rows(t0, t0 + 10_000)
+    assert {r.key for r in rows} == set(seeded)
+    assert {r.status for r in rows} == {Status.DONE}, sorted(
+        (r.key, r.status.name, r.claimed_by) for r in rows if r.status is not Status.DONE
+    )[:20]
+
+    # The outage was real for the engine: it tried to reconnect and was turned away, and it
+    # said so, naming the address it could not reach.
+    assert proxy.refused > 0 or proxy.mode == "refuse"
+    assert warnings_naming(engine.stderr(), proxy.address), engine.stderr()[-3000:]
+    # Jobs due during the outage that the wheel did not hold fired once the store was back.
+    fired_during = [fs[0] for fs in fires.values() if cut_ms <= fs[0].fired_ms < restored_ms]
+    assert fired_during, "the wheel should keep firing what it holds while the store is away"
+
+
+async def watch_alive(engine: EngineProcess, wall: WallClock, *, until_ms: int) -> bool:
+    """Poll the engine process until `until_ms`; False as soon as it has exited."""
+    while wall.now_ms() < until_ms:
+        if not engine.alive():
+            return False
+        await asyncio.sleep(0.1)
+    return engine.alive()
+
+
+async def test_claim_whose_commit_reply_is_lost_still_fires(
+    proxied_store: tuple[Store, StoreProxy], engines: Engines, tmp_path: Path, wall: WallClock
+) -> None:
+    """An outage can cut the connection after MariaDB committed a claim but before the engine
+    read the reply: the claim failed for the engine, yet its rows are CLAIMED by this node.
+    Those rows must still fire (invariant 1), not wait for the engine's next restart."""
+    store, proxy = proxied_store
+    t0 = wall.now_ms()
+    seeded = await store.seed(t0 + 4_000 + i * 5 for i in range(400))  # due in [4 s, 6 s)
+    engine = engines.start(store.config_path, tmp_path / "fires.log")
+    await engine.wait_ready()
+    proxy.trap_next_claim_commit()  # the first claim that takes rows, at about 3 s
+
+    missing = await engine.wait_fired(seeded, timeout_s=15)
+    assert proxy.trap_fired, "no claim was trapped: the scenario did not happen"
+    assert engine.alive(), engine.stderr()
+    stuck = await store.rows(t0, t0 + 10_000, Status.CLAIMED)
+    assert await engine.stop() == 0, engine.stderr()
+    assert not missing, (
+        f"{len(missing)} of {len(seeded)} jobs never fired; {len(stuck)} rows stayed CLAIMED "
+        f"by {sorted({r.claimed_by or '' for r in stuck})} after their claim's reply was lost, "
+        f"e.g. ids {sorted(missing)[:10]}"
+    )
+    assert len(engine.fires()) == len(seeded)
+    assert {r.status for r in await store.rows(t0, t0 + 10_000)} == {Status.DONE}
