@@ -159,6 +159,13 @@ class ShardingRepository(Protocol[TEntity, TKey]):
     spec: EntitySpec[TEntity, TKey]
     policy: ShardPolicy
 
+    @property
+    def ignored_names(self) -> frozenset[str]:
+        """Names under this entity's prefix that the last look at the catalogue (any method
+        listing shards) could not read as shards, such as ``sms_backup`` or ``sms_2026``: left
+        alone, never dropped, so the caller can warn about them."""
+        ...
+
     async def open(self) -> None:
         """Connect (pools are made here, inside the running loop) and create the schema.
 
@@ -277,6 +284,9 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Drop every shard whose end is at or before cutoff_ms, whole (never row by row).
 
         Returns the dropped shards with their row counts taken just before the drop, so the
-        caller can report unfinished rows. Shards that end after cutoff_ms are never touched.
+        caller can report unfinished rows. Shards that end after cutoff_ms are never touched,
+        nor are ignored_names. Oldest first: when a drop fails half-way, the shards already
+        dropped are gone and the rest are left whole for the next call. The space of dropped
+        shards goes back to the file system (SQLite: incremental vacuum and WAL truncation).
         """
         ...

@@ -12,6 +12,7 @@ prefix such as ``sms; DROP TABLE x`` never reaches a statement.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -80,6 +81,26 @@ def parse_suffix(suffix: str, granularity: Granularity) -> ShardBounds | None:
     except ValueError:
         return None
     return bounds_of(int(start.timestamp() * 1000), granularity)
+
+
+def read_shard_names(
+    names: Iterable[str], head: str, granularity: Granularity
+) -> tuple[dict[ShardBounds, str], frozenset[str]]:
+    """Split catalogue names into our shards (bounds -> name, oldest first) and the rest.
+
+    A shard name is `head` (``sms_``, or ``p`` for a partition) plus a suffix that parses at
+    this granularity. Anything else (``sms_backup``, ``sms_2026``, a day shard under hour
+    granularity) is returned as ignored: never read, written nor dropped.
+    """
+    shards: dict[ShardBounds, str] = {}
+    ignored = set()
+    for name in names:
+        bounds = parse_suffix(name[len(head) :], granularity) if name.startswith(head) else None
+        if bounds is None:
+            ignored.add(name)
+        else:
+            shards[bounds] = name
+    return dict(sorted(shards.items(), key=lambda item: item[0].start_ms)), frozenset(ignored)
 
 
 def shards_between(start_ms: int, end_ms: int, granularity: Granularity) -> list[ShardBounds]:

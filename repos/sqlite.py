@@ -4,13 +4,15 @@ sqlite3 blocks, so every statement runs on one dedicated thread that owns the co
 event loop only awaits it. Writes take the database lock up front (``BEGIN IMMEDIATE``), which
 is SQLite's equivalent of ``FOR UPDATE SKIP LOCKED`` for a single writer: two repositories on
 the same file claim in turn and never get the same row. ``auto_vacuum=INCREMENTAL`` lets
-retention hand the pages of dropped shards back to the file system.
+retention hand the pages of dropped shards back to the file system (on files made with it; an
+older file needs one ``VACUUM``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -33,8 +35,16 @@ from repos.base import (
     StoreUnavailable,
 )
 from repos.entity import EncodedRow, EntitySpec
-from repos.shards import ShardBounds, bounds_of, check_identifier, parse_suffix, shards_between
+from repos.shards import (
+    ShardBounds,
+    bounds_of,
+    check_identifier,
+    read_shard_names,
+    shards_between,
+)
 from repos.statements import chunks, marks, release_statement
+
+logger = logging.getLogger(__name__)
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -69,6 +79,8 @@ CREATE TABLE IF NOT EXISTS "{table}" (
 CREATE_DUE_INDEX = 'CREATE INDEX IF NOT EXISTS "ix_{table}_due" ON "{table}" (status, due_at)'
 LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'"
 DROP_TABLE = 'DROP TABLE IF EXISTS "{table}"'
+# A script, not execute(): the pragma frees one page per step and execute() steps only once.
+RECLAIM = "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
 
 INSERT = (
     'INSERT INTO "{table}" ("{id}", "{at}", payload, status, due_at, attempts, claimed_by,'
@@ -130,6 +142,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         self._thread: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._busy = 0
+        self.ignored_names: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"<SqliteRepository {self.spec.name} {self.path}>"
@@ -362,7 +375,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                         db.execute(self._q(DROP_TABLE, table))
                         dropped.append(ShardInfo(name=table, bounds=bounds, rows=rows))
             if dropped:
-                db.execute("PRAGMA incremental_vacuum")
+                self._reclaim(db)
             return dropped
 
         return await self._run("drop shards", work)
@@ -413,12 +426,23 @@ class SqliteRepository(Generic[TEntity, TKey]):
         """Live shards, oldest first (read each time: the catalogue is local and cheap)."""
         prefix = self.spec.table_prefix
         pattern = prefix.replace("_", "\\_") + "\\_%"
-        found = {}
-        for (name,) in db.execute(LIST_TABLES, (pattern,)):
-            bounds = parse_suffix(name[len(prefix) + 1 :], self.policy.granularity)
-            if bounds is not None:
-                found[bounds] = name
-        return dict(sorted(found.items(), key=lambda item: item[0].start_ms))
+        names = (name for (name,) in db.execute(LIST_TABLES, (pattern,)))
+        found, self.ignored_names = read_shard_names(names, f"{prefix}_", self.policy.granularity)
+        return found
+
+    def _reclaim(self, db: sqlite3.Connection) -> None:
+        """Truncate the file by the dropped shards' pages, then fold the WAL (which took the
+        moved pages) back in and truncate it, so the disk space really goes back. The drop has
+        committed already: a failure here only postpones that to the next drop."""
+        try:
+            db.executescript(RECLAIM)
+        except sqlite3.Error as exc:
+            logger.warning(
+                "%s: shards dropped, but their space is not reclaimed yet: %s",
+                self.spec.name,
+                exc,
+                extra={"action": "drop shards", "entity": self.spec.name},
+            )
 
     def _window(self, db: sqlite3.Connection, start_ms: int, end_ms: int) -> list[str]:
         return [

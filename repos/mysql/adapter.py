@@ -95,6 +95,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
     def checked_out(self) -> int:
         return self._ex.checked_out()
 
+    @property
+    def ignored_names(self) -> frozenset[str]:
+        return self._layout.ignored
+
     async def ensure_shards(self, start_ms: int, end_ms: int) -> list[ShardInfo]:
         wanted = shards_between(start_ms, end_ms, self.policy.granularity)
         live = await self._refresh()

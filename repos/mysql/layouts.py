@@ -17,7 +17,7 @@ from repos.shards import (
     Granularity,
     ShardBounds,
     check_identifier,
-    parse_suffix,
+    read_shard_names,
     shards_between,
 )
 
@@ -40,6 +40,8 @@ class Layout(Protocol):
     """What differs between the layouts: finding, making and dropping shards."""
 
     extra_columns: str
+    #: Names the last discover() found under the prefix that are not shards (left alone).
+    ignored: frozenset[str]
 
     def extra_values(self, bounds: ShardBounds) -> tuple[int, ...]: ...
 
@@ -71,6 +73,7 @@ class MultiTable:
         self.prefix = prefix
         self.granularity = granularity
         self.columns = columns
+        self.ignored: frozenset[str] = frozenset()
 
     def extra_values(self, bounds: ShardBounds) -> tuple[int, ...]:
         return ()
@@ -91,12 +94,10 @@ class MultiTable:
     async def discover(self, ex: Executor) -> list[Shard]:
         async with ex.transaction("list shards") as tx:
             rows = await tx.fetch_all(sql.LIST_TABLES, (self.prefix.replace("_", "\\_") + "\\_%",))
-        shards = []
-        for (name,) in rows:
-            bounds = parse_suffix(name[len(self.prefix) + 1 :], self.granularity)
-            if bounds is not None:
-                shards.append(self.shard(bounds))
-        return sorted(shards, key=lambda s: s.bounds.start_ms)
+        found, self.ignored = read_shard_names(
+            (r[0] for r in rows), f"{self.prefix}_", self.granularity
+        )
+        return [self.shard(bounds) for bounds in found]
 
     async def create(self, ex: Executor, wanted: list[ShardBounds], live: list[Shard]) -> None:
         have = {s.bounds.start_ms for s in live}
@@ -125,6 +126,7 @@ class Partitioned:
         self.table = prefix
         self.granularity = granularity
         self.columns = columns
+        self.ignored: frozenset[str] = frozenset()
 
     def extra_values(self, bounds: ShardBounds) -> tuple[int, ...]:
         return (bounds.start_ms,)
@@ -147,12 +149,8 @@ class Partitioned:
     async def discover(self, ex: Executor) -> list[Shard]:
         async with ex.transaction("list shards") as tx:
             rows = await tx.fetch_all(sql.LIST_PARTITIONS, (self.table,))
-        shards = []
-        for (name,) in rows:
-            bounds = parse_suffix(name[1:], self.granularity) if name.startswith("p") else None
-            if bounds is not None:
-                shards.append(self.shard(bounds))
-        return shards
+        found, self.ignored = read_shard_names((r[0] for r in rows), "p", self.granularity)
+        return [self.shard(bounds) for bounds in found]
 
     async def create(self, ex: Executor, wanted: list[ShardBounds], live: list[Shard]) -> None:
         if not wanted:
@@ -164,7 +162,8 @@ class Partitioned:
             )
             await ex.execute_ddl("create shard", ddl, shard=self.table)
             live = await self.discover(ex)
-        top_ms = live[-1].bounds.end_ms
+        # No shard partition but the table exists: only partitions we ignore are left in it.
+        top_ms = live[-1].bounds.end_ms if live else wanted[0].start_ms
         if wanted[-1].end_ms <= top_ms:
             return
         ddl = sql.ADD_PARTITIONS.format(
@@ -175,11 +174,15 @@ class Partitioned:
         except StoreError as exc:
             if error_code(exc.cause) not in _PARTITION_RACE:
                 raise
+            live = await self.discover(ex)
+            if not live or live[-1].bounds.end_ms <= top_ms:
+                raise  # nobody added ours: a partition we ignore is in the way
             logger.info("partitions of %s were added concurrently; rechecking", self.table)
-            await self.create(ex, wanted, await self.discover(ex))
+            await self.create(ex, wanted, live)
 
     async def drop(self, ex: Executor, shard: Shard, live: list[Shard]) -> None:
-        if len(live) == 1:
+        # The last partition goes with its table, unless partitions we ignore are in it too.
+        if len(live) == 1 and not self.ignored:
             await ex.execute_ddl(
                 "drop shard", sql.DROP_TABLE.format(table=self.table), shard=shard.name
             )
