@@ -1,4 +1,5 @@
-"""InfiniteScheduler: wires the lanes, the fetcher, the wheel loop, the dispatcher and the acker.
+"""InfiniteScheduler: wires the lanes, the fetcher, the wheel loop, the dispatcher, the acker
+and shard maintenance.
 
     async with InfiniteScheduler(config) as engine:      # opens stores, recovers, starts loops
         engine.register(SMS, send_sms)                   # or @engine.handler(SMS) before entering
@@ -27,6 +28,7 @@ from infinite_scheduler.dispatch import Dispatcher
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings, wheel_key
 from infinite_scheduler.jobs import Handler, Lane
+from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository, StoreError
@@ -79,6 +81,7 @@ class InfiniteScheduler:
             timeout_s=h.timeout_s,
         )
         self.fetcher: Fetcher | None = None
+        self.maintenance: Maintenance | None = None
 
     def __repr__(self) -> str:
         return f"<InfiniteScheduler node={self.node_id} held={self.held()} {self.dispatcher!r} {self.acker!r}>"
@@ -142,6 +145,7 @@ class InfiniteScheduler:
                 )
                 await self._recover(lane)
             self.fetcher = self._make_fetcher()
+            self.maintenance = self._make_maintenance()
             await self.fetcher.fetch_once()
             self._start_loops()
             stack.push_async_callback(self._shutdown)
@@ -211,12 +215,22 @@ class InfiniteScheduler:
             on_added=self._wheel_changed.set,
         )
 
+    def _make_maintenance(self) -> Maintenance:
+        settings = MaintenanceSettings(
+            node_id=self.node_id,
+            create_ahead=self.config.shards.create_ahead,
+            interval_s=self.config.shards.maintenance_interval_s,
+        )
+        repos = [lane.repo for lane in self._lanes.values()]
+        return Maintenance(repos, settings, clock=self.clock, metrics=self.metrics)
+
     def _start_loops(self) -> None:
-        assert self.fetcher is not None
+        assert self.fetcher is not None and self.maintenance is not None
         loops = {
             "fetcher": self.fetcher.run(self._stop),
             "wheel": self._wheel_loop(),
             "acker": self.acker.run(self._stop),
+            "maintenance": self.maintenance.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")

@@ -41,6 +41,11 @@ class Metrics:
         self.failed = counter("jobs_failed", "Jobs that failed with no attempts left.")
         self.retried = counter("jobs_retried", "Failed attempts scheduled again.")
         self.missed = counter("jobs_missed", "Overdue jobs dropped by misfire policy do_nothing.")
+        self.shards_dropped = counter("shards_dropped", "Shards dropped whole by retention.")
+        self.unfinished_dropped = counter(
+            "unfinished_rows_dropped",
+            "Rows not DONE/FAILED/CANCELLED/MISSED that were in shards retention dropped.",
+        )
         self.lateness = Histogram(
             f"{PREFIX}_fire_lateness_seconds",
             "How long after its due time a job was handed to its handler.",
@@ -55,6 +60,9 @@ class Metrics:
         self.held = Gauge(f"{PREFIX}_jobs_held", "Jobs held in the wheel.", registry=self.registry)
         self.in_flight = Gauge(
             f"{PREFIX}_jobs_in_flight", "Handlers running now.", registry=self.registry
+        )
+        self.shards_live = Gauge(
+            f"{PREFIX}_shards_live", "Shards in the store.", ["entity"], registry=self.registry
         )
 
     def for_entity(self, name: str) -> EntityMetrics:

@@ -147,6 +147,22 @@ def test_wiring_helpers() -> None:
         ),
         ({"NODE_ID": "node 1/a"}, "node_id", "'node 1/a'", "env", "1-64 characters"),
         ({"SHARDS__CREATE_AHEAD": "0"}, "shards.create_ahead", "'0'", "env", "greater than 0"),
+        ({"SHARDS__CREATE_AHEAD": "-1"}, "shards.create_ahead", "'-1'", "env", "greater than 0"),
+        ({"SHARDS__RETENTION_S": "0"}, "shards.retention_s", "'0'", "env", "greater than 0"),
+        (
+            {"SHARDS__RETENTION_S": "-604800"},
+            "shards.retention_s",
+            "'-604800'",
+            "env",
+            "greater than 0",
+        ),
+        (
+            {"SHARDS__MAINTENANCE_INTERVAL_S": "0"},
+            "shards.maintenance_interval_s",
+            "'0'",
+            "env",
+            "greater than 0",
+        ),
         ({"SHARDS__GRANULARITY": "week"}, "shards.granularity", "'week'", "env", "'day' or 'hour'"),
         (
             {"STORE__URL": "mysql://nohost"},

@@ -1,0 +1,208 @@
+"""The shard lifecycle: shards of the coming periods made ahead, expired shards dropped whole.
+
+Each pass, for each entity type: drop every shard whose period ended at least its retention ago
+(the repository's policy, the same horizon below which insert refuses rows), then make the
+current shard and the next `create_ahead` ones. A drop is DROP TABLE or DROP PARTITION (SQLite:
+DROP TABLE, then the file is truncated): storage stays bounded without a row-by-row DELETE
+(invariant 5), and fetches never see the dropped shards (invariant 6).
+
+Nothing goes silently: before a shard is dropped its rows are counted, and rows that never
+finished are logged with the shard's name and added to
+``infinite_scheduler_unfinished_rows_dropped_total``. Config validation keeps retention at least
+misfire horizon + lookahead, so no shard the fetcher can still claim from is ever old enough.
+
+One node runs this today. Once nodes share a store, one pass at a time should run under a
+database lock (MySQL ``GET_LOCK('infinite_scheduler:maintenance', 0)``, skip the pass when
+taken): every step is idempotent already, the lock saves the duplicate work and the errors of
+two nodes dropping the same partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from infinite_scheduler.clock import Clock
+from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.waits import wait_any
+from repos.base import ShardInfo, ShardingRepository, ShardPolicy, StoreError
+from repos.shards import Granularity, bucket_of
+
+logger = logging.getLogger(__name__)
+
+Repo = ShardingRepository[Any, Any]
+#: First wait after a failed pass; it doubles up to the maintenance interval.
+FIRST_BACKOFF_S = 1.0
+
+
+def ahead_window(now_ms: int, granularity: Granularity, create_ahead: int) -> tuple[int, int]:
+    """[start, end) of the current period and the `create_ahead` periods after it."""
+    start_ms = bucket_of(now_ms, granularity)
+    return start_ms, start_ms + (create_ahead + 1) * granularity.span_ms
+
+
+def expiry_cutoff_ms(now_ms: int, policy: ShardPolicy) -> int:
+    """Shards ending at or before this are expired: all their rows are beyond retention."""
+    return now_ms - policy.retention_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaintenanceSettings:
+    node_id: str
+    create_ahead: int  #: periods made ahead of the current one
+    interval_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityReport:
+    """One entity type's part of a pass."""
+
+    entity: str
+    ensured: tuple[ShardInfo, ...]  #: current and ahead shards, made now or already there
+    dropped: tuple[ShardInfo, ...]  #: with their row counts taken just before the drop
+    live: int  #: shards left after the pass
+
+    @property
+    def unfinished_dropped(self) -> int:
+        return sum(s.unfinished for s in self.dropped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaintenanceReport:
+    now_ms: int
+    entities: dict[str, EntityReport] = field(default_factory=dict)
+    #: Entity types whose pass stopped on a store error; the next pass does it again.
+    failures: dict[str, StoreError] = field(default_factory=dict)
+
+
+class Maintenance:
+    """Runs the shard lifecycle over some repositories; `run_once` takes the time as argument,
+    only `run` reads the clock."""
+
+    def __init__(
+        self,
+        repos: Sequence[Repo],
+        settings: MaintenanceSettings,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.repos = list(repos)
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+        self.passes = 0
+        self.dropped = 0
+        self._warned: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Maintenance passes={self.passes} dropped={self.dropped}>"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A pass now, then one every interval; after a failed pass, retry sooner (backoff)."""
+        interval_s = self.settings.interval_s
+        backoff_s = min(FIRST_BACKOFF_S, interval_s)
+        while not stop.is_set():
+            started = time.monotonic()
+            report = await self.run_once(self.clock.now_ms())
+            if report.failures:
+                await wait_any(stop, timeout_s=backoff_s)
+                backoff_s = min(interval_s, backoff_s * 2)
+                continue
+            backoff_s = min(FIRST_BACKOFF_S, interval_s)
+            delay_s = interval_s - (time.monotonic() - started)
+            await wait_any(stop, timeout_s=max(0.0, delay_s))
+
+    async def run_once(self, now_ms: int) -> MaintenanceReport:
+        """One pass over every entity type; a store error stops that type's pass only."""
+        report = MaintenanceReport(now_ms=now_ms)
+        for repo in self.repos:
+            name = repo.spec.name
+            try:
+                report.entities[name] = await self._maintain(repo, now_ms)
+            except StoreError as exc:
+                report.failures[name] = exc
+                logger.warning(
+                    "%s: shard maintenance failed, the next pass retries: %s",
+                    name,
+                    exc,
+                    extra=self._extra(name, shard=exc.shard),
+                )
+        self.passes += 1
+        return report
+
+    async def expired(self, repo: Repo, now_ms: int, *, counts: bool = False) -> list[ShardInfo]:
+        """The shards of `repo` a pass at now_ms would drop, oldest first (a dry run)."""
+        cutoff_ms = expiry_cutoff_ms(now_ms, repo.policy)
+        return [s for s in await repo.list_shards(counts=counts) if s.bounds.end_ms <= cutoff_ms]
+
+    async def drop_expired(self, repo: Repo, now_ms: int) -> list[ShardInfo]:
+        """Drop the expired shards of `repo`, one call per shard, oldest first: when a drop
+        fails, every shard dropped before it has been counted and reported already."""
+        dropped = []
+        for shard in await self.expired(repo, now_ms):
+            for info in await repo.drop_shards_before(shard.bounds.end_ms):
+                self._record_drop(repo.spec.name, info)
+                dropped.append(info)
+        return dropped
+
+    async def _maintain(self, repo: Repo, now_ms: int) -> EntityReport:
+        name = repo.spec.name
+        # Drop first: after a long stop, the partitioned layout would otherwise make every
+        # partition between its newest one and now, only to drop most of them.
+        dropped = await self.drop_expired(repo, now_ms)
+        window = ahead_window(now_ms, repo.policy.granularity, self.settings.create_ahead)
+        ensured = await repo.ensure_shards(*window)
+        live = len(await repo.list_shards())
+        self.metrics.shards_live.labels(name).set(live)
+        self._warn_ignored(repo)
+        return EntityReport(entity=name, ensured=tuple(ensured), dropped=tuple(dropped), live=live)
+
+    def _record_drop(self, entity: str, info: ShardInfo) -> None:
+        self.dropped += 1
+        self.metrics.shards_dropped.labels(entity).inc()
+        rows = sum(info.rows.values())
+        if info.unfinished:
+            self.metrics.unfinished_dropped.labels(entity).inc(info.unfinished)
+            logger.warning(
+                "%s: dropped shard %s with %d unfinished rows (of %d) past retention",
+                entity,
+                info.name,
+                info.unfinished,
+                rows,
+                extra=self._extra(entity, shard=info.name),
+            )
+        else:
+            logger.info(
+                "%s: dropped shard %s (%d rows)",
+                entity,
+                info.name,
+                rows,
+                extra=self._extra(entity, shard=info.name),
+            )
+
+    def _warn_ignored(self, repo: Repo) -> None:
+        """Once per name and process: the catalogue is read every pass, the name stays."""
+        entity = repo.spec.name
+        for name in sorted(repo.ignored_names):
+            if (entity, name) not in self._warned:
+                self._warned.add((entity, name))
+                logger.warning(
+                    "%s: %s is not a shard name at %s granularity; left alone, never dropped",
+                    entity,
+                    name,
+                    repo.policy.granularity,
+                    extra=self._extra(entity, shard=name),
+                )
+
+    def _extra(self, entity: str, *, shard: str | None = None) -> dict[str, Any]:
+        return {
+            "action": "maintenance",
+            "entity": entity,
+            "shard": shard,
+            "node": self.settings.node_id,
+        }
