@@ -1,6 +1,7 @@
-"""The ``infinite-scheduler`` command: ``run`` and ``check-config``.
+"""The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
 
-Exit codes: 0 ok, 2 bad configuration (the message goes to stderr, without a traceback).
+Exit codes: 0 ok, 1 store error, 2 bad configuration (the message goes to stderr, without a
+traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
 from infinite_scheduler.demo import LatenessWindow, produce, register_examples, show_status
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import ConfigError, SchedulerError
+from infinite_scheduler.shard_commands import shards_main
 from repos.registry import SqliteUrl
 
 EXIT_OK = 0
@@ -39,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "run":
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
+    if args.command == "shards":
+        return shards(config, args.action, dry_run=args.dry_run, app=args.app)
     sys.stdout.write(f"{args.config or 'config.toml'}: configuration is valid\n")
     return EXIT_OK
 
@@ -53,6 +57,17 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     setup = load_app(app) if app else None
     try:
         _run_loop(_serve(config, demo=demo, setup=setup))
+    except SchedulerError as exc:
+        sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_STORE
+    return EXIT_OK
+
+
+def shards(config: SchedulerConfig, action: str, *, dry_run: bool, app: str | None) -> int:
+    """List the shards of every entity type, or drop the expired ones (``--dry-run``: show)."""
+    logs.configure("WARNING")  # unfinished rows dropped: a warning on stderr besides the table
+    try:
+        shards_main(config, action, dry_run=dry_run, setup=load_app(app) if app else None)
     except SchedulerError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
         return EXIT_STORE
@@ -87,7 +102,11 @@ def load_app(spec: str) -> AppSetup:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise SystemExit(f"infinite-scheduler: --app wants module:function, got {spec!r}")
-    setup = getattr(importlib.import_module(module_name), attr, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"infinite-scheduler: --app {spec!r}: {exc}") from None
+    setup = getattr(module, attr, None)
     if not callable(setup):
         raise SystemExit(f"infinite-scheduler: {spec!r} is not a callable")
     return cast(AppSetup, setup)
@@ -158,16 +177,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = "TOML settings file (default: ./config.toml if present, else built-in defaults)"
+    app_help = "function(engine) registering your entity types and handlers"
     run_cmd = commands.add_parser("run", help="run the engine")
     run_cmd.add_argument("--config", metavar="PATH", help=config_help)
     run_cmd.add_argument(
         "--demo", action="store_true", help="example handlers, a demo producer, live status"
     )
-    run_cmd.add_argument(
-        "--app",
-        metavar="MODULE:FUNCTION",
-        help="function(engine) registering your entity types and handlers",
-    )
+    run_cmd.add_argument("--app", metavar="MODULE:FUNCTION", help=app_help)
     check = commands.add_parser("check-config", help="validate the settings and exit")
     check.add_argument("--config", metavar="PATH", help=config_help)
+    shards_cmd = commands.add_parser("shards", help="list shards or drop expired ones")
+    actions = shards_cmd.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="shards, time ranges and rows by status")
+    drop = actions.add_parser("drop-expired", help="drop the shards past retention now")
+    drop.add_argument(
+        "--dry-run", action="store_true", help="show what would be dropped; drop nothing"
+    )
+    listing.set_defaults(dry_run=False)
+    for cmd in (listing, drop):
+        cmd.add_argument("--config", metavar="PATH", help=config_help)
+        cmd.add_argument(
+            "--app", metavar="MODULE:FUNCTION", help=app_help + " (default: the examples)"
+        )
     return parser
