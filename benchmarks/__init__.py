@@ -1,0 +1,1 @@
+"""Benchmark workloads (see DESIGN.md, "Common workloads"); figures go in RESULTS.md."""

@@ -1,0 +1,139 @@
+"""The ceiling: the engine's statements through the bare driver, with no engine around them.
+
+Same table (made by the adapter), same statement templates (repos/mysql/sql.py), same batch
+size, one connection in autocommit: what the database path allows on this machine.
+
+- insert: one multi-row ``INSERT ... VALUES`` of batch_size rows per statement (W1's path).
+- claim: per batch, ``SELECT ... FOR UPDATE SKIP LOCKED`` + the claim ``UPDATE`` in one
+  transaction, then the ack ``UPDATE ... WHERE id IN (...)`` (W2's path), until none is left.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks.common import Options, Result, bar, chunks, now_ms, result, sms
+from benchmarks.stats import rate
+from benchmarks.store import (
+    POLICY,
+    Bare,
+    bare,
+    bench_store,
+    database_name,
+    make_repo,
+    opened,
+    shard_target,
+    sql_names,
+)
+from repos.examples import SMS
+from repos.mysql import sql
+from repos.shards import ShardBounds, bounds_of
+from repos.statements import marks
+
+NODE = "ceiling-node"
+
+
+async def run(opts: Options) -> list[Result]:
+    """The `ceiling` workload: both ceilings at W1's and W2's job counts."""
+    if not opts.is_mysql:
+        return []
+    inserts = opts.pick(20_000, 100_000)
+    claims = opts.pick(5_000, 20_000)
+    return [
+        result("ceiling-insert", opts, inserts, jobs_per_s=await insert_ceiling(opts, inserts)),
+        result("ceiling-claim", opts, claims, jobs_per_s=await claim_ceiling(opts, claims)),
+    ]
+
+
+async def insert_ceiling(opts: Options, n: int) -> float | None:
+    """Rows per second through bare multi-row INSERTs of batch_size rows."""
+    async with bench_store(opts, "ceiling") as url:
+        bounds = await make_shard(opts, url, now_ms())
+        async with bare(opts.driver, database_name("ceiling")) as conn:
+            seconds = await insert_rows(conn, opts, bounds, n, due_ms=None, desc="ceiling insert")
+    return rate(n, seconds)
+
+
+async def claim_ceiling(opts: Options, n: int) -> float | None:
+    """Rows per second through bare select + claim + ack batches of batch_size rows."""
+    async with bench_store(opts, "ceiling") as url:
+        due_ms = now_ms() - 1000
+        bounds = await make_shard(opts, url, due_ms)
+        async with bare(opts.driver, database_name("ceiling")) as conn:
+            await insert_rows(conn, opts, bounds, n, due_ms=due_ms, desc="ceiling fill")
+            seconds = await claim_rows(conn, opts, bounds, n)
+    return rate(n, seconds)
+
+
+async def make_shard(opts: Options, url: str, at_ms: int) -> ShardBounds:
+    """Let the adapter make the shard holding at_ms, so the table has its exact shape."""
+    bounds = bounds_of(at_ms, POLICY.granularity)
+    async with opened(make_repo(opts, url)) as repo:
+        await repo.ensure_shards(bounds.start_ms, bounds.end_ms)
+    return bounds
+
+
+async def insert_rows(
+    conn: Bare,
+    opts: Options,
+    bounds: ShardBounds,
+    n: int,
+    *,
+    due_ms: int | None,
+    desc: str,
+    spacing_ms: int | None = None,
+) -> float:
+    """n PENDING rows into one shard, due at due_ms, or spacing_ms apart from its start, or
+    spread over it; seconds taken."""
+    insert_target, _, extra = shard_target(opts.layout, bounds)
+    payload = SMS.encode(sms([0], [bounds.start_ms])[0]).payload
+    row = "(" + ", ".join(["%s"] * (8 + len(extra))) + ")"
+    span = bounds.end_ms - bounds.start_ms
+    with bar(n, desc) as progress:
+        started = time.perf_counter()
+        for ids in chunks(range(n), opts.batch_size):
+            args: list[Any] = []
+            for i in ids:
+                if due_ms is not None:
+                    at = due_ms
+                elif spacing_ms is not None:
+                    at = bounds.start_ms + i * spacing_ms
+                else:
+                    at = bounds.start_ms + i * span // n
+                args += (i, at, payload, 0, at, 0, None, None, *extra)
+            stmt = sql.INSERT.format(
+                target=insert_target,
+                extra_columns=", shard_at" if extra else "",
+                rows=", ".join([row] * len(ids)),
+                **sql_names(),
+            )
+            await conn.execute(stmt, args)
+            progress.update(len(ids))
+        return time.perf_counter() - started
+
+
+async def claim_rows(conn: Bare, opts: Options, bounds: ShardBounds, n: int) -> float:
+    """Claim and ack every due row in batches, the way the fetcher and the acker do."""
+    _, target, _ = shard_target(opts.layout, bounds)
+    names = sql_names()
+    select = sql.CLAIM_SELECT_PART.format(target=target, shard_no=0, **names)
+    select += sql.CLAIM_SELECT_TAIL
+    batch = opts.batch_size
+    with bar(n, "ceiling claim+ack") as progress:
+        started = time.perf_counter()
+        while True:
+            stamp = now_ms()
+            await conn.begin()
+            rows = await conn.fetch_all(select, (stamp + 1, batch, batch))
+            keys = [r[0] for r in rows]
+            if keys:
+                claim = sql.CLAIM_UPDATE.format(target=target, keys=marks(len(keys), "%s"), **names)
+                await conn.execute(claim, (NODE, stamp, *keys))
+            await conn.commit()
+            if keys:
+                ack = sql.MARK_DONE.format(target=target, keys=marks(len(keys), "%s"), **names)
+                await conn.execute(ack, (now_ms(), NODE, *keys))
+                progress.update(len(keys))
+            if len(keys) < batch:  # as the fetcher: a short batch means nothing is left
+                return time.perf_counter() - started

@@ -1,0 +1,60 @@
+"""The loader beside the engine: stores jobs through the repository and reads the rows back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.common import bar, chunks, now_ms
+from repos.base import RowRef, ShardingRepository, Status, StoredRow
+from repos.examples import SmsEntity
+
+
+def spread(start_ms: int, span_ms: float, n: int) -> list[int]:
+    """n due times evenly spaced over [start_ms, start_ms + span_ms)."""
+    return [start_ms + int(i * span_ms / n) for i in range(n)]
+
+
+async def load(
+    repo: ShardingRepository[Any, Any], jobs: Sequence[SmsEntity], batch_size: int, desc: str
+) -> float:
+    """Insert in batch_size calls (one multi-row INSERT each, the engine's ingest path);
+    return the seconds it took. Shards are made first: the engine makes them ahead too."""
+    times = [int(j.scheduled_at.timestamp() * 1000) for j in jobs]
+    await repo.ensure_shards(min(times), max(times) + 1)
+    with bar(len(jobs), desc) as progress:
+        started = time.perf_counter()
+        for chunk in chunks(jobs, batch_size):
+            await repo.insert(chunk, now_ms=now_ms())
+            progress.update(len(chunk))
+        return time.perf_counter() - started
+
+
+async def count_done(repo: ShardingRepository[Any, Any]) -> int:
+    shards = await repo.list_shards(counts=True)
+    return sum(s.rows.get(Status.DONE, 0) for s in shards)
+
+
+async def wait_done(repo: ShardingRepository[Any, Any], n: int, timeout_s: float) -> int:
+    """Poll the store until n rows are DONE (acked) or timeout_s passed; return DONE rows."""
+    deadline = time.monotonic() + timeout_s
+    done = await count_done(repo)
+    while done < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        done = await count_done(repo)
+    return done
+
+
+async def stored_rows(
+    repo: ShardingRepository[Any, Any], start_ms: int, end_ms: int
+) -> list[StoredRow]:
+    """Every row with sharding time in [start_ms, end_ms), a page at a time."""
+    rows: list[StoredRow] = []
+    while True:
+        after = RowRef(rows[-1].key, rows[-1].at_ms) if rows else None
+        page = await repo.page(start_ms=start_ms, end_ms=end_ms, after=after, limit=5000)
+        rows.extend(page)
+        if len(page) < 5000:
+            return rows

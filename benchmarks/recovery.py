@@ -1,0 +1,85 @@
+"""W4 recovery: ``kill -9`` the engine mid-run, restart it, and check the store lost nothing.
+
+n jobs due over 20 s; the engine is killed at 10 s and a new one started at 15 s (quick: 8 s,
+4 s, 6 s). Both record each fire before its ack (``--sync``), so a DONE row without a record
+would be a bug of the harness, reported as ``unrecorded``. Lost = ids whose row is not DONE at
+the end, or that no record shows fired. Recovered = ids due before the restart that the first
+engine never fired; their lateness is measured from the restart (spawn of the new process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from benchmarks.common import Options, Result, bar, now_ms, result, sms
+from benchmarks.loader import count_done, load, spread, stored_rows
+from benchmarks.records import Fires, read
+from benchmarks.runner import EngineProcess, engine_running
+from benchmarks.stats import accounting, first_fires, lateness
+from benchmarks.store import bench_store, make_repo, opened
+from repos.base import ShardingRepository, Status
+
+FETCH_INTERVAL_S = 25  # the default the engines run with here; the bar allows this + 1 s
+
+
+async def w4(opts: Options) -> list[Result]:
+    n = opts.pick(2_000, 10_000)
+    span_s, kill_s, restart_s = (8, 4, 6) if opts.quick else (20, 10, 15)
+    ids = range(1, n + 1)
+    async with bench_store(opts, "w4") as url, opened(make_repo(opts, url)) as repo:
+        t0 = now_ms() + int((4 + n / 10_000) * 1000)
+        await load(repo, sms(ids, spread(t0, span_s * 1000, n)), opts.batch_size, "W4 load")
+        async with engine_running(opts, url, "w4-first", sync=True) as first:
+            await _sleep_until(t0 + kill_s * 1000)
+            first.kill()
+        await _sleep_until(t0 + restart_s * 1000)
+        async with engine_running(opts, url, "w4-second", sync=True) as second:
+            await _wait_all_done(repo, n, until_ms=t0 + (span_s + FETCH_INTERVAL_S + 10) * 1000)
+        rows = await stored_rows(repo, t0, t0 + span_s * 1000)
+    fires_a, fires_b = read(first.record), read(second.record)
+    done = {int(r.key) for r in rows if r.status is Status.DONE}
+    line = result("w4", opts, n, span_s=span_s, kill_at_s=kill_s, restart_at_s=restart_s)
+    line.update(accounting(fires_a.merged(fires_b), ids))
+    fired = set(fires_a.ids) | set(fires_b.ids)
+    line.update(
+        lost=sum(1 for i in ids if i not in done or i not in fired),
+        not_done=n - len(done),
+        unrecorded=len(done - fired),
+        fired_by_first=len(set(fires_a.ids)),
+        fired_by_second=len(set(fires_b.ids)),
+    )
+    line.update(_recovered(fires_a, fires_b, second))
+    return [line]
+
+
+def _recovered(fires_a: Fires, fires_b: Fires, second: EngineProcess) -> dict[str, object]:
+    """Lateness, from the restart, of the jobs due before it that the first engine missed."""
+    fired_by_a = set(fires_a.ids)
+    restart_ms = second.spawned_ms
+    late = [
+        fired_us / 1000 - restart_ms
+        for key, (due_ms, fired_us) in first_fires(fires_b).items()
+        if due_ms < second.ready_ms and key not in fired_by_a
+    ]
+    figures = lateness(late)
+    return {
+        **figures,
+        "recovered": len(late),
+        "lateness_from": "restart",
+        "restart_to_ready_ms": second.ready_ms - restart_ms,
+        "bar_max_ms": (FETCH_INTERVAL_S + 1) * 1000,
+    }
+
+
+async def _wait_all_done(repo: ShardingRepository[object, int], n: int, until_ms: int) -> None:
+    with bar(n, "W4 after restart") as progress:
+        done = 0
+        while done < n and now_ms() < until_ms:
+            await asyncio.sleep(0.2)
+            now_done = await count_done(repo)
+            progress.update(now_done - done)
+            done = now_done
+
+
+async def _sleep_until(at_ms: int) -> None:
+    await asyncio.sleep(max(0.0, (at_ms - now_ms()) / 1000))
