@@ -39,6 +39,7 @@ from repos.shards import (
     ShardBounds,
     bounds_of,
     check_identifier,
+    group_by_shard,
     read_shard_names,
     shards_between,
 )
@@ -197,9 +198,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
             if claimed_by
             else (Status.PENDING, 0, None, None)
         )
-        groups: dict[ShardBounds, list[EncodedRow]] = defaultdict(list)
-        for row in rows:
-            groups[bounds_of(row.at_ms, self.policy.granularity)].append(row)
+        groups = group_by_shard(rows, _at_ms, self.policy.granularity)
 
         def work(db: sqlite3.Connection) -> int:
             stored = 0
@@ -247,7 +246,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                 for table, keys in by_table.items():
                     stmt = self._q(CLAIM_UPDATE, table, keys=marks(len(keys), "?"))
                     db.execute(stmt, (node_id, now_ms, *keys))
-            return [ClaimedJob(r[0], r[1], r[2], r[3] + 1, r[4]) for r in picked]
+            return [ClaimedJob.from_claim(r) for r in picked]
 
         return await self._run("claim", work)
 
@@ -490,9 +489,10 @@ class SqliteRepository(Generic[TEntity, TKey]):
     ) -> int:
         if not refs:
             return 0
-        by_table: dict[str, list[Any]] = defaultdict(list)
-        for ref in refs:
-            by_table[self._table(bounds_of(ref.at_ms, self.policy.granularity))].append(ref.key)
+        by_table = {
+            self._table(bounds): [ref.key for ref in group]
+            for bounds, group in group_by_shard(refs, _at_ms, self.policy.granularity).items()
+        }
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0
@@ -524,3 +524,7 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
 
 def _count(db: sqlite3.Connection, stmt: str) -> dict[Status, int]:
     return {Status(status): int(n) for status, n in db.execute(stmt)}
+
+
+def _at_ms(item: EncodedRow | RowRef) -> int:
+    return item.at_ms

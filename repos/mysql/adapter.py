@@ -30,7 +30,7 @@ from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.registry import Driver, MysqlUrl
-from repos.shards import ShardBounds, bounds_of, bucket_of, shards_between
+from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
 from repos.statements import chunks, marks, release_statement
 
 TEntity = TypeVar("TEntity")
@@ -179,7 +179,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             return rows
 
         rows = await self._ex.run("claim", body)
-        return [ClaimedJob(r[0], r[1], r[2], r[3] + 1, r[4]) for r in rows]
+        return [ClaimedJob.from_claim(r) for r in rows]
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
         return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
@@ -328,15 +328,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
         self, rows: list[EncodedRow]
     ) -> dict[tuple[str, ShardBounds], list[EncodedRow]]:
         """Rows grouped by the statement target they go to, making missing shards first."""
-        granularity = self.policy.granularity
-        buckets = sorted({bucket_of(r.at_ms, granularity) for r in rows})
-        live = self._live
-        if not all(self._layout.covers(live, bounds_of(b, granularity)) for b in buckets):
-            await self.ensure_shards(buckets[0], buckets[-1] + 1)
+        by_shard = group_by_shard(rows, _at_ms, self.policy.granularity)
+        wanted = list(by_shard)
+        if not all(self._layout.covers(self._live, bounds) for bounds in wanted):
+            await self.ensure_shards(wanted[0].start_ms, wanted[-1].end_ms)
         groups: dict[tuple[str, ShardBounds], list[EncodedRow]] = defaultdict(list)
-        for row in rows:
-            bounds = bounds_of(row.at_ms, granularity)
-            groups[(self._layout.insert_target(self._live, bounds), bounds)].append(row)
+        for bounds, group in by_shard.items():
+            groups[(self._layout.insert_target(self._live, bounds), bounds)].extend(group)
         return groups
 
     def _insert_sql(self, target: str, n: int, on_duplicate: OnDuplicate) -> str:
@@ -402,3 +400,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
 def _info(shard: Shard, rows: dict[Status, int] | None = None) -> ShardInfo:
     return ShardInfo(name=shard.name, bounds=shard.bounds, rows=rows or {})
+
+
+def _at_ms(row: EncodedRow) -> int:
+    return row.at_ms

@@ -21,6 +21,7 @@ from repos.shards import (
     bounds_of,
     bucket_of,
     check_identifier,
+    group_by_shard,
     parse_suffix,
     shards_between,
 )
@@ -228,6 +229,19 @@ def test_shards_between_is_half_open_and_overlapping() -> None:
     assert [b.suffix for b in week] == [f"202611{d}" for d in range(22, 29)]
     hours = shards_between(D23 - 1, D23 + 3_600_000, HOUR)
     assert [b.suffix for b in hours] == ["2026112223", "2026112300"]
+
+
+def test_group_by_shard_splits_at_the_boundary_oldest_first_keeping_order() -> None:
+    times = [D23 + 5, D22 + 1, D23 - 1, D23, D22]
+    groups = group_by_shard(times, lambda t: t, DAY)
+    assert [(b.suffix, items) for b, items in groups.items()] == [
+        ("20261122", [D22 + 1, D23 - 1, D22]),
+        ("20261123", [D23 + 5, D23]),
+    ]
+    assert list(groups) == shards_between(D22, D23 + 1, DAY)
+    by_hour = group_by_shard([D23 - 1, D23], lambda t: t, HOUR)
+    assert [b.suffix for b in by_hour] == ["2026112223", "2026112300"]
+    assert group_by_shard([], lambda t: t, DAY) == {}
 
 
 def test_shards_between_walks_across_month_and_year_ends() -> None:
