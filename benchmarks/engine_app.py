@@ -22,12 +22,11 @@ import os
 import sys
 import time
 from array import array
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from infinite_scheduler import logs
-from infinite_scheduler.cli import on_stop_signals
+from infinite_scheduler.cli import on_stop_signals, run_loop
 from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.jobs import JobContext
@@ -97,16 +96,6 @@ def _ms(at: datetime) -> int:
     return round(at.timestamp() * 1000)
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where installed, as ``infinite-scheduler run`` does."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", required=True, metavar="PATH")
@@ -118,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args.config)
     fd = os.open(args.record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        _run(serve(config, Recorder(fd, sync=args.sync), args.status_s))
+        run_loop(serve(config, Recorder(fd, sync=args.sync), args.status_s))
     finally:
         os.close(fd)
     return 0

@@ -56,7 +56,7 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     logs.configure("WARNING" if demo else config.log_level)
     setup = load_app(app) if app else None
     try:
-        _run_loop(_serve(config, demo=demo, setup=setup))
+        run_loop(_serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
         return EXIT_STORE
@@ -135,7 +135,7 @@ def on_stop_signals(stop: Callable[[], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """uvloop where installed, else the default asyncio loop."""
     try:
         import uvloop
