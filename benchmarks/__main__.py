@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from benchmarks import ceiling, memory, peer, plot, recovery, storage, workloads
-from benchmarks.common import ROOT, Options, Result, log
-from benchmarks.stats import median_of
+from benchmarks.common import ROOT, Options, log
+from benchmarks.stats import Result, median_of
 
 Workload = Callable[[Options], Coroutine[Any, Any, list[Result]]]
 WORKLOADS: dict[str, Workload] = {

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks.common import Options, Result, bar, chunks, now_ms, result, sms
-from benchmarks.stats import rate
+from benchmarks.common import Options, bar, chunks, now_ms, result, sms
+from benchmarks.stats import Result, rate
 from benchmarks.store import (
     POLICY,
     Bare,

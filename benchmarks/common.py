@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from benchmarks.stats import Result
 from repos.examples import SmsEntity
 
 T = TypeVar("T")
-Result = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
 #: Keys every result line carries (None where one does not apply), in this order.
 KEYS = (

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from benchmarks.common import Options, Result, bar, log, now_ms, result, sms
+from benchmarks.common import Options, bar, log, now_ms, result, sms
 from benchmarks.loader import load, spread
 from benchmarks.runner import EngineProcess, engine_running
+from benchmarks.stats import Result
 from benchmarks.store import bench_store, make_repo, opened
 
 MIB = 1024 * 1024

@@ -20,9 +20,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from benchmarks import workloads
-from benchmarks.common import ROOT, Options, Result, log, now_ms, result
+from benchmarks.common import ROOT, Options, log, now_ms, result
 from benchmarks.records import Fires, read
-from benchmarks.stats import accounting, lateness, rate, ratio
+from benchmarks.stats import Result, accounting, lateness, rate, ratio
 from benchmarks.store import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, bare, bench_store
 
 HOUR_MS = 3_600_000

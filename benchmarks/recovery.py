@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks.common import Options, Result, bar, now_ms, result, sms
+from benchmarks.common import Options, bar, now_ms, result, sms
 from benchmarks.loader import count_done, load, spread, stored_rows
 from benchmarks.records import Fires, read
 from benchmarks.runner import EngineProcess, engine_running
-from benchmarks.stats import accounting, first_fires, lateness
+from benchmarks.stats import Result, accounting, first_fires, lateness
 from benchmarks.store import bench_store, make_repo, opened
 from repos.base import ShardingRepository, Status
 

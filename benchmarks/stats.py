@@ -7,8 +7,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from benchmarks.common import Result
 from benchmarks.records import Fires
+
+#: One result line: the keys of benchmarks.common.KEYS, then a workload's own.
+Result = dict[str, Any]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:

@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from benchmarks.ceiling import insert_rows
-from benchmarks.common import Options, Result, bar, now_ms, result, sms
+from benchmarks.common import Options, bar, now_ms, result, sms
+from benchmarks.stats import Result
 from benchmarks.store import (
     POLICY,
     Bare,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 
 from benchmarks import ceiling
-from benchmarks.common import Options, Result, bar, log, now_ms, result, sms
+from benchmarks.common import Options, bar, log, now_ms, result, sms
 from benchmarks.loader import load, spread, stored_rows, wait_done
 from benchmarks.records import Fires, Tail
 from benchmarks.runner import engine_running, wait_fires
-from benchmarks.stats import accounting, lateness, rate, ratio
+from benchmarks.stats import Result, accounting, lateness, rate, ratio
 from benchmarks.store import bench_store, make_repo, opened
 
 HOUR_MS = 3_600_000
