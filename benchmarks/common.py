@@ -74,7 +74,8 @@ class Options:
 def result(workload: str, opts: Options, n: int | None, **fields: Any) -> Result:
     """A result line: every key of KEYS (None unless given), then the workload's extras."""
     line: Result = dict.fromkeys(KEYS)
-    line.update(workload=workload, store=opts.store, driver=opts.driver, n=n)
+    driver = opts.driver if opts.is_mysql else None  # SQLite has no driver to choose
+    line.update(workload=workload, store=opts.store, driver=driver, n=n)
     line.update(commit=commit(), machine=machine())
     line.update(fields)
     return line
