@@ -296,6 +296,38 @@ async def test_graceful_stop_hands_unfired_claims_back(
     assert recorder.fires == []
 
 
+async def test_a_backlog_beyond_max_held_waits_in_the_store_and_all_of_it_fires_once(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    """Invariant 4: memory holds at most max_held jobs, however many are due."""
+    await repo.insert([sms(i, now() - timedelta(seconds=5)) for i in range(300)], now_ms=now_ms())
+    release = asyncio.Event()
+    fired: list[int | str] = []
+
+    async def slow(ctx: JobContext[SmsEntity]) -> None:
+        await release.wait()
+        fired.append(ctx.job_id)
+
+    engine = engine_factory(
+        handler=slow, max_held=40, max_jobs_per_fetch=40, batch_size=15, handlers={"timeout_s": 30}
+    )
+    async with engine:
+        peak = 0
+        for _ in range(40):  # 0.4 s: several fetch rounds, all of them finding no room
+            peak = max(peak, engine.held())
+            await asyncio.sleep(0.01)
+        assert peak == 40
+        claimed = [s for s in (await statuses(repo, list(range(300)))).values()]
+        assert claimed.count(Status.CLAIMED) == 40 and claimed.count(Status.PENDING) == 260
+        release.set()
+        async with asyncio.timeout(20):
+            while len(fired) < 300:
+                peak = max(peak, engine.held())
+                await asyncio.sleep(0.005)
+    assert peak <= 40
+    assert sorted(fired) == list(range(300))  # each exactly once
+
+
 async def test_cancel_removes_a_held_job(engine_factory: EngineFactory, repo: Any) -> None:
     recorder = Recorder()
     engine = engine_factory(handler=recorder)
