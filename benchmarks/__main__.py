@@ -66,10 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir=args.out,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    names = ALL if args.workload == "all" else (args.workload,)
+    names = {"all": ALL, "plot": ()}.get(args.workload, (args.workload,))
     for name in names:
-        if name == "plot":
-            continue
         runs: list[list[Result]] = []
         for k in range(args.repeat):
             if args.repeat > 1:

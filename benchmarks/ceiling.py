@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks.common import Options, bar, chunks, now_ms, result, sms
+from benchmarks.common import Options, bar, now_ms, result, sms
 from benchmarks.stats import Result, rate
 from benchmarks.store import (
     POLICY,
@@ -29,7 +29,7 @@ from benchmarks.store import (
 from repos.examples import SMS
 from repos.mysql import sql
 from repos.shards import ShardBounds, bounds_of
-from repos.statements import marks
+from repos.statements import chunks, marks
 
 NODE = "ceiling-node"
 

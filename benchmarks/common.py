@@ -6,18 +6,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm import tqdm
 
 from benchmarks.stats import Result
 from repos.examples import SmsEntity
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 #: Keys every result line carries (None where one does not apply), in this order.
 KEYS = (
@@ -107,11 +106,6 @@ def sms(ids: Iterable[int], at_ms: Iterable[int]) -> list[SmsEntity]:
         SmsEntity(id=i, scheduled_at=_utc(at), phone=PHONE, message=MESSAGE)
         for i, at in zip(ids, at_ms, strict=True)
     ]
-
-
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def bar(total: int, desc: str, unit: str = "jobs") -> tqdm:

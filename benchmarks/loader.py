@@ -7,9 +7,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.common import bar, chunks, now_ms
+from benchmarks.common import bar, now_ms
 from repos.base import RowRef, ShardingRepository, Status, StoredRow
 from repos.examples import SmsEntity
+from repos.statements import chunks
 
 
 def spread(start_ms: int, span_ms: float, n: int) -> list[int]:

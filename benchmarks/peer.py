@@ -75,9 +75,10 @@ async def peer_w3(opts: Options, duration_s: int, add_rate: float) -> Result:
     keep = opts.out_dir / f"w3-peer-r{W3_RATE}.rec"
     keep.write_bytes(run_.record.read_bytes())
     line = result("peer-w3", opts, n, system=SYSTEM, rate=W3_RATE, duration_s=duration_s)
-    counts = accounting(run_.fires, range(1, n + 1))
+    fires = run_.fires
+    counts = accounting(fires, range(1, n + 1))
     line.update(counts, missed=counts["lost"], records=str(keep))
-    line.update(lateness(run_.fires.lateness_ms()))
+    line.update(lateness(fires.lateness_ms()))
     return line
 
 
@@ -110,6 +111,7 @@ class PeerRun:
 
     @property
     def fires(self) -> Fires:
+        """Read from the record file each time: take it once, after the process exited."""
         return read(self.record)
 
 

@@ -43,7 +43,7 @@ from repos.shards import (
     read_shard_names,
     shards_between,
 )
-from repos.statements import chunks, marks, release_statement
+from repos.statements import chunks, insert_state, marks, release_statement
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +193,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
         if not rows:
             return 0
-        state = (
-            (Status.CLAIMED, 1, claimed_by, now_ms)
-            if claimed_by
-            else (Status.PENDING, 0, None, None)
-        )
+        state = insert_state(claimed_by, now_ms)
         groups = group_by_shard(rows, _at_ms, self.policy.granularity)
 
         def work(db: sqlite3.Connection) -> int:

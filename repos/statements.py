@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
+from repos.base import Status
+
 T = TypeVar("T")
 
 
@@ -12,6 +14,14 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Consecutive slices of at most `size` items (itertools.batched arrives only in 3.12)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def insert_state(claimed_by: str | None, now_ms: int) -> tuple[int, int, str | None, int | None]:
+    """(status, attempts, claimed_by, claimed_at) of newly inserted rows: PENDING, or already
+    CLAIMED by the inserting node when it will hold them itself (the engine's schedule())."""
+    if claimed_by:
+        return (Status.CLAIMED, 1, claimed_by, now_ms)
+    return (Status.PENDING, 0, None, None)
 
 
 def marks(n: int, mark: str) -> str:

@@ -31,7 +31,7 @@ from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.registry import Driver, MysqlUrl
 from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
-from repos.statements import chunks, marks, release_statement
+from repos.statements import chunks, insert_state, marks, release_statement
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -120,11 +120,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         if not rows:
             return 0
         groups = await self._insert_groups(rows)
-        state = (
-            (Status.CLAIMED, 1, claimed_by, now_ms)
-            if claimed_by
-            else (Status.PENDING, 0, None, None)
-        )
+        state = insert_state(claimed_by, now_ms)
 
         in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
 
@@ -332,10 +328,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
         wanted = list(by_shard)
         if not all(self._layout.covers(self._live, bounds) for bounds in wanted):
             await self.ensure_shards(wanted[0].start_ms, wanted[-1].end_ms)
-        groups: dict[tuple[str, ShardBounds], list[EncodedRow]] = defaultdict(list)
-        for bounds, group in by_shard.items():
-            groups[(self._layout.insert_target(self._live, bounds), bounds)].extend(group)
-        return groups
+        return {
+            (self._layout.insert_target(self._live, bounds), bounds): group
+            for bounds, group in by_shard.items()
+        }
 
     def _insert_sql(self, target: str, n: int, on_duplicate: OnDuplicate) -> str:
         width = 8 + len(self._layout.extra_values(ShardBounds(suffix="", start_ms=0, end_ms=0)))
