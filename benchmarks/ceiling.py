@@ -1,7 +1,8 @@
 """The ceiling: the engine's statements through the bare driver, with no engine around them.
 
-Same table (made by the adapter), same statement templates (repos/mysql/sql.py), same batch
-size, one connection in autocommit: what the database path allows on this machine.
+Same table (made by the adapter), same statement templates (repos/mysql/sql.py) with values
+rendered the adapter's way (repos/mysql/literals.py), same batch size, one connection in
+autocommit: what the database path allows on this machine.
 
 - insert: one multi-row ``INSERT ... VALUES`` of batch_size rows per statement (W1's path).
 - claim: per batch, ``SELECT ... FOR UPDATE SKIP LOCKED`` + the claim ``UPDATE`` in one
@@ -11,7 +12,6 @@ size, one connection in autocommit: what the database path allows on this machin
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from benchmarks.common import Options, bar, now_ms, result, sms
 from benchmarks.stats import Result, rate
@@ -28,8 +28,9 @@ from benchmarks.store import (
 )
 from repos.examples import SMS
 from repos.mysql import sql
+from repos.mysql.literals import bytes_literal, literal, literal_list
 from repos.shards import ShardBounds, bounds_of
-from repos.statements import chunks, marks
+from repos.statements import chunks
 
 NODE = "ceiling-node"
 
@@ -87,13 +88,13 @@ async def insert_rows(
     """n PENDING rows into one shard, due at due_ms, or spacing_ms apart from its start, or
     spread over it; seconds taken."""
     insert_target, _, extra = shard_target(opts.layout, bounds)
-    payload = SMS.encode(sms([0], [bounds.start_ms])[0]).payload
-    row = "(" + ", ".join(["%s"] * (8 + len(extra))) + ")"
+    payload = bytes_literal(SMS.encode(sms([0], [bounds.start_ms])[0]).payload)
+    tail = f",0,{literal('')},0" + "".join(f",{v}" for v in extra) + ")"
     span = bounds.end_ms - bounds.start_ms
     with bar(n, desc) as progress:
         started = time.perf_counter()
         for ids in chunks(range(n), opts.batch_size):
-            args: list[Any] = []
+            values = []
             for i in ids:
                 if due_ms is not None:
                     at = due_ms
@@ -101,14 +102,14 @@ async def insert_rows(
                     at = bounds.start_ms + i * spacing_ms
                 else:
                     at = bounds.start_ms + i * span // n
-                args += (i, at, payload, 0, at, 0, None, None, *extra)
+                values.append(f"({i},{at},{payload},0,{at}{tail}")
             stmt = sql.INSERT.format(
                 target=insert_target,
                 extra_columns=", shard_at" if extra else "",
-                rows=", ".join([row] * len(ids)),
+                rows=",".join(values),
                 **sql_names(),
             )
-            await conn.execute(stmt, args)
+            await conn.execute(stmt)
             progress.update(len(ids))
         return time.perf_counter() - started
 
@@ -128,12 +129,12 @@ async def claim_rows(conn: Bare, opts: Options, bounds: ShardBounds, n: int) -> 
             rows = await conn.fetch_all(select, (stamp + 1, batch, batch))
             keys = [r[0] for r in rows]
             if keys:
-                claim = sql.CLAIM_UPDATE.format(target=target, keys=marks(len(keys), "%s"), **names)
-                await conn.execute(claim, (NODE, stamp, *keys))
+                claim = sql.CLAIM_UPDATE.format(target=target, keys=literal_list(str, keys), **names)
+                await conn.execute(claim, (NODE, stamp))
             await conn.commit()
             if keys:
-                ack = sql.MARK_DONE.format(target=target, keys=marks(len(keys), "%s"), **names)
-                await conn.execute(ack, (now_ms(), NODE, *keys))
+                ack = sql.MARK_DONE.format(target=target, keys=literal_list(str, keys), **names)
+                await conn.execute(ack, (now_ms(), NODE))
                 progress.update(len(keys))
             if len(keys) < batch:  # as the fetcher: a short batch means nothing is left
                 return time.perf_counter() - started

@@ -29,9 +29,10 @@ from repos.entity import EncodedRow, EntitySpec
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
+from repos.mysql.literals import key_literal, literal, literal_list
 from repos.registry import Driver, MysqlUrl
 from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
-from repos.statements import chunks, insert_state, marks, release_statement
+from repos.statements import chunks, insert_state, release_statement
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -71,6 +72,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             connect_timeout_s=connect_timeout_s,
         )
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
+        self._key = key_literal(spec.key_type)
         # Binary collation: str ids compare as Python does ("ORD-1" is not "ord-1").
         id_type = "BIGINT" if spec.key_type is int else "VARCHAR(191) COLLATE utf8mb4_bin"
         columns = {**self._fmt, "id_type": id_type}
@@ -120,24 +122,24 @@ class MysqlRepository(Generic[TEntity, TKey]):
         if not rows:
             return 0
         groups = await self._insert_groups(rows)
-        state = insert_state(claimed_by, now_ms)
+        status, attempts, by, at = insert_state(claimed_by, now_ms)
+        # The same for every row of the call: the claim columns, then the layout's extra ones.
+        state = f",{attempts},{literal(by or '')},{at or 0}"
 
         in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
 
         async def body(tx: Tx) -> int:
             stored = 0
             for (target, bounds), group in groups.items():
-                extra = self._layout.extra_values(bounds)
+                tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
                 for chunk in chunks(group, self.batch_size):
                     in_flight[:] = chunk
-                    args = [
-                        a
+                    values = ",".join(
+                        f"({self._key(r.key)},{r.at_ms},X'{r.payload.hex()}',{status},{r.at_ms}"
+                        + tail
                         for r in chunk
-                        for a in (r.key, r.at_ms, r.payload, state[0], r.at_ms, *state[1:], *extra)
-                    ]
-                    stored += await tx.execute(
-                        self._insert_sql(target, len(chunk), on_duplicate), args
                     )
+                    stored += await tx.execute(self._insert_sql(target, values, on_duplicate))
             return stored
 
         try:
@@ -169,9 +171,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 by_shard[row[5]].append(row[0])
             for no, keys in by_shard.items():
                 update = sql.CLAIM_UPDATE.format(
-                    target=shards[no].target, keys=marks(len(keys), "%s"), **self._fmt
+                    target=shards[no].target, keys=literal_list(self._key, keys), **self._fmt
                 )
-                await tx.execute(update, (node_id, now_ms, *keys))
+                await tx.execute(update, (node_id, now_ms))
             return rows
 
         rows = await self._ex.run("claim", body)
@@ -231,9 +233,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
             for shard in shards:
                 for chunk in chunks(list(keys), MAX_IN):
                     stmt = sql.CANCEL.format(
-                        target=shard.target, keys=marks(len(chunk), "%s"), **self._fmt
+                        target=shard.target, keys=literal_list(self._key, chunk), **self._fmt
                     )
-                    changed += await tx.execute(stmt, chunk)
+                    changed += await tx.execute(stmt)
             return changed
 
         return int(await self._ex.run("cancel", body)) if keys else 0
@@ -333,14 +335,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
             for bounds, group in by_shard.items()
         }
 
-    def _insert_sql(self, target: str, n: int, on_duplicate: OnDuplicate) -> str:
-        width = 8 + len(self._layout.extra_values(ShardBounds(suffix="", start_ms=0, end_ms=0)))
-        row = "(" + ", ".join(["%s"] * width) + ")"
+    def _insert_sql(self, target: str, values: str, on_duplicate: OnDuplicate) -> str:
         stmt = sql.INSERT.format(
-            target=target,
-            extra_columns=self._layout.extra_columns,
-            rows=", ".join([row] * n),
-            **self._fmt,
+            target=target, extra_columns=self._layout.extra_columns, rows=values, **self._fmt
         )
         return stmt + (
             sql.ON_DUPLICATE_IGNORE.format(**self._fmt) if on_duplicate == "ignore" else ""
@@ -369,8 +366,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
             changed = 0
             for target, keys in by_target.items():
                 for chunk in chunks(keys, MAX_IN):
-                    stmt = template.format(target=target, keys=marks(len(chunk), "%s"), **self._fmt)
-                    changed += await tx.execute(stmt, (*lead, *chunk))
+                    keys_sql = literal_list(self._key, chunk)
+                    stmt = template.format(target=target, keys=keys_sql, **self._fmt)
+                    changed += await tx.execute(stmt, lead)
             return changed
 
         return int(await self._ex.run(operation, body)) if by_target else 0

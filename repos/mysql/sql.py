@@ -8,6 +8,11 @@ always ``%s`` parameters bound by the driver.
 
 from __future__ import annotations
 
+# The claim and ack columns are fixed-width and NOT NULL, so that claiming and acking rewrite a
+# row in place: a NULL turning into a value grows the record, and InnoDB then deletes and
+# re-inserts it (measured on the bare driver: 11k -> 20-27k rows/s through select+claim+ack).
+# Reads turn the '' and 0 of "not yet" back into NULL (ROW_COLUMNS). Node ids are ASCII, at
+# most 64 characters (the config's own rule).
 COLUMNS = """
     `{id}` {id_type} NOT NULL,
     `{at}` BIGINT NOT NULL,
@@ -15,9 +20,9 @@ COLUMNS = """
     status TINYINT NOT NULL,
     due_at BIGINT NOT NULL,
     attempts INT NOT NULL,
-    claimed_by VARCHAR(64) NULL,
-    claimed_at BIGINT NULL,
-    fired_at BIGINT NULL,
+    claimed_by CHAR(64) CHARACTER SET ascii NOT NULL DEFAULT '',
+    claimed_at BIGINT NOT NULL DEFAULT 0,
+    fired_at BIGINT NOT NULL DEFAULT 0,
     last_error TEXT NULL"""
 
 CREATE_SHARD_TABLE = (
@@ -80,14 +85,17 @@ WHERE status = 1 AND claimed_by = %s AND `{id}` = %s"""
 
 # {where} narrows it down: repos.statements.release_statement.
 RELEASE = """
-UPDATE {target} SET status = 0, claimed_by = NULL, claimed_at = NULL,
+UPDATE {target} SET status = 0, claimed_by = '', claimed_at = 0,
     attempts = GREATEST(attempts - 1, 0)
 WHERE status = 1{where}"""
 RELEASE_KEYS = " AND `{id}` IN ({keys})"
 
 CANCEL = "UPDATE {target} SET status = 4 WHERE status IN (0, 1) AND `{id}` IN ({keys})"
 
-ROW_COLUMNS = "`{id}`, `{at}`, status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error, payload"
+ROW_COLUMNS = (
+    "`{id}`, `{at}`, status, due_at, attempts, NULLIF(claimed_by, ''), NULLIF(claimed_at, 0),"
+    " NULLIF(fired_at, 0), last_error, payload"
+)
 GET_PART = "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target} WHERE `{id}` = %s)"
 GET_TAIL = " ORDER BY `{at}`"
 

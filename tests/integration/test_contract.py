@@ -227,6 +227,32 @@ async def test_str_ids_differing_only_in_case_are_different_jobs(make_repo: Make
     assert (await one(repo, "ord-1")).status is Status.PENDING
 
 
+HOSTILE = ["it's", 'say "hi"', "back\\slash", "100% %s", "ünï ✓", "a;DROP TABLE sms;--"]
+
+
+async def test_ids_and_payloads_with_quotes_and_escapes_survive_every_statement(
+    make_repo: MakeRepo,
+) -> None:
+    """Values reach the SQL adapters as rendered literals or bound parameters: none may break
+    a statement or land altered, whatever quotes, backslashes or percent signs it carries."""
+    repo = await make_repo(ORDERS)
+    await seed(repo, [order(k, D22 + HOUR, amount=i) for i, k in enumerate(HOSTILE)])
+    rows = await every_row(repo)
+    assert {r.key: ORDERS.decode(r.key, r.at_ms, r.payload).order_id for r in rows} == {
+        k: k for k in HOSTILE
+    }
+    claimed = await claim(repo, "n1", D22 + 2 * HOUR)
+    assert sorted(keys(claimed)) == sorted(HOSTILE)
+    assert await repo.mark_done("n1", refs(claimed[:2]), fired_at_ms=D22 + HOUR) == 2
+    assert await repo.release("n1", refs(claimed[2:4])) == 2
+    assert await repo.cancel([str(k) for k in keys(claimed[4:])]) == 2
+    by_key = {r.key: r.status for r in await every_row(repo)}
+    assert sorted(by_key.values()) == sorted(
+        [Status.DONE] * 2 + [Status.PENDING] * 2 + [Status.CANCELLED] * 2
+    )
+    assert await repo.get("100% %s") and not await repo.get("100% ")
+
+
 # -- bad inputs: a clear error, and the store exactly as it was --------------------------------
 
 

@@ -1,0 +1,43 @@
+"""The MySQL adapter's literals: only digits and hex digits of our making reach a statement."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from repos.mysql.literals import key_literal, literal, literal_list
+
+SAFE = re.compile(r"NULL|-?[0-9]+|X'[0-9a-f]*'|_utf8mb4 X'[0-9a-f]*'")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "NULL"),
+        (0, "0"),
+        (-42, "-42"),
+        (2**63 - 1, "9223372036854775807"),
+        (b"", "X''"),
+        (b"'\\\x00%", "X'275c0025'"),
+        ("", "_utf8mb4 X''"),
+        ("it's ü", "_utf8mb4 X'6974277320c3bc'"),
+    ],
+)
+def test_values_render_as_digits_or_hex(value: int | bytes | str | None, expected: str) -> None:
+    assert literal(value) == expected
+    assert SAFE.fullmatch(expected)
+
+
+def test_key_lists_render_per_key_type() -> None:
+    assert literal_list(key_literal(int), [1, 22, 333]) == "1,22,333"
+    assert literal_list(key_literal(str), ["a", "%"]) == "_utf8mb4 X'61',_utf8mb4 X'25'"
+
+
+@pytest.mark.parametrize(
+    ("key_type", "bad"),
+    [(int, "1; DROP TABLE sms"), (int, True), (int, 1.5), (str, 7), (str, b"x")],
+)
+def test_a_key_of_the_wrong_type_is_refused_not_rendered(key_type: type, bad: object) -> None:
+    with pytest.raises(TypeError, match=f"expected an? {key_type.__name__} id"):
+        key_literal(key_type)(bad)
