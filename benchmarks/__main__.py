@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate=args.rate,
         quick=args.quick,
         batch_size=args.batch_size,
+        writers=args.writers,
         peer_workers=args.peer_workers,
         workdir=Path(tempfile.mkdtemp(prefix="ist-bench-")),
         out_dir=args.out,
@@ -125,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small counts (make bench)")
     parser.add_argument("--repeat", type=int, default=1, help="runs; > 1 adds a median line")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--writers", type=int, default=2, help="W1's concurrent inserts (and the ceiling's)"
+    )
     parser.add_argument("--peer-workers", type=int, default=10, help="APScheduler's pool")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
     parser.add_argument(

@@ -1,10 +1,11 @@
 """The ceiling: the engine's statements through the bare driver, with no engine around them.
 
 Same table (made by the adapter), same statement templates (repos/mysql/sql.py) with values
-rendered the adapter's way (repos/mysql/literals.py), same batch size, one connection in
+rendered the adapter's way (repos/mysql/literals.py), same batch size, connections in
 autocommit: what the database path allows on this machine.
 
-- insert: one multi-row ``INSERT ... VALUES`` of batch_size rows per statement (W1's path).
+- insert: one multi-row ``INSERT ... VALUES`` of batch_size rows per statement (W1's path),
+  on as many connections at once as W1 has writers (``--writers``).
 - claim: per batch, ``SELECT ... FOR UPDATE SKIP LOCKED`` + the claim ``UPDATE`` in one
   transaction, then the ack ``UPDATE ... WHERE id IN (...)`` (W2's path), until none is left.
 """
@@ -12,8 +13,11 @@ autocommit: what the database path allows on this machine.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 
 from benchmarks.common import Options, bar, now_ms, result, sms
+from benchmarks.loader import in_parallel
 from benchmarks.stats import Result, rate
 from benchmarks.store import (
     POLICY,
@@ -48,11 +52,16 @@ async def run(opts: Options) -> list[Result]:
 
 
 async def insert_ceiling(opts: Options, n: int) -> float | None:
-    """Rows per second through bare multi-row INSERTs of batch_size rows."""
+    """Rows per second through bare multi-row INSERTs of batch_size rows, sent on as many
+    connections at once as W1 has writers."""
     async with bench_store(opts, "ceiling") as url:
         bounds = await make_shard(opts, url, now_ms())
-        async with bare(opts.driver, database_name("ceiling")) as conn:
-            seconds = await insert_rows(conn, opts, bounds, n, due_ms=None, desc="ceiling insert")
+        async with AsyncExitStack() as stack:
+            conns = [
+                await stack.enter_async_context(bare(opts.driver, database_name("ceiling")))
+                for _ in range(opts.writers)
+            ]
+            seconds = await insert_rows(conns, opts, bounds, n, due_ms=None, desc="ceiling insert")
     return rate(n, seconds)
 
 
@@ -62,7 +71,7 @@ async def claim_ceiling(opts: Options, n: int) -> float | None:
         due_ms = now_ms() - 1000
         bounds = await make_shard(opts, url, due_ms)
         async with bare(opts.driver, database_name("ceiling")) as conn:
-            await insert_rows(conn, opts, bounds, n, due_ms=due_ms, desc="ceiling fill")
+            await insert_rows([conn], opts, bounds, n, due_ms=due_ms, desc="ceiling fill")
             seconds = await claim_rows(conn, opts, bounds, n)
     return rate(n, seconds)
 
@@ -76,7 +85,7 @@ async def make_shard(opts: Options, url: str, at_ms: int) -> ShardBounds:
 
 
 async def insert_rows(
-    conn: Bare,
+    conns: Sequence[Bare],
     opts: Options,
     bounds: ShardBounds,
     n: int,
@@ -86,31 +95,38 @@ async def insert_rows(
     spacing_ms: int | None = None,
 ) -> float:
     """n PENDING rows into one shard, due at due_ms, or spacing_ms apart from its start, or
-    spread over it; seconds taken."""
+    spread over it, in batch_size statements shared out over `conns`; seconds taken."""
     insert_target, _, extra = shard_target(opts.layout, bounds)
     payload = bytes_literal(SMS.encode(sms([0], [bounds.start_ms])[0]).payload)
     tail = f",0,{literal('')},0" + "".join(f",{v}" for v in extra) + ")"
     span = bounds.end_ms - bounds.start_ms
+
+    def due(i: int) -> int:
+        if due_ms is not None:
+            return due_ms
+        if spacing_ms is not None:
+            return bounds.start_ms + i * spacing_ms
+        return bounds.start_ms + i * span // n
+
+    def statement(ids: Sequence[int]) -> str:
+        values = ",".join(f"({i},{at},{payload},0,{at}{tail}" for i in ids for at in (due(i),))
+        return sql.INSERT.format(
+            target=insert_target,
+            extra_columns=", shard_at" if extra else "",
+            rows=values,
+            **sql_names(),
+        )
+
+    def sender(conn: Bare) -> Callable[[Sequence[int]], Awaitable[None]]:
+        async def send(ids: Sequence[int]) -> None:
+            await conn.execute(statement(ids))
+            progress.update(len(ids))
+
+        return send
+
     with bar(n, desc) as progress:
         started = time.perf_counter()
-        for ids in chunks(range(n), opts.batch_size):
-            values = []
-            for i in ids:
-                if due_ms is not None:
-                    at = due_ms
-                elif spacing_ms is not None:
-                    at = bounds.start_ms + i * spacing_ms
-                else:
-                    at = bounds.start_ms + i * span // n
-                values.append(f"({i},{at},{payload},0,{at}{tail}")
-            stmt = sql.INSERT.format(
-                target=insert_target,
-                extra_columns=", shard_at" if extra else "",
-                rows=",".join(values),
-                **sql_names(),
-            )
-            await conn.execute(stmt)
-            progress.update(len(ids))
+        await in_parallel(chunks(range(n), opts.batch_size), [sender(c) for c in conns])
         return time.perf_counter() - started
 
 
@@ -129,7 +145,9 @@ async def claim_rows(conn: Bare, opts: Options, bounds: ShardBounds, n: int) -> 
             rows = await conn.fetch_all(select, (stamp + 1, batch, batch))
             keys = [r[0] for r in rows]
             if keys:
-                claim = sql.CLAIM_UPDATE.format(target=target, keys=literal_list(str, keys), **names)
+                claim = sql.CLAIM_UPDATE.format(
+                    target=target, keys=literal_list(str, keys), **names
+                )
                 await conn.execute(claim, (NODE, stamp))
             await conn.commit()
             if keys:

@@ -53,6 +53,7 @@ class Options:
     rate: int | None  #: W3 (and the peer's W3): jobs per second
     quick: bool  #: small n, for `make bench`
     batch_size: int  #: rows per statement, for the engine and the bare-driver ceiling alike
+    writers: int  #: W1's concurrent insert calls, and the insert ceiling's connections
     peer_workers: int  #: APScheduler's thread pool size
     workdir: Path  #: temporary configs, logs, SQLite files
     out_dir: Path  #: kept records (for plot.py) and results.jsonl

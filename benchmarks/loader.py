@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from benchmarks.common import bar, now_ms
 from repos.base import RowRef, ShardingRepository, Status, StoredRow
 from repos.examples import SmsEntity
 from repos.statements import chunks
+
+T = TypeVar("T")
 
 
 def spread(start_ms: int, span_ms: float, n: int) -> list[int]:
@@ -19,18 +21,44 @@ def spread(start_ms: int, span_ms: float, n: int) -> list[int]:
 
 
 async def load(
-    repo: ShardingRepository[Any, Any], jobs: Sequence[SmsEntity], batch_size: int, desc: str
+    repo: ShardingRepository[Any, Any],
+    jobs: Sequence[SmsEntity],
+    batch_size: int,
+    desc: str,
+    *,
+    writers: int = 1,
 ) -> float:
-    """Insert in batch_size calls (one multi-row INSERT each, the engine's ingest path);
-    return the seconds it took. Shards are made first: the engine makes them ahead too."""
+    """Insert in batch_size calls (one multi-row INSERT each, the engine's ingest path), from
+    `writers` concurrent callers as a busy producer would; return the seconds it took. Shards
+    are made first: the engine makes them ahead too."""
     times = [int(j.scheduled_at.timestamp() * 1000) for j in jobs]
     await repo.ensure_shards(min(times), max(times) + 1)
     with bar(len(jobs), desc) as progress:
         started = time.perf_counter()
-        for chunk in chunks(jobs, batch_size):
-            await repo.insert(chunk, now_ms=now_ms())
-            progress.update(len(chunk))
+        await in_parallel(chunks(jobs, batch_size), [_inserter(repo, progress)] * writers)
         return time.perf_counter() - started
+
+
+def _inserter(
+    repo: ShardingRepository[Any, Any], progress: Any
+) -> Callable[[Sequence[SmsEntity]], Awaitable[None]]:
+    async def insert(chunk: Sequence[SmsEntity]) -> None:
+        await repo.insert(chunk, now_ms=now_ms())
+        progress.update(len(chunk))
+
+    return insert
+
+
+async def in_parallel(
+    batches: Iterator[T], workers: Sequence[Callable[[T], Awaitable[None]]]
+) -> None:
+    """Every batch through one of `workers`, all of them busy at once, each taking the next."""
+
+    async def worker(work: Callable[[T], Awaitable[None]]) -> None:
+        for batch in batches:  # one shared iterator: a batch goes to exactly one worker
+            await work(batch)
+
+    await asyncio.gather(*(worker(w) for w in workers))
 
 
 async def count_done(repo: ShardingRepository[Any, Any]) -> int:

@@ -170,7 +170,7 @@ async def grow(
     """
     if have == 0 and want > 0:
         seed = min(want, SEED_ROWS)
-        await insert_rows(conn, opts, bounds, seed, due_ms=None, desc="seed", spacing_ms=1)
+        await insert_rows([conn], opts, bounds, seed, due_ms=None, desc="seed", spacing_ms=1)
         have = seed
         progress.update(seed)
     insert_target, target, extra = shard_target(opts.layout, bounds)

@@ -1,7 +1,8 @@
 """W1 ingest, W2 burst and W3 steady (DESIGN.md, "Common workloads"), engine in its own process.
 
-- W1: n jobs due over the next hour, stored through the repository in batch_size calls while
-  the engine runs -> jobs/s, next to the bare multi-row INSERT ceiling.
+- W1: n jobs due over the next hour, stored through the repository in batch_size calls from
+  --writers concurrent callers while the engine runs -> jobs/s, next to the bare multi-row
+  INSERT ceiling on as many connections.
 - W2: the engine runs (fetching every second); n jobs due now are stored in one transaction.
   Drain = from the first claim of those rows to the last ack, both read from the rows
   (claimed_at, fired_at) -> jobs/s, next to the bare select+claim+ack ceiling. Pick-up delay
@@ -34,11 +35,13 @@ async def w1(opts: Options, n: int | None = None) -> list[Result]:
     async with bench_store(opts, "w1") as url, engine_running(opts, url, "w1"):
         jobs = sms(range(1, n + 1), spread(now_ms() + 60_000, HOUR_MS, n))
         async with opened(make_repo(opts, url)) as repo:
-            seconds = await load(repo, jobs, opts.batch_size, "W1 insert")
+            seconds = await load(repo, jobs, opts.batch_size, "W1 insert", writers=opts.writers)
     jobs_per_s = rate(n, seconds)
     top = await ceiling.insert_ceiling(opts, n) if opts.is_mysql else None
     line = result("w1", opts, n, jobs_per_s=jobs_per_s, ceiling_jobs_per_s=top)
-    line.update(ratio_to_ceiling=ratio(jobs_per_s, top), batch_size=opts.batch_size)
+    line.update(
+        ratio_to_ceiling=ratio(jobs_per_s, top), batch_size=opts.batch_size, writers=opts.writers
+    )
     return [line]
 
 

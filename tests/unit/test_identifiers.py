@@ -242,6 +242,10 @@ def test_group_by_shard_splits_at_the_boundary_oldest_first_keeping_order() -> N
     by_hour = group_by_shard([D23 - 1, D23], lambda t: t, HOUR)
     assert [b.suffix for b in by_hour] == ["2026112223", "2026112300"]
     assert group_by_shard([], lambda t: t, DAY) == {}
+    one_shard = group_by_shard(iter([D22 + 9, D22, D23 - 1]), lambda t: t, DAY)
+    assert [(b.suffix, items) for b, items in one_shard.items()] == [
+        ("20261122", [D22 + 9, D22, D23 - 1])
+    ]
 
 
 def test_shards_between_walks_across_month_and_year_ends() -> None:
