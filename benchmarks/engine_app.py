@@ -23,7 +23,6 @@ import sys
 import time
 from array import array
 from collections.abc import Sequence
-from datetime import datetime
 
 from infinite_scheduler import logs
 from infinite_scheduler.cli import on_stop_signals, run_loop
@@ -45,7 +44,7 @@ class Recorder:
         self.buffer: array[int] = array("q")
 
     async def __call__(self, ctx: JobContext[SmsEntity]) -> None:
-        record = (int(ctx.job_id), _ms(ctx.scheduled_at), time.time_ns() // 1000)
+        record = (int(ctx.job_id), ctx.scheduled_ms, time.time_ns() // 1000)
         if self.sync:
             os.write(self.fd, array("q", record).tobytes())
         else:
@@ -90,10 +89,6 @@ async def _report(engine: InfiniteScheduler, every_s: float) -> None:
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def _ms(at: datetime) -> int:
-    return round(at.timestamp() * 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

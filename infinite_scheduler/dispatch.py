@@ -21,11 +21,20 @@ from repos.base import ClaimedJob, Failure
 logger = logging.getLogger(__name__)
 
 
+#: A worker whose handlers never wait lets the loop run (fetcher, acker, timers) this often.
+YIELD_EVERY = 64
+#: The timeout watchdog looks this often (at most): handlers overrun timeout_s by up to it.
+WATCH_MAX_S = 1.0
+
+
 class Dispatcher:
     """Runs at most `concurrency` handlers at once; the rest wait in a FIFO, in due order.
 
-    Handlers run on a pool of worker tasks that each take job after job from the FIFO and exit
-    when it is empty: a burst of 20,000 due jobs costs `concurrency` tasks, not 20,000.
+    Workers are tasks that take job after job from the FIFO and exit when it is empty. There
+    are only as many as there are handlers waiting on something: a new one starts when every
+    worker sits in a handler that waits, so a burst of handlers that finish at once costs one
+    task, not one per job (task creation was a tenth of the engine's CPU in a W2 burst). The
+    timeout is one watchdog over all workers rather than a timer per job, for the same reason.
     """
 
     def __init__(
@@ -45,7 +54,11 @@ class Dispatcher:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self._ready: deque[tuple[Lane, ClaimedJob]] = deque()
-        self._workers: set[asyncio.Task[None]] = set()
+        #: Each worker and the loop time its current handler must finish by (0: between jobs).
+        self._workers: dict[asyncio.Task[None], float] = {}
+        self._timed_out: set[asyncio.Task[None]] = set()
+        self._grow_pending = False
+        self._watch: asyncio.TimerHandle | None = None
         self.running = 0
         self.fired = 0
         self.succeeded = 0
@@ -61,12 +74,13 @@ class Dispatcher:
         """Jobs handed over and not finished: waiting plus running."""
         return len(self._ready) + self.running
 
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
+
     def submit(self, lane: Lane, jobs: Iterable[ClaimedJob]) -> None:
         self._ready.extend((lane, job) for job in jobs)
-        for _ in range(min(self.concurrency - len(self._workers), len(self._ready))):
-            worker = asyncio.create_task(self._work(), name="infinite-scheduler:handler")
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+        self._grow_if_all_wait()
 
     def take_waiting(self) -> list[tuple[Lane, ClaimedJob]]:
         """Remove and return the jobs not started yet (shutdown hands them back to the store)."""
@@ -85,17 +99,64 @@ class Dispatcher:
             await asyncio.wait(late)
         return len(late)
 
+    def _spawn(self) -> None:
+        worker = asyncio.create_task(self._work(), name="infinite-scheduler:handler")
+        self._workers[worker] = 0.0
+        worker.add_done_callback(self._retire)
+        if self._watch is None:
+            period = min(self.timeout_s / 4, WATCH_MAX_S)
+            self._watch = asyncio.get_running_loop().call_later(period, self._check, period)
+
+    def _retire(self, worker: asyncio.Task[None]) -> None:
+        self._workers.pop(worker, None)
+        self._timed_out.discard(worker)
+
+    def _grow(self) -> None:
+        """Runs once the loop is back after a handler started (see _work)."""
+        self._grow_pending = False
+        self._grow_if_all_wait()
+
+    def _grow_if_all_wait(self) -> None:
+        """One more worker if jobs wait in the FIFO while every worker waits inside a handler
+        (a worker between jobs takes the next one itself). The new worker's first handler
+        asks again, so workers grow one per loop turn while handlers keep waiting."""
+        if self._ready and self.running >= len(self._workers) < self.concurrency:
+            self._spawn()
+
+    def _check(self, period: float) -> None:
+        """The watchdog: cancel the handlers past their deadline, then look again later."""
+        now = asyncio.get_running_loop().time()
+        for worker, deadline in self._workers.items():
+            if 0 < deadline < now and worker not in self._timed_out:
+                self._timed_out.add(worker)
+                worker.cancel()
+        self._watch = None
+        if self._workers:
+            self._watch = asyncio.get_running_loop().call_later(period, self._check, period)
+
     async def _work(self) -> None:
-        ready = self._ready
+        me = asyncio.current_task()
+        assert me is not None
+        loop = asyncio.get_running_loop()
+        ready, workers = self._ready, self._workers
+        finished = 0
         while ready:
             lane, job = ready.popleft()
             self.running += 1
+            if not self._grow_pending:
+                self._grow_pending = True
+                loop.call_soon(self._grow)
+            workers[me] = loop.time() + self.timeout_s
             try:
-                await self._run(lane, job)
+                await self._run(lane, job, me)
             finally:
+                workers[me] = 0.0
                 self.running -= 1
+            finished += 1
+            if finished % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
-    async def _run(self, lane: Lane, job: ClaimedJob) -> None:
+    async def _run(self, lane: Lane, job: ClaimedJob, me: asyncio.Task[None]) -> None:
         fired_ms = self.clock.now_ms()
         self.fired += 1
         lane.metrics.fired.inc()
@@ -105,17 +166,31 @@ class Dispatcher:
         except Exception as exc:  # a payload that no longer decodes can never succeed
             self._give_up(lane, job, f"payload does not decode: {exc!r}")
             return
+        timed_out = f"handler timed out after {self.timeout_s}s"
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await lane.call(ctx)
-        except TimeoutError:
-            self._failed(lane, job, f"handler timed out after {self.timeout_s}s")
+            await lane.call(ctx)
+        except asyncio.CancelledError:
+            if not self._expired(me):
+                raise  # shutdown, not the watchdog
+            self._failed(lane, job, timed_out)
         except Exception as exc:
-            self._failed(lane, job, f"{type(exc).__name__}: {exc}")
+            # A handler may turn the watchdog's cancel into an error of its own.
+            self._failed(
+                lane, job, timed_out if self._expired(me) else f"{type(exc).__name__}: {exc}"
+            )
         else:
+            self._expired(me)  # a handler that swallowed the cancel and finished: it finished
             self.succeeded += 1
             lane.metrics.succeeded.inc()
             self.acker.done(lane, job.ref)
+
+    def _expired(self, worker: asyncio.Task[None]) -> bool:
+        """Whether the watchdog cancelled this worker's handler; takes the cancel back if so."""
+        if worker not in self._timed_out:
+            return False
+        self._timed_out.discard(worker)
+        worker.uncancel()
+        return True
 
     def _failed(self, lane: Lane, job: ClaimedJob, error: str) -> None:
         decision = self.retry.next_attempt(job.attempts, self.clock.now_ms())
