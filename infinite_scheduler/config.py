@@ -143,6 +143,7 @@ class SchedulerConfig(BaseSettings):
     node_id: str = AUTO
     fetch_interval_s: PositiveFloat = 25.0
     lookahead_s: PositiveFloat = 30.0
+    payload_ahead_s: PositiveFloat = 10.0
     max_jobs_per_fetch: PositiveInt = 10_000
     max_held: PositiveInt = 100_000
     batch_size: PositiveInt = 1_000

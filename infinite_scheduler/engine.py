@@ -30,6 +30,7 @@ from infinite_scheduler.fetcher import Fetcher, FetchSettings, wheel_key
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository, StoreError
 
@@ -79,6 +80,13 @@ class InfiniteScheduler:
             ),
             concurrency=h.concurrency,
             timeout_s=h.timeout_s,
+        )
+        self.payloads = PayloadReader(
+            clock=self.clock,
+            dispatcher=self.dispatcher,
+            acker=self.acker,
+            ahead_ms=int(config.payload_ahead_s * 1000),
+            node_id=self.node_id,
         )
         self.fetcher: Fetcher | None = None
         self.maintenance: Maintenance | None = None
@@ -197,6 +205,7 @@ class InfiniteScheduler:
             node_id=self.node_id,
             fetch_interval_s=c.fetch_interval_s,
             lookahead_ms=int(c.lookahead_s * 1000),
+            payload_ahead_ms=int(c.payload_ahead_s * 1000),
             horizon_ms=int(c.misfire_horizon_s * 1000),
             batch_size=c.batch_size,
             max_jobs_per_fetch=c.max_jobs_per_fetch,
@@ -208,7 +217,7 @@ class InfiniteScheduler:
             list(self._lanes.values()),
             settings,
             clock=self.clock,
-            dispatcher=self.dispatcher,
+            payloads=self.payloads,
             acker=self.acker,
             metrics=self.metrics,
             held=self.held,
@@ -229,6 +238,7 @@ class InfiniteScheduler:
         loops = {
             "fetcher": self.fetcher.run(self._stop),
             "wheel": self._wheel_loop(),
+            "payloads": self.payloads.run(self._stop),
             "acker": self.acker.run(self._stop),
             "maintenance": self.maintenance.run(self._stop),
         }
@@ -272,6 +282,8 @@ class InfiniteScheduler:
         unfired: dict[str, list[RowRef]] = {name: [] for name in self._lanes}
         for lane, job in self.dispatcher.take_waiting():
             unfired[lane.name].append(job.ref)
+        for lane, jobs in self.payloads.take_held_back():
+            unfired[lane.name].extend(job.ref for job in jobs)
         for lane in self._lanes.values():
             unfired[lane.name].extend(job.ref for _, job in lane.wheel.pop_due(2**62))
         return {name: refs for name, refs in unfired.items() if refs}
@@ -288,7 +300,7 @@ class InfiniteScheduler:
             for lane in lanes:
                 due = lane.wheel.pop_due(now_ms)
                 if due:
-                    self.dispatcher.submit(lane, (job for _, job in due))
+                    self.payloads.hand_over(lane, [job for _, job in due])
                 lane_next = lane.wheel.next_due_ms()
                 if lane_next is not None and (next_ms is None or lane_next < next_ms):
                     next_ms = lane_next
@@ -309,6 +321,7 @@ class InfiniteScheduler:
         return (
             sum(len(lane.wheel) for lane in self._lanes.values() if hasattr(lane, "wheel"))
             + self.dispatcher.backlog
+            + self.payloads.held_back
         )
 
     def _retry_due(self, at_ms: int) -> None:

@@ -4,7 +4,9 @@ Each round claims, per entity type, batches of rows due before the window's end,
 until the type's share of `max_jobs_per_fetch` or the engine's `max_held` cap is reached: a
 backlog larger than that waits in the database, not in memory (invariant 4). Rows already due
 skip the wheel and go straight to the dispatcher: fire once, now (invariant 3). While a backlog
-remains, rounds follow each other as fast as the handlers make room.
+remains, rounds follow each other as fast as the handlers make room. Rows due later than
+`payload_ahead_s` are claimed without their payload, which infinite_scheduler/payloads.py reads
+shortly before they are due.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any
 from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.decisions import MisfirePolicy, Skip, decide_misfire
-from infinite_scheduler.dispatch import Dispatcher
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.waits import wait_any
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, Failure, Status, StoreError
@@ -38,6 +40,7 @@ class FetchSettings:
     node_id: str
     fetch_interval_s: float
     lookahead_ms: int
+    payload_ahead_ms: int
     horizon_ms: int
     batch_size: int
     max_jobs_per_fetch: int
@@ -53,7 +56,7 @@ class Fetcher:
         settings: FetchSettings,
         *,
         clock: Clock,
-        dispatcher: Dispatcher,
+        payloads: PayloadReader,
         acker: Acker,
         metrics: Metrics,
         held: Callable[[], int],
@@ -62,7 +65,7 @@ class Fetcher:
         self.lanes = lanes
         self.settings = settings
         self.clock = clock
-        self.dispatcher = dispatcher
+        self.payloads = payloads
         self.acker = acker
         self.metrics = metrics
         self.held = held
@@ -160,6 +163,7 @@ class Fetcher:
                     before_ms=window_end_ms,
                     since_ms=now_ms - self.settings.horizon_ms,
                     limit=limit,
+                    payload_before_ms=now_ms + self.settings.payload_ahead_ms,
                 )
             except StoreError:
                 lane.claims_in_doubt.add(stamp)
@@ -179,8 +183,9 @@ class Fetcher:
         wheel = lane.wheel
         due_now = [job for job in jobs if not wheel.add(wheel_key(wheel, job), job.due_ms, job)]
         if due_now:
-            self.dispatcher.submit(lane, due_now)
+            self.payloads.hand_over(lane, due_now)
         if len(due_now) < len(jobs):
+            self.payloads.track(lane, jobs)
             self.on_added()
 
     def _drop_misfired(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> list[ClaimedJob]:

@@ -84,6 +84,8 @@ class Lane:
 
     def context(self, job: ClaimedJob, fired_ms: int) -> JobContext[Any]:
         """Decode the payload (lazily, now that the job fires) and build the handler's context."""
+        if job.payload is None:  # the engine reads it before the job is due: a bug if not
+            raise RuntimeError(f"{self.name} job {job.key} fired before its payload was read")
         return JobContext(
             self.spec.decode(job.key, job.at_ms, job.payload),
             self.spec.name,

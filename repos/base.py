@@ -70,18 +70,20 @@ class RowRef:
     at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClaimedJob:
     """A row claimed for one node: what the wheel holds until the job fires.
 
-    The payload stays raw bytes; ``EntitySpec.decode`` rebuilds the entity at fire time.
+    The payload stays raw bytes; ``EntitySpec.decode`` rebuilds the entity at fire time. It is
+    None for a job claimed well ahead of its time (``claim_due(payload_before_ms=...)``) until
+    the engine reads it, shortly before the job is due: the only field ever filled in later.
     """
 
     key: int | str
     at_ms: int  #: sharding time, as written on the entity
     due_ms: int  #: when to fire: at_ms at first, later after a retry
     attempts: int  #: attempts so far, counting this claim
-    payload: bytes
+    payload: bytes | None
 
     @property
     def ref(self) -> RowRef:
@@ -215,7 +217,14 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         ...
 
     async def claim_due(
-        self, node_id: str, *, now_ms: int, before_ms: int, since_ms: int, limit: int
+        self,
+        node_id: str,
+        *,
+        now_ms: int,
+        before_ms: int,
+        since_ms: int,
+        limit: int,
+        payload_before_ms: int | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to `limit` PENDING rows with due_at < before_ms for `node_id`, oldest first.
 
@@ -224,7 +233,14 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         claimed_at=now_ms and attempts+1, in the same transaction that selected them: two
         concurrent claimers never get the same row, and neither waits for the other's rows.
         Returned in due_at order. A shard missing from the window is empty, not an error.
+        Rows due at or after `payload_before_ms` come without their payload (None): read it
+        with read_payloads when they are nearly due.
         """
+        ...
+
+    async def read_payloads(self, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+        """The payloads of the rows named, whatever their status; rows no longer stored (their
+        shard was dropped) are absent from the answer."""
         ...
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:

@@ -90,9 +90,11 @@ INSERT = (
 ON_DUPLICATE_IGNORE = ' ON CONFLICT ("{id}") DO NOTHING'
 EXISTING_IDS = 'SELECT "{id}" FROM "{table}" WHERE "{id}" IN ({keys})'
 
+# The payload only for rows due before the first parameter: the rest are read nearly due.
 CLAIM_SELECT = """
-SELECT "{id}", "{at}", due_at, attempts, payload FROM "{table}"
+SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < ? THEN payload END FROM "{table}"
 WHERE status = 0 AND due_at < ? ORDER BY due_at LIMIT ?"""
+READ_PAYLOADS = 'SELECT "{id}", "{at}", payload FROM "{table}" WHERE "{id}" IN ({keys})'
 CLAIM_UPDATE = """
 UPDATE "{table}" SET status = 1, claimed_by = ?, claimed_at = ?, attempts = attempts + 1
 WHERE "{id}" IN ({keys})"""
@@ -220,19 +222,28 @@ class SqliteRepository(Generic[TEntity, TKey]):
             raise
 
     async def claim_due(
-        self, node_id: str, *, now_ms: int, before_ms: int, since_ms: int, limit: int
+        self,
+        node_id: str,
+        *,
+        now_ms: int,
+        before_ms: int,
+        since_ms: int,
+        limit: int,
+        payload_before_ms: int | None = None,
     ) -> list[ClaimedJob]:
         if limit <= 0:
             return []
+        select_args = (
+            before_ms if payload_before_ms is None else payload_before_ms,
+            before_ms,
+            limit,
+        )
 
         def work(db: sqlite3.Connection) -> list[ClaimedJob]:
             with _write(db):
                 shards = self._window(db, since_ms, before_ms)
                 per_shard = [
-                    [
-                        (*r, table)
-                        for r in db.execute(self._q(CLAIM_SELECT, table), (before_ms, limit))
-                    ]
+                    [(*r, table) for r in db.execute(self._q(CLAIM_SELECT, table), select_args)]
                     for table in shards
                 ]
                 picked = list(heapq.merge(*per_shard, key=lambda r: r[2]))[:limit]
@@ -245,6 +256,24 @@ class SqliteRepository(Generic[TEntity, TKey]):
             return [ClaimedJob.from_claim(r) for r in picked]
 
         return await self._run("claim", work)
+
+    async def read_payloads(self, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+        by_table = self._keys_by_table(refs)
+
+        def work(db: sqlite3.Connection) -> dict[RowRef, bytes]:
+            live = set(self._tables(db).values())
+            found: dict[RowRef, bytes] = {}
+            for table, keys in by_table.items():
+                if table not in live:
+                    continue
+                for chunk in chunks(keys, MAX_VARIABLES):
+                    stmt = self._q(READ_PAYLOADS, table, keys=marks(len(chunk), "?"))
+                    for key, at_ms, payload in db.execute(stmt, chunk):
+                        found[RowRef(key, at_ms)] = payload
+            # Only the rows named: a partitioned shard's oldest partition may hold others too.
+            return {ref: found[ref] for ref in refs if ref in found}
+
+        return await self._run("read payloads", work) if refs else {}
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
         return await self._update_refs("mark done", MARK_DONE, refs, (fired_at_ms, node_id))
@@ -480,15 +509,18 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run("find duplicate", work)
 
+    def _keys_by_table(self, refs: Sequence[RowRef]) -> dict[str, list[Any]]:
+        return {
+            self._table(bounds): [ref.key for ref in group]
+            for bounds, group in group_by_shard(refs, _at_ms, self.policy.granularity).items()
+        }
+
     async def _update_refs(
         self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
     ) -> int:
         if not refs:
             return 0
-        by_table = {
-            self._table(bounds): [ref.key for ref in group]
-            for bounds, group in group_by_shard(refs, _at_ms, self.policy.granularity).items()
-        }
+        by_table = self._keys_by_table(refs)
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0

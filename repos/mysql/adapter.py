@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
@@ -36,9 +36,12 @@ from repos.statements import chunks, insert_state, release_statement
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
+T = TypeVar("T")
 
 #: How long a read of the live shards is trusted before claims look again.
 SHARD_CACHE_S = 1.0
+#: Errors naming a table or partition that is not there: a shard dropped meanwhile.
+SHARD_GONE = frozenset({1146, 1735})
 #: Cap on the ids listed in one `IN (...)` (keeps statements well under max_allowed_packet).
 MAX_IN = 5000
 MAX_ERROR_CHARS = 4000
@@ -150,7 +153,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
             raise
 
     async def claim_due(
-        self, node_id: str, *, now_ms: int, before_ms: int, since_ms: int, limit: int
+        self,
+        node_id: str,
+        *,
+        now_ms: int,
+        before_ms: int,
+        since_ms: int,
+        limit: int,
+        payload_before_ms: int | None = None,
     ) -> list[ClaimedJob]:
         shards = self._window(await self._shards(), since_ms, before_ms)
         if not shards or limit <= 0:
@@ -162,7 +172,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
             )
             + sql.CLAIM_SELECT_TAIL
         )
-        args = [before_ms, limit] * len(shards) + [limit]
+        with_payload = before_ms if payload_before_ms is None else payload_before_ms
+        args = [with_payload, before_ms, limit] * len(shards) + [limit]
 
         async def body(tx: Tx) -> list[Row]:
             rows = await tx.fetch_all(select, args)
@@ -178,6 +189,26 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         rows = await self._ex.run("claim", body)
         return [ClaimedJob.from_claim(r) for r in rows]
+
+    async def read_payloads(self, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+        async def attempt() -> dict[RowRef, bytes]:
+            found: dict[RowRef, bytes] = {}
+            by_target = self._keys_by_target(refs)
+            if not by_target:
+                return found
+            async with self._ex.transaction("read payloads") as tx:
+                for target, keys in by_target.items():
+                    for chunk in chunks(keys, MAX_IN):
+                        stmt = sql.READ_PAYLOADS.format(
+                            target=target, keys=literal_list(self._key, chunk), **self._fmt
+                        )
+                        for key, at_ms, payload in await tx.fetch_all(stmt):
+                            found[RowRef(key, at_ms)] = payload
+            return found
+
+        found = await self._again_if_shard_dropped(attempt)
+        # Only the rows named: a partitioned shard's oldest partition may hold others too.
+        return {ref: found[ref] for ref in refs if ref in found}
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
         return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
@@ -203,7 +234,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 )
             return changed
 
-        return int(await self._ex.run("mark failed", body)) if failures else 0
+        if not failures:
+            return 0
+        return await self._again_if_shard_dropped(lambda: self._ex.run("mark failed", body))
 
     async def release(
         self,
@@ -353,25 +386,45 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 return DuplicateJob(self.spec.name, row.key, self._layout.shard(bounds).name)
         return DuplicateJob(self.spec.name, entry, "?")
 
-    async def _update_refs(
-        self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
-    ) -> int:
+    def _keys_by_target(self, refs: Sequence[RowRef]) -> dict[str, list[Any]]:
+        """The refs' ids by the statement target of their shard (refs of no shard left out)."""
         by_target: dict[str, list[Any]] = defaultdict(list)
         for ref in refs:
             target = self._target_of(ref.at_ms)
             if target is not None:
                 by_target[target].append(ref.key)
+        return by_target
 
-        async def body(tx: Tx) -> int:
-            changed = 0
-            for target, keys in by_target.items():
-                for chunk in chunks(keys, MAX_IN):
-                    keys_sql = literal_list(self._key, chunk)
-                    stmt = template.format(target=target, keys=keys_sql, **self._fmt)
-                    changed += await tx.execute(stmt, lead)
-            return changed
+    async def _update_refs(
+        self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
+    ) -> int:
+        async def attempt() -> int:
+            by_target = self._keys_by_target(refs)
 
-        return int(await self._ex.run(operation, body)) if by_target else 0
+            async def body(tx: Tx) -> int:
+                changed = 0
+                for target, keys in by_target.items():
+                    for chunk in chunks(keys, MAX_IN):
+                        keys_sql = literal_list(self._key, chunk)
+                        stmt = template.format(target=target, keys=keys_sql, **self._fmt)
+                        changed += await tx.execute(stmt, lead)
+                return changed
+
+            return int(await self._ex.run(operation, body)) if by_target else 0
+
+        return await self._again_if_shard_dropped(attempt)
+
+    async def _again_if_shard_dropped(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`; if a shard it named was dropped meanwhile (retention, maybe on
+        another node, inside SHARD_CACHE_S), read the live shards and run it once more: rows
+        of a dropped shard are gone, so there is nothing left to do for them."""
+        try:
+            return await attempt()
+        except StoreError as exc:
+            if error_code(exc.cause) not in SHARD_GONE:
+                raise
+        await self._refresh()
+        return await attempt()
 
     async def _read(
         self, operation: str, stmt: str, args: Sequence[Any], shards: list[Shard]

@@ -67,9 +67,13 @@ ON_DUPLICATE_IGNORE = " ON DUPLICATE KEY UPDATE `{id}` = `{id}`"
 EXISTING_IDS = "SELECT `{id}` FROM {target} WHERE `{id}` IN ({keys})"
 
 # One subselect per shard, glued with UNION ALL: a window spanning shards is one statement.
-CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts, payload, {shard_no} AS shard_no
+# The payload only for rows due before the first parameter: the rest are read nearly due.
+CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts, IF(due_at < %s, payload, NULL),
+ {shard_no} AS shard_no
  FROM {target} WHERE status = 0 AND due_at < %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"""
 CLAIM_SELECT_TAIL = " ORDER BY due_at LIMIT %s"
+
+READ_PAYLOADS = "SELECT `{id}`, `{at}`, payload FROM {target} WHERE `{id}` IN ({keys})"
 
 CLAIM_UPDATE = """
 UPDATE {target} SET status = 1, claimed_by = %s, claimed_at = %s, attempts = attempts + 1

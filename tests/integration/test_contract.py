@@ -377,6 +377,7 @@ async def test_claim_due_takes_due_rows_oldest_first_up_to_limit(repo: Repo) -> 
     await seed(repo, (sms(k, t) for k, t in due.items()))
     first = await claim(repo, "n1", D22 + 4 * HOUR, since_ms=D22, limit=2)
     assert first == [ClaimedJob(k, due[k], due[k], 1, (await one(repo, k)).payload) for k in (1, 2)]
+    assert first[0].payload is not None
     assert SMS.decode(first[0].key, first[0].at_ms, first[0].payload) == sms(1, due[1])
     assert keys(await claim(repo, "n1", D22 + 4 * HOUR, since_ms=D22)) == [3]  # 4: due == before
     for key in (1, 2, 3):
@@ -388,6 +389,41 @@ async def test_claim_due_takes_due_rows_oldest_first_up_to_limit(repo: Repo) -> 
             NOW,
         )
     assert (await one(repo, 4)).status is Status.PENDING
+
+
+async def test_claim_due_leaves_out_payloads_due_later_and_read_payloads_finds_them(
+    repo: Repo,
+) -> None:
+    """Jobs claimed well ahead come without their payload, read shortly before they are due."""
+    due = {1: D22 + HOUR, 2: D22 + 2 * HOUR, 3: D23 - 1, 4: D23 + HOUR}
+    await seed(repo, (sms(k, t, message=f"m{k}") for k, t in due.items()))
+    jobs = await repo.claim_due(
+        "n1", now_ms=NOW, before_ms=D24, since_ms=D22, limit=10, payload_before_ms=D22 + 2 * HOUR
+    )
+    assert [(j.key, j.payload is not None) for j in jobs] == [
+        (1, True),
+        (2, False),  # due == payload_before: left out
+        (3, False),
+        (4, False),
+    ]
+    found = await repo.read_payloads([j.ref for j in jobs[1:]] + [RowRef(99, D22 + HOUR)])
+    assert {r: SMS.decode(r.key, r.at_ms, p).message for r, p in found.items()} == {
+        RowRef(2, due[2]): "m2",
+        RowRef(3, due[3]): "m3",  # across the day boundary: another shard
+        RowRef(4, due[4]): "m4",
+    }
+    assert jobs[0].payload == (await one(repo, 1)).payload
+    assert await repo.read_payloads([]) == {}
+    assert await repo.read_payloads([RowRef(1, D20 - HOUR)]) == {}  # no such shard
+
+
+async def test_read_payloads_tells_same_id_in_two_shards_apart(repo: Repo) -> None:
+    await seed(repo, [sms(7, D22 + HOUR, message="first"), sms(7, D23 + HOUR, message="second")])
+    found = await repo.read_payloads([RowRef(7, D23 + HOUR), RowRef(7, D22 + HOUR)])
+    assert {ref.at_ms: SMS.decode(7, ref.at_ms, p).message for ref, p in found.items()} == {
+        D22 + HOUR: "first",
+        D23 + HOUR: "second",
+    }
 
 
 async def test_claim_due_spans_shards_in_due_order(repo: Repo) -> None:
@@ -700,6 +736,25 @@ async def test_drop_shards_before_drops_whole_shards_that_ended(repo: Repo) -> N
     assert await repo.drop_shards_before(D24) == []
     assert starts(await repo.list_shards()) == [D24]
     assert keys(await every_row(repo)) == [4]
+
+
+async def test_statements_on_rows_of_a_shard_another_node_dropped_find_nothing(
+    make_repo: MakeRepo,
+) -> None:
+    """A node still holding claims of a shard that retention dropped elsewhere (its list of
+    shards a second old) reads, acks and hands back nothing there, and does not fail."""
+    here, other = await make_repo(SMS), await make_repo(SMS)
+    await seed(here, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR), sms(3, D23 + HOUR)])
+    held = await claim(here, "n1", D24, since_ms=D22)
+    assert keys(held) == [1, 2, 3]
+    assert starts(await other.drop_shards_before(D23)) == [D22]
+    gone, kept = refs(held[:2]), refs(held[2:])
+    assert set(await here.read_payloads(gone + kept)) == set(kept)
+    assert await here.mark_done("n1", gone[:1] + kept, fired_at_ms=NOW) == 1
+    failure = Failure(ref=gone[1], error="boom", retry_at_ms=None)
+    assert await here.mark_failed("n1", [failure], now_ms=NOW) == 0
+    assert await here.release("n1", gone) == 0
+    assert [(r.key, r.status) for r in await every_row(here)] == [(3, Status.DONE)]
 
 
 BEFORE_OLDEST = [

@@ -17,6 +17,7 @@ from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.jobs import JobContext
 from repos.base import ShardingRepository, Status
 from repos.entity import EntitySpec
+from repos.errors import StoreUnavailable
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 
@@ -82,7 +83,11 @@ async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
     """Build engines on the test's store with fast cadences; settings may be overridden."""
 
     def build(
-        *, handler: Any = None, spec: EntitySpec[Any, Any] = SMS, **settings: Any
+        *,
+        handler: Any = None,
+        spec: EntitySpec[Any, Any] = SMS,
+        repository: ShardingRepository[Any, Any] | None = None,
+        **settings: Any,
     ) -> InfiniteScheduler:
         defaults: dict[str, Any] = {
             "fetch_interval_s": 0.2,
@@ -101,7 +106,7 @@ async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
             None, store={"url": store_url}, handlers=handlers, **{**defaults, **settings}
         )
         engine = InfiniteScheduler(config)
-        engine.register(spec, handler)
+        engine.register(spec, handler, repository=repository)
         return engine
 
     yield build
@@ -356,3 +361,93 @@ async def test_missing_handler_is_refused_at_start_and_nothing_changes(
             pass
     [row] = await repo.get(1)
     assert row.status is Status.PENDING and row.attempts == 0
+
+
+# -- payloads read shortly before the job is due ---------------------------------------------
+
+#: Claim 3 s ahead, read payloads 0.4 s ahead: jobs due in 1-2 s are held without theirs first.
+PAYLOAD_WINDOW = {"fetch_interval_s": 2.5, "lookahead_s": 3, "payload_ahead_s": 0.4}
+
+
+class EntityRecorder(Recorder):
+    """Records what each fire decoded, too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: dict[Any, str] = {}
+
+    async def __call__(self, ctx: JobContext[Any]) -> None:
+        self.messages[ctx.job_id] = ctx.entity.message
+        await super().__call__(ctx)
+
+
+class FlakyReads:
+    """The real repository, but its first `failures` payload reads fail as an outage would."""
+
+    def __init__(self, repo: ShardingRepository[Any, Any], failures: int) -> None:
+        self.repo = repo
+        self.failures = failures
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+    async def read_payloads(self, refs: Any) -> Any:
+        self.reads += 1
+        if self.reads <= self.failures:
+            refused = ConnectionRefusedError("connection refused")
+            raise StoreUnavailable("read payloads", refused, address="127.0.0.1:3306")
+        return await self.repo.read_payloads(refs)
+
+
+async def test_jobs_held_without_payload_are_read_in_time_and_fire_on_time(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    base = now() + timedelta(milliseconds=1500)
+    ids = list(range(20))
+    await repo.insert([sms(i, base + timedelta(milliseconds=25 * i)) for i in ids], now_ms=now_ms())
+    recorder = EntityRecorder()
+    engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
+    async with engine:
+        await asyncio.sleep(0.5)
+        assert engine.held() == 20 and engine.payloads.reads == 0  # held, payloads not read
+        await recorder.wait_for(20)
+    assert engine.payloads.reads >= 1
+    assert recorder.messages == {i: f"m{i}" for i in ids}
+    for _, _, due, fired in recorder.fires:
+        assert due.timestamp() - 0.002 <= fired < due.timestamp() + 0.25  # read ahead, on time
+
+
+async def test_a_payload_read_that_fails_holds_the_job_back_until_it_is_read(
+    engine_factory: EngineFactory, repo: Any, store_url: str
+) -> None:
+    base = now() + timedelta(milliseconds=1200)
+    await repo.insert(
+        [sms(i, base + timedelta(milliseconds=10 * i)) for i in range(5)], now_ms=now_ms()
+    )
+    policy = load_config(None, store={"url": store_url}, metrics_port=0).shard_policy
+    flaky = FlakyReads(make_repository(store_url, SMS, policy), failures=4)  # the engine's own
+    recorder = EntityRecorder()
+    engine = engine_factory(handler=recorder, repository=flaky, **PAYLOAD_WINDOW)
+    async with engine:
+        await recorder.wait_for(5, timeout_s=15)
+        await asyncio.sleep(0.3)
+    assert flaky.reads > 4
+    assert recorder.messages == {i: f"m{i}" for i in range(5)}  # each fired once, late not lost
+    assert set((await statuses(repo, list(range(5)))).values()) == {Status.DONE}
+
+
+async def test_a_job_whose_row_is_gone_before_its_payload_is_read_is_not_fired(
+    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await repo.insert([sms(1, now() + timedelta(milliseconds=1500))], now_ms=now_ms())
+    recorder = EntityRecorder()
+    engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
+    async with engine:
+        await asyncio.sleep(0.5)
+        assert engine.held() == 1
+        await repo.drop_shards_before(now_ms() + 10 * 86_400_000)  # its shard, dropped whole
+        await asyncio.sleep(1.8)
+        assert engine.held() == 0
+    assert recorder.fires == []
+    assert "1 not fired: row no longer stored" in caplog.text

@@ -1,0 +1,159 @@
+"""Reads the payloads of held jobs shortly before they are due.
+
+A fetch claims the whole lookahead window, but only the jobs due within `payload_ahead_s` come
+with their payload. The rest wait in the wheel without it (the payload is the largest part of a
+held job: ~400 bytes per job with it, ~240 without, in W5) and are read here, one statement per
+claim batch, once the batch's earliest job is within `payload_ahead_s`. A job that comes due
+before its read went through (the store was down) is held back until it is read, then fires: it
+is late, never lost. A job whose row is gone by then (its shard was dropped) is given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from infinite_scheduler.acker import Acker
+from infinite_scheduler.clock import Clock
+from infinite_scheduler.dispatch import Dispatcher
+from infinite_scheduler.jobs import Lane
+from infinite_scheduler.waits import wait_any
+from repos.base import ClaimedJob, Failure, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: Look at least this often when nothing is tracked (a claim wakes the loop anyway).
+IDLE_S = 1.0
+MAX_BACKOFF_S = 5.0
+
+
+class PayloadReader:
+    """Tracks the claim batches whose payloads are still to be read, and reads them in time."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        acker: Acker,
+        ahead_ms: int,
+        node_id: str,
+    ) -> None:
+        self.clock = clock
+        self.dispatcher = dispatcher
+        self.acker = acker
+        self.ahead_ms = ahead_ms
+        self.node_id = node_id
+        #: Claim batches with jobs still lacking their payload, each in due order.
+        self._batches: list[tuple[Lane, list[ClaimedJob]]] = []
+        #: Jobs due already, out of the wheel, waiting for their read before they fire.
+        self._held_back: list[tuple[Lane, list[ClaimedJob]]] = []
+        self._reads: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.reads = 0
+
+    def __repr__(self) -> str:
+        return f"<PayloadReader batches={len(self._batches)} held_back={self.held_back}>"
+
+    @property
+    def held_back(self) -> int:
+        return sum(len(jobs) for _, jobs in self._held_back)
+
+    def track(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
+        """Remember the jobs of a claim batch (due order) that came without their payload."""
+        missing = [job for job in jobs if job.payload is None]
+        if missing:
+            self._batches.append((lane, missing))
+            self._wake.set()
+
+    def hand_over(self, lane: Lane, jobs: list[ClaimedJob]) -> None:
+        """Jobs due now to the dispatcher: at once if every payload is here, else once read."""
+        if all(job.payload is not None for job in jobs):
+            self.dispatcher.submit(lane, jobs)
+            return
+        entry = (lane, jobs)
+        self._held_back.append(entry)
+        task = asyncio.create_task(self._read_then_submit(entry), name="infinite-scheduler:read")
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    def take_held_back(self) -> list[tuple[Lane, list[ClaimedJob]]]:
+        """Remove and return the jobs held back for their read (shutdown hands them back)."""
+        for task in self._reads:
+            task.cancel()
+        held, self._held_back = self._held_back, []
+        return held
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read each tracked batch once its earliest job is within ahead_ms of now."""
+        self._stop = stop
+        backoff_s = 0.1
+        while not stop.is_set():
+            self._wake.clear()
+            horizon_ms = self.clock.now_ms() + self.ahead_ms
+            try:
+                for batch in [b for b in self._batches if b[1][0].due_ms < horizon_ms]:
+                    await self.read(*batch)
+                    self._batches = [b for b in self._batches if b is not batch]
+                backoff_s = 0.1
+            except StoreError as exc:
+                self._warn(exc, backoff_s)
+                await wait_any(stop, timeout_s=backoff_s)
+                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+                continue
+            await wait_any(stop, self._wake, timeout_s=self._sleep_s())
+
+    async def read(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
+        """Fill in the payloads these jobs lack; a job whose row is gone keeps None."""
+        missing = [job for job in jobs if job.payload is None]
+        if not missing:
+            return
+        found = await lane.repo.read_payloads([job.ref for job in missing])
+        self.reads += 1
+        for job in missing:
+            job.payload = found.get(job.ref)
+
+    def _sleep_s(self) -> float:
+        if not self._batches:
+            return IDLE_S
+        earliest = min(jobs[0].due_ms for _, jobs in self._batches)
+        return max(0.0, (earliest - self.ahead_ms - self.clock.now_ms()) / 1000)
+
+    async def _read_then_submit(self, entry: tuple[Lane, list[ClaimedJob]]) -> None:
+        lane, jobs = entry
+        backoff_s = 0.1
+        while True:
+            try:
+                await self.read(lane, jobs)
+                break
+            except StoreError as exc:
+                self._warn(exc, backoff_s)
+                await wait_any(self._stop, timeout_s=backoff_s)
+                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+        self._held_back = [e for e in self._held_back if e is not entry]
+        for job in jobs:
+            if job.payload is None:
+                self._give_up(lane, job)
+        self.dispatcher.submit(lane, [job for job in jobs if job.payload is not None])
+
+    def _give_up(self, lane: Lane, job: ClaimedJob) -> None:
+        error = "row no longer stored when its payload was read (its shard was dropped)"
+        logger.warning(
+            "%s %s not fired: %s",
+            lane.name,
+            job.key,
+            error,
+            extra={"action": "fail", "entity": lane.name, "job_id": job.key, "node": self.node_id},
+        )
+        lane.metrics.failed.inc()
+        self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=None))
+
+    def _warn(self, exc: StoreError, backoff_s: float) -> None:
+        logger.warning(
+            "payload read failed, retrying in %.1fs: %s",
+            backoff_s,
+            exc,
+            extra={"action": "read", "node": self.node_id},
+        )
