@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 from benchmarks.common import Options, bar, now_ms, result, sms
+from benchmarks.cpu import CpuUse, cpu_use
 from benchmarks.loader import in_parallel
 from benchmarks.stats import Result, rate
 from benchmarks.store import (
@@ -45,15 +46,19 @@ async def run(opts: Options) -> list[Result]:
         return []
     inserts = opts.pick(20_000, 100_000)
     claims = opts.pick(5_000, 20_000)
-    return [
-        result("ceiling-insert", opts, inserts, jobs_per_s=await insert_ceiling(opts, inserts)),
-        result("ceiling-claim", opts, claims, jobs_per_s=await claim_ceiling(opts, claims)),
-    ]
+    lines = []
+    for name, measure, n in (
+        ("ceiling-insert", insert_ceiling, inserts),
+        ("ceiling-claim", claim_ceiling, claims),
+    ):
+        jobs_per_s, cpu = await measure(opts, n)
+        lines.append(result(name, opts, n, jobs_per_s=jobs_per_s, **cpu.per_job_us(n)))
+    return lines
 
 
-async def insert_ceiling(opts: Options, n: int) -> float | None:
+async def insert_ceiling(opts: Options, n: int) -> tuple[float | None, CpuUse]:
     """Rows per second through bare multi-row INSERTs of batch_size rows, sent on as many
-    connections at once as W1 has writers."""
+    connections at once as W1 has writers; and the CPU it took, server and client."""
     async with bench_store(opts, "ceiling") as url:
         bounds = await make_shard(opts, url, now_ms())
         async with AsyncExitStack() as stack:
@@ -61,19 +66,24 @@ async def insert_ceiling(opts: Options, n: int) -> float | None:
                 await stack.enter_async_context(bare(opts.driver, database_name("ceiling")))
                 for _ in range(opts.writers)
             ]
-            seconds = await insert_rows(conns, opts, bounds, n, due_ms=None, desc="ceiling insert")
-    return rate(n, seconds)
+            with cpu_use() as cpu:
+                seconds = await insert_rows(
+                    conns, opts, bounds, n, due_ms=None, desc="ceiling insert"
+                )
+    return rate(n, seconds), cpu
 
 
-async def claim_ceiling(opts: Options, n: int) -> float | None:
-    """Rows per second through bare select + claim + ack batches of batch_size rows."""
+async def claim_ceiling(opts: Options, n: int) -> tuple[float | None, CpuUse]:
+    """Rows per second through bare select + claim + ack batches of batch_size rows; and the
+    CPU it took, server and client."""
     async with bench_store(opts, "ceiling") as url:
         due_ms = now_ms() - 1000
         bounds = await make_shard(opts, url, due_ms)
         async with bare(opts.driver, database_name("ceiling")) as conn:
             await insert_rows([conn], opts, bounds, n, due_ms=due_ms, desc="ceiling fill")
-            seconds = await claim_rows(conn, opts, bounds, n)
-    return rate(n, seconds)
+            with cpu_use() as cpu:
+                seconds = await claim_rows(conn, opts, bounds, n)
+    return rate(n, seconds), cpu
 
 
 async def make_shard(opts: Options, url: str, at_ms: int) -> ShardBounds:
@@ -142,7 +152,7 @@ async def claim_rows(conn: Bare, opts: Options, bounds: ShardBounds, n: int) -> 
         while True:
             stamp = now_ms()
             await conn.begin()
-            rows = await conn.fetch_all(select, (stamp + 1, batch, batch))
+            rows = await conn.fetch_all(select, (stamp + 1, stamp + 1, batch, batch))
             keys = [r[0] for r in rows]
             if keys:
                 claim = sql.CLAIM_UPDATE.format(

@@ -5,7 +5,8 @@
   INSERT ceiling on as many connections.
 - W2: the engine runs (fetching every second); n jobs due now are stored in one transaction.
   Drain = from the first claim of those rows to the last ack, both read from the rows
-  (claimed_at, fired_at) -> jobs/s, next to the bare select+claim+ack ceiling. Pick-up delay
+  (claimed_at, fired_at) -> jobs/s, next to the bare select+claim+ack ceiling. CPU per job
+  (server; client = the engine process) covers the drain and the wait for the last acks. Pick-up delay
   (waiting for the next fetch) is reported apart, as it measures fetch_interval_s, not speed.
 - W3: R jobs/s evenly spaced for 30 s, stored before the engine starts (default settings) ->
   lateness p50/p99/max of every fire, missed and duplicated ids.
@@ -17,6 +18,7 @@ import time
 
 from benchmarks import ceiling
 from benchmarks.common import Options, bar, log, now_ms, result, sms
+from benchmarks.cpu import CpuUse, cpu_use
 from benchmarks.loader import load, spread, stored_rows, wait_done
 from benchmarks.records import Fires, Tail
 from benchmarks.runner import engine_running, wait_fires
@@ -35,14 +37,22 @@ async def w1(opts: Options, n: int | None = None) -> list[Result]:
     async with bench_store(opts, "w1") as url, engine_running(opts, url, "w1"):
         jobs = sms(range(1, n + 1), spread(now_ms() + 60_000, HOUR_MS, n))
         async with opened(make_repo(opts, url)) as repo:
-            seconds = await load(repo, jobs, opts.batch_size, "W1 insert", writers=opts.writers)
+            with cpu_use() as cpu:
+                seconds = await load(repo, jobs, opts.batch_size, "W1 insert", writers=opts.writers)
     jobs_per_s = rate(n, seconds)
-    top = await ceiling.insert_ceiling(opts, n) if opts.is_mysql else None
-    line = result("w1", opts, n, jobs_per_s=jobs_per_s, ceiling_jobs_per_s=top)
-    line.update(
-        ratio_to_ceiling=ratio(jobs_per_s, top), batch_size=opts.batch_size, writers=opts.writers
-    )
+    line = result("w1", opts, n, jobs_per_s=jobs_per_s, **cpu.per_job_us(n))
+    if opts.is_mysql:
+        _beside_ceiling(line, n, jobs_per_s, *await ceiling.insert_ceiling(opts, n))
+    line.update(batch_size=opts.batch_size, writers=opts.writers)
     return [line]
+
+
+def _beside_ceiling(
+    line: Result, n: int, jobs_per_s: float | None, top: float | None, cpu: CpuUse
+) -> None:
+    """The ceiling measured in the same run, its ratio, and the CPU per job it took."""
+    line.update(ceiling_jobs_per_s=top, ratio_to_ceiling=ratio(jobs_per_s, top))
+    line.update({f"ceiling_{k}": v for k, v in cpu.per_job_us(n).items()})
 
 
 async def w2(opts: Options, n: int | None = None) -> list[Result]:
@@ -55,10 +65,10 @@ async def w2(opts: Options, n: int | None = None) -> list[Result]:
                 await repo.insert(sms(range(1, n + 1), [t0] * n), now_ms=t0)
                 committed_ms = now_ms()
                 tail = Tail(engine.record)
-                with bar(n, "W2 drain") as progress:
+                with bar(n, "W2 drain") as progress, cpu_use(engine.pid) as cpu:
                     deadline = time.monotonic() + 60 + n / 500
                     await wait_fires(tail, n, deadline_s=deadline, progress=progress)
-                done = await wait_done(repo, n, timeout_s=30)
+                    done = await wait_done(repo, n, timeout_s=30)
                 rows = await stored_rows(repo, t0, t0 + 1)
     tail.poll()  # anything flushed while the engine stopped (a late repeat would show here)
     fires = tail.fires
@@ -66,11 +76,11 @@ async def w2(opts: Options, n: int | None = None) -> list[Result]:
     last_ack = max((r.fired_at_ms or 0 for r in rows), default=0)
     drain_s = (last_ack - first_claim) / 1000
     jobs_per_s = rate(n, drain_s) if done == n else None
-    top = await ceiling.claim_ceiling(opts, n) if opts.is_mysql else None
-    line = result("w2", opts, n, jobs_per_s=jobs_per_s, ceiling_jobs_per_s=top)
+    line = result("w2", opts, n, jobs_per_s=jobs_per_s, **cpu.per_job_us(n))
+    if opts.is_mysql:
+        _beside_ceiling(line, n, jobs_per_s, *await ceiling.claim_ceiling(opts, n))
     line.update(accounting(fires, range(1, n + 1)), not_done=n - done)
     line.update(
-        ratio_to_ceiling=ratio(jobs_per_s, top),
         drain_s=round(drain_s, 3),
         pickup_ms=first_claim - committed_ms,
         fire_span_ms=_fire_span_ms(fires),

@@ -1,0 +1,71 @@
+"""CPU time per job, of the database server and of the client, over one timed phase.
+
+On a machine whose cores the server and the client share, a figure is bounded by the sum of
+the two: jobs/s can never exceed cores / (server + client CPU seconds per job). Reading both
+next to a rate tells whether the server's work or ours is what a faster figure would need cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psutil
+
+#: Process names of a MySQL-compatible server on this machine.
+SERVER_NAMES = frozenset({"mariadbd", "mysqld"})
+
+
+@dataclass(slots=True)
+class CpuUse:
+    """CPU seconds used during the phase, None where a process could not be read."""
+
+    server_s: float | None = None
+    client_s: float | None = None
+
+    def per_job_us(self, n: int) -> dict[str, float | None]:
+        """The result-line fields: microseconds of CPU per job, server and client."""
+
+        def us(seconds: float | None) -> float | None:
+            return round(seconds * 1e6 / n, 1) if seconds is not None and n else None
+
+        return {
+            "server_cpu_us_per_job": us(self.server_s),
+            "client_cpu_us_per_job": us(self.client_s),
+        }
+
+
+def server_process() -> psutil.Process | None:
+    """The local MariaDB/MySQL server, if it runs on this machine and can be read."""
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in SERVER_NAMES:
+            return proc
+    return None
+
+
+@contextmanager
+def cpu_use(client_pid: int | None = None) -> Iterator[CpuUse]:
+    """Measure the server's CPU and the client's (this process unless `client_pid`) over the
+    `with` block; the yielded CpuUse is filled in when the block ends."""
+    server = server_process()
+    client = psutil.Process(client_pid)
+    use = CpuUse()
+    before_server = _cpu_s(server)
+    before_client = _cpu_s(client)
+    yield use
+    after_server, after_client = _cpu_s(server), _cpu_s(client)
+    if before_server is not None and after_server is not None:
+        use.server_s = after_server - before_server
+    if before_client is not None and after_client is not None:
+        use.client_s = after_client - before_client
+
+
+def _cpu_s(proc: psutil.Process | None) -> float | None:
+    if proc is None:
+        return None
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
