@@ -28,11 +28,27 @@ async def load(
     *,
     writers: int = 1,
 ) -> float:
-    """Insert in batch_size calls (one multi-row INSERT each, the engine's ingest path), from
-    `writers` concurrent callers as a busy producer would; return the seconds it took. Shards
-    are made first: the engine makes them ahead too."""
+    """Make the jobs' shards (the engine makes them ahead too), then insert them; return the
+    seconds the inserts took."""
+    await make_shards(repo, jobs)
+    return await insert_all(repo, jobs, batch_size, desc, writers=writers)
+
+
+async def make_shards(repo: ShardingRepository[Any, Any], jobs: Sequence[SmsEntity]) -> None:
     times = [int(j.scheduled_at.timestamp() * 1000) for j in jobs]
     await repo.ensure_shards(min(times), max(times) + 1)
+
+
+async def insert_all(
+    repo: ShardingRepository[Any, Any],
+    jobs: Sequence[SmsEntity],
+    batch_size: int,
+    desc: str,
+    *,
+    writers: int = 1,
+) -> float:
+    """Insert in batch_size calls (one multi-row INSERT each, the engine's ingest path), from
+    `writers` concurrent callers as a busy producer would; return the seconds it took."""
     with bar(len(jobs), desc) as progress:
         started = time.perf_counter()
         await in_parallel(chunks(jobs, batch_size), [_inserter(repo, progress)] * writers)
