@@ -45,16 +45,17 @@ def server_process() -> psutil.Process | None:
 
 
 @contextmanager
-def cpu_use(client_pid: int | None = None) -> Iterator[CpuUse]:
+def cpu_use(client_pid: int | None = None, *, server: bool = True) -> Iterator[CpuUse]:
     """Measure the server's CPU and the client's (this process unless `client_pid`) over the
-    `with` block; the yielded CpuUse is filled in when the block ends."""
-    server = server_process()
+    `with` block; the yielded CpuUse is filled in when the block ends. `server=False` for an
+    embedded store (SQLite): its work is the client's, and a MariaDB nearby is not involved."""
+    server_proc = server_process() if server else None
     client = psutil.Process(client_pid)
     use = CpuUse()
-    before_server = _cpu_s(server)
+    before_server = _cpu_s(server_proc)
     before_client = _cpu_s(client)
     yield use
-    after_server, after_client = _cpu_s(server), _cpu_s(client)
+    after_server, after_client = _cpu_s(server_proc), _cpu_s(client)
     if before_server is not None and after_server is not None:
         use.server_s = after_server - before_server
     if before_client is not None and after_client is not None:

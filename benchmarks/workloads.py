@@ -38,7 +38,7 @@ async def w1(opts: Options, n: int | None = None) -> list[Result]:
         jobs = sms(range(1, n + 1), spread(now_ms() + 60_000, HOUR_MS, n))
         async with opened(make_repo(opts, url)) as repo:
             await make_shards(repo, jobs)  # as the engine makes them ahead: not timed
-            with cpu_use() as cpu:
+            with cpu_use(server=opts.is_mysql) as cpu:
                 seconds = await insert_all(
                     repo, jobs, opts.batch_size, "W1 insert", writers=opts.writers
                 )
@@ -68,7 +68,10 @@ async def w2(opts: Options, n: int | None = None) -> list[Result]:
                 await repo.insert(sms(range(1, n + 1), [t0] * n), now_ms=t0)
                 committed_ms = now_ms()
                 tail = Tail(engine.record)
-                with bar(n, "W2 drain") as progress, cpu_use(engine.pid) as cpu:
+                with (
+                    bar(n, "W2 drain") as progress,
+                    cpu_use(engine.pid, server=opts.is_mysql) as cpu,
+                ):
                     deadline = time.monotonic() + 60 + n / 500
                     await wait_fires(tail, n, deadline_s=deadline, progress=progress)
                     done = await wait_done(repo, n, timeout_s=30)
