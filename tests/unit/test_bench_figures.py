@@ -3,9 +3,13 @@ figure in benchmarks/RESULTS.md wrong, so it is tested like engine code (no data
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from pathlib import Path
+from typing import Any
 
+from benchmarks.cpu import CpuUse
+from benchmarks.loader import in_parallel
 from benchmarks.records import RECORD_BYTES, Fires, Tail, decode, read
 from benchmarks.stats import accounting, lateness, median_of, percentile, rate, ratio
 
@@ -79,3 +83,35 @@ def test_tail_reads_only_what_was_appended_and_waits_for_a_whole_record(tmp_path
         f.write(two[10:])
     assert tail.poll() == 1
     assert list(tail.fires.ids) == [1, 2] and list(tail.fires.fired_us) == [100, 200]
+
+
+def test_cpu_per_job_is_microseconds_and_none_where_unread() -> None:
+    assert CpuUse(server_s=1.28, client_s=1.03).per_job_us(100_000) == {
+        "server_cpu_us_per_job": 12.8,
+        "client_cpu_us_per_job": 10.3,
+    }
+    assert CpuUse(server_s=None, client_s=0.5).per_job_us(1000) == {
+        "server_cpu_us_per_job": None,
+        "client_cpu_us_per_job": 500.0,
+    }
+    assert CpuUse(server_s=1.0, client_s=1.0).per_job_us(0)["client_cpu_us_per_job"] is None
+
+
+async def test_in_parallel_hands_each_batch_to_exactly_one_busy_worker() -> None:
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    running = most = 0
+
+    def worker(name: str) -> Any:
+        async def work(batch: int) -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.001)
+            seen[name].append(batch)
+            running -= 1
+
+        return work
+
+    await in_parallel(iter(range(20)), [worker("a"), worker("b")])
+    assert sorted(seen["a"] + seen["b"]) == list(range(20))
+    assert seen["a"] and seen["b"] and most == 2

@@ -54,6 +54,7 @@ def test_defaults_load_without_a_file() -> None:
     config = load_config()
     assert config == SchedulerConfig()
     assert (config.fetch_interval_s, config.lookahead_s) == (25, 30)
+    assert config.payload_ahead_s == 10
     assert (config.max_jobs_per_fetch, config.max_held, config.batch_size) == (
         10_000,
         100_000,
@@ -130,6 +131,8 @@ def test_wiring_helpers() -> None:
     [
         ({"FETCH_INTERVAL_S": "0"}, "fetch_interval_s", "'0'", "env", "greater than 0"),
         ({"HANDLERS__TIMEOUT_S": "-1"}, "handlers.timeout_s", "'-1'", "env", "greater than 0"),
+        ({"PAYLOAD_AHEAD_S": "0"}, "payload_ahead_s", "'0'", "env", "greater than 0"),
+        ({"PAYLOAD_AHEAD_S": "soon"}, "payload_ahead_s", "'soon'", "env", "valid number"),
         (
             {"METRICS_PORT": "70000"},
             "metrics_port",
