@@ -263,9 +263,12 @@ class InfiniteScheduler:
         self.stop()
         self._wheel_changed.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Before the drain: a payload read finishing during it would hand the dispatcher
+        # jobs that neither run to their ack nor are handed back.
+        held_back = self.payloads.take_held_back()
         cancelled = await self.dispatcher.drain(self.config.handlers.drain_timeout_s)
         await self.acker.flush()
-        for name, refs in self._unfired().items():
+        for name, refs in self._unfired(held_back).items():
             await self._lanes[name].repo.release(self.node_id, refs)
         if cancelled:  # handlers cut off mid-run: hand back their claims, attempts counted
             for lane in self._lanes.values():
@@ -278,11 +281,11 @@ class InfiniteScheduler:
             extra={"action": "stop", "node": self.node_id},
         )
 
-    def _unfired(self) -> dict[str, list[RowRef]]:
+    def _unfired(self, held_back: list[tuple[Lane, list[ClaimedJob]]]) -> dict[str, list[RowRef]]:
         unfired: dict[str, list[RowRef]] = {name: [] for name in self._lanes}
         for lane, job in self.dispatcher.take_waiting():
             unfired[lane.name].append(job.ref)
-        for lane, jobs in self.payloads.take_held_back():
+        for lane, jobs in held_back:
             unfired[lane.name].extend(job.ref for job in jobs)
         for lane in self._lanes.values():
             unfired[lane.name].extend(job.ref for _, job in lane.wheel.pop_due(2**62))

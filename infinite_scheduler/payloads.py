@@ -125,6 +125,8 @@ class PayloadReader:
         lane, jobs = entry
         backoff_s = 0.1
         while True:
+            if self._stop.is_set():
+                return  # stopping: the engine hands these jobs back to the store
             try:
                 await self.read(lane, jobs)
                 break

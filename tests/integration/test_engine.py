@@ -451,3 +451,21 @@ async def test_a_job_whose_row_is_gone_before_its_payload_is_read_is_not_fired(
         assert engine.held() == 0
     assert recorder.fires == []
     assert "1 not fired: row no longer stored" in caplog.text
+
+
+async def test_jobs_held_back_for_their_payload_are_handed_back_at_shutdown(
+    engine_factory: EngineFactory, repo: Any, store_url: str
+) -> None:
+    await repo.insert(
+        [sms(i, now() + timedelta(milliseconds=1200)) for i in range(3)], now_ms=now_ms()
+    )
+    policy = load_config(None, store={"url": store_url}, metrics_port=0).shard_policy
+    never = FlakyReads(make_repository(store_url, SMS, policy), failures=10**9)
+    recorder = EntityRecorder()
+    engine = engine_factory(handler=recorder, repository=never, **PAYLOAD_WINDOW)
+    async with engine:
+        await asyncio.sleep(1.6)  # due, but their payloads cannot be read
+        assert engine.payloads.held_back == 3 and engine.held() == 3
+    assert recorder.fires == []
+    rows = [(await repo.get(i))[0] for i in range(3)]
+    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
