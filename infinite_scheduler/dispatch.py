@@ -58,6 +58,7 @@ class Dispatcher:
         self._workers: dict[asyncio.Task[None], float] = {}
         self._timed_out: set[asyncio.Task[None]] = set()
         self._grow_pending = False
+        self._closing = False
         self._watch: asyncio.TimerHandle | None = None
         self.running = 0
         self.fired = 0
@@ -89,7 +90,11 @@ class Dispatcher:
         return waiting
 
     async def drain(self, timeout_s: float) -> int:
-        """Wait for running handlers up to timeout_s, then cancel the rest; return how many."""
+        """Wait for running handlers up to timeout_s, then cancel the rest; return how many.
+
+        No worker starts from here on: one started now would take a job that neither
+        take_waiting() hands back nor this drain waits for."""
+        self._closing = True
         if self._workers:
             await asyncio.wait(set(self._workers), timeout=timeout_s)
         late = list(self._workers)
@@ -108,6 +113,8 @@ class Dispatcher:
             self._watch = asyncio.get_running_loop().call_later(period, self._check, period)
 
     def _retire(self, worker: asyncio.Task[None]) -> None:
+        """A worker leaves the pool the moment it finds the FIFO empty, not a loop turn later
+        (its done-callback): a job submitted in between must find no worker and start one."""
         self._workers.pop(worker, None)
         self._timed_out.discard(worker)
 
@@ -120,6 +127,8 @@ class Dispatcher:
         """One more worker if jobs wait in the FIFO while every worker waits inside a handler
         (a worker between jobs takes the next one itself). The new worker's first handler
         asks again, so workers grow one per loop turn while handlers keep waiting."""
+        if self._closing:
+            return
         if self._ready and self.running >= len(self._workers) < self.concurrency:
             self._spawn()
 
@@ -140,21 +149,24 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         ready, workers = self._ready, self._workers
         finished = 0
-        while ready:
-            lane, job = ready.popleft()
-            self.running += 1
-            if not self._grow_pending:
-                self._grow_pending = True
-                loop.call_soon(self._grow)
-            workers[me] = loop.time() + self.timeout_s
-            try:
-                await self._run(lane, job, me)
-            finally:
-                workers[me] = 0.0
-                self.running -= 1
-            finished += 1
-            if finished % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        try:
+            while ready:
+                lane, job = ready.popleft()
+                self.running += 1
+                if not self._grow_pending:
+                    self._grow_pending = True
+                    loop.call_soon(self._grow)
+                workers[me] = loop.time() + self.timeout_s
+                try:
+                    await self._run(lane, job, me)
+                finally:
+                    workers[me] = 0.0
+                    self.running -= 1
+                finished += 1
+                if finished % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        finally:
+            self._retire(me)
 
     async def _run(self, lane: Lane, job: ClaimedJob, me: asyncio.Task[None]) -> None:
         fired_ms = self.clock.now_ms()
@@ -170,8 +182,8 @@ class Dispatcher:
         try:
             await lane.call(ctx)
         except asyncio.CancelledError:
-            if not self._expired(me):
-                raise  # shutdown, not the watchdog
+            if not self._expired(me) or me.cancelling():
+                raise  # shutdown (maybe besides the watchdog): the worker stops here
             self._failed(lane, job, timed_out)
         except Exception as exc:
             # A handler may turn the watchdog's cancel into an error of its own.

@@ -166,3 +166,41 @@ async def test_drain_cancels_stuck_handlers_and_is_not_taken_for_a_timeout(tmp_p
     assert len(dispatcher.take_waiting()) == 2
     assert await dispatcher.drain(0.1) == 3
     assert dispatcher.workers == 0 and acker.failures == []
+
+
+async def test_a_job_handed_over_as_the_last_worker_leaves_still_runs(tmp_path: Path) -> None:
+    seen: list[int | str] = []
+
+    async def handler(ctx: JobContext[SmsEntity]) -> None:
+        seen.append(ctx.job_id)
+
+    dispatcher, lane, _ = setup(tmp_path, handler)
+    first, second = jobs(2)
+    dispatcher.submit(lane, [first])
+    await asyncio.sleep(0)  # the worker runs job 0 and finds the FIFO empty
+    dispatcher.submit(lane, [second])  # before its done-callback has run
+    await settle(dispatcher, timeout_s=2)
+    assert seen == [0, 1]
+
+
+async def test_drain_stops_a_worker_whose_handler_the_watchdog_cancelled_too(
+    tmp_path: Path,
+) -> None:
+    started: list[int | str] = []
+
+    async def handler(ctx: JobContext[SmsEntity]) -> None:
+        started.append(ctx.job_id)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # cleanup, during which shutdown cancels as well
+            raise
+
+    dispatcher, lane, _ = setup(tmp_path, handler, concurrency=1, timeout_s=0.1)
+    dispatcher.submit(lane, jobs(5))
+    await asyncio.sleep(0.2)  # the watchdog has cancelled job 0; its cleanup runs
+    began = time.monotonic()
+    assert await dispatcher.drain(0.01) == 1
+    assert time.monotonic() - began < 0.3
+    assert started == [0]  # the worker stopped: no job after the cut-off
+    assert dispatcher.workers == 0
