@@ -5,7 +5,8 @@ with their payload. The rest wait in the wheel without it (the payload is the la
 held job: ~400 bytes per job with it, ~240 without, in W5) and are read here, one statement per
 claim batch, once the batch's earliest job is within `payload_ahead_s`. A job that comes due
 before its read went through (the store was down) is held back until it is read, then fires: it
-is late, never lost. A job whose row is gone by then (its shard was dropped) is given up.
+is late, never lost. A job whose row is no longer claimed by this node by then (cancelled,
+handed back, or dropped with its shard) is not fired.
 """
 
 from __future__ import annotations
@@ -106,11 +107,12 @@ class PayloadReader:
             await wait_any(stop, self._wake, timeout_s=self._sleep_s())
 
     async def read(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
-        """Fill in the payloads these jobs lack; a job whose row is gone keeps None."""
+        """Fill in the payloads these jobs lack; a job whose row is no longer claimed here
+        (cancelled, handed back, dropped with its shard) keeps None."""
         missing = [job for job in jobs if job.payload is None]
         if not missing:
             return
-        found = await lane.repo.read_payloads([job.ref for job in missing])
+        found = await lane.repo.read_payloads(self.node_id, [job.ref for job in missing])
         self.reads += 1
         for job in missing:
             job.payload = found.get(job.ref)
@@ -130,7 +132,7 @@ class PayloadReader:
             try:
                 await self.read(lane, jobs)
                 break
-            except StoreError as exc:
+            except Exception as exc:  # whatever failed, these jobs must not be dropped
                 self._warn(exc, backoff_s)
                 await wait_any(self._stop, timeout_s=backoff_s)
                 backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
@@ -141,7 +143,10 @@ class PayloadReader:
         self.dispatcher.submit(lane, [job for job in jobs if job.payload is not None])
 
     def _give_up(self, lane: Lane, job: ClaimedJob) -> None:
-        error = "row no longer stored when its payload was read (its shard was dropped)"
+        error = (
+            "no longer claimed by this node when its payload was read"
+            " (cancelled, handed back, or its shard dropped)"
+        )
         logger.warning(
             "%s %s not fired: %s",
             lane.name,
@@ -152,7 +157,7 @@ class PayloadReader:
         lane.metrics.failed.inc()
         self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=None))
 
-    def _warn(self, exc: StoreError, backoff_s: float) -> None:
+    def _warn(self, exc: Exception, backoff_s: float) -> None:
         logger.warning(
             "payload read failed, retrying in %.1fs: %s",
             backoff_s,

@@ -238,9 +238,10 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """
         ...
 
-    async def read_payloads(self, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
-        """The payloads of the rows named, whatever their status; rows no longer stored (their
-        shard was dropped) are absent from the answer."""
+    async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+        """The payloads of the rows named that are still CLAIMED by node_id. A row cancelled,
+        handed back, taken over or gone with its shard meanwhile is absent from the answer: its
+        job must not fire here."""
         ...
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:

@@ -94,7 +94,9 @@ EXISTING_IDS = 'SELECT "{id}" FROM "{table}" WHERE "{id}" IN ({keys})'
 CLAIM_SELECT = """
 SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < ? THEN payload END FROM "{table}"
 WHERE status = 0 AND due_at < ? ORDER BY due_at LIMIT ?"""
-READ_PAYLOADS = 'SELECT "{id}", "{at}", payload FROM "{table}" WHERE "{id}" IN ({keys})'
+READ_PAYLOADS = """
+SELECT "{id}", "{at}", payload FROM "{table}"
+WHERE status = 1 AND claimed_by = ? AND "{id}" IN ({keys})"""
 CLAIM_UPDATE = """
 UPDATE "{table}" SET status = 1, claimed_by = ?, claimed_at = ?, attempts = attempts + 1
 WHERE "{id}" IN ({keys})"""
@@ -257,7 +259,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run("claim", work)
 
-    async def read_payloads(self, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+    async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         by_table = self._keys_by_table(refs)
 
         def work(db: sqlite3.Connection) -> dict[RowRef, bytes]:
@@ -266,9 +268,9 @@ class SqliteRepository(Generic[TEntity, TKey]):
             for table, keys in by_table.items():
                 if table not in live:
                     continue
-                for chunk in chunks(keys, MAX_VARIABLES):
+                for chunk in chunks(keys, MAX_VARIABLES - 1):
                     stmt = self._q(READ_PAYLOADS, table, keys=marks(len(chunk), "?"))
-                    for key, at_ms, payload in db.execute(stmt, chunk):
+                    for key, at_ms, payload in db.execute(stmt, (node_id, *chunk)):
                         found[RowRef(key, at_ms)] = payload
             # Only the rows named: a partitioned shard's oldest partition may hold others too.
             return {ref: found[ref] for ref in refs if ref in found}

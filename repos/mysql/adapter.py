@@ -190,7 +190,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         rows = await self._ex.run("claim", body)
         return [ClaimedJob.from_claim(r) for r in rows]
 
-    async def read_payloads(self, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+    async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         async def attempt() -> dict[RowRef, bytes]:
             found: dict[RowRef, bytes] = {}
             by_target = self._keys_by_target(refs)
@@ -202,7 +202,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                         stmt = sql.READ_PAYLOADS.format(
                             target=target, keys=literal_list(self._key, chunk), **self._fmt
                         )
-                        for key, at_ms, payload in await tx.fetch_all(stmt):
+                        for key, at_ms, payload in await tx.fetch_all(stmt, (node_id,)):
                             found[RowRef(key, at_ms)] = payload
             return found
 

@@ -3,7 +3,8 @@
 Placeholders in braces are identifiers only, and only ones that passed
 ``repos.shards.check_identifier``: ``{target}`` is a shard (a table, or a table with a
 PARTITION clause), ``{id}`` and ``{at}`` the entity's id and sharding-time columns. Values are
-always ``%s`` parameters bound by the driver.
+``%s`` parameters bound by the driver, except the ``{rows}`` of INSERT and the ``{keys}`` of
+``IN (...)`` lists, which repos/mysql/literals.py binds (type-checked, digits and hex only).
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts, IF(due_at < %s,
  FROM {target} WHERE status = 0 AND due_at < %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"""
 CLAIM_SELECT_TAIL = " ORDER BY due_at LIMIT %s"
 
-READ_PAYLOADS = "SELECT `{id}`, `{at}`, payload FROM {target} WHERE `{id}` IN ({keys})"
+READ_PAYLOADS = """
+SELECT `{id}`, `{at}`, payload FROM {target}
+WHERE status = 1 AND claimed_by = %s AND `{id}` IN ({keys})"""
 
 CLAIM_UPDATE = """
 UPDATE {target} SET status = 1, claimed_by = %s, claimed_at = %s, attempts = attempts + 1

@@ -406,20 +406,27 @@ async def test_claim_due_leaves_out_payloads_due_later_and_read_payloads_finds_t
         (3, False),
         (4, False),
     ]
-    found = await repo.read_payloads([j.ref for j in jobs[1:]] + [RowRef(99, D22 + HOUR)])
+    found = await repo.read_payloads("n1", [j.ref for j in jobs[1:]] + [RowRef(99, D22 + HOUR)])
     assert {r: SMS.decode(r.key, r.at_ms, p).message for r, p in found.items()} == {
         RowRef(2, due[2]): "m2",
         RowRef(3, due[3]): "m3",  # across the day boundary: another shard
         RowRef(4, due[4]): "m4",
     }
     assert jobs[0].payload == (await one(repo, 1)).payload
-    assert await repo.read_payloads([]) == {}
-    assert await repo.read_payloads([RowRef(1, D20 - HOUR)]) == {}  # no such shard
+    assert await repo.read_payloads("n1", []) == {}
+    assert await repo.read_payloads("n1", [RowRef(1, D20 - HOUR)]) == {}  # no such shard
+    assert await repo.read_payloads("n2", [jobs[1].ref]) == {}  # claimed by another node
+    assert await repo.cancel([3]) == 1
+    assert await repo.release("n1", [jobs[1].ref]) == 1
+    assert await repo.read_payloads("n1", [j.ref for j in jobs[1:]]) == {
+        jobs[3].ref: found[jobs[3].ref]
+    }
 
 
 async def test_read_payloads_tells_same_id_in_two_shards_apart(repo: Repo) -> None:
     await seed(repo, [sms(7, D22 + HOUR, message="first"), sms(7, D23 + HOUR, message="second")])
-    found = await repo.read_payloads([RowRef(7, D23 + HOUR), RowRef(7, D22 + HOUR)])
+    await claim(repo, "n1", D24, since_ms=D22)
+    found = await repo.read_payloads("n1", [RowRef(7, D23 + HOUR), RowRef(7, D22 + HOUR)])
     assert {ref.at_ms: SMS.decode(7, ref.at_ms, p).message for ref, p in found.items()} == {
         D22 + HOUR: "first",
         D23 + HOUR: "second",
@@ -749,7 +756,7 @@ async def test_statements_on_rows_of_a_shard_another_node_dropped_find_nothing(
     assert keys(held) == [1, 2, 3]
     assert starts(await other.drop_shards_before(D23)) == [D22]
     gone, kept = refs(held[:2]), refs(held[2:])
-    assert set(await here.read_payloads(gone + kept)) == set(kept)
+    assert set(await here.read_payloads("n1", gone + kept)) == set(kept)
     assert await here.mark_done("n1", gone[:1] + kept, fired_at_ms=NOW) == 1
     failure = Failure(ref=gone[1], error="boom", retry_at_ms=None)
     assert await here.mark_failed("n1", [failure], now_ms=NOW) == 0

@@ -392,12 +392,12 @@ class FlakyReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
 
-    async def read_payloads(self, refs: Any) -> Any:
+    async def read_payloads(self, node_id: str, refs: Any) -> Any:
         self.reads += 1
         if self.reads <= self.failures:
             refused = ConnectionRefusedError("connection refused")
             raise StoreUnavailable("read payloads", refused, address="127.0.0.1:3306")
-        return await self.repo.read_payloads(refs)
+        return await self.repo.read_payloads(node_id, refs)
 
 
 async def test_jobs_held_without_payload_are_read_in_time_and_fire_on_time(
@@ -450,7 +450,7 @@ async def test_a_job_whose_row_is_gone_before_its_payload_is_read_is_not_fired(
         await asyncio.sleep(1.8)
         assert engine.held() == 0
     assert recorder.fires == []
-    assert "1 not fired: row no longer stored" in caplog.text
+    assert "1 not fired: no longer claimed by this node" in caplog.text
 
 
 async def test_jobs_held_back_for_their_payload_are_handed_back_at_shutdown(
@@ -469,3 +469,25 @@ async def test_jobs_held_back_for_their_payload_are_handed_back_at_shutdown(
     assert recorder.fires == []
     rows = [(await repo.get(i))[0] for i in range(3)]
     assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+
+
+async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fire(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert(
+        [sms(i, now() + timedelta(milliseconds=1500)) for i in range(3)], now_ms=now_ms()
+    )
+    recorder = EntityRecorder()
+    engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
+    async with engine:
+        await asyncio.sleep(0.5)
+        assert engine.held() == 3
+        assert await repo.cancel([1]) == 1  # through another handle: this wheel still holds it
+        await recorder.wait_for(2)
+        await asyncio.sleep(0.3)
+    assert sorted(recorder.ids()) == [0, 2]
+    assert [(await repo.get(i))[0].status for i in range(3)] == [
+        Status.DONE,
+        Status.CANCELLED,
+        Status.DONE,
+    ]
