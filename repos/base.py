@@ -280,7 +280,9 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         ...
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
-        """Set CANCELLED on PENDING or CLAIMED rows with these ids, in every live shard."""
+        """Set CANCELLED on PENDING or CLAIMED rows with these ids, in every live shard.
+
+        An id not of the entity's id type raises EntitySpecError and cancels nothing."""
         ...
 
     async def get(self, key: TKey) -> list[StoredRow]:

@@ -108,6 +108,10 @@ class EntitySpec(Generic[TEntity, TKey]):
     def key_of(self, entity: TEntity) -> TKey:
         return typing.cast(TKey, self._check_key(getattr(entity, self.id_field, None)))
 
+    def check_keys(self, keys: Sequence[object]) -> list[TKey]:
+        """Ids given to an API call (cancel): each of the id field's type, or EntitySpecError."""
+        return [typing.cast(TKey, self._check_key(key)) for key in keys]
+
     def encode(self, entity: TEntity) -> EncodedRow:
         """Check one entity and turn it into a row; raises EntitySpecError naming the field."""
         if not isinstance(entity, self.model):

@@ -327,6 +327,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         return await self._run("release", work)
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
+        keys = self.spec.check_keys(keys)
         if not keys:
             return 0
 

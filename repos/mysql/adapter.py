@@ -191,9 +191,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return [ClaimedJob.from_claim(r) for r in rows]
 
     async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
-        async def attempt() -> dict[RowRef, bytes]:
+        async def attempt(fallback: bool) -> dict[RowRef, bytes]:
             found: dict[RowRef, bytes] = {}
-            by_target = self._keys_by_target(refs)
+            by_target = self._keys_by_target(refs, fallback=fallback)
             if not by_target:
                 return found
             async with self._ex.transaction("read payloads") as tx:
@@ -214,10 +214,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
 
     async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
-        async def body(tx: Tx) -> int:
+        async def body(tx: Tx, fallback: bool) -> int:
             changed = 0
             for f in failures:
-                target = self._target_of(f.ref.at_ms)
+                target = self._target_of(f.ref.at_ms, fallback=fallback)
                 if target is None:
                     continue
                 status = f.status if f.retry_at_ms is None else Status.PENDING
@@ -236,7 +236,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         if not failures:
             return 0
-        return await self._again_if_shard_dropped(lambda: self._ex.run("mark failed", body))
+        return await self._again_if_shard_dropped(
+            lambda fallback: self._ex.run("mark failed", lambda tx: body(tx, fallback))
+        )
 
     async def release(
         self,
@@ -259,6 +261,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return int(await self._ex.run("release", body))
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
+        keys = self.spec.check_keys(keys)
         shards = list((await self._refresh()).values())
 
         async def body(tx: Tx) -> int:
@@ -351,9 +354,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
             if s.bounds.end_ms > start_ms and (s.bounds.start_ms < end_ms or s is oldest)
         ]
 
-    def _target_of(self, at_ms: int) -> str | None:
+    def _target_of(self, at_ms: int, *, fallback: bool = True) -> str | None:
+        """The statement target of the shard holding at_ms; for a shard not in the live list,
+        the layout's fallback (partitioned: the whole table) unless `fallback` is off."""
         shard = self._live.get(bucket_of(at_ms, self.policy.granularity))
-        return shard.target if shard else self._layout.fallback_target(at_ms)
+        if shard is not None:
+            return shard.target
+        return self._layout.fallback_target(at_ms) if fallback else None
 
     async def _insert_groups(
         self, rows: list[EncodedRow]
@@ -386,11 +393,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 return DuplicateJob(self.spec.name, row.key, self._layout.shard(bounds).name)
         return DuplicateJob(self.spec.name, entry, "?")
 
-    def _keys_by_target(self, refs: Sequence[RowRef]) -> dict[str, list[Any]]:
+    def _keys_by_target(
+        self, refs: Sequence[RowRef], *, fallback: bool = True
+    ) -> dict[str, list[Any]]:
         """The refs' ids by the statement target of their shard (refs of no shard left out)."""
         by_target: dict[str, list[Any]] = defaultdict(list)
         for ref in refs:
-            target = self._target_of(ref.at_ms)
+            target = self._target_of(ref.at_ms, fallback=fallback)
             if target is not None:
                 by_target[target].append(ref.key)
         return by_target
@@ -398,8 +407,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
     async def _update_refs(
         self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
     ) -> int:
-        async def attempt() -> int:
-            by_target = self._keys_by_target(refs)
+        async def attempt(fallback: bool) -> int:
+            by_target = self._keys_by_target(refs, fallback=fallback)
 
             async def body(tx: Tx) -> int:
                 changed = 0
@@ -414,17 +423,19 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         return await self._again_if_shard_dropped(attempt)
 
-    async def _again_if_shard_dropped(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _again_if_shard_dropped(self, attempt: Callable[[bool], Awaitable[T]]) -> T:
         """Run `attempt`; if a shard it named was dropped meanwhile (retention, maybe on
-        another node, inside SHARD_CACHE_S), read the live shards and run it once more: rows
-        of a dropped shard are gone, so there is nothing left to do for them."""
+        another node, inside SHARD_CACHE_S), read the live shards and run it once more, this
+        time leaving out the rows of shards no longer live: they went with their shard. (Not
+        the partitioned layout's fallback to the whole table, where the same id may be
+        another shard's row.)"""
         try:
-            return await attempt()
+            return await attempt(True)
         except StoreError as exc:
             if error_code(exc.cause) not in SHARD_GONE:
                 raise
         await self._refresh()
-        return await attempt()
+        return await attempt(False)
 
     async def _read(
         self, operation: str, stmt: str, args: Sequence[Any], shards: list[Shard]

@@ -25,7 +25,7 @@ def bytes_literal(value: bytes) -> str:
 
 
 def str_literal(value: str) -> str:
-    if type(value) is not str:
+    if not isinstance(value, str):  # a str subclass (StrEnum) is text too
         raise TypeError(f"expected a str id, got {type(value).__name__} {value!r}")
     return f"_utf8mb4 X'{value.encode().hex()}'"
 

@@ -297,6 +297,17 @@ async def test_bad_entity_is_refused_and_nothing_is_written(
     assert await _snapshot(repo) == before
 
 
+@pytest.mark.parametrize("bad", ["1", 1.0, True, None])
+async def test_cancel_with_an_id_of_the_wrong_type_is_refused_and_cancels_nothing(
+    repo: Repo, bad: object
+) -> None:
+    await seed(repo, [sms(1, D22 + HOUR), sms(2, D22 + HOUR)])
+    before = await _snapshot(repo)
+    with pytest.raises(EntitySpecError, match="id"):
+        await repo.cancel([2, bad])
+    assert await _snapshot(repo) == before
+
+
 async def test_time_older_than_retention_raises_shard_expired(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR)])
     before = await _snapshot(repo)
@@ -751,17 +762,27 @@ async def test_statements_on_rows_of_a_shard_another_node_dropped_find_nothing(
     """A node still holding claims of a shard that retention dropped elsewhere (its list of
     shards a second old) reads, acks and hands back nothing there, and does not fail."""
     here, other = await make_repo(SMS), await make_repo(SMS)
-    await seed(here, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR), sms(3, D23 + HOUR)])
+    # Id 1 twice: the dropped shard's row, and another day's row, claimed by the same node.
+    seeded = [
+        sms(1, D22 + HOUR),
+        sms(2, D22 + 2 * HOUR),
+        sms(3, D23 + HOUR),
+        sms(1, D23 + 2 * HOUR),
+    ]
+    await seed(here, seeded)
     held = await claim(here, "n1", D24, since_ms=D22)
-    assert keys(held) == [1, 2, 3]
+    assert keys(held) == [1, 2, 3, 1]
     assert starts(await other.drop_shards_before(D23)) == [D22]
     gone, kept = refs(held[:2]), refs(held[2:])
-    assert set(await here.read_payloads("n1", gone + kept)) == set(kept)
-    assert await here.mark_done("n1", gone[:1] + kept, fired_at_ms=NOW) == 1
+    # The first statement meets the dropped shard and runs again without it: the other
+    # day's id 1 is not touched (the partitioned layout's whole-table fallback would have).
+    assert await here.mark_done("n1", gone[:1] + kept[:1], fired_at_ms=NOW) == 1
+    assert set(await here.read_payloads("n1", gone + kept)) == {kept[1]}  # 3 is DONE now
     failure = Failure(ref=gone[1], error="boom", retry_at_ms=None)
     assert await here.mark_failed("n1", [failure], now_ms=NOW) == 0
-    assert await here.release("n1", gone) == 0
-    assert [(r.key, r.status) for r in await every_row(here)] == [(3, Status.DONE)]
+    assert await here.release("n1", gone[1:]) == 0
+    rows = [(r.key, r.at_ms, r.status) for r in await every_row(here)]
+    assert rows == [(3, D23 + HOUR, Status.DONE), (1, D23 + 2 * HOUR, Status.CLAIMED)]
 
 
 BEFORE_OLDEST = [

@@ -41,3 +41,10 @@ def test_key_lists_render_per_key_type() -> None:
 def test_a_key_of_the_wrong_type_is_refused_not_rendered(key_type: type, bad: object) -> None:
     with pytest.raises(TypeError, match=f"expected an? {key_type.__name__} id"):
         key_literal(key_type)(bad)
+
+
+def test_a_str_subclass_id_renders_as_its_text() -> None:
+    class Code(str):
+        pass
+
+    assert key_literal(str)(Code("ab")) == "_utf8mb4 X'6162'"
