@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from repos.base import Status
@@ -14,6 +14,24 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Consecutive slices of at most `size` items (itertools.batched arrives only in 3.12)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def chunks_within(
+    items: Sequence[T], size: int, max_weight: int, weight: Callable[[T], int]
+) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most `size` items and, where items allow, at most
+    `max_weight` in total (a single heavier item is a slice of its own)."""
+    start = 0
+    while start < len(items):
+        end = min(start + size, len(items))
+        total = 0
+        for i in range(start, end):
+            total += weight(items[i])
+            if total > max_weight and i > start:
+                end = i
+                break
+        yield items[start:end]
+        start = end
 
 
 def insert_state(claimed_by: str | None, now_ms: int) -> tuple[int, int, str | None, int | None]:

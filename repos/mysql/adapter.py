@@ -32,7 +32,7 @@ from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.mysql.literals import key_literal, literal, literal_list
 from repos.registry import Driver, MysqlUrl
 from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
-from repos.statements import chunks, insert_state, release_statement
+from repos.statements import chunks, chunks_within, insert_state, release_statement
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -45,6 +45,9 @@ SHARD_GONE = frozenset({1146, 1735})
 #: Cap on the ids listed in one `IN (...)` (keeps statements well under max_allowed_packet).
 MAX_IN = 5000
 MAX_ERROR_CHARS = 4000
+#: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
+#: stay under the server's max_allowed_packet (16 MiB by default).
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 _DUPLICATE = re.compile(r"Duplicate entry '(.*)' for key")
 
 
@@ -135,7 +138,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
             stored = 0
             for (target, bounds), group in groups.items():
                 tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
-                for chunk in chunks(group, self.batch_size):
+                for chunk in chunks_within(
+                    group, self.batch_size, MAX_PAYLOAD_BYTES, _payload_size
+                ):
                     in_flight[:] = chunk
                     values = ",".join(
                         f"({self._key(r.key)},{r.at_ms},X'{r.payload.hex()}',{status},{r.at_ms}"
@@ -462,3 +467,7 @@ def _info(shard: Shard, rows: dict[Status, int] | None = None) -> ShardInfo:
 
 def _at_ms(row: EncodedRow) -> int:
     return row.at_ms
+
+
+def _payload_size(row: EncodedRow) -> int:
+    return len(row.payload)

@@ -168,6 +168,18 @@ async def _assert_in_their_shards(
         assert live[row.shard] == expected
 
 
+async def test_an_insert_whose_payloads_exceed_one_packet_is_split_and_stored_whole(
+    repo: Repo,
+) -> None:
+    """20 payloads of ~1 MB: 20 MB in one call, above MariaDB's 16 MiB max_allowed_packet."""
+    big = "x" * 1_000_000
+    await seed(repo, [sms(i, D22 + HOUR + i, message=f"{i}{big}") for i in range(20)])
+    rows = await every_row(repo)
+    assert [SMS.decode(r.key, r.at_ms, r.payload).message for r in rows] == [
+        f"{i}{big}" for i in range(20)
+    ]
+
+
 async def test_rows_land_in_their_day_shard_at_exact_boundaries(
     repo: Repo, backend: Backend
 ) -> None:
