@@ -25,13 +25,11 @@ async def load(
     jobs: Sequence[SmsEntity],
     batch_size: int,
     desc: str,
-    *,
-    writers: int = 1,
 ) -> float:
-    """Make the jobs' shards (the engine makes them ahead too), then insert them; return the
-    seconds the inserts took."""
+    """Make the jobs' shards (the engine makes them ahead too), then insert them from one
+    caller; return the seconds the inserts took."""
     await make_shards(repo, jobs)
-    return await insert_all(repo, jobs, batch_size, desc, writers=writers)
+    return await insert_all(repo, jobs, batch_size, desc)
 
 
 async def make_shards(repo: ShardingRepository[Any, Any], jobs: Sequence[SmsEntity]) -> None:

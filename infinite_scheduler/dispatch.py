@@ -53,6 +53,7 @@ class Dispatcher:
         self.retry = retry
         self.concurrency = concurrency
         self.timeout_s = timeout_s
+        self._timed_out_error = f"handler timed out after {timeout_s}s"  # not built per job
         self._ready: deque[tuple[Lane, ClaimedJob]] = deque()
         #: Each worker and the loop time its current handler must finish by (0: between jobs).
         self._workers: dict[asyncio.Task[None], float] = {}
@@ -178,17 +179,18 @@ class Dispatcher:
         except Exception as exc:  # a payload that no longer decodes can never succeed
             self._give_up(lane, job, f"payload does not decode: {exc!r}")
             return
-        timed_out = f"handler timed out after {self.timeout_s}s"
         try:
             await lane.call(ctx)
         except asyncio.CancelledError:
             if not self._expired(me) or me.cancelling():
                 raise  # shutdown (maybe besides the watchdog): the worker stops here
-            self._failed(lane, job, timed_out)
+            self._failed(lane, job, self._timed_out_error)
         except Exception as exc:
             # A handler may turn the watchdog's cancel into an error of its own.
             self._failed(
-                lane, job, timed_out if self._expired(me) else f"{type(exc).__name__}: {exc}"
+                lane,
+                job,
+                self._timed_out_error if self._expired(me) else f"{type(exc).__name__}: {exc}",
             )
         else:
             self._expired(me)  # a handler that swallowed the cancel and finished: it finished

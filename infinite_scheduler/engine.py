@@ -87,6 +87,7 @@ class InfiniteScheduler:
             acker=self.acker,
             ahead_ms=int(config.payload_ahead_s * 1000),
             node_id=self.node_id,
+            stop=self._stop,
         )
         self.fetcher: Fetcher | None = None
         self.maintenance: Maintenance | None = None
@@ -238,7 +239,7 @@ class InfiniteScheduler:
         loops = {
             "fetcher": self.fetcher.run(self._stop),
             "wheel": self._wheel_loop(),
-            "payloads": self.payloads.run(self._stop),
+            "payloads": self.payloads.run(),
             "acker": self.acker.run(self._stop),
             "maintenance": self.maintenance.run(self._stop),
         }

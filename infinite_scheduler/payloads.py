@@ -40,6 +40,7 @@ class PayloadReader:
         acker: Acker,
         ahead_ms: int,
         node_id: str,
+        stop: asyncio.Event,
     ) -> None:
         self.clock = clock
         self.dispatcher = dispatcher
@@ -52,7 +53,9 @@ class PayloadReader:
         self._held_back: list[tuple[Lane, list[ClaimedJob]]] = []
         self._reads: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
+        #: The engine's: set, it ends run() and the retries of held-back reads. Given here, not
+        #: to run(), because the start-up fetch hands jobs over before the loops start.
+        self._stop = stop
         self.reads = 0
 
     def __repr__(self) -> str:
@@ -87,9 +90,9 @@ class PayloadReader:
         held, self._held_back = self._held_back, []
         return held
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self) -> None:
         """Read each tracked batch once its earliest job is within ahead_ms of now."""
-        self._stop = stop
+        stop = self._stop
         backoff_s = 0.1
         while not stop.is_set():
             self._wake.clear()

@@ -24,6 +24,10 @@ def chunks_within(
     start = 0
     while start < len(items):
         end = min(start + size, len(items))
+        if sum(map(weight, items[start:end])) <= max_weight:  # the usual batch: one C pass
+            yield items[start:end]
+            start = end
+            continue
         total = 0
         for i in range(start, end):
             total += weight(items[i])
