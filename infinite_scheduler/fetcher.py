@@ -178,6 +178,8 @@ class Fetcher:
         if not jobs:
             return
         lane.metrics.claimed.inc(len(jobs))
+        if len(lane.wheel) or lane.in_hand:
+            jobs = self._not_held(lane, jobs)
         if self.settings.misfire_policy is MisfirePolicy.DO_NOTHING:
             jobs = self._drop_misfired(lane, jobs, now_ms)
         wheel = lane.wheel
@@ -187,6 +189,32 @@ class Fetcher:
         if len(due_now) < len(jobs):
             self.payloads.track(lane, jobs)
             self.on_added()
+
+    def _not_held(self, lane: Lane, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """Leave out the rows this node holds already. Such a row was handed back by someone
+        else while held here (a node starting up), then claimed again by this node: holding it
+        twice would fire it twice. The store's claim is this node's either way, so the job held
+        acks it."""
+        wheel, in_hand = lane.wheel, lane.in_hand
+        fresh = []
+        for job in jobs:
+            ref = (job.key, job.at_ms)
+            held = wheel.get(job.key)
+            if (held is not None and held.at_ms == job.at_ms) or ref in wheel or ref in in_hand:
+                logger.warning(
+                    "%s %s claimed again while held here (its claim was handed back meanwhile); held once",
+                    lane.name,
+                    job.key,
+                    extra={
+                        "action": "claim",
+                        "entity": lane.name,
+                        "job_id": job.key,
+                        "node": self.settings.node_id,
+                    },
+                )
+            else:
+                fresh.append(job)
+        return fresh
 
     def _drop_misfired(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> list[ClaimedJob]:
         """Under do_nothing, jobs found later than the threshold are marked MISSED, not fired."""

@@ -72,6 +72,9 @@ class Lane:
     #: Claim stamps (claimed_at) of claims that failed without telling whether they committed:
     #: rows they may have left CLAIMED by this node are released before the next claim.
     claims_in_doubt: set[int] = field(init=False, default_factory=set)
+    #: (id, sharding time) of the jobs out of the wheel whose outcome is not written yet:
+    #: with the wheel, what this node holds, so that a row claimed again is not held twice.
+    in_hand: set[tuple[int | str, int]] = field(init=False, default_factory=set)
 
     @property
     def name(self) -> str:

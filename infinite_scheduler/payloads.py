@@ -74,6 +74,7 @@ class PayloadReader:
 
     def hand_over(self, lane: Lane, jobs: list[ClaimedJob]) -> None:
         """Jobs due now to the dispatcher: at once if every payload is here, else once read."""
+        lane.in_hand.update([(job.key, job.at_ms) for job in jobs])
         if all(job.payload is not None for job in jobs):
             self.dispatcher.submit(lane, jobs)
             return

@@ -134,6 +134,10 @@ class TimerWheel(Generic[K, T]):
             self._purge()
         return item
 
+    def get(self, key: K) -> T | None:
+        """The item held under ``key``, or None."""
+        return self._items.get(key)
+
     def pop_due(self, now_ms: int) -> list[tuple[K, T]]:
         """Advance to ``now_ms`` (never backwards) and remove every entry due by then.
 

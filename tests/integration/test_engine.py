@@ -491,3 +491,26 @@ async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fir
         Status.CANCELLED,
         Status.DONE,
     ]
+
+
+async def test_a_held_job_handed_back_and_claimed_again_fires_once(
+    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process hands back every claim (release(None)) while this engine holds job 1 in
+    its wheel and job 2 in a running handler; the next fetches claim both again."""
+    await repo.insert([sms(1, now() + timedelta(milliseconds=500)), sms(2, now())], now_ms=now_ms())
+    fires: list[int | str] = []
+
+    async def handler(ctx: JobContext[SmsEntity]) -> None:
+        fires.append(ctx.job_id)
+        if ctx.job_id == 2:
+            await asyncio.sleep(0.8)  # in hand across the hand-back and the next fetches
+
+    async with engine_factory(handler=handler):
+        await asyncio.sleep(0.1)
+        assert await repo.release(None) == 2
+        await asyncio.sleep(1.2)
+    assert sorted(fires) == [1, 2]
+    assert (await statuses(repo, [1, 2])) == {1: Status.DONE, 2: Status.DONE}
+    held_twice = [r.getMessage() for r in caplog.records if "claimed again" in r.getMessage()]
+    assert held_twice and all("held once" in m for m in held_twice)
