@@ -118,6 +118,10 @@ class HandlersConfig(_Section):
     backoff_base_s: PositiveFloat = 1.0
     backoff_max_s: PositiveFloat = 300.0
     drain_timeout_s: PositiveFloat = 10.0
+    #: Threads for sync handlers; 0: as many as `concurrency` (started only when needed).
+    threads: int = Field(default=0, ge=0)
+    #: Warn when the event loop was blocked this long (an async handler that blocks).
+    loop_lag_warn_s: PositiveFloat = 0.5
 
     @model_validator(mode="after")
     def _check_backoff(self) -> Self:

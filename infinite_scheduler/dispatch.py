@@ -2,19 +2,30 @@
 
 The wheel never runs user code; only this module does. A handler that raises, hangs or
 returns garbage affects its own job and nothing else.
+
+Sync handlers run on the dispatcher's own threads, as many as it may run handlers at once
+unless configured lower. A thread cannot be stopped: a sync handler past its timeout is
+reported (log, ``handler_overruns_total``, ``handlers_overrunning``) and stays in flight until
+it returns, and its outcome is what it really did. Cutting it loose instead would start the next
+attempt beside the one still running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.decisions import GiveUp, RetryPolicy
-from infinite_scheduler.jobs import Lane
+from infinite_scheduler.jobs import JobContext, Lane
 from infinite_scheduler.metrics import Metrics
 from repos.base import ClaimedJob, Failure
 
@@ -25,6 +36,16 @@ logger = logging.getLogger(__name__)
 YIELD_EVERY = 64
 #: The timeout watchdog looks this often (at most): handlers overrun timeout_s by up to it.
 WATCH_MAX_S = 1.0
+
+
+@dataclass(slots=True)
+class _ThreadCall:
+    """A sync handler call: queued for a thread until `started` (loop time) is set."""
+
+    lane: Lane
+    job: ClaimedJob
+    started: float = 0.0
+    overran: bool = False
 
 
 class Dispatcher:
@@ -46,6 +67,7 @@ class Dispatcher:
         retry: RetryPolicy,
         concurrency: int,
         timeout_s: float,
+        threads: int = 0,
     ) -> None:
         self.acker = acker
         self.clock = clock
@@ -61,12 +83,20 @@ class Dispatcher:
         self._grow_pending = False
         self._closing = False
         self._watch: asyncio.TimerHandle | None = None
+        #: Threads are started on demand, so a pool as large as `concurrency` costs nothing idle.
+        self._threads = ThreadPoolExecutor(
+            max_workers=threads or concurrency, thread_name_prefix="infinite-scheduler-handler"
+        )
+        #: Workers waiting for a sync handler's thread, with that call.
+        self._in_thread: dict[asyncio.Task[None], _ThreadCall] = {}
+        self.overrunning = 0
         self.running = 0
         self.fired = 0
         self.succeeded = 0
         self.retried = 0
         self.failed = 0
         metrics.in_flight.set_function(lambda: self.running)
+        metrics.overrunning.set_function(lambda: self.overrunning)
 
     def __repr__(self) -> str:
         return f"<Dispatcher running={self.running} waiting={len(self._ready)} fired={self.fired}>"
@@ -103,6 +133,8 @@ class Dispatcher:
             worker.cancel()
         if late:
             await asyncio.wait(late)
+        # Threads still in a handler run on; the interpreter waits for them at exit.
+        self._threads.shutdown(wait=False, cancel_futures=True)
         return len(late)
 
     def _spawn(self) -> None:
@@ -134,12 +166,17 @@ class Dispatcher:
             self._spawn()
 
     def _check(self, period: float) -> None:
-        """The watchdog: cancel the handlers past their deadline, then look again later."""
+        """The watchdog: cancel the handlers past their deadline, then look again later.
+        A sync handler cannot be cancelled: it is reported, once."""
         now = asyncio.get_running_loop().time()
         for worker, deadline in self._workers.items():
             if 0 < deadline < now and worker not in self._timed_out:
-                self._timed_out.add(worker)
-                worker.cancel()
+                call = self._in_thread.get(worker)
+                if call is None:
+                    self._timed_out.add(worker)
+                    worker.cancel()
+                elif not call.overran:
+                    self._overran(call)
         self._watch = None
         if self._workers:
             self._watch = asyncio.get_running_loop().call_later(period, self._check, period)
@@ -180,7 +217,10 @@ class Dispatcher:
             self._give_up(lane, job, f"payload does not decode: {exc!r}")
             return
         try:
-            await lane.call(ctx)
+            if lane.is_async:
+                await lane.call(ctx)
+            else:
+                await self._call_in_thread(lane, job, ctx, me)
         except asyncio.CancelledError:
             if not self._expired(me) or me.cancelling():
                 raise  # shutdown (maybe besides the watchdog): the worker stops here
@@ -197,6 +237,62 @@ class Dispatcher:
             self.succeeded += 1
             lane.metrics.succeeded.inc()
             self.acker.done(lane, job.ref)
+
+    async def _call_in_thread(
+        self, lane: Lane, job: ClaimedJob, ctx: JobContext[Any], me: asyncio.Task[None]
+    ) -> None:
+        """Run a sync handler on a thread; its deadline starts when a thread takes it:
+        waiting for a free thread is not handler time."""
+        loop = asyncio.get_running_loop()
+        handler = lane.handler
+        assert handler is not None  # the engine refuses to start a lane without one
+        call = _ThreadCall(lane, job)
+
+        def started() -> None:
+            if self._in_thread.get(me) is call:  # not a later job of the same worker
+                call.started = loop.time()
+                self._workers[me] = call.started + self.timeout_s
+
+        def run() -> object:
+            loop.call_soon_threadsafe(started)
+            return handler(ctx)
+
+        self._workers[me] = 0.0
+        self._in_thread[me] = call
+        try:
+            result = await loop.run_in_executor(self._threads, run)
+        finally:
+            del self._in_thread[me]
+            if call.overran:
+                self._overrun_ended(call, loop.time())
+        if inspect.isawaitable(result):
+            await result
+
+    def _overran(self, call: _ThreadCall) -> None:
+        call.overran = True
+        self.overrunning += 1
+        call.lane.metrics.overran.inc()
+        logger.warning(
+            "%s %s attempt %d: sync handler still running after its timeout of %ss; a thread "
+            "cannot be stopped, so the job stays in flight and no retry starts until it returns",
+            call.lane.name,
+            call.job.key,
+            call.job.attempts,
+            self.timeout_s,
+            extra=_extra("overrun", call.lane, call.job),
+        )
+
+    def _overrun_ended(self, call: _ThreadCall, now: float) -> None:
+        self.overrunning -= 1
+        logger.warning(
+            "%s %s attempt %d: sync handler returned after %.1fs (timeout %ss); its outcome is recorded",
+            call.lane.name,
+            call.job.key,
+            call.job.attempts,
+            now - call.started,
+            self.timeout_s,
+            extra=_extra("overrun", call.lane, call.job),
+        )
 
     def _expired(self, worker: asyncio.Task[None]) -> bool:
         """Whether the watchdog cancelled this worker's handler; takes the cancel back if so."""
@@ -236,6 +332,20 @@ class Dispatcher:
         self.failed += 1
         lane.metrics.failed.inc()
         self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=None))
+
+
+def job_in_frame(frame: FrameType) -> tuple[str, int | str] | None:
+    """The (entity type, job id) a frame of the loop's stack is running, if it is the frame
+    of Dispatcher._run (the loop-lag watcher walks the stack of a blocked loop with this)."""
+    if frame.f_code is not _RUN_CODE:
+        return None
+    lane, job = frame.f_locals.get("lane"), frame.f_locals.get("job")
+    if isinstance(lane, Lane) and isinstance(job, ClaimedJob):
+        return lane.name, job.key
+    return None
+
+
+_RUN_CODE = Dispatcher._run.__code__
 
 
 def _extra(action: str, lane: Lane, job: ClaimedJob) -> dict[str, object]:

@@ -24,10 +24,11 @@ from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
-from infinite_scheduler.dispatch import Dispatcher
+from infinite_scheduler.dispatch import Dispatcher, job_in_frame
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings, wheel_key
 from infinite_scheduler.jobs import Handler, Lane
+from infinite_scheduler.loop_lag import LoopLagMonitor
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
@@ -80,6 +81,13 @@ class InfiniteScheduler:
             ),
             concurrency=h.concurrency,
             timeout_s=h.timeout_s,
+            threads=h.threads,
+        )
+        self.loop_lag = LoopLagMonitor(
+            warn_s=h.loop_lag_warn_s,
+            metrics=self.metrics,
+            node_id=self.node_id,
+            find_job=job_in_frame,
         )
         self.payloads = PayloadReader(
             clock=self.clock,
@@ -145,6 +153,8 @@ class InfiniteScheduler:
         if missing:
             raise HandlerMissing(missing)
         async with AsyncExitStack() as stack:
+            self.loop_lag.start()
+            stack.callback(self.loop_lag.stop)
             now_ms = self.clock.now_ms()
             for lane in self._lanes.values():
                 await lane.repo.open()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -100,9 +99,10 @@ class Lane:
         )
 
     async def call(self, ctx: JobContext[Any]) -> None:
+        """Run an async handler (sync ones run on the dispatcher's threads)."""
         handler = self.handler
         assert handler is not None  # the engine refuses to start a lane without one
-        result = handler(ctx) if self.is_async else await asyncio.to_thread(handler, ctx)
+        result = handler(ctx)
         if inspect.isawaitable(result):
             await result
 

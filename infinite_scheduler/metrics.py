@@ -22,6 +22,7 @@ class EntityMetrics:
     failed: Counter
     retried: Counter
     missed: Counter
+    overran: Counter
 
 
 class Metrics:
@@ -41,6 +42,9 @@ class Metrics:
         self.failed = counter("jobs_failed", "Jobs that failed with no attempts left.")
         self.retried = counter("jobs_retried", "Failed attempts scheduled again.")
         self.missed = counter("jobs_missed", "Overdue jobs dropped by misfire policy do_nothing.")
+        self.overran = counter(
+            "handler_overruns", "Sync handler calls still running past handlers.timeout_s."
+        )
         self.shards_dropped = counter("shards_dropped", "Shards dropped whole by retention.")
         self.unfinished_dropped = counter(
             "unfinished_rows_dropped",
@@ -61,6 +65,22 @@ class Metrics:
         self.in_flight = Gauge(
             f"{PREFIX}_jobs_in_flight", "Handlers running now.", registry=self.registry
         )
+        self.overrunning = Gauge(
+            f"{PREFIX}_handlers_overrunning",
+            "Sync handler calls running past their timeout now (threads cannot be stopped).",
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            f"{PREFIX}_loop_lag_seconds",
+            "How late the event loop ran a callback due every 0.1 s (blocking code delays it).",
+            buckets=_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_stalls = Counter(
+            f"{PREFIX}_loop_stalls",
+            "Times the event loop was blocked for handlers.loop_lag_warn_s or longer.",
+            registry=self.registry,
+        )
         self.shards_live = Gauge(
             f"{PREFIX}_shards_live", "Shards in the store.", ["entity"], registry=self.registry
         )
@@ -74,6 +94,7 @@ class Metrics:
             self.failed,
             self.retried,
             self.missed,
+            self.overran,
         )
         return EntityMetrics(*(c.labels(name) for c in counters))
 

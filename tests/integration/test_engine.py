@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.jobs import JobContext
-from repos.base import ShardingRepository, Status
+from repos.base import FINISHED, ShardingRepository, Status
 from repos.entity import EntitySpec
 from repos.errors import StoreUnavailable
 from repos.examples import SMS, SmsEntity
@@ -514,3 +516,126 @@ async def test_a_held_job_handed_back_and_claimed_again_fires_once(
     assert (await statuses(repo, [1, 2])) == {1: Status.DONE, 2: Status.DONE}
     held_twice = [r.getMessage() for r in caplog.records if "claimed again" in r.getMessage()]
     assert held_twice and all("held once" in m for m in held_twice)
+
+
+class ThreadedRecorder:
+    """A sync handler recording each call's (id, attempt, start, end); it sleeps `sleep_s`
+    and raises on the attempts listed in `fail_attempts`."""
+
+    def __init__(self, sleep_s: float, fail_attempts: frozenset[int] = frozenset()) -> None:
+        self.sleep_s = sleep_s
+        self.fail_attempts = fail_attempts
+        self.calls: list[tuple[Any, int, float, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, ctx: JobContext[Any]) -> None:
+        started = time.monotonic()
+        time.sleep(self.sleep_s if ctx.attempt == 1 else 0)
+        with self._lock:
+            self.calls.append((ctx.job_id, ctx.attempt, started, time.monotonic()))
+        if ctx.attempt in self.fail_attempts:
+            raise RuntimeError(f"boom {ctx.attempt}")
+
+
+def sample(engine: InfiniteScheduler, name: str, **labels: str) -> float:
+    return engine.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def wait_until_finished(repo: Any, ids: list[int], timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if all(s in FINISHED for s in (await statuses(repo, ids)).values()):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_sync_handler_past_its_timeout_is_not_run_again_while_it_runs(
+    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await repo.insert([sms(1, now())], now_ms=now_ms())
+    handler = ThreadedRecorder(sleep_s=1.2)
+    settings = {"timeout_s": 0.3, "max_attempts": 3}
+    async with engine_factory(handler=handler, handlers=settings) as engine:
+        await wait_until_finished(repo, [1])
+        await asyncio.sleep(0.3)  # a retry, if one were scheduled, would have started
+        overruns = sample(engine, "infinite_scheduler_handler_overruns_total", entity="sms")
+    assert [(c[0], c[1]) for c in handler.calls] == [(1, 1)]
+    [row] = await repo.get(1)
+    assert (row.status, row.attempts, row.last_error) == (Status.DONE, 1, None)
+    assert overruns == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        "sms 1 attempt 1: sync handler still running after its timeout of 0.3s; a thread cannot "
+        "be stopped, so the job stays in flight and no retry starts until it returns"
+    ) in warnings
+    assert any(m.startswith("sms 1 attempt 1: sync handler returned after 1.") for m in warnings)
+
+
+async def test_a_sync_handler_that_overran_and_failed_is_retried_only_after_it_returned(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(1, now())], now_ms=now_ms())
+    handler = ThreadedRecorder(sleep_s=0.8, fail_attempts=frozenset({1}))
+    async with engine_factory(handler=handler, handlers={"timeout_s": 0.2, "max_attempts": 3}):
+        await wait_until_finished(repo, [1])
+    (_, first, _, first_end), (_, second, second_start, _) = handler.calls
+    assert (first, second) == (1, 2) and second_start >= first_end
+    [row] = await repo.get(1)
+    assert (row.status, row.attempts) == (Status.DONE, 2)
+
+
+async def test_sync_handlers_get_a_thread_each_up_to_the_concurrency(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    """More blocking handlers than the default executor's min(32, cpus + 4) threads."""
+    ids = list(range(40))
+    await repo.insert([sms(i, now()) for i in ids], now_ms=now_ms())
+    handler = ThreadedRecorder(sleep_s=0.5)
+    async with engine_factory(handler=handler, handlers={"timeout_s": 1.5, "max_attempts": 1}):
+        await wait_until_finished(repo, ids)
+    assert sorted(c[0] for c in handler.calls) == ids
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+
+
+async def test_time_waiting_for_a_thread_is_not_handler_time(
+    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two threads, six 0.4 s handlers: the last ones start 0.8 s after they were due, past
+    their 0.6 s timeout, and still have their whole timeout once a thread takes them."""
+    ids = list(range(6))
+    await repo.insert([sms(i, now()) for i in ids], now_ms=now_ms())
+    handler = ThreadedRecorder(sleep_s=0.4)
+    settings = {"timeout_s": 0.6, "max_attempts": 1, "threads": 2}
+    async with engine_factory(handler=handler, handlers=settings):
+        await wait_until_finished(repo, ids)
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+    assert max(c[2] for c in handler.calls) - min(c[2] for c in handler.calls) >= 0.7
+    assert not [r for r in caplog.records if "timeout" in r.getMessage()]
+
+
+async def test_an_async_handler_that_blocks_the_loop_is_named_while_it_blocks(
+    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await repo.insert([sms(1, now()), sms(2, now() + timedelta(milliseconds=300))], now_ms=now_ms())
+    fired: list[int | str] = []
+
+    async def blocking_handler(ctx: JobContext[SmsEntity]) -> None:
+        fired.append(ctx.job_id)
+        if ctx.job_id == 1:
+            time.sleep(1.0)  # noqa: ASYNC251 - the mistake under test: it blocks the event loop
+
+    settings = {"loop_lag_warn_s": 0.3}
+    async with engine_factory(handler=blocking_handler, handlers=settings) as engine:
+        await wait_until_finished(repo, [1, 2])
+        stalls = sample(engine, "infinite_scheduler_loop_stalls_total")
+        lag_count = sample(engine, "infinite_scheduler_loop_lag_seconds_count")
+    assert fired == [1, 2] and stalls == 1 and lag_count > 0
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    where = f"at {__file__}:"
+    during = [m for m in messages if m.startswith("event loop blocked for over 0.3s by sms job 1")]
+    assert len(during) == 1 and where in during[0] and " in blocking_handler;" in during[0]
+    assert "use a sync handler, which runs on a thread" in during[0]
+    after = [m for m in messages if m.startswith("event loop was blocked for ")]
+    assert len(after) == 1 and "by sms job 1, at" in after[0]
+    record = next(r for r in caplog.records if r.getMessage() == during[0])
+    assert (getattr(record, "job_id", None), getattr(record, "entity", None)) == (1, "sms")
