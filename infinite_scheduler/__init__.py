@@ -1,14 +1,53 @@
 """infinite-scheduler: an asyncio engine that fires millions of stored jobs at their time.
 
 Jobs live in date-sharded MySQL/MariaDB (or SQLite) tables; only the next lookahead window is
-held in memory. Start with ``infinite-scheduler run --config config.toml``.
+held in memory. Start with ``infinite-scheduler run --config config.toml``, or in code::
+
+    from infinite_scheduler import EntitySpec, InfiniteScheduler, JobContext, load_config
+
+Everything a user needs is importable from here; the modules behind it are internal.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from infinite_scheduler.config import SchedulerConfig as SchedulerConfig
+from infinite_scheduler.config import load_config as load_config
+from infinite_scheduler.engine import InfiniteScheduler as InfiniteScheduler
+from infinite_scheduler.errors import ConfigError as ConfigError
+from infinite_scheduler.errors import DuplicateJob as DuplicateJob
+from infinite_scheduler.errors import EntitySpecError as EntitySpecError
+from infinite_scheduler.errors import HandlerMissing as HandlerMissing
+from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
+from infinite_scheduler.errors import SchedulerError as SchedulerError
+from infinite_scheduler.errors import ShardExpired as ShardExpired
+from infinite_scheduler.errors import StoreError as StoreError
+from infinite_scheduler.errors import StoreUnavailable as StoreUnavailable
+from infinite_scheduler.jobs import JobContext as JobContext
+from repos.base import Status as Status
+from repos.entity import EntitySpec as EntitySpec
+
 try:
     __version__ = version("infinite-scheduler")
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "ConfigError",
+    "DuplicateJob",
+    "EntitySpec",
+    "EntitySpecError",
+    "HandlerMissing",
+    "InfiniteScheduler",
+    "InvalidIdentifier",
+    "JobContext",
+    "SchedulerConfig",
+    "SchedulerError",
+    "ShardExpired",
+    "Status",
+    "StoreError",
+    "StoreUnavailable",
+    "__version__",
+    "load_config",
+]
