@@ -61,7 +61,7 @@ DEFAULT_STORE_URL = "sqlite:///var/infinite-scheduler.db"
 AUTO = "AUTO"
 _NODE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
-MisfirePolicyName = Literal["fire_once_now", "do_nothing", "fire_all"]
+MisfirePolicyName = Literal["fire_once_now", "do_nothing"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 #: The TOML source of the load_config call in progress; a ContextVar because

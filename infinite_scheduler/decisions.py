@@ -3,39 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class MisfirePolicy(StrEnum):
     """What to do with a job found overdue (engine down, node crashed, overload)."""
 
     FIRE_ONCE_NOW = "fire_once_now"  #: fire it once, immediately (Quartz's default for one-shots)
-    DO_NOTHING = "do_nothing"  #: mark it MISSED and never fire it
-    FIRE_ALL = "fire_all"  #: fire every missed occurrence; a one-shot job has exactly one
+    DO_NOTHING = "do_nothing"  #: past the threshold, mark it MISSED and never fire it
 
 
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """Fire the job; `late_ms` says how overdue it was when found (0 when on time)."""
+class Verdict(Enum):
+    """What becomes of a claimed row, given its due time and now."""
 
-    late_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """Do not fire: the job misfired and the policy says to drop it (status MISSED)."""
-
-    late_ms: int
+    WAIT = "wait"  #: not due yet: it waits in the wheel
+    FIRE_NOW = "fire_now"  #: due, or overdue and fired once, now
+    MISSED = "missed"  #: overdue past the threshold under do_nothing: MISSED, never fired
 
 
-def decide_misfire(
-    due_ms: int, now_ms: int, policy: MisfirePolicy, threshold_ms: int
-) -> Fire | Skip:
-    """A job due at `due_ms`, found at `now_ms`, misfired when later than `threshold_ms`."""
-    late_ms = max(0, now_ms - due_ms)
-    if late_ms > threshold_ms and policy is MisfirePolicy.DO_NOTHING:
-        return Skip(late_ms)
-    return Fire(late_ms)
+def misfire_verdict(due_ms: int, now_ms: int, policy: MisfirePolicy, threshold_ms: int) -> Verdict:
+    """The one place the misfire policy is read: a row due at `due_ms`, claimed at `now_ms`,
+    misfired when later than `threshold_ms`."""
+    if due_ms > now_ms:
+        return Verdict.WAIT
+    if policy is MisfirePolicy.DO_NOTHING and now_ms - due_ms > threshold_ms:
+        return Verdict.MISSED
+    return Verdict.FIRE_NOW
 
 
 @dataclass(frozen=True, slots=True)

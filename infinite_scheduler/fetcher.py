@@ -20,7 +20,7 @@ from typing import Any
 
 from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
-from infinite_scheduler.decisions import MisfirePolicy, Skip, decide_misfire
+from infinite_scheduler.decisions import MisfirePolicy, Verdict, misfire_verdict
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
@@ -174,20 +174,28 @@ class Fetcher:
                 return claimed
 
     def place(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> None:
-        """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order)."""
+        """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order);
+        overdue ones as misfire_verdict says."""
         if not jobs:
             return
         lane.metrics.claimed.inc(len(jobs))
         if len(lane.wheel) or lane.in_hand:
             jobs = self._not_held(lane, jobs)
-        if self.settings.misfire_policy is MisfirePolicy.DO_NOTHING:
-            jobs = self._drop_misfired(lane, jobs, now_ms)
-        wheel = lane.wheel
-        due_now = [job for job in jobs if not wheel.add(wheel_key(wheel, job), job.due_ms, job)]
+        wheel, policy = lane.wheel, self.settings.misfire_policy
+        threshold_ms = self.settings.misfire_threshold_ms
+        due_now, waiting = [], []
+        for job in jobs:
+            verdict = misfire_verdict(job.due_ms, now_ms, policy, threshold_ms)
+            if verdict is Verdict.WAIT and wheel.add(wheel_key(wheel, job), job.due_ms, job):
+                waiting.append(job)
+            elif verdict is Verdict.MISSED:
+                self._mark_missed(lane, job, now_ms)
+            else:  # due, or the wheel's time passed its due time meanwhile
+                due_now.append(job)
         if due_now:
             self.payloads.hand_over(lane, due_now)
-        if len(due_now) < len(jobs):
-            self.payloads.track(lane, jobs)
+        if waiting:
+            self.payloads.track(lane, waiting)
             self.on_added()
 
     def _not_held(self, lane: Lane, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
@@ -216,22 +224,12 @@ class Fetcher:
                 fresh.append(job)
         return fresh
 
-    def _drop_misfired(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> list[ClaimedJob]:
-        """Under do_nothing, jobs found later than the threshold are marked MISSED, not fired."""
-        keep = []
-        for job in jobs:
-            decision = decide_misfire(
-                job.due_ms, now_ms, self.settings.misfire_policy, self.settings.misfire_threshold_ms
-            )
-            if isinstance(decision, Skip):
-                error = f"misfired: found {decision.late_ms} ms late (misfire_policy do_nothing)"
-                self.acker.failed(
-                    lane, Failure(ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED)
-                )
-                lane.metrics.missed.inc()
-            else:
-                keep.append(job)
-        return keep
+    def _mark_missed(self, lane: Lane, job: ClaimedJob, now_ms: int) -> None:
+        error = f"misfired: found {now_ms - job.due_ms} ms late (misfire_policy do_nothing)"
+        self.acker.failed(
+            lane, Failure(ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED)
+        )
+        lane.metrics.missed.inc()
 
 
 def wheel_key(wheel: TimerWheel[Any, ClaimedJob], job: ClaimedJob) -> object:

@@ -5,31 +5,31 @@ from __future__ import annotations
 import pytest
 
 from infinite_scheduler.decisions import (
-    Fire,
     GiveUp,
     MisfirePolicy,
     RetryAt,
     RetryPolicy,
-    Skip,
-    decide_misfire,
+    Verdict,
+    misfire_verdict,
 )
 
 
 @pytest.mark.parametrize("policy", list(MisfirePolicy))
-def test_on_time_job_fires_under_every_policy(policy: MisfirePolicy) -> None:
-    assert decide_misfire(1_000, 1_000, policy, threshold_ms=60_000) == Fire(0)
-    assert decide_misfire(2_000, 1_000, policy, threshold_ms=60_000) == Fire(0)
+def test_a_job_not_due_waits_and_a_due_one_fires_under_every_policy(
+    policy: MisfirePolicy,
+) -> None:
+    assert misfire_verdict(1_001, 1_000, policy, threshold_ms=60_000) is Verdict.WAIT
+    assert misfire_verdict(1_000, 1_000, policy, threshold_ms=60_000) is Verdict.FIRE_NOW
 
 
 def test_fire_once_now_fires_a_job_days_late_once() -> None:
-    assert decide_misfire(0, 3 * 86_400_000, MisfirePolicy.FIRE_ONCE_NOW, 60_000) == Fire(
-        3 * 86_400_000
-    )
+    verdict = misfire_verdict(0, 3 * 86_400_000, MisfirePolicy.FIRE_ONCE_NOW, 60_000)
+    assert verdict is Verdict.FIRE_NOW
 
 
-def test_do_nothing_skips_only_beyond_the_threshold() -> None:
-    assert decide_misfire(0, 60_000, MisfirePolicy.DO_NOTHING, 60_000) == Fire(60_000)
-    assert decide_misfire(0, 60_001, MisfirePolicy.DO_NOTHING, 60_000) == Skip(60_001)
+def test_do_nothing_marks_missed_only_beyond_the_threshold() -> None:
+    assert misfire_verdict(0, 60_000, MisfirePolicy.DO_NOTHING, 60_000) is Verdict.FIRE_NOW
+    assert misfire_verdict(0, 60_001, MisfirePolicy.DO_NOTHING, 60_000) is Verdict.MISSED
 
 
 def test_backoff_doubles_and_is_capped() -> None:
