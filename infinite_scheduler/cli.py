@@ -1,7 +1,7 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
 
-Exit codes: 0 ok, 1 store error, 2 bad configuration (the message goes to stderr, without a
-traceback).
+Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments (the message goes to stderr,
+without a traceback).
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ EXIT_STORE = 1
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
 AppSetup = Callable[[InfiniteScheduler], None]
+NOTHING_TO_RUN = (
+    "infinite-scheduler run: nothing to run: pass --app MODULE:FUNCTION (your function that\n"
+    "registers entity types and handlers), or --demo for the built-in examples, e.g.\n"
+    "  infinite-scheduler run --app myapp.jobs:register\n"
+    "  infinite-scheduler run --demo\n"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_CONFIG
+    if args.command == "run" and not (args.app or args.demo):
+        # An engine without entity types would open the store and fire nothing, silently.
+        sys.stderr.write(NOTHING_TO_RUN)
         return EXIT_CONFIG
     if args.command == "run":
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)

@@ -44,6 +44,24 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert "lookahead_s" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_run_with_neither_app_nor_demo_is_refused_before_opening_anything(
+    tmp_path: Path,
+) -> None:
+    """Without entity types the engine would open the store and fire nothing, silently."""
+    proc = subprocess.run(
+        [*CLI, "run"], cwd=tmp_path, capture_output=True, text=True, timeout=20
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "infinite-scheduler run: nothing to run: pass --app MODULE:FUNCTION (your function that\n"
+        "registers entity types and handlers), or --demo for the built-in examples, e.g.\n"
+        "  infinite-scheduler run --app myapp.jobs:register\n"
+        "  infinite-scheduler run --demo\n"
+    )
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no store file made, no summary printed
+
+
 def test_demo_fires_jobs_serves_metrics_and_exits_0_on_sigint(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     port = 19000 + os.getpid() % 1000
