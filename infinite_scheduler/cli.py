@@ -109,18 +109,44 @@ async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None)
 
 
 def load_app(spec: str) -> AppSetup:
-    """Import ``package.module:function``; the function registers entity types and handlers."""
+    """Import ``package.module:function``; the function registers entity types and handlers.
+
+    The working directory goes first on the import path, as uvicorn and celery do: a console
+    script's path holds its own directory, not the folder the user runs it from.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"infinite-scheduler: --app wants module:function, got {spec!r}")
+        raise _bad_app(f"--app wants module:function, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise _bad_app(_not_found(spec, module_name, exc, cwd)) from None
     except ImportError as exc:
-        raise SystemExit(f"infinite-scheduler: --app {spec!r}: {exc}") from None
+        raise _bad_app(f"--app {spec!r}: {exc}") from None
     setup = getattr(module, attr, None)
     if not callable(setup):
-        raise SystemExit(f"infinite-scheduler: {spec!r} is not a callable")
+        raise _bad_app(f"{spec!r} is not a callable")
     return cast(AppSetup, setup)
+
+
+def _not_found(spec: str, module_name: str, exc: ModuleNotFoundError, cwd: str) -> str:
+    missing = exc.name or module_name
+    if not (module_name + ".").startswith(missing + "."):  # the app imports something missing
+        return f"--app {spec!r}: importing {module_name} failed: {exc}"
+    top = module_name.split(".")[0]
+    return (
+        f"--app {spec!r}: no module named {missing!r} in the working directory {cwd} nor "
+        f"elsewhere on the import path; run from the folder that holds the {top} package, or "
+        "add that folder to PYTHONPATH"
+    )
+
+
+def _bad_app(message: str) -> SystemExit:
+    sys.stderr.write(f"infinite-scheduler: {message}\n")
+    return SystemExit(EXIT_CONFIG)
 
 
 @contextmanager
