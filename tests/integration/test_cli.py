@@ -65,9 +65,7 @@ def test_run_with_neither_app_nor_demo_is_refused_before_opening_anything(
     tmp_path: Path,
 ) -> None:
     """Without entity types the engine would open the store and fire nothing, silently."""
-    proc = subprocess.run(
-        [*CLI, "run"], cwd=tmp_path, capture_output=True, text=True, timeout=20
-    )
+    proc = subprocess.run([*CLI, "run"], cwd=tmp_path, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2
     assert proc.stderr == (
         "infinite-scheduler run: nothing to run: pass --app MODULE:FUNCTION (your function that\n"
