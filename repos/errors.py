@@ -15,6 +15,10 @@ callers raise them with fields, never with preformatted text.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 class SchedulerError(Exception):
     """Root of the scheduler's own errors; catch this to catch them all."""
@@ -68,13 +72,16 @@ class ShardExpired(EntitySpecError):
     """
 
     def __init__(
-        self, entity: str, job_id: object, field: str, at_ms: int, horizon_ms: int
+        self, entity: str, job_id: object, field: str, at_ms: int, *, now_ms: int, retention_ms: int
     ) -> None:
         self.at_ms = at_ms
-        self.horizon_ms = horizon_ms
+        self.horizon_ms = now_ms - retention_ms
+        self.retention_ms = retention_ms
         super().__init__(
             entity,
-            f"time {at_ms} ms is older than the retention horizon {horizon_ms} ms",
+            f"time {utc_text(at_ms)} is older than the retention horizon "
+            f"{utc_text(self.horizon_ms)} (now minus the retention of {_duration(retention_ms)}): "
+            "its shard is dropped, so it would never fire",
             field=field,
             job_id=job_id,
         )
@@ -107,3 +114,18 @@ def _describe(cause: BaseException) -> str:
     if len(args) == 2 and isinstance(args[0], int):
         return f"[{args[0]}] {args[1]}"
     return f"{type(cause).__name__}: {cause}"
+
+
+def utc_text(at_ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC, e.g. ``2026-11-01T00:00:00.000Z`` (exact, no float)."""
+    at = _EPOCH + timedelta(milliseconds=at_ms)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def _duration(ms: int) -> str:
+    """``7 days, 604800 s``: the largest whole unit, and the seconds the config speaks in."""
+    for unit, span in (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000)):
+        if ms and ms % span == 0:
+            n = ms // span
+            return f"{n} {unit}{'' if n == 1 else 's'}, {ms / 1000:g} s"
+    return f"{ms / 1000:g} s"

@@ -194,7 +194,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
+        rows = self.spec.encode_many(entities, now_ms=now_ms, retention_ms=self.policy.retention_ms)
         if not rows:
             return 0
         state = insert_state(claimed_by, now_ms)

@@ -124,7 +124,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
+        rows = self.spec.encode_many(entities, now_ms=now_ms, retention_ms=self.policy.retention_ms)
         if not rows:
             return 0
         groups = await self._insert_groups(rows)

@@ -329,6 +329,11 @@ async def test_time_older_than_retention_raises_shard_expired(repo: Repo) -> Non
     error = caught.value
     assert (error.job_id, error.field, error.at_ms) == (3, "scheduled_at", D23 - 1)
     assert error.horizon_ms == later - repo.policy.retention_ms == D23
+    assert str(error) == (
+        "entity 'sms', job 3, field 'scheduled_at': time 2026-11-22T23:59:59.999Z is older than "
+        "the retention horizon 2026-11-23T00:00:00.000Z (now minus the retention of 7 days, "
+        "604800 s): its shard is dropped, so it would never fire"
+    )
     assert await _snapshot(repo) == before
     assert await repo.insert([sms(4, D23)], now_ms=later) == 1  # exactly at the horizon: kept
 

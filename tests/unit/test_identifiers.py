@@ -11,7 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from repos.entity import EntitySpec
-from repos.errors import EntitySpecError, InvalidIdentifier
+from repos.errors import EntitySpecError, InvalidIdentifier, ShardExpired
+from repos.examples import SMS, SmsEntity
 from repos.registry import MysqlUrl, SqliteUrl, parse_store_url
 from repos.shards import (
     MAX_IDENTIFIER,
@@ -166,6 +167,30 @@ def test_spec_rejects_bad_names_and_prefixes(kwargs: dict[str, Any], bad: str) -
     with pytest.raises(InvalidIdentifier) as caught:
         EntitySpec.of(Job, **kwargs)
     assert caught.value.value == bad
+
+
+@pytest.mark.parametrize(
+    ("retention_ms", "horizon", "retention"),
+    [
+        (36 * 3_600_000, "2026-11-21T00:00:00.000Z", "36 hours, 129600 s"),
+        (60_000, "2026-11-22T11:59:00.000Z", "1 minute, 60 s"),
+        (1_500, "2026-11-22T11:59:58.500Z", "1.5 s"),
+    ],
+)
+def test_shard_expired_shows_utc_times_and_the_retention(
+    retention_ms: int, horizon: str, retention: str
+) -> None:
+    now_ms = D22 + 12 * 3_600_000
+    job = SmsEntity(
+        id=7, scheduled_at=datetime(2000, 1, 2, 3, 4, 5, 6_000, tzinfo=UTC), phone="+1", message="m"
+    )
+    with pytest.raises(ShardExpired) as caught:
+        SMS.encode_many([job], now_ms=now_ms, retention_ms=retention_ms)
+    assert str(caught.value) == (
+        "entity 'sms', job 7, field 'scheduled_at': time 2000-01-02T03:04:05.006Z is older than "
+        f"the retention horizon {horizon} (now minus the retention of {retention}): its shard "
+        "is dropped, so it would never fire"
+    )
 
 
 # -- shard math -------------------------------------------------------------------------------
