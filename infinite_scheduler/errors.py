@@ -2,7 +2,7 @@
 
     SchedulerError                 (repos.errors) root: catch this to catch them all
     ├── EntitySpecError            an entity type or one entity does not fit its spec
-    │   ├── InvalidIdentifier      a table prefix or column name that is not a plain identifier
+    │   ├── InvalidIdentifier      an entity, prefix, column or database name unfit for SQL
     │   ├── DuplicateJob           an id already stored in the shard it would go to
     │   └── ShardExpired           a sharding time older than the retention horizon
     ├── StoreError                 the database refused or failed a statement

@@ -79,7 +79,7 @@ class EntitySpec(Generic[TEntity, TKey]):
     ) -> EntitySpec[TEntity, Any]:
         check_identifier("entity name", name)
         prefix = check_identifier(
-            f"{name} table prefix", table_prefix or name, max_length=MAX_PREFIX
+            "table prefix", table_prefix or name, max_length=MAX_PREFIX, entity=name
         )
         hints = _field_types(model, name)
         for role, fname in (("id", id_field), ("sharding time", time_field)):
@@ -87,7 +87,7 @@ class EntitySpec(Generic[TEntity, TKey]):
                 raise EntitySpecError(
                     name, f"{role} field is not a field of {model.__name__}", field=fname
                 )
-            check_identifier(f"{name} {role} column", fname)
+            check_identifier(f"{role} column", fname, entity=name)
             if fname in ENGINE_COLUMNS:
                 raise EntitySpecError(name, "name is reserved for an engine column", field=fname)
         key_type = _key_type(hints[id_field], name, id_field)

@@ -2,7 +2,7 @@
 
     SchedulerError
     ├── EntitySpecError          an entity type or one entity does not fit its spec
-    │   ├── InvalidIdentifier    a table prefix or column name that is not a plain identifier
+    │   ├── InvalidIdentifier    an entity, prefix, column or database name unfit for SQL
     │   ├── DuplicateJob         an id already stored in the shard it would go to
     │   └── ShardExpired         a sharding time older than the retention horizon
     ├── StoreError               the database refused or failed a statement
@@ -31,26 +31,31 @@ class EntitySpecError(SchedulerError):
     """
 
     def __init__(
-        self, entity: str, reason: str, *, field: str | None = None, job_id: object = None
+        self, entity: str | None, reason: str, *, field: str | None = None, job_id: object = None
     ) -> None:
         self.entity = entity
         self.reason = reason
         self.field = field
         self.job_id = job_id
-        where = [f"entity {entity!r}"]
+        where = [] if entity is None else [f"entity {entity!r}"]
         if job_id is not None:
             where.append(f"job {job_id!r}")
         if field is not None:
             where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {reason}")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
 
 class InvalidIdentifier(EntitySpecError):
-    """Raised when a name that would be formatted into SQL is not a plain identifier."""
+    """Raised when a name that would be formatted into SQL is not a plain identifier.
 
-    def __init__(self, what: str, value: object, rule: str) -> None:
+    `what` names the role (``entity name``, ``table prefix``, ``database name``); `entity` is
+    the entity type the name belongs to, if any.
+    """
+
+    def __init__(self, what: str, value: object, rule: str, *, entity: str | None = None) -> None:
+        self.what = what
         self.value = value
-        super().__init__(what, f"{value!r} is not a valid identifier ({rule})")
+        super().__init__(entity, f"invalid {what} {value!r}: must be {rule}")
 
 
 class DuplicateJob(EntitySpecError):
