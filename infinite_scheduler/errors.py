@@ -3,7 +3,7 @@
     SchedulerError                 (repos.errors) root: catch this to catch them all
     ├── EntitySpecError            an entity type or one entity does not fit its spec
     │   ├── InvalidIdentifier      an entity, prefix, column or database name unfit for SQL
-    │   ├── DuplicateJob           an id already stored in the shard it would go to
+    │   ├── DuplicateJob           an id already in its shard, or twice in one insert
     │   └── ShardExpired           a sharding time older than the retention horizon
     ├── StoreError                 the database refused or failed a statement
     │   └── StoreUnavailable       the database cannot be reached at all

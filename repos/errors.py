@@ -3,7 +3,7 @@
     SchedulerError
     ├── EntitySpecError          an entity type or one entity does not fit its spec
     │   ├── InvalidIdentifier    an entity, prefix, column or database name unfit for SQL
-    │   ├── DuplicateJob         an id already stored in the shard it would go to
+    │   ├── DuplicateJob         an id already in its shard, or twice in one insert
     │   └── ShardExpired         a sharding time older than the retention horizon
     ├── StoreError               the database refused or failed a statement
     │   └── StoreUnavailable     the database cannot be reached at all
@@ -59,14 +59,36 @@ class InvalidIdentifier(EntitySpecError):
 
 
 class DuplicateJob(EntitySpecError):
-    """Raised by insert when an id is already stored in its shard (on_duplicate="error").
+    """Raised by insert when an id is already stored in its shard, or comes twice for one shard
+    in the same call (on_duplicate="error").
 
-    The whole insert call is rolled back: none of its rows are stored.
+    The whole insert call is rolled back: none of its rows are stored. Ids are unique per shard
+    for as long as the shard is kept, whatever the stored row's status: the id of a cancelled
+    or finished job cannot be stored again for the same day (hour); use a new id.
     """
 
-    def __init__(self, entity: str, job_id: object, shard: str) -> None:
+    def __init__(
+        self,
+        entity: str,
+        job_id: object,
+        shard: str,
+        *,
+        status: str | None = None,
+        in_batch: bool = False,
+    ) -> None:
         self.shard = shard
-        super().__init__(entity, f"id already stored in shard {shard!r}", job_id=job_id)
+        self.status = status  #: the stored row's status name; None if not stored or unknown
+        self.in_batch = in_batch  #: the call holds the id twice for this shard
+        if in_batch:
+            reason = f"id appears twice in this batch, both for shard {shard!r}"
+        elif status is not None:
+            reason = (
+                f"id already stored in shard {shard!r} (status {status}); "
+                "ids are unique per shard, even for finished rows"
+            )
+        else:
+            reason = f"id already stored in shard {shard!r}"
+        super().__init__(entity, reason, job_id=job_id)
 
 
 class ShardExpired(EntitySpecError):
