@@ -9,7 +9,9 @@ the engine relies on, and checks the store afterwards, not just the return value
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -899,6 +901,22 @@ async def test_ensure_shards_is_idempotent_and_safe_to_race(make_repo: MakeRepo)
     assert [s.name for s in again] == [made[0][1].name]
     assert starts(await b.list_shards()) == [D22, D23, D24]
     assert await a.insert([sms(1, D24 + HOUR)], now_ms=NOW) == 1
+
+
+async def test_racing_ensure_shards_on_the_same_day_warns_about_nothing(
+    make_repo: MakeRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loser of the race finds the shard made: MariaDB's "already exists" note is no news
+    (asyncmy logs server notes at WARNING, aiomysql issues them as Python warnings)."""
+    repos = [await make_repo() for _ in range(3)]
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as issued:
+        warnings.simplefilter("always")
+        for day in (D22, D23):
+            made = await asyncio.gather(*(r.ensure_shards(day, day + 1) for r in repos))
+            assert [starts(shards) for shards in made] == [[day]] * len(repos)
+    assert [str(w.message) for w in issued] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # -- reachability -----------------------------------------------------------------------------
