@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 from infinite_scheduler import __version__, logs
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
     if args.command == "shards":
         return shards(config, args.action, dry_run=args.dry_run, app=args.app)
-    sys.stdout.write(f"{args.config or 'config.toml'}: configuration is valid\n")
+    sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
 
@@ -191,7 +192,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
     """One screen saying what this node would do; no password ever appears in it."""
     rows = [
-        ("config", config_path + (" (demo)" if demo else "")),
+        ("config", config_source(config_path) + (" (demo)" if demo else "")),
         ("node", config.resolved_node_id),
         ("store", describe_store(config.store)),
         ("fetch", f"every {config.fetch_interval_s:g} s, lookahead {config.lookahead_s:g} s"),
@@ -201,6 +202,14 @@ def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
     ]
     body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
     return f"infinite-scheduler {__version__}\n{body}"
+
+
+def config_source(config_path: str) -> str:
+    """The file the settings came from, or that none did (the default path is optional)."""
+    # load_config has accepted the path: it only may not exist when it is the unset default.
+    if Path(config_path).is_file():
+        return config_path
+    return f"built-in defaults (no {config_path})"
 
 
 def describe_store(store: StoreConfig) -> str:

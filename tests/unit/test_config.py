@@ -418,6 +418,20 @@ def test_cli_check_config_accepts_the_repo_config(capsys: pytest.CaptureFixture[
     assert "valid" in capsys.readouterr().out
 
 
+def test_without_config_toml_summary_and_check_config_say_built_in_defaults(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "built-in defaults (no config.toml): configuration is valid\n"
+    out = summary(load_config(), config_path="config.toml", demo=False)
+    assert "  config   built-in defaults (no config.toml)\n" in out
+    write_toml(isolated, "batch_size = 500\n", name="config.toml")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "config.toml: configuration is valid\n"
+    out = summary(load_config(), config_path="config.toml", demo=True)
+    assert "  config   config.toml (demo)\n" in out
+
+
 def test_cli_bad_config_exits_2_with_one_clear_line(
     isolated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
