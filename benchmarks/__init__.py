@@ -1,1 +1,1 @@
-"""Benchmark workloads (see DESIGN.md, "Common workloads"); figures go in RESULTS.md."""
+"""Benchmark workloads; RESULTS.md describes them ("The workloads") and holds their figures."""

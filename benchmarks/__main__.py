@@ -1,4 +1,4 @@
-"""``python -m benchmarks WORKLOAD [options] [--json]``: the workloads of DESIGN.md.
+"""``python -m benchmarks WORKLOAD [options] [--json]``: the workloads of RESULTS.md.
 
     python -m benchmarks w2 --repeat 3 --json          # W2 three times, then the median line
     python -m benchmarks all --quick                   # what `make bench` runs

@@ -37,7 +37,7 @@ KEYS = (
     "commit",
     "machine",
 )
-#: The example payload of DESIGN.md: a 15-character phone number and an ~80-character message.
+#: The benchmarks' example payload: a 15-character phone number and an ~80-character message.
 PHONE = "+15550000000123"
 MESSAGE = "Your verification code is 123456. It expires in ten minutes; do not share it!!!"
 
@@ -102,7 +102,7 @@ def now_ms() -> int:
 
 
 def sms(ids: Iterable[int], at_ms: Iterable[int]) -> list[SmsEntity]:
-    """Example jobs with the DESIGN.md payload (about 100 bytes once encoded)."""
+    """Example jobs with the benchmarks' payload (about 100 bytes once encoded)."""
     return [
         SmsEntity(id=i, scheduled_at=_utc(at), phone=PHONE, message=MESSAGE)
         for i, at in zip(ids, at_ms, strict=True)

@@ -1,4 +1,4 @@
-"""W1 ingest, W2 burst and W3 steady (DESIGN.md, "Common workloads"), engine in its own process.
+"""W1 ingest, W2 burst and W3 steady (RESULTS.md, "The workloads"), engine in its own process.
 
 - W1: n jobs due over the next hour, stored through the repository in batch_size calls from
   --writers concurrent callers while the engine runs -> jobs/s, next to the bare multi-row

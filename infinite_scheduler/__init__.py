@@ -17,6 +17,7 @@ from infinite_scheduler.config import load_config as load_config
 from infinite_scheduler.engine import InfiniteScheduler as InfiniteScheduler
 from infinite_scheduler.errors import ConfigError as ConfigError
 from infinite_scheduler.errors import DuplicateJob as DuplicateJob
+from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
 from infinite_scheduler.errors import HandlerMissing as HandlerMissing
 from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
@@ -36,6 +37,7 @@ except PackageNotFoundError:  # a source checkout that was never installed
 __all__ = [
     "ConfigError",
     "DuplicateJob",
+    "EngineNotRunning",
     "EntitySpec",
     "EntitySpecError",
     "HandlerMissing",

@@ -1,7 +1,7 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
 
-Exit codes: 0 ok, 1 store error, 2 bad configuration (the message goes to stderr, without a
-traceback).
+Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments (the message goes to stderr,
+without a traceback).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 from infinite_scheduler import __version__, logs
@@ -30,6 +31,12 @@ EXIT_STORE = 1
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
 AppSetup = Callable[[InfiniteScheduler], None]
+NOTHING_TO_RUN = (
+    "infinite-scheduler run: nothing to run: pass --app MODULE:FUNCTION (your function that\n"
+    "registers entity types and handlers), or --demo for the built-in examples, e.g.\n"
+    "  infinite-scheduler run --app myapp.jobs:register\n"
+    "  infinite-scheduler run --demo\n"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,11 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
         return EXIT_CONFIG
+    if args.command == "run" and not (args.app or args.demo):
+        # An engine without entity types would open the store and fire nothing, silently.
+        sys.stderr.write(NOTHING_TO_RUN)
+        return EXIT_CONFIG
     if args.command == "run":
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
     if args.command == "shards":
         return shards(config, args.action, dry_run=args.dry_run, app=args.app)
-    sys.stdout.write(f"{args.config or 'config.toml'}: configuration is valid\n")
+    sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
 
@@ -99,18 +110,44 @@ async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None)
 
 
 def load_app(spec: str) -> AppSetup:
-    """Import ``package.module:function``; the function registers entity types and handlers."""
+    """Import ``package.module:function``; the function registers entity types and handlers.
+
+    The working directory goes first on the import path, as uvicorn and celery do: a console
+    script's path holds its own directory, not the folder the user runs it from.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"infinite-scheduler: --app wants module:function, got {spec!r}")
+        raise _bad_app(f"--app wants module:function, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise _bad_app(_not_found(spec, module_name, exc, cwd)) from None
     except ImportError as exc:
-        raise SystemExit(f"infinite-scheduler: --app {spec!r}: {exc}") from None
+        raise _bad_app(f"--app {spec!r}: {exc}") from None
     setup = getattr(module, attr, None)
     if not callable(setup):
-        raise SystemExit(f"infinite-scheduler: {spec!r} is not a callable")
+        raise _bad_app(f"{spec!r} is not a callable")
     return cast(AppSetup, setup)
+
+
+def _not_found(spec: str, module_name: str, exc: ModuleNotFoundError, cwd: str) -> str:
+    missing = exc.name or module_name
+    if not (module_name + ".").startswith(missing + "."):  # the app imports something missing
+        return f"--app {spec!r}: importing {module_name} failed: {exc}"
+    top = module_name.split(".")[0]
+    return (
+        f"--app {spec!r}: no module named {missing!r} in the working directory {cwd} nor "
+        f"elsewhere on the import path; run from the folder that holds the {top} package, or "
+        "add that folder to PYTHONPATH"
+    )
+
+
+def _bad_app(message: str) -> SystemExit:
+    sys.stderr.write(f"infinite-scheduler: {message}\n")
+    return SystemExit(EXIT_CONFIG)
 
 
 @contextmanager
@@ -155,7 +192,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
     """One screen saying what this node would do; no password ever appears in it."""
     rows = [
-        ("config", config_path + (" (demo)" if demo else "")),
+        ("config", config_source(config_path) + (" (demo)" if demo else "")),
         ("node", config.resolved_node_id),
         ("store", describe_store(config.store)),
         ("fetch", f"every {config.fetch_interval_s:g} s, lookahead {config.lookahead_s:g} s"),
@@ -165,6 +202,14 @@ def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
     ]
     body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
     return f"infinite-scheduler {__version__}\n{body}"
+
+
+def config_source(config_path: str) -> str:
+    """The file the settings came from, or that none did (the default path is optional)."""
+    # load_config has accepted the path: it only may not exist when it is the unset default.
+    if Path(config_path).is_file():
+        return config_path
+    return f"built-in defaults (no {config_path})"
 
 
 def describe_store(store: StoreConfig) -> str:

@@ -100,7 +100,7 @@ class StoreConfig(_Section):
         try:
             parse_store_url(url.get_secret_value())
         except EntitySpecError as exc:
-            raise ValueError(f"{exc.entity}: {exc.reason}") from None
+            raise ValueError(str(exc)) from None
         return url
 
     @property

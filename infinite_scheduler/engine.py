@@ -25,7 +25,7 @@ from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
 from infinite_scheduler.dispatch import Dispatcher, job_in_frame
-from infinite_scheduler.errors import HandlerMissing
+from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings, wheel_key
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.loop_lag import LoopLagMonitor
@@ -346,27 +346,27 @@ class InfiniteScheduler:
 
     async def schedule(self, entities: Iterable[Any]) -> int:
         """Store new jobs; those due inside the current window go straight into the wheel."""
+        fetcher = self._running_fetcher("schedule")
         by_lane: dict[str, list[Any]] = {}
         for entity in entities:
             by_lane.setdefault(self._lane_of(entity).name, []).append(entity)
         stored = 0
         for name, batch in by_lane.items():
-            stored += await self._schedule_lane(self._lanes[name], batch)
+            stored += await self._schedule_lane(fetcher, self._lanes[name], batch)
         return stored
 
-    async def _schedule_lane(self, lane: Lane, entities: list[Any]) -> int:
-        assert self.fetcher is not None, "schedule() needs a running engine (async with)"
+    async def _schedule_lane(self, fetcher: Fetcher, lane: Lane, entities: list[Any]) -> int:
         now_ms = self.clock.now_ms()
         rows = [lane.spec.encode(e) for e in entities]
-        window_end_ms = self.fetcher.window_end_ms
-        room = self.fetcher.room()
+        window_end_ms = fetcher.window_end_ms
+        room = fetcher.room()
         soon = [i for i, r in enumerate(rows) if r.at_ms < window_end_ms][:room]
         later = sorted(set(range(len(rows))) - set(soon))
         stored = 0
         if later:
             stored += await lane.repo.insert([entities[i] for i in later], now_ms=now_ms)
         if soon:
-            stamp = self.fetcher.claim_stamp()
+            stamp = fetcher.claim_stamp()
             try:
                 stored += await lane.repo.insert(
                     [entities[i] for i in soon], now_ms=stamp, claimed_by=self.node_id
@@ -378,18 +378,25 @@ class InfiniteScheduler:
                 ClaimedJob(rows[i].key, rows[i].at_ms, rows[i].at_ms, 1, rows[i].payload)
                 for i in soon
             ]
-            self.fetcher.place(lane, jobs, now_ms)
+            fetcher.place(lane, jobs, now_ms)
         lane.metrics.scheduled.inc(stored)
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Iterable[Any]) -> int:
         """Cancel jobs by id: in the store, and in the wheel if held here."""
+        self._running_fetcher("cancel")
         lane = self._lanes[spec.name]
         keys = list(keys)
         cancelled = await lane.repo.cancel(keys)
         for key in keys:
             lane.wheel.cancel(key)
         return cancelled
+
+    def _running_fetcher(self, operation: str) -> Fetcher:
+        # The stack is set once __aenter__ has started every loop and cleared on exit.
+        if self._stack is None or self.fetcher is None:
+            raise EngineNotRunning(operation)
+        return self.fetcher
 
     def _lane_of(self, entity: Any) -> Lane:
         lane = self._by_model.get(type(entity))

@@ -2,13 +2,14 @@
 
     SchedulerError                 (repos.errors) root: catch this to catch them all
     ├── EntitySpecError            an entity type or one entity does not fit its spec
-    │   ├── InvalidIdentifier      a table prefix or column name that is not a plain identifier
-    │   ├── DuplicateJob           an id already stored in the shard it would go to
+    │   ├── InvalidIdentifier      an entity, prefix, column or database name unfit for SQL
+    │   ├── DuplicateJob           an id already in its shard, or twice in one insert
     │   └── ShardExpired           a sharding time older than the retention horizon
     ├── StoreError                 the database refused or failed a statement
     │   └── StoreUnavailable       the database cannot be reached at all
     ├── ConfigError                a setting is invalid, or the config file cannot be read
-    └── HandlerMissing             an entity type the engine has no handler for
+    ├── HandlerMissing             an entity type the engine has no handler for
+    └── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
 engine); they are re-exported here so callers need one import.
@@ -127,6 +128,25 @@ class HandlerMissing(SchedulerError):
         super().__init__(
             f"no handler for entity type(s) {', '.join(map(repr, self.entities))}; "
             "register one before starting the engine"
+        )
+
+
+class EngineNotRunning(SchedulerError):
+    """Raised by the engine's schedule() and cancel() before ``async with engine:`` or after it.
+
+    Raised before anything is stored or changed: only a running engine can place a job due
+    soon into its wheel or take a cancelled one out. The repository works without an engine.
+    """
+
+    #: operation -> (what it does, the repository method doing it without an engine)
+    _WITHOUT_ENGINE = {"schedule": ("store jobs", "insert"), "cancel": ("cancel jobs", "cancel")}
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        purpose, method = self._WITHOUT_ENGINE[operation]
+        super().__init__(
+            f"{operation}() needs a running engine: call it inside `async with engine:` "
+            f"(to {purpose} without an engine, use the repository's {method}())"
         )
 
 

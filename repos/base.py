@@ -206,10 +206,11 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         Every entity is encoded and checked first: a bad one raises EntitySpecError and nothing
         is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired.
         Missing shards are made on demand. Rows go in multi-row statements of the adapter's
-        batch size, all in one transaction. An id already stored in its shard raises
-        DuplicateJob and rolls back the whole call (on_duplicate="error") or is left as it was
-        (on_duplicate="ignore"; it does not count). Ids are unique per shard: the same id
-        with a sharding time in another shard is another row.
+        batch size, all in one transaction. An id already stored in its shard (whatever that
+        row's status), or twice for one shard in the call, raises DuplicateJob saying which
+        (its ``status``, or ``in_batch``) and rolls back the whole call (on_duplicate="error"),
+        or is left as it was (on_duplicate="ignore"; it does not count). Ids are unique per
+        shard: the same id with a sharding time in another shard is another row.
 
         With ``claimed_by`` the rows are stored already CLAIMED by that node (attempts 1,
         claimed_at = now_ms): the engine uses it for jobs due inside its current window.

@@ -79,7 +79,7 @@ class EntitySpec(Generic[TEntity, TKey]):
     ) -> EntitySpec[TEntity, Any]:
         check_identifier("entity name", name)
         prefix = check_identifier(
-            f"{name} table prefix", table_prefix or name, max_length=MAX_PREFIX
+            "table prefix", table_prefix or name, max_length=MAX_PREFIX, entity=name
         )
         hints = _field_types(model, name)
         for role, fname in (("id", id_field), ("sharding time", time_field)):
@@ -87,7 +87,7 @@ class EntitySpec(Generic[TEntity, TKey]):
                 raise EntitySpecError(
                     name, f"{role} field is not a field of {model.__name__}", field=fname
                 )
-            check_identifier(f"{name} {role} column", fname)
+            check_identifier(f"{role} column", fname, entity=name)
             if fname in ENGINE_COLUMNS:
                 raise EntitySpecError(name, "name is reserved for an engine column", field=fname)
         key_type = _key_type(hints[id_field], name, id_field)
@@ -127,13 +127,23 @@ class EntitySpec(Generic[TEntity, TKey]):
                 self._check_time(values[fname], key, fname)
         return EncodedRow(key, at_ms, self._dump(values, key))
 
-    def encode_many(self, entities: Sequence[TEntity], *, horizon_ms: int) -> list[EncodedRow]:
-        """Encode a whole insert before any of it is written; sharding times older than
-        `horizon_ms` (now minus retention) raise ShardExpired, as such rows would never fire."""
+    def encode_many(
+        self, entities: Sequence[TEntity], *, now_ms: int, retention_ms: int
+    ) -> list[EncodedRow]:
+        """Encode a whole insert before any of it is written; sharding times older than now
+        minus retention raise ShardExpired, as such rows would never fire."""
         rows = [self.encode(e) for e in entities]
+        horizon_ms = now_ms - retention_ms
         for row in rows:
             if row.at_ms < horizon_ms:
-                raise ShardExpired(self.name, row.key, self.time_field, row.at_ms, horizon_ms)
+                raise ShardExpired(
+                    self.name,
+                    row.key,
+                    self.time_field,
+                    row.at_ms,
+                    now_ms=now_ms,
+                    retention_ms=retention_ms,
+                )
         return rows
 
     def decode(self, key: int | str, at_ms: int, payload: bytes) -> TEntity:

@@ -2,8 +2,8 @@
 
     SchedulerError
     ├── EntitySpecError          an entity type or one entity does not fit its spec
-    │   ├── InvalidIdentifier    a table prefix or column name that is not a plain identifier
-    │   ├── DuplicateJob         an id already stored in the shard it would go to
+    │   ├── InvalidIdentifier    an entity, prefix, column or database name unfit for SQL
+    │   ├── DuplicateJob         an id already in its shard, or twice in one insert
     │   └── ShardExpired         a sharding time older than the retention horizon
     ├── StoreError               the database refused or failed a statement
     │   └── StoreUnavailable     the database cannot be reached at all
@@ -14,6 +14,10 @@ callers raise them with fields, never with preformatted text.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SchedulerError(Exception):
@@ -27,37 +31,64 @@ class EntitySpecError(SchedulerError):
     """
 
     def __init__(
-        self, entity: str, reason: str, *, field: str | None = None, job_id: object = None
+        self, entity: str | None, reason: str, *, field: str | None = None, job_id: object = None
     ) -> None:
         self.entity = entity
         self.reason = reason
         self.field = field
         self.job_id = job_id
-        where = [f"entity {entity!r}"]
+        where = [] if entity is None else [f"entity {entity!r}"]
         if job_id is not None:
             where.append(f"job {job_id!r}")
         if field is not None:
             where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {reason}")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
 
 class InvalidIdentifier(EntitySpecError):
-    """Raised when a name that would be formatted into SQL is not a plain identifier."""
+    """Raised when a name that would be formatted into SQL is not a plain identifier.
 
-    def __init__(self, what: str, value: object, rule: str) -> None:
+    `what` names the role (``entity name``, ``table prefix``, ``database name``); `entity` is
+    the entity type the name belongs to, if any.
+    """
+
+    def __init__(self, what: str, value: object, rule: str, *, entity: str | None = None) -> None:
+        self.what = what
         self.value = value
-        super().__init__(what, f"{value!r} is not a valid identifier ({rule})")
+        super().__init__(entity, f"invalid {what} {value!r}: must be {rule}")
 
 
 class DuplicateJob(EntitySpecError):
-    """Raised by insert when an id is already stored in its shard (on_duplicate="error").
+    """Raised by insert when an id is already stored in its shard, or comes twice for one shard
+    in the same call (on_duplicate="error").
 
-    The whole insert call is rolled back: none of its rows are stored.
+    The whole insert call is rolled back: none of its rows are stored. Ids are unique per shard
+    for as long as the shard is kept, whatever the stored row's status: the id of a cancelled
+    or finished job cannot be stored again for the same day (hour); use a new id.
     """
 
-    def __init__(self, entity: str, job_id: object, shard: str) -> None:
+    def __init__(
+        self,
+        entity: str,
+        job_id: object,
+        shard: str,
+        *,
+        status: str | None = None,
+        in_batch: bool = False,
+    ) -> None:
         self.shard = shard
-        super().__init__(entity, f"id already stored in shard {shard!r}", job_id=job_id)
+        self.status = status  #: the stored row's status name; None if not stored or unknown
+        self.in_batch = in_batch  #: the call holds the id twice for this shard
+        if in_batch:
+            reason = f"id appears twice in this batch, both for shard {shard!r}"
+        elif status is not None:
+            reason = (
+                f"id already stored in shard {shard!r} (status {status}); "
+                "ids are unique per shard, even for finished rows"
+            )
+        else:
+            reason = f"id already stored in shard {shard!r}"
+        super().__init__(entity, reason, job_id=job_id)
 
 
 class ShardExpired(EntitySpecError):
@@ -68,13 +99,16 @@ class ShardExpired(EntitySpecError):
     """
 
     def __init__(
-        self, entity: str, job_id: object, field: str, at_ms: int, horizon_ms: int
+        self, entity: str, job_id: object, field: str, at_ms: int, *, now_ms: int, retention_ms: int
     ) -> None:
         self.at_ms = at_ms
-        self.horizon_ms = horizon_ms
+        self.horizon_ms = now_ms - retention_ms
+        self.retention_ms = retention_ms
         super().__init__(
             entity,
-            f"time {at_ms} ms is older than the retention horizon {horizon_ms} ms",
+            f"time {utc_text(at_ms)} is older than the retention horizon "
+            f"{utc_text(self.horizon_ms)} (now minus the retention of {_duration(retention_ms)}): "
+            "its shard is dropped, so it would never fire",
             field=field,
             job_id=job_id,
         )
@@ -107,3 +141,18 @@ def _describe(cause: BaseException) -> str:
     if len(args) == 2 and isinstance(args[0], int):
         return f"[{args[0]}] {args[1]}"
     return f"{type(cause).__name__}: {cause}"
+
+
+def utc_text(at_ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC, e.g. ``2026-11-01T00:00:00.000Z`` (exact, no float)."""
+    at = _EPOCH + timedelta(milliseconds=at_ms)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def _duration(ms: int) -> str:
+    """``7 days, 604800 s``: the largest whole unit, and the seconds the config speaks in."""
+    for unit, span in (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000)):
+        if ms and ms % span == 0:
+            n = ms // span
+            return f"{n} {unit}{'' if n == 1 else 's'}, {ms / 1000:g} s"
+    return f"{ms / 1000:g} s"

@@ -52,13 +52,17 @@ class ShardBounds:
     end_ms: int
 
 
-def check_identifier(what: str, value: str, *, max_length: int = MAX_IDENTIFIER) -> str:
+def check_identifier(
+    what: str, value: str, *, max_length: int = MAX_IDENTIFIER, entity: str | None = None
+) -> str:
     """Return `value` if it is safe to format into SQL, else raise InvalidIdentifier."""
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value) or len(value) > max_length:
         raise InvalidIdentifier(
             what,
             value,
-            f"lowercase letters, digits and _, not starting with a digit, at most {max_length}",
+            "lowercase letters, digits and _, not starting with a digit, "
+            f"at most {max_length} characters",
+            entity=entity,
         )
     return value
 

@@ -88,7 +88,7 @@ INSERT = (
     " claimed_at) VALUES {rows}"
 )
 ON_DUPLICATE_IGNORE = ' ON CONFLICT ("{id}") DO NOTHING'
-EXISTING_IDS = 'SELECT "{id}" FROM "{table}" WHERE "{id}" IN ({keys})'
+EXISTING_IDS = 'SELECT "{id}", status FROM "{table}" WHERE "{id}" IN ({keys})'
 
 # The payload only for rows due before the first parameter: the rest are read nearly due.
 CLAIM_SELECT = """
@@ -194,7 +194,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
+        rows = self.spec.encode_many(entities, now_ms=now_ms, retention_ms=self.policy.retention_ms)
         if not rows:
             return 0
         state = insert_state(claimed_by, now_ms)
@@ -498,16 +498,16 @@ class SqliteRepository(Generic[TEntity, TKey]):
             live = set(self._tables(db).values())
             for bounds, group in groups.items():
                 table = self._table(bounds)
-                seen: set[int | str] = set()
-                for row in group:
-                    if row.key in seen:
-                        return DuplicateJob(self.spec.name, row.key, table)
-                    seen.add(row.key)
                 if table in live:
                     for chunk in chunks([r.key for r in group], MAX_VARIABLES):
                         stmt = self._q(EXISTING_IDS, table, keys=marks(len(chunk), "?"))
-                        for (key,) in db.execute(stmt, chunk):
-                            return DuplicateJob(self.spec.name, key, table)
+                        for key, status in db.execute(stmt, chunk):
+                            return DuplicateJob(
+                                self.spec.name, key, table, status=Status(status).name
+                            )
+                repeated = _repeated_key(group)
+                if repeated is not None:
+                    return DuplicateJob(self.spec.name, repeated, table, in_batch=True)
             return DuplicateJob(self.spec.name, "?", "?")
 
         return await self._run("find duplicate", work)
@@ -555,6 +555,15 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
 
 def _count(db: sqlite3.Connection, stmt: str) -> dict[Status, int]:
     return {Status(status): int(n) for status, n in db.execute(stmt)}
+
+
+def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:
+    seen: set[int | str] = set()
+    for row in rows:
+        if row.key in seen:
+            return row.key
+        seen.add(row.key)
+    return None
 
 
 def _at_ms(item: EncodedRow | RowRef) -> int:

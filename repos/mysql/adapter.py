@@ -124,7 +124,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
+        rows = self.spec.encode_many(entities, now_ms=now_ms, retention_ms=self.policy.retention_ms)
         if not rows:
             return 0
         groups = await self._insert_groups(rows)
@@ -154,7 +154,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             return int(await self._ex.run("insert", body))
         except StoreError as exc:
             if error_code(exc.cause) == DUPLICATE_KEY:
-                raise self._duplicate(exc, in_flight) from exc
+                raise await self._duplicate(exc, in_flight, rows) from exc
             raise
 
     async def claim_due(
@@ -388,15 +388,30 @@ class MysqlRepository(Generic[TEntity, TKey]):
             sql.ON_DUPLICATE_IGNORE.format(**self._fmt) if on_duplicate == "ignore" else ""
         )
 
-    def _duplicate(self, exc: StoreError, rows: list[EncodedRow]) -> DuplicateJob:
+    async def _duplicate(
+        self, exc: StoreError, in_flight: list[EncodedRow], rows: list[EncodedRow]
+    ) -> DuplicateJob:
+        """Name the id that broke the (rolled back) insert: already stored, or twice in it."""
         found = _DUPLICATE.search(str(exc.cause))
         entry = found.group(1) if found else "?"
-        for row in rows:
+        for row in in_flight:
             bounds = bounds_of(row.at_ms, self.policy.granularity)
             # The entry is the primary key: `id` (multi-table) or `id-shard_at` (partitioned).
             if entry in (str(row.key), f"{row.key}-{bounds.start_ms}"):
-                return DuplicateJob(self.spec.name, row.key, self._layout.shard(bounds).name)
+                return await self._duplicate_of(row.key, bounds, rows)
         return DuplicateJob(self.spec.name, entry, "?")
+
+    async def _duplicate_of(
+        self, key: Any, bounds: ShardBounds, rows: list[EncodedRow]
+    ) -> DuplicateJob:
+        shard = self._layout.shard(bounds).name
+        span = self.policy.granularity
+        for stored in await self.get(key):
+            if bucket_of(stored.at_ms, span) == bounds.start_ms:
+                return DuplicateJob(self.spec.name, key, shard, status=stored.status.name)
+        # Not stored: the earlier copy was this call's own, rolled back with it.
+        twice = sum(1 for r in rows if r.key == key and bucket_of(r.at_ms, span) == bounds.start_ms)
+        return DuplicateJob(self.spec.name, key, shard, in_batch=twice > 1)
 
     def _keys_by_target(
         self, refs: Sequence[RowRef], *, fallback: bool = True

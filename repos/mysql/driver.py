@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -146,8 +146,9 @@ class Executor:
 
     async def execute_ddl(self, operation: str, sql: str, *, shard: str | None = None) -> None:
         """Run one DDL statement outside any transaction (DDL commits implicitly anyway)."""
+        logger.debug("%s %s", operation, shard or "", extra={"action": operation, "shard": shard})
         async with self.transaction(operation, shard=shard) as tx:
-            await tx.execute(sql)
+            await _without_notes(tx.execute, sql)
 
     async def _create_pool(self, database: str | None) -> Any:
         kwargs: dict[str, Any] = {
@@ -181,8 +182,9 @@ class Executor:
             raise self._translate("connect", exc) from exc
         try:
             async with pool.acquire() as conn, conn.cursor() as cursor:
-                await cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS `{self.url.database}` CHARACTER SET utf8mb4"
+                await _without_notes(
+                    cursor.execute,
+                    f"CREATE DATABASE IF NOT EXISTS `{self.url.database}` CHARACTER SET utf8mb4",
                 )
         except Exception as exc:
             raise self._translate("create database", exc) from exc
@@ -203,6 +205,21 @@ def _is_driver_error(exc: BaseException) -> bool:
     return module.startswith(("asyncmy", "pymysql", "aiomysql")) or isinstance(
         exc, OSError | asyncio.TimeoutError
     )
+
+
+async def _without_notes(execute: Callable[[str], Awaitable[Any]], sql: str) -> None:
+    """Run DDL with the server's notes off.
+
+    Two nodes making the same shard (or database) race; the loser's IF NOT EXISTS leaves the
+    note "Table ... already exists", which asyncmy logs at WARNING and aiomysql issues as a
+    Python warning, though the outcome is exactly the one wanted. execute_ddl logs the
+    statement at DEBUG instead.
+    """
+    await execute("SET SESSION sql_notes = 0")
+    await execute(sql)
+    # Not in a finally: a failed statement's own error must reach the caller (layouts read its
+    # code); that connection then keeps notes off, which only ever silences notes.
+    await execute("SET SESSION sql_notes = 1")
 
 
 async def _rollback_quietly(conn: Any) -> None:

@@ -97,11 +97,11 @@ async def test_kill_9_and_restart_lose_nothing_and_repeat_only_unacked_fires(
 async def test_fire_repeated_after_kill_9_carries_the_same_idempotency_key(
     store: Store, engines: Engines, tmp_path: Path, wall: WallClock
 ) -> None:
-    """JobContext.idempotency_key is ``entity:id:attempt``, documented (jobs.py, DESIGN
-    invariant 2) as the handle a handler uses to spot the repeat a crash between its side
-    effect and the ack causes. So the repeat must carry the attempt number of the fire it
-    repeats. Handlers here record their fire, then hold for 5 s: every fire is done but
-    unacked when the engine is killed, and every one repeats after the restart."""
+    """JobContext.idempotency_key is ``entity:id:attempt``, documented (jobs.py, README
+    "Exactly once in normal operation") as the handle a handler uses to spot the repeat a crash
+    between its side effect and the ack causes. So the repeat must carry the attempt number of
+    the fire it repeats. Handlers here record their fire, then hold for 5 s: every fire is done
+    but unacked when the engine is killed, and every one repeats after the restart."""
     t0 = wall.now_ms()
     seeded = await store.seed(t0 + 1_500 + i * 10 for i in range(50))
     fires_path = tmp_path / "fires.log"

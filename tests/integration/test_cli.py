@@ -14,6 +14,23 @@ import pytest
 
 pytestmark = pytest.mark.timeout(60)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
+#: The console script as installed: unlike ``python -m``, its sys.path lacks the working directory.
+SCRIPT = str(Path(sys.executable).parent / "infinite-scheduler")
+#: A user's app package: one entity type of its own, a handler, and a run that ends by itself.
+APP_JOBS = """
+import asyncio
+
+from repos.entity import EntitySpec
+from repos.examples import SmsEntity
+
+REMINDERS = EntitySpec.of(SmsEntity, name="reminders")
+
+
+def register(engine):
+    engine.register(REMINDERS, lambda ctx: None)
+    asyncio.get_running_loop().call_later(1.0, engine.stop)
+    print("myapp: registered", flush=True)
+"""
 
 
 def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
@@ -42,6 +59,76 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "lookahead_s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_with_neither_app_nor_demo_is_refused_before_opening_anything(
+    tmp_path: Path,
+) -> None:
+    """Without entity types the engine would open the store and fire nothing, silently."""
+    proc = subprocess.run([*CLI, "run"], cwd=tmp_path, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "infinite-scheduler run: nothing to run: pass --app MODULE:FUNCTION (your function that\n"
+        "registers entity types and handlers), or --demo for the built-in examples, e.g.\n"
+        "  infinite-scheduler run --app myapp.jobs:register\n"
+        "  infinite-scheduler run --demo\n"
+    )
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no store file made, no summary printed
+
+
+def test_app_package_in_the_working_directory_is_found_by_the_console_script(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text(APP_JOBS)
+    (tmp_path / "config.toml").write_text("metrics_port = 0\n")
+    proc = subprocess.run(
+        [SCRIPT, "run", "--app", "myapp.jobs:register"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "myapp: registered" in proc.stdout
+    assert (tmp_path / "var" / "infinite-scheduler.db").is_file()  # the engine opened its store
+
+
+def test_app_module_not_found_says_where_it_was_searched_and_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.run(
+        [SCRIPT, "run", "--app", "myapp.jobs:register"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "infinite-scheduler: --app 'myapp.jobs:register': no module named 'myapp' in the "
+        f"working directory {tmp_path} nor elsewhere on the import path; run from the folder "
+        "that holds the myapp package, or add that folder to PYTHONPATH\n"
+    )
+    assert not (tmp_path / "var").exists()  # nothing opened
+
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text("import no_such_dependency\n")
+    proc = subprocess.run(
+        [SCRIPT, "run", "--app", "myapp.jobs:register"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        "infinite-scheduler: --app 'myapp.jobs:register': importing myapp.jobs failed: "
+        "No module named 'no_such_dependency'\n",
+    )
 
 
 def test_demo_fires_jobs_serves_metrics_and_exits_0_on_sigint(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ the engine relies on, and checks the store afterwards, not just the return value
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -329,6 +331,11 @@ async def test_time_older_than_retention_raises_shard_expired(repo: Repo) -> Non
     error = caught.value
     assert (error.job_id, error.field, error.at_ms) == (3, "scheduled_at", D23 - 1)
     assert error.horizon_ms == later - repo.policy.retention_ms == D23
+    assert str(error) == (
+        "entity 'sms', job 3, field 'scheduled_at': time 2026-11-22T23:59:59.999Z is older than "
+        "the retention horizon 2026-11-23T00:00:00.000Z (now minus the retention of 7 days, "
+        "604800 s): its shard is dropped, so it would never fire"
+    )
     assert await _snapshot(repo) == before
     assert await repo.insert([sms(4, D23)], now_ms=later) == 1  # exactly at the horizon: kept
 
@@ -342,9 +349,12 @@ async def test_duplicate_in_its_shard_rolls_back_the_whole_call(
     good = [sms(i, D22 + i * HOUR) for i in range(2, 7)] + [sms(7, D23)]
     with pytest.raises(DuplicateJob) as caught:
         await repo.insert([*good, sms(1, D22 + 5 * HOUR, "again")], now_ms=NOW)
-    assert caught.value.job_id == 1
-    assert caught.value.shard == shard_name(backend, bounds_of(D22, Granularity.DAY))
-    assert "1" in str(caught.value) and caught.value.shard in str(caught.value)
+    shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
+    assert (caught.value.job_id, caught.value.shard, caught.value.status) == (1, shard, "PENDING")
+    assert str(caught.value) == (
+        f"entity 'sms', job 1: id already stored in shard '{shard}' (status PENDING); "
+        "ids are unique per shard, even for finished rows"
+    )
     assert await every_row(repo) == before
 
 
@@ -358,6 +368,44 @@ async def test_duplicate_is_named_with_the_shard_it_collides_in(
     assert caught.value.job_id == 1
     assert caught.value.shard == shard_name(backend, bounds_of(D23, Granularity.DAY))
     assert [r.at_ms for r in await repo.get(1)] == [D23 + HOUR]
+
+
+@pytest.mark.parametrize("batch_size", [1000, 2])
+async def test_duplicate_within_one_call_says_so_and_stores_nothing(
+    make_repo: MakeRepo, backend: Backend, batch_size: int
+) -> None:
+    """Twice in one statement, or (batch_size 2) in two statements of the same call."""
+    repo = await make_repo(batch_size=batch_size)
+    await seed(repo, [sms(1, D22 + HOUR, "original")])
+    before = await every_row(repo)
+    batch = [sms(5, D22 + 2 * HOUR), sms(6, D22 + 3 * HOUR), sms(5, D22 + 4 * HOUR, "again")]
+    with pytest.raises(DuplicateJob) as caught:
+        await repo.insert([sms(5, D23), *batch], now_ms=NOW)
+    shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
+    assert (caught.value.job_id, caught.value.shard, caught.value.in_batch) == (5, shard, True)
+    assert caught.value.status is None
+    assert str(caught.value) == (
+        f"entity 'sms', job 5: id appears twice in this batch, both for shard '{shard}'"
+    )
+    assert await every_row(repo) == before
+
+
+async def test_cancelled_id_stored_again_in_its_shard_names_the_rows_status(
+    repo: Repo, backend: Backend
+) -> None:
+    """Ids stay unique per shard while it is kept, finished rows included (README, DuplicateJob)."""
+    await seed(repo, [sms(1, D22 + HOUR, "original")])
+    assert await repo.cancel([1]) == 1
+    before = await every_row(repo)
+    with pytest.raises(DuplicateJob) as caught:
+        await repo.insert([sms(1, D22 + 2 * HOUR, "again")], now_ms=NOW)
+    shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
+    assert str(caught.value) == (
+        f"entity 'sms', job 1: id already stored in shard '{shard}' (status CANCELLED); "
+        "ids are unique per shard, even for finished rows"
+    )
+    assert await every_row(repo) == before
+    assert await repo.insert([sms(1, D23 + HOUR, "next day")], now_ms=NOW) == 1
 
 
 async def test_duplicate_ignored_leaves_the_stored_row_and_does_not_count(repo: Repo) -> None:
@@ -853,6 +901,22 @@ async def test_ensure_shards_is_idempotent_and_safe_to_race(make_repo: MakeRepo)
     assert [s.name for s in again] == [made[0][1].name]
     assert starts(await b.list_shards()) == [D22, D23, D24]
     assert await a.insert([sms(1, D24 + HOUR)], now_ms=NOW) == 1
+
+
+async def test_racing_ensure_shards_on_the_same_day_warns_about_nothing(
+    make_repo: MakeRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loser of the race finds the shard made: MariaDB's "already exists" note is no news
+    (asyncmy logs server notes at WARNING, aiomysql issues them as Python warnings)."""
+    repos = [await make_repo() for _ in range(3)]
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as issued:
+        warnings.simplefilter("always")
+        for day in (D22, D23):
+            made = await asyncio.gather(*(r.ensure_shards(day, day + 1) for r in repos))
+            assert [starts(shards) for shards in made] == [[day]] * len(repos)
+    assert [str(w.message) for w in issued] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # -- reachability -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import HandlerMissing
+from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.jobs import JobContext
 from repos.base import FINISHED, ShardingRepository, Status
 from repos.entity import EntitySpec
@@ -363,6 +363,35 @@ async def test_missing_handler_is_refused_at_start_and_nothing_changes(
             pass
     [row] = await repo.get(1)
     assert row.status is Status.PENDING and row.attempts == 0
+
+
+SCHEDULE_NOT_RUNNING = (
+    "schedule() needs a running engine: call it inside `async with engine:` "
+    "(to store jobs without an engine, use the repository's insert())"
+)
+CANCEL_NOT_RUNNING = (
+    "cancel() needs a running engine: call it inside `async with engine:` "
+    "(to cancel jobs without an engine, use the repository's cancel())"
+)
+
+
+async def test_schedule_and_cancel_outside_async_with_are_refused_and_change_nothing(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    await repo.insert([sms(1, now() + timedelta(hours=1))], now_ms=now_ms())
+    [before] = await repo.get(1)
+    engine = engine_factory(handler=Recorder())
+    for phase in ("before", "after"):
+        with pytest.raises(EngineNotRunning) as scheduling:
+            await engine.schedule([sms(2, now() + timedelta(seconds=1))])
+        assert str(scheduling.value) == SCHEDULE_NOT_RUNNING, phase
+        with pytest.raises(EngineNotRunning) as cancelling:
+            await engine.cancel(SMS, [1])
+        assert str(cancelling.value) == CANCEL_NOT_RUNNING, phase
+        assert await repo.get(2) == [] and await repo.get(1) == [before], phase
+        if phase == "before":
+            async with engine:
+                pass
 
 
 # -- payloads read shortly before the job is due ---------------------------------------------

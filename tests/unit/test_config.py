@@ -343,7 +343,10 @@ def test_bad_database_name_is_explained() -> None:
         load_config(store={"url": f"mysql://app:{PASSWORD}@db/bad-name"})
     problem = only_problem(exc)
     assert problem.value == "'mysql://app:***@db/bad-name'"
-    assert "database name" in problem.reason and "not a valid identifier" in problem.reason
+    assert problem.reason == (
+        "invalid database name 'bad-name': must be lowercase letters, digits and _, "
+        "not starting with a digit, at most 64 characters"
+    )
 
 
 # --- secrets ----------------------------------------------------------------------------------
@@ -413,6 +416,20 @@ def test_mask_url(text: str, shown: str) -> None:
 def test_cli_check_config_accepts_the_repo_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--config", str(REPO_CONFIG)]) == 0
     assert "valid" in capsys.readouterr().out
+
+
+def test_without_config_toml_summary_and_check_config_say_built_in_defaults(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "built-in defaults (no config.toml): configuration is valid\n"
+    out = summary(load_config(), config_path="config.toml", demo=False)
+    assert "  config   built-in defaults (no config.toml)\n" in out
+    write_toml(isolated, "batch_size = 500\n", name="config.toml")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "config.toml: configuration is valid\n"
+    out = summary(load_config(), config_path="config.toml", demo=True)
+    assert "  config   config.toml (demo)\n" in out
 
 
 def test_cli_bad_config_exits_2_with_one_clear_line(

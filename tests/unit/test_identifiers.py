@@ -11,7 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from repos.entity import EntitySpec
-from repos.errors import EntitySpecError, InvalidIdentifier
+from repos.errors import EntitySpecError, InvalidIdentifier, ShardExpired
+from repos.examples import SMS, SmsEntity
 from repos.registry import MysqlUrl, SqliteUrl, parse_store_url
 from repos.shards import (
     MAX_IDENTIFIER,
@@ -47,7 +48,10 @@ def test_check_identifier_rejects_what_could_break_sql(value: str) -> None:
     with pytest.raises(InvalidIdentifier) as caught:
         check_identifier("table prefix", value)
     assert caught.value.value == value
-    assert repr(value) in str(caught.value)
+    assert str(caught.value) == (
+        f"invalid table prefix {value!r}: must be lowercase letters, digits and _, "
+        "not starting with a digit, at most 64 characters"
+    )
 
 
 def test_check_identifier_rejects_non_strings() -> None:
@@ -107,6 +111,12 @@ class PydanticJob(BaseModel):
     retries: int = 0
 
 
+@dataclass
+class IdJob:
+    Id: int
+    scheduled_at: datetime
+
+
 class PlainJob:
     id: int
     scheduled_at: datetime
@@ -154,18 +164,61 @@ def test_spec_rejects_neither_dataclass_nor_pydantic_model() -> None:
     assert "neither a dataclass nor a pydantic model" in str(error)
 
 
+RULE = "must be lowercase letters, digits and _, not starting with a digit, at most"
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "bad"),
+    ("kwargs", "bad", "message"),
     [
-        ({"name": "Job"}, "Job"),
-        ({"name": "job", "table_prefix": "jobs; DROP TABLE x"}, "jobs; DROP TABLE x"),
-        ({"name": "job", "table_prefix": "j" * (MAX_PREFIX + 1)}, "j" * (MAX_PREFIX + 1)),
+        ({"name": "SMS-1"}, "SMS-1", f"invalid entity name 'SMS-1': {RULE} 64 characters"),
+        (
+            {"name": "job", "table_prefix": "jobs; DROP TABLE x"},
+            "jobs; DROP TABLE x",
+            f"entity 'job': invalid table prefix 'jobs; DROP TABLE x': {RULE} 53 characters",
+        ),
+        (
+            {"name": "job", "table_prefix": "j" * (MAX_PREFIX + 1)},
+            "j" * (MAX_PREFIX + 1),
+            f"entity 'job': invalid table prefix '{'j' * 54}': {RULE} 53 characters",
+        ),
+        (
+            {"name": "job", "id_field": "Id"},
+            "Id",
+            f"entity 'job': invalid id column 'Id': {RULE} 64 characters",
+        ),
     ],
 )
-def test_spec_rejects_bad_names_and_prefixes(kwargs: dict[str, Any], bad: str) -> None:
+def test_spec_rejects_bad_names_and_prefixes(
+    kwargs: dict[str, Any], bad: str, message: str
+) -> None:
     with pytest.raises(InvalidIdentifier) as caught:
-        EntitySpec.of(Job, **kwargs)
+        EntitySpec.of(IdJob if "id_field" in kwargs else Job, **kwargs)
     assert caught.value.value == bad
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("retention_ms", "horizon", "retention"),
+    [
+        (36 * 3_600_000, "2026-11-21T00:00:00.000Z", "36 hours, 129600 s"),
+        (60_000, "2026-11-22T11:59:00.000Z", "1 minute, 60 s"),
+        (1_500, "2026-11-22T11:59:58.500Z", "1.5 s"),
+    ],
+)
+def test_shard_expired_shows_utc_times_and_the_retention(
+    retention_ms: int, horizon: str, retention: str
+) -> None:
+    now_ms = D22 + 12 * 3_600_000
+    job = SmsEntity(
+        id=7, scheduled_at=datetime(2000, 1, 2, 3, 4, 5, 6_000, tzinfo=UTC), phone="+1", message="m"
+    )
+    with pytest.raises(ShardExpired) as caught:
+        SMS.encode_many([job], now_ms=now_ms, retention_ms=retention_ms)
+    assert str(caught.value) == (
+        "entity 'sms', job 7, field 'scheduled_at': time 2000-01-02T03:04:05.006Z is older than "
+        f"the retention horizon {horizon} (now minus the retention of {retention}): its shard "
+        "is dropped, so it would never fire"
+    )
 
 
 # -- shard math -------------------------------------------------------------------------------
@@ -313,6 +366,7 @@ def test_parse_store_url_rejects_bad_database_name_as_invalid_identifier(databas
     with pytest.raises(InvalidIdentifier) as caught:
         parse_store_url(f"mysql://root@db/{database}")
     assert caught.value.value == database
+    assert str(caught.value) == f"invalid database name {database!r}: {RULE} 64 characters"
 
 
 def test_mysql_url_keeps_the_password_out_of_repr() -> None:
