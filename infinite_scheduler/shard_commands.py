@@ -19,9 +19,16 @@ from typing import Any, TextIO
 from infinite_scheduler.clock import SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings, expiry_cutoff_ms
+from infinite_scheduler.maintenance import (
+    UNKNOWN_IDS_SHOWN,
+    Maintenance,
+    MaintenanceSettings,
+    describe_rows,
+    describe_unknown,
+    expiry_cutoff_ms,
+)
 from infinite_scheduler.metrics import Metrics
-from repos.base import ShardInfo, ShardingRepository
+from repos.base import ShardInfo, ShardingRepository, UnknownStatus
 from repos.examples import NOTIFICATIONS, ORDERS, SMS
 from repos.registry import SqliteUrl
 
@@ -69,12 +76,15 @@ async def _shards(
             stack.push_async_callback(repo.close)
         for repo in repos:
             if action == "list":
-                _print_shards(repo, await repo.list_shards(counts=True), out)
+                unknown = await repo.find_unknown_status(limit=UNKNOWN_IDS_SHOWN)
+                _print_shards(repo, await repo.list_shards(counts=True), unknown, out)
             else:
                 await _drop_expired(maintenance, repo, clock.now_ms(), dry_run=dry_run, out=out)
 
 
-def _print_shards(repo: Repo, shards: list[ShardInfo], out: TextIO) -> None:
+def _print_shards(
+    repo: Repo, shards: list[ShardInfo], unknown: list[UnknownStatus], out: TextIO
+) -> None:
     policy = repo.policy
     out.write(
         f"{repo.spec.name}: {_count(len(shards), 'shard')} ({policy.granularity}, "
@@ -86,6 +96,11 @@ def _print_shards(repo: Repo, shards: list[ShardInfo], out: TextIO) -> None:
             out.write(_shard_line(shard, "  "))
         rows = sum(sum(s.rows.values()) for s in shards)
         out.write(f"  total {rows} rows, {sum(s.unfinished for s in shards)} unfinished\n")
+    for found in unknown:
+        out.write(
+            f"  {found.shard}: {_count(found.count, 'row')} of a status this version does not"
+            f" know, never fired: ids {describe_unknown(found)}\n"
+        )
     _print_ignored(repo, out)
 
 
@@ -105,11 +120,10 @@ async def _drop_expired(
 
 
 def _shard_line(shard: ShardInfo, lead: str) -> str:
-    by_status = " ".join(f"{status.name}={n}" for status, n in sorted(shard.rows.items()))
     bounds = shard.bounds
     return (
         f"{lead}{shard.name:<24} {_utc(bounds.start_ms):<20}  {_utc(bounds.end_ms):<20} "
-        f"{sum(shard.rows.values()):>10} {shard.unfinished:>10}  {by_status or '-'}\n"
+        f"{sum(shard.rows.values()):>10} {shard.unfinished:>10}  {describe_rows(shard)}\n"
     )
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from repos.base import Status
+from repos.base import Status, status_label
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,7 +64,7 @@ async def test_store_outage_mid_run_loses_nothing_and_fires_nothing_twice(
     rows = await store.rows(t0, t0 + 10_000)
     assert {r.key for r in rows} == set(seeded)
     assert {r.status for r in rows} == {Status.DONE}, sorted(
-        (r.key, r.status.name, r.claimed_by) for r in rows if r.status is not Status.DONE
+        (r.key, status_label(r.status), r.claimed_by) for r in rows if r.status is not Status.DONE
     )[:20]
 
     # The outage was real for the engine: it tried to reconnect and was turned away, and it

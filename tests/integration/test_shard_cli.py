@@ -160,3 +160,29 @@ def test_bad_config_exits_2_and_a_missing_sqlite_file_is_not_created(tmp_path: P
     proc = shards("list", "--config", str(write_config(tmp_path, f"sqlite:///{missing}")))
     assert proc.returncode == 0 and "no store at" in proc.stdout
     assert not missing.parent.exists()
+
+
+async def test_list_shows_rows_of_a_status_this_version_does_not_know(
+    seeded: Seeded, store_url: str, raw_sql: Any
+) -> None:
+    repo = make_repository(store_url, SMS, ShardPolicy())
+    await repo.open()
+    try:
+        await raw_sql(repo, f"UPDATE {seeded.expired} SET status = 7 WHERE id = 1")
+    finally:
+        await repo.close()
+    proc = shards("list", "--config", str(seeded.config))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert line_of(proc.stdout, f"{seeded.expired} ").split()[3:] == [
+        "3",
+        "2",
+        "PENDING=1",
+        "DONE=1",
+        "status",
+        "7=1",
+    ]
+    assert (
+        f"  {seeded.expired}: 1 row of a status this version does not know, never fired:"
+        " ids 1 (status 7)\n"
+    ) in proc.stdout
+    assert "total 7 rows, 6 unfinished" in proc.stdout
