@@ -8,7 +8,8 @@
     ├── StoreError                 the database refused or failed a statement
     │   └── StoreUnavailable       the database cannot be reached at all
     ├── ConfigError                a setting is invalid, or the config file cannot be read
-    └── HandlerMissing             an entity type the engine has no handler for
+    ├── HandlerMissing             an entity type the engine has no handler for
+    └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
 engine); they are re-exported here so callers need one import.
@@ -128,6 +129,25 @@ class HandlerMissing(SchedulerError):
             f"no handler for entity type(s) {', '.join(map(repr, self.entities))}; "
             "register one before starting the engine"
         )
+
+
+class DropRefused(SchedulerError):
+    """Raised by ``shards drop-expired`` when the shards to drop hold unfinished rows and the
+    drop was neither forced (``--force``) nor confirmed by a person; nothing was dropped."""
+
+    def __init__(self, shards: int, unfinished: int, *, asked: bool) -> None:
+        self.shards = shards
+        self.unfinished = unfinished
+        self.asked = asked
+        held = (
+            f"{shards} shard holds" if shards == 1 else f"{shards} shards hold"
+        ) + f" {unfinished} unfinished row{'' if unfinished == 1 else 's'}"
+        why = (
+            "the drop was not confirmed"
+            if asked
+            else "stdin is not a terminal to confirm on; pass --force to drop them anyway"
+        )
+        super().__init__(f"nothing dropped: {held} and {why}")
 
 
 def _problems_of(
