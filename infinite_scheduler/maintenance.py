@@ -32,7 +32,7 @@ from typing import Any
 
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.waits import wait_any
+from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import (
     ShardInfo,
     ShardingRepository,
@@ -120,15 +120,14 @@ class Maintenance:
     async def run(self, stop: asyncio.Event) -> None:
         """A pass now, then one every interval; after a failed pass, retry sooner (backoff)."""
         interval_s = self.settings.interval_s
-        backoff_s = min(FIRST_BACKOFF_S, interval_s)
+        backoff = Backoff(min(FIRST_BACKOFF_S, interval_s), interval_s)
         while not stop.is_set():
             started = time.monotonic()
             report = await self.run_once(self.clock.now_ms())
             if report.failures:
-                await wait_any(stop, timeout_s=backoff_s)
-                backoff_s = min(interval_s, backoff_s * 2)
+                await backoff.wait(stop)
                 continue
-            backoff_s = min(FIRST_BACKOFF_S, interval_s)
+            backoff.succeeded()
             delay_s = interval_s - (time.monotonic() - started)
             await wait_any(stop, timeout_s=max(0.0, delay_s))
 
