@@ -8,14 +8,13 @@ from collections.abc import Callable
 
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.jobs import Lane
-from infinite_scheduler.waits import wait_any
+from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import Failure, RowRef, StoreError
 
 logger = logging.getLogger(__name__)
 
 #: Wait this long after the first outcome so that a flush carries many.
 ACK_INTERVAL_S = 0.002
-MAX_BACKOFF_S = 5.0
 
 
 class Acker:
@@ -32,11 +31,13 @@ class Acker:
         clock: Clock,
         batch_size: int,
         on_retry: Callable[[int], None] = lambda at_ms: None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.batch_size = batch_size
         self.on_retry = on_retry
+        self.backoff = backoff or Backoff(first_s=0.05)
         self._done: dict[str, tuple[Lane, list[RowRef]]] = {}
         self._failed: dict[str, tuple[Lane, list[Failure]]] = {}
         self._pending = 0
@@ -64,7 +65,6 @@ class Acker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until `stop` is set; the engine calls flush() once more after that."""
-        backoff_s = 0.05
         while not stop.is_set():
             await wait_any(stop, self._wake)
             if not self._pending:
@@ -73,16 +73,17 @@ class Acker:
                 await asyncio.sleep(ACK_INTERVAL_S)
             try:
                 await self.flush()
-                backoff_s = 0.05
             except StoreError as exc:
                 logger.warning(
-                    "ack flush failed, %d outcomes kept: %s",
+                    "ack flush failed, %d outcomes kept, retrying in %.1fs: %s",
                     self._pending,
+                    self.backoff.delay_s,
                     exc,
                     extra={"action": "ack", "node": self.node_id},
                 )
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+                await self.backoff.wait(stop)
+                continue
+            self.backoff.succeeded()
 
     async def flush(self) -> None:
         """Write every buffered outcome; on StoreError the unwritten ones stay buffered."""

@@ -1,7 +1,9 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
 
-Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments (the message goes to stderr,
-without a traceback).
+Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, 3 ``shards drop-expired``
+refused to drop unfinished rows (not confirmed, no ``--force``): nothing was dropped. The
+message goes to stderr, without a traceback. 3 is apart from 1 so that a script can tell a
+broken store from a drop that only wants a person's decision.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from infinite_scheduler import __version__, logs
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
 from infinite_scheduler.demo import LatenessWindow, produce, register_examples, show_status
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import ConfigError, SchedulerError
-from infinite_scheduler.shard_commands import shards_main
+from infinite_scheduler.errors import ConfigError, DropRefused, SchedulerError
+from infinite_scheduler.shard_commands import DropOptions, shards_main
 from repos.registry import SqliteUrl
 
 EXIT_OK = 0
 EXIT_STORE = 1
 EXIT_CONFIG = 2
+EXIT_REFUSED = 3
 EXIT_INTERRUPTED = 130
 AppSetup = Callable[[InfiniteScheduler], None]
 NOTHING_TO_RUN = (
@@ -54,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
     if args.command == "shards":
-        return shards(config, args.action, dry_run=args.dry_run, app=args.app)
+        return shards(config, args.action, dry_run=args.dry_run, force=args.force, app=args.app)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
@@ -75,15 +78,32 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     return EXIT_OK
 
 
-def shards(config: SchedulerConfig, action: str, *, dry_run: bool, app: str | None) -> int:
-    """List the shards of every entity type, or drop the expired ones (``--dry-run``: show)."""
+def shards(
+    config: SchedulerConfig, action: str, *, dry_run: bool, force: bool = False, app: str | None
+) -> int:
+    """List the shards of every entity type, or drop the expired ones (``--dry-run``: show).
+
+    Unfinished rows are dropped with ``--force`` or a yes typed at the terminal; with stdin not
+    a terminal and no ``--force``, nothing is dropped (exit 3)."""
     logs.configure("WARNING")  # unfinished rows dropped: a warning on stderr besides the table
+    ask = _ask if sys.stdin is not None and sys.stdin.isatty() else None
+    options = DropOptions(dry_run=dry_run, force=force, ask=ask)
     try:
-        shards_main(config, action, dry_run=dry_run, setup=load_app(app) if app else None)
+        shards_main(config, action, options=options, setup=load_app(app) if app else None)
+    except DropRefused as exc:
+        sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_REFUSED
     except SchedulerError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
         return EXIT_STORE
     return EXIT_OK
+
+
+def _ask(question: str) -> str:
+    try:
+        return input(question)
+    except EOFError:  # the terminal closed: no answer is no
+        return ""
 
 
 async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
@@ -241,11 +261,22 @@ def _parser() -> argparse.ArgumentParser:
     shards_cmd = commands.add_parser("shards", help="list shards or drop expired ones")
     actions = shards_cmd.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="shards, time ranges and rows by status")
-    drop = actions.add_parser("drop-expired", help="drop the shards past retention now")
+    drop = actions.add_parser(
+        "drop-expired",
+        help="drop the shards past retention now",
+        description="Drop the shards past retention now. Shards holding unfinished rows are"
+        " shown first and dropped only on a yes typed at the terminal, or with --force; with"
+        " stdin not a terminal and no --force nothing is dropped and the exit code is 3.",
+    )
     drop.add_argument(
         "--dry-run", action="store_true", help="show what would be dropped; drop nothing"
     )
-    listing.set_defaults(dry_run=False)
+    drop.add_argument(
+        "--force",
+        action="store_true",
+        help="drop shards holding unfinished rows without asking",
+    )
+    listing.set_defaults(dry_run=False, force=False)
     for cmd in (listing, drop):
         cmd.add_argument("--config", metavar="PATH", help=config_help)
         cmd.add_argument(

@@ -32,6 +32,7 @@ from infinite_scheduler.loop_lag import LoopLagMonitor
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
+from infinite_scheduler.waits import Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository, StoreError
 
@@ -64,11 +65,14 @@ class InfiniteScheduler:
         self._stack: AsyncExitStack | None = None
         self._failure: BaseException | None = None
         h = config.handlers
+        # Shared by the loops that retry the store: once one finds it back, all of them go.
+        self._store_back = StoreBack()
         self.acker = Acker(
             node_id=self.node_id,
             clock=self.clock,
             batch_size=config.batch_size,
             on_retry=self._retry_due,
+            backoff=Backoff(0.05, store_back=self._store_back),
         )
         self.dispatcher = Dispatcher(
             acker=self.acker,
@@ -96,6 +100,7 @@ class InfiniteScheduler:
             ahead_ms=int(config.payload_ahead_s * 1000),
             node_id=self.node_id,
             stop=self._stop,
+            backoff=Backoff(store_back=self._store_back),
         )
         self.fetcher: Fetcher | None = None
         self.maintenance: Maintenance | None = None
@@ -233,6 +238,7 @@ class InfiniteScheduler:
             metrics=self.metrics,
             held=self.held,
             on_added=self._wheel_changed.set,
+            backoff=Backoff(store_back=self._store_back),
         )
 
     def _make_maintenance(self) -> Maintenance:

@@ -9,7 +9,8 @@
     │   └── StoreUnavailable       the database cannot be reached at all
     ├── ConfigError                a setting is invalid, or the config file cannot be read
     ├── HandlerMissing             an entity type the engine has no handler for
-    └── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
+    ├── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
+    └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
 engine); they are re-exported here so callers need one import.
@@ -148,6 +149,25 @@ class EngineNotRunning(SchedulerError):
             f"{operation}() needs a running engine: call it inside `async with engine:` "
             f"(to {purpose} without an engine, use the repository's {method}())"
         )
+
+
+class DropRefused(SchedulerError):
+    """Raised by ``shards drop-expired`` when the shards to drop hold unfinished rows and the
+    drop was neither forced (``--force``) nor confirmed by a person; nothing was dropped."""
+
+    def __init__(self, shards: int, unfinished: int, *, asked: bool) -> None:
+        self.shards = shards
+        self.unfinished = unfinished
+        self.asked = asked
+        held = (
+            f"{shards} shard holds" if shards == 1 else f"{shards} shards hold"
+        ) + f" {unfinished} unfinished row{'' if unfinished == 1 else 's'}"
+        why = (
+            "the drop was not confirmed"
+            if asked
+            else "stdin is not a terminal to confirm on; pass --force to drop them anyway"
+        )
+        super().__init__(f"nothing dropped: {held} and {why}")
 
 
 def _problems_of(

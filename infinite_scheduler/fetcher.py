@@ -24,7 +24,7 @@ from infinite_scheduler.decisions import MisfirePolicy, Verdict, misfire_verdict
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
-from infinite_scheduler.waits import wait_any
+from infinite_scheduler.waits import Backoff, wait_any
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, Failure, Status, StoreError
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Poll for room this often while a backlog waits in the database.
 BACKLOG_POLL_S = 0.005
-MAX_BACKOFF_S = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +60,7 @@ class Fetcher:
         metrics: Metrics,
         held: Callable[[], int],
         on_added: Callable[[], None],
+        backoff: Backoff | None = None,
     ) -> None:
         self.lanes = lanes
         self.settings = settings
@@ -70,6 +70,7 @@ class Fetcher:
         self.metrics = metrics
         self.held = held
         self.on_added = on_added
+        self.backoff = backoff or Backoff()
         self.window_end_ms = 0
         self.backlog = False
         self._wake = asyncio.Event()
@@ -87,22 +88,20 @@ class Fetcher:
         return max(0, self.settings.max_held - self.held())
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff_s = 0.1
         while not stop.is_set():
             started = time.monotonic()
             try:
                 await self.fetch_once()
-                backoff_s = 0.1
             except StoreError as exc:
                 logger.warning(
                     "fetch failed, retrying in %.1fs: %s",
-                    backoff_s,
+                    self.backoff.delay_s,
                     exc,
                     extra={"action": "fetch", "node": self.settings.node_id},
                 )
-                await wait_any(stop, self._wake, timeout_s=backoff_s)
-                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+                await self.backoff.wait(stop, self._wake)
                 continue
+            self.backoff.succeeded()
             # Drift-free cadence: the round's own duration comes off the sleep.
             delay_s = self.settings.fetch_interval_s - (time.monotonic() - started)
             if self.backlog:

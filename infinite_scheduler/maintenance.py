@@ -10,6 +10,10 @@ Nothing goes silently: before a shard is dropped its rows are counted, and rows 
 finished are logged with the shard's name and added to
 ``infinite_scheduler_unfinished_rows_dropped_total``. Config validation keeps retention at least
 misfire horizon + lookahead, so no shard the fetcher can still claim from is ever old enough.
+Rows whose status this version does not know (``repos.base.read_status``) are never fired: each
+pass logs them with shard and ids and sets ``infinite_scheduler_rows_unknown_status``; dropped,
+they count as unfinished. A pass that fails for one entity type, whatever the error, is logged
+and retried by the next pass: it never ends maintenance, nor the engine.
 
 One node runs this today. Once nodes share a store, one pass at a time should run under a
 database lock (MySQL ``GET_LOCK('infinite_scheduler:maintenance', 0)``, skip the pass when
@@ -28,8 +32,15 @@ from typing import Any
 
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.waits import wait_any
-from repos.base import ShardInfo, ShardingRepository, ShardPolicy, StoreError
+from infinite_scheduler.waits import Backoff, wait_any
+from repos.base import (
+    ShardInfo,
+    ShardingRepository,
+    ShardPolicy,
+    StoreError,
+    UnknownStatus,
+    status_label,
+)
 from repos.shards import Granularity, bucket_of
 
 logger = logging.getLogger(__name__)
@@ -37,6 +48,8 @@ logger = logging.getLogger(__name__)
 Repo = ShardingRepository[Any, Any]
 #: First wait after a failed pass; it doubles up to the maintenance interval.
 FIRST_BACKOFF_S = 1.0
+#: Ids listed per shard in the warning about rows of unknown status.
+UNKNOWN_IDS_SHOWN = 10
 
 
 def ahead_window(now_ms: int, granularity: Granularity, create_ahead: int) -> tuple[int, int]:
@@ -65,6 +78,8 @@ class EntityReport:
     ensured: tuple[ShardInfo, ...]  #: current and ahead shards, made now or already there
     dropped: tuple[ShardInfo, ...]  #: with their row counts taken just before the drop
     live: int  #: shards left after the pass
+    #: Shards holding rows of unknown status when the pass began (dropped ones included).
+    unknown: tuple[UnknownStatus, ...] = ()
 
     @property
     def unfinished_dropped(self) -> int:
@@ -75,8 +90,8 @@ class EntityReport:
 class MaintenanceReport:
     now_ms: int
     entities: dict[str, EntityReport] = field(default_factory=dict)
-    #: Entity types whose pass stopped on a store error; the next pass does it again.
-    failures: dict[str, StoreError] = field(default_factory=dict)
+    #: Entity types whose pass stopped on an error; the next pass does it again.
+    failures: dict[str, Exception] = field(default_factory=dict)
 
 
 class Maintenance:
@@ -105,33 +120,27 @@ class Maintenance:
     async def run(self, stop: asyncio.Event) -> None:
         """A pass now, then one every interval; after a failed pass, retry sooner (backoff)."""
         interval_s = self.settings.interval_s
-        backoff_s = min(FIRST_BACKOFF_S, interval_s)
+        backoff = Backoff(min(FIRST_BACKOFF_S, interval_s), interval_s)
         while not stop.is_set():
             started = time.monotonic()
             report = await self.run_once(self.clock.now_ms())
             if report.failures:
-                await wait_any(stop, timeout_s=backoff_s)
-                backoff_s = min(interval_s, backoff_s * 2)
+                await backoff.wait(stop)
                 continue
-            backoff_s = min(FIRST_BACKOFF_S, interval_s)
+            backoff.succeeded()
             delay_s = interval_s - (time.monotonic() - started)
             await wait_any(stop, timeout_s=max(0.0, delay_s))
 
     async def run_once(self, now_ms: int) -> MaintenanceReport:
-        """One pass over every entity type; a store error stops that type's pass only."""
+        """One pass over every entity type; an error stops that type's pass only."""
         report = MaintenanceReport(now_ms=now_ms)
         for repo in self.repos:
             name = repo.spec.name
             try:
                 report.entities[name] = await self._maintain(repo, now_ms)
-            except StoreError as exc:
+            except Exception as exc:  # one type's surprise must not end maintenance, nor the engine
                 report.failures[name] = exc
-                logger.warning(
-                    "%s: shard maintenance failed, the next pass retries: %s",
-                    name,
-                    exc,
-                    extra=self._extra(name, shard=exc.shard),
-                )
+                self._log_failure(name, exc)
         self.passes += 1
         return report
 
@@ -152,15 +161,28 @@ class Maintenance:
 
     async def _maintain(self, repo: Repo, now_ms: int) -> EntityReport:
         name = repo.spec.name
+        # Before the drop, so that the ids of such rows in expired shards are named too.
+        unknown = await repo.find_unknown_status(limit=UNKNOWN_IDS_SHOWN)
+        self._warn_unknown(name, unknown)
         # Drop first: after a long stop, the partitioned layout would otherwise make every
         # partition between its newest one and now, only to drop most of them.
         dropped = await self.drop_expired(repo, now_ms)
+        gone = {s.name for s in dropped}
+        self.metrics.unknown_status.labels(name).set(
+            sum(u.count for u in unknown if u.shard not in gone)
+        )
         window = ahead_window(now_ms, repo.policy.granularity, self.settings.create_ahead)
         ensured = await repo.ensure_shards(*window)
         live = len(await repo.list_shards())
         self.metrics.shards_live.labels(name).set(live)
         self._warn_ignored(repo)
-        return EntityReport(entity=name, ensured=tuple(ensured), dropped=tuple(dropped), live=live)
+        return EntityReport(
+            entity=name,
+            ensured=tuple(ensured),
+            dropped=tuple(dropped),
+            live=live,
+            unknown=tuple(unknown),
+        )
 
     def _record_drop(self, entity: str, info: ShardInfo) -> None:
         self.dropped += 1
@@ -169,11 +191,12 @@ class Maintenance:
         if info.unfinished:
             self.metrics.unfinished_dropped.labels(entity).inc(info.unfinished)
             logger.warning(
-                "%s: dropped shard %s with %d unfinished rows (of %d) past retention",
+                "%s: dropped shard %s with %d unfinished rows (of %d: %s) past retention",
                 entity,
                 info.name,
                 info.unfinished,
                 rows,
+                describe_rows(info),
                 extra=self._extra(entity, shard=info.name),
             )
         else:
@@ -184,6 +207,37 @@ class Maintenance:
                 rows,
                 extra=self._extra(entity, shard=info.name),
             )
+
+    def _warn_unknown(self, entity: str, unknown: Sequence[UnknownStatus]) -> None:
+        """Every pass, as long as they are there: such rows wait for a person, never fire."""
+        for found in unknown:
+            logger.warning(
+                "%s: shard %s holds %d %s of a status this version does not know, never"
+                " fired: ids %s",
+                entity,
+                found.shard,
+                found.count,
+                "row" if found.count == 1 else "rows",
+                describe_unknown(found),
+                extra=self._extra(entity, shard=found.shard),
+            )
+
+    def _log_failure(self, entity: str, exc: Exception) -> None:
+        if isinstance(exc, StoreError):
+            logger.warning(
+                "%s: shard maintenance failed, the next pass retries: %s",
+                entity,
+                exc,
+                extra=self._extra(entity, shard=exc.shard),
+            )
+            return
+        logger.error(  # not the store: a bug, so the traceback goes with it
+            "%s: shard maintenance failed unexpectedly, the next pass retries: %r",
+            entity,
+            exc,
+            exc_info=exc,
+            extra=self._extra(entity, shard=getattr(exc, "shard", None)),
+        )
 
     def _warn_ignored(self, repo: Repo) -> None:
         """Once per name and process: the catalogue is read every pass, the name stays."""
@@ -206,3 +260,15 @@ class Maintenance:
             "shard": shard,
             "node": self.settings.node_id,
         }
+
+
+def describe_rows(shard: ShardInfo) -> str:
+    """Rows by status in status order, e.g. ``PENDING=2 DONE=1 status 7=1`` (``-``: none)."""
+    return " ".join(f"{status_label(st)}={n}" for st, n in sorted(shard.rows.items())) or "-"
+
+
+def describe_unknown(found: UnknownStatus) -> str:
+    """The ids listed with their status, e.g. ``3 (status 7), 9 (status 8) and 4 more``."""
+    ids = ", ".join(f"{key} (status {status})" for key, status in found.sample)
+    more = found.count - len(found.sample)
+    return f"{ids} and {more} more" if more > 0 else ids

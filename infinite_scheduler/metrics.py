@@ -84,6 +84,12 @@ class Metrics:
         self.shards_live = Gauge(
             f"{PREFIX}_shards_live", "Shards in the store.", ["entity"], registry=self.registry
         )
+        self.unknown_status = Gauge(
+            f"{PREFIX}_rows_unknown_status",
+            "Rows in live shards whose status this version does not know: never fired.",
+            ["entity"],
+            registry=self.registry,
+        )
 
     def for_entity(self, name: str) -> EntityMetrics:
         counters = (

@@ -19,14 +19,13 @@ from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.dispatch import Dispatcher
 from infinite_scheduler.jobs import Lane
-from infinite_scheduler.waits import wait_any
+from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import ClaimedJob, Failure, StoreError
 
 logger = logging.getLogger(__name__)
 
 #: Look at least this often when nothing is tracked (a claim wakes the loop anyway).
 IDLE_S = 1.0
-MAX_BACKOFF_S = 5.0
 
 
 class PayloadReader:
@@ -41,6 +40,7 @@ class PayloadReader:
         ahead_ms: int,
         node_id: str,
         stop: asyncio.Event,
+        backoff: Backoff | None = None,
     ) -> None:
         self.clock = clock
         self.dispatcher = dispatcher
@@ -56,6 +56,8 @@ class PayloadReader:
         #: The engine's: set, it ends run() and the retries of held-back reads. Given here, not
         #: to run(), because the start-up fetch hands jobs over before the loops start.
         self._stop = stop
+        #: run()'s; each held-back read has another() of its own.
+        self._backoff = backoff or Backoff()
         self.reads = 0
 
     def __repr__(self) -> str:
@@ -93,8 +95,7 @@ class PayloadReader:
 
     async def run(self) -> None:
         """Read each tracked batch once its earliest job is within ahead_ms of now."""
-        stop = self._stop
-        backoff_s = 0.1
+        stop, backoff = self._stop, self._backoff
         while not stop.is_set():
             self._wake.clear()
             horizon_ms = self.clock.now_ms() + self.ahead_ms
@@ -102,12 +103,11 @@ class PayloadReader:
                 for batch in [b for b in self._batches if b[1][0].due_ms < horizon_ms]:
                     await self.read(*batch)
                     self._batches = [b for b in self._batches if b is not batch]
-                backoff_s = 0.1
             except StoreError as exc:
-                self._warn(exc, backoff_s)
-                await wait_any(stop, timeout_s=backoff_s)
-                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+                self._warn(exc, backoff.delay_s)
+                await backoff.wait(stop)
                 continue
+            backoff.succeeded()
             await wait_any(stop, self._wake, timeout_s=self._sleep_s())
 
     async def read(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
@@ -129,17 +129,17 @@ class PayloadReader:
 
     async def _read_then_submit(self, entry: tuple[Lane, list[ClaimedJob]]) -> None:
         lane, jobs = entry
-        backoff_s = 0.1
+        backoff = self._backoff.another()
         while True:
             if self._stop.is_set():
                 return  # stopping: the engine hands these jobs back to the store
             try:
                 await self.read(lane, jobs)
+                backoff.succeeded()
                 break
             except Exception as exc:  # whatever failed, these jobs must not be dropped
-                self._warn(exc, backoff_s)
-                await wait_any(self._stop, timeout_s=backoff_s)
-                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+                self._warn(exc, backoff.delay_s)
+                await backoff.wait(self._stop)
         self._held_back = [e for e in self._held_back if e is not entry]
         for job in jobs:
             if job.payload is None:

@@ -52,6 +52,22 @@ class Status(IntEnum):
 
 #: States a row never leaves: retention may drop them without loss.
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.MISSED})
+#: The known values are contiguous, so "a value this version does not know" is two index
+#: ranges: status < first or status > last (the adapters' unknown-status query binds these).
+STATUS_RANGE = (min(Status).value, max(Status).value)
+_BY_VALUE = {s.value: s for s in Status}
+
+
+def read_status(value: int) -> Status | int:
+    """The Status of a stored value; a value this version does not know (set by hand, by a
+    newer version or by a bug) stays its raw int. Such a row is never claimed (claims take
+    PENDING only), so it counts as unfinished and is reported, never a reason to crash."""
+    return _BY_VALUE.get(value, value)
+
+
+def status_label(status: Status | int) -> str:
+    """``PENDING``, or ``status 7`` for a value this version does not know."""
+    return status.name if isinstance(status, Status) else f"status {status}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +122,7 @@ class StoredRow:
 
     key: int | str
     at_ms: int
-    status: Status
+    status: Status | int  #: the raw int for a value this version does not know (read_status)
     due_ms: int
     attempts: int
     claimed_by: str | None
@@ -123,7 +139,7 @@ class StoredRow:
         return cls(
             key=r[0],
             at_ms=r[1],
-            status=Status(r[2]),
+            status=read_status(r[2]),
             due_ms=r[3],
             attempts=r[4],
             claimed_by=r[5],
@@ -148,15 +164,31 @@ class Failure:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShardInfo:
-    """One live shard. `rows` counts rows by status when asked for, else it is empty."""
+    """One live shard. `rows` counts rows by status when asked for, else it is empty; a status
+    value this version does not know is counted under its raw int (read_status)."""
 
     name: str
     bounds: ShardBounds
-    rows: dict[Status, int]
+    rows: dict[Status | int, int]
 
     @property
     def unfinished(self) -> int:
+        """Rows not finished, an unknown status included: nothing says such a row is done."""
         return sum(n for status, n in self.rows.items() if status not in FINISHED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownStatus:
+    """The rows of one shard whose status this version does not know (read_status)."""
+
+    shard: str
+    count: int  #: all of them
+    sample: tuple[tuple[int | str, int], ...]  #: (id, status) of the lowest ids, up to a limit
+
+    @classmethod
+    def of(cls, shard: str, rows: Sequence[Sequence[Any]], limit: int) -> UnknownStatus:
+        """From the adapters' rows (id, status, count of them all), lowest ids first."""
+        return cls(shard=shard, count=rows[0][2], sample=tuple((r[0], r[1]) for r in rows[:limit]))
 
 
 class ShardingRepository(Protocol[TEntity, TKey]):
@@ -308,6 +340,16 @@ class ShardingRepository(Protocol[TEntity, TKey]):
 
     async def list_shards(self, *, counts: bool = False) -> list[ShardInfo]:
         """Live shards, oldest first; with `counts`, rows by status in each."""
+        ...
+
+    async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
+        """Rows whose status is none of Status, in every live shard.
+
+        One UnknownStatus per shard holding any, oldest shard first: how many, and the id and
+        status of up to `limit` of them, lowest ids first. Such rows are never claimed, fired
+        or finished, so the caller reports them. Cheap enough for every maintenance pass: the
+        adapters read two ranges of the (status, due_at) index (STATUS_RANGE), not the rows.
+        """
         ...
 
     async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:

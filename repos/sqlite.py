@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
+    STATUS_RANGE,
     ClaimedJob,
     DuplicateJob,
     Failure,
@@ -33,6 +34,8 @@ from repos.base import (
     StoredRow,
     StoreError,
     StoreUnavailable,
+    UnknownStatus,
+    read_status,
 )
 from repos.entity import EncodedRow, EntitySpec
 from repos.shards import (
@@ -126,6 +129,10 @@ PAGE = (
 PAGE_STATUS = " AND status = ?"
 PAGE_AFTER = ' AND ("{at}" > ? OR ("{at}" = ? AND "{id}" > ?))'
 COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'
+# Two ranges of the (status, due_at) index, bound to STATUS_RANGE; the count is of them all.
+UNKNOWN_STATUS = """
+SELECT "{id}", status, COUNT(*) OVER () FROM "{table}" WHERE status < ? OR status > ?
+ORDER BY "{id}" LIMIT ?"""
 
 
 class SqliteRepository(Generic[TEntity, TKey]):
@@ -392,6 +399,17 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run("list shards", work)
 
+    async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
+        def work(db: sqlite3.Connection) -> list[UnknownStatus]:
+            args = (*STATUS_RANGE, max(1, limit))  # one row at least, to carry the count
+            per_table = {
+                table: db.execute(self._q(UNKNOWN_STATUS, table), args).fetchall()
+                for table in self._tables(db).values()
+            }
+            return [UnknownStatus.of(t, rows, limit) for t, rows in per_table.items() if rows]
+
+        return await self._run("find unknown status", work)
+
     async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:
         def work(db: sqlite3.Connection) -> list[ShardInfo]:
             dropped = []
@@ -503,7 +521,10 @@ class SqliteRepository(Generic[TEntity, TKey]):
                         stmt = self._q(EXISTING_IDS, table, keys=marks(len(chunk), "?"))
                         for key, status in db.execute(stmt, chunk):
                             return DuplicateJob(
-                                self.spec.name, key, table, status=Status(status).name
+                                self.spec.name,
+                                key,
+                                table,
+                                status=getattr(read_status(status), "name", str(status)),
                             )
                 repeated = _repeated_key(group)
                 if repeated is not None:
@@ -553,8 +574,8 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _count(db: sqlite3.Connection, stmt: str) -> dict[Status, int]:
-    return {Status(status): int(n) for status, n in db.execute(stmt)}
+def _count(db: sqlite3.Connection, stmt: str) -> dict[Status | int, int]:
+    return {read_status(status): int(n) for status, n in db.execute(stmt)}
 
 
 def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:

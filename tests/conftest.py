@@ -8,6 +8,8 @@
 - ``backend``, ``make_repo`` and ``repo``: opened repositories over every adapter (``sqlite``,
   ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``); teardown fails a test that leaves a
   connection checked out.
+- ``raw_sql``: runs a statement on a repository's store behind its back, as a DBA (or a bug,
+  or a newer version) would.
 
 The sqlite params skip until ``repos/sqlite.py`` exists. Test modules reach all of this through
 fixtures only: ``tests`` is not a package, so nothing here is importable at run time.
@@ -18,8 +20,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol, cast
@@ -42,6 +45,7 @@ DEFAULT_POLICY = ShardPolicy()
 
 Repo = ShardingRepository[Any, Any]
 MysqlDatabases = Callable[[], Awaitable[str]]
+RawSql = Callable[[Repo, str], Awaitable[None]]
 
 
 # -- hermetic environment ---------------------------------------------------------------------
@@ -228,3 +232,20 @@ async def make_repo(
 async def repo(make_repo: MakeRepo) -> Repo:
     """An opened repository of the SMS example spec, day shards kept a week."""
     return await make_repo()
+
+
+@pytest.fixture
+def raw_sql() -> RawSql:
+    """``await raw_sql(repo, statement)``: one statement on the repository's store, outside it
+    (SQLite: its own connection to the file; MySQL: the repository's pool, no adapter code)."""
+
+    async def run(repo: Repo, statement: str) -> None:
+        path = getattr(repo, "path", None)
+        if path is not None:
+            with closing(sqlite3.connect(path)) as db:
+                db.execute(statement)
+                db.commit()
+        else:
+            await cast(Any, repo)._ex.execute_ddl("test setup", statement)
+
+    return run

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
+    STATUS_RANGE,
     ClaimedJob,
     DuplicateJob,
     Failure,
@@ -24,6 +25,8 @@ from repos.base import (
     Status,
     StoredRow,
     StoreError,
+    UnknownStatus,
+    read_status,
 )
 from repos.entity import EncodedRow, EntitySpec
 from repos.mysql import sql
@@ -323,6 +326,22 @@ class MysqlRepository(Generic[TEntity, TKey]):
         tallies = await self._count(shards) if counts and shards else {}
         return [_info(s, tallies.get(i, {})) for i, s in enumerate(shards)]
 
+    async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
+        shards = list((await self._refresh()).values())
+        if not shards:
+            return []
+        stmt = " UNION ALL ".join(
+            sql.UNKNOWN_STATUS_PART.format(target=s.target, shard_no=i, **self._fmt)
+            for i, s in enumerate(shards)
+        )
+        args = [*STATUS_RANGE, max(1, limit)] * len(shards)  # a row at least, for the count
+        async with self._ex.transaction("find unknown status") as tx:
+            rows = await tx.fetch_all(stmt, args)
+        by_shard: dict[int, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_shard[row[0]].append(row[1:])
+        return [UnknownStatus.of(shards[i].name, by_shard[i], limit) for i in sorted(by_shard)]
+
     async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:
         live = list((await self._refresh()).values())
         expired = [s for s in live if s.bounds.end_ms <= cutoff_ms]
@@ -408,7 +427,12 @@ class MysqlRepository(Generic[TEntity, TKey]):
         span = self.policy.granularity
         for stored in await self.get(key):
             if bucket_of(stored.at_ms, span) == bounds.start_ms:
-                return DuplicateJob(self.spec.name, key, shard, status=stored.status.name)
+                return DuplicateJob(
+                    self.spec.name,
+                    key,
+                    shard,
+                    status=getattr(stored.status, "name", str(stored.status)),
+                )
         # Not stored: the earlier copy was this call's own, rolled back with it.
         twice = sum(1 for r in rows if r.key == key and bucket_of(r.at_ms, span) == bounds.start_ms)
         return DuplicateJob(self.spec.name, key, shard, in_batch=twice > 1)
@@ -464,19 +488,19 @@ class MysqlRepository(Generic[TEntity, TKey]):
             rows = await tx.fetch_all(stmt, args)
         return [StoredRow.from_row(r, shards[r[10]].name) for r in rows]
 
-    async def _count(self, shards: list[Shard]) -> dict[int, dict[Status, int]]:
+    async def _count(self, shards: list[Shard]) -> dict[int, dict[Status | int, int]]:
         stmt = " UNION ALL ".join(
             sql.COUNT_PART.format(target=s.target, shard_no=i) for i, s in enumerate(shards)
         )
         async with self._ex.transaction("count rows") as tx:
             rows = await tx.fetch_all(stmt)
-        tallies: dict[int, dict[Status, int]] = defaultdict(dict)
+        tallies: dict[int, dict[Status | int, int]] = defaultdict(dict)
         for shard_no, status, n in rows:
-            tallies[shard_no][Status(status)] = int(n)
+            tallies[shard_no][read_status(status)] = int(n)
         return tallies
 
 
-def _info(shard: Shard, rows: dict[Status, int] | None = None) -> ShardInfo:
+def _info(shard: Shard, rows: dict[Status | int, int] | None = None) -> ShardInfo:
     return ShardInfo(name=shard.name, bounds=shard.bounds, rows=rows or {})
 
 

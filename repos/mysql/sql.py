@@ -115,3 +115,8 @@ PAGE_STATUS = " AND status = %s"
 PAGE_TAIL = " ORDER BY `{at}`, `{id}` LIMIT %s"
 
 COUNT_PART = "(SELECT {shard_no} AS shard_no, status, COUNT(*) FROM {target} GROUP BY status)"
+
+# Two ranges of the (status, due_at) index, bound to repos.base.STATUS_RANGE; the count is of
+# every such row of the shard, the LIMIT only cuts the ids listed.
+UNKNOWN_STATUS_PART = """(SELECT {shard_no} AS shard_no, `{id}`, status, COUNT(*) OVER ()
+ FROM {target} WHERE status < %s OR status > %s ORDER BY `{id}` LIMIT %s)"""

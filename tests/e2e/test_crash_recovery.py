@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from repos.base import Status
+from repos.base import Status, status_label
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -75,7 +75,7 @@ async def test_kill_9_and_restart_lose_nothing_and_repeat_only_unacked_fires(
     rows = await store.rows(start, end)
     assert {r.key for r in rows} == set(seeded)
     assert {r.status for r in rows} == {Status.DONE}, sorted(
-        (r.key, r.status.name) for r in rows if r.status is not Status.DONE
+        (r.key, status_label(r.status)) for r in rows if r.status is not Status.DONE
     )[:20]
 
     # 4. Fire-once-now: jobs that fell due while no engine ran fired right after the restart;

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from repos.base import Status
+from repos.base import Status, status_label
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,7 +64,7 @@ async def test_store_outage_mid_run_loses_nothing_and_fires_nothing_twice(
     rows = await store.rows(t0, t0 + 10_000)
     assert {r.key for r in rows} == set(seeded)
     assert {r.status for r in rows} == {Status.DONE}, sorted(
-        (r.key, r.status.name, r.claimed_by) for r in rows if r.status is not Status.DONE
+        (r.key, status_label(r.status), r.claimed_by) for r in rows if r.status is not Status.DONE
     )[:20]
 
     # The outage was real for the engine: it tried to reconnect and was turned away, and it
@@ -110,3 +110,69 @@ async def test_claim_whose_commit_reply_is_lost_still_fires(
     )
     assert len(engine.fires()) == len(seeded)
     assert {r.status for r in await store.rows(t0, t0 + 10_000)} == {Status.DONE}
+
+
+#: Long enough for a backoff doubling from 0.1 s to reach a 5 s cap (0.1 + 0.2 + ... + 3.2).
+LONG_OUTAGE_MS = 9_000
+#: How soon after the store is back the jobs due meanwhile must have fired and been acked.
+BACK_WITHIN_MS = 1_500
+
+
+async def test_after_a_long_outage_work_moves_within_a_second_of_the_store_coming_back(
+    proxied_store: tuple[Store, StoreProxy], engines: Engines, tmp_path: Path, wall: WallClock
+) -> None:
+    """Every loop that waits on the store (fetch, payload reads, acks) retries it often enough
+    that jobs due during a long outage fire, and their outcomes land, right after it ends, not
+    a growing backoff later."""
+    store, proxy = proxied_store
+    # Claims (every 1 s) take jobs due 2-3 s ahead, without their payload (read 0.5 s before
+    # they are due): the last claim before the cut is still unread when it comes, so its jobs
+    # come due waiting for their read, besides the jobs not claimed yet and the acks.
+    text = store.config_path.read_text()
+    assert "lookahead_s = 2\n" in text
+    lookahead = "lookahead_s = 3\npayload_ahead_s = 0.5\n"
+    store.config_path.write_text(text.replace("lookahead_s = 2\n", lookahead))
+    t0 = wall.now_ms()
+    cut_at, restore_at = t0 + 3_000, t0 + 3_000 + LONG_OUTAGE_MS
+    seeded = await store.seed(range(cut_at - 1_000, restore_at + 500, 10))
+    engine = engines.start(store.config_path, tmp_path / "fires.log")
+    await engine.wait_ready()
+
+    await wall.sleep_until(cut_at)
+    await proxy.cut()
+    await wall.sleep_until(restore_at)
+    await proxy.restore()
+    restored_ms = wall.now_ms()
+    due_meanwhile = {i for i, due in seeded.items() if due < restored_ms}
+    span = (t0, restore_at + 1_000)
+    acked_ms = await all_done(
+        store, due_meanwhile, wall, span=span, deadline_ms=restored_ms + 6_000
+    )
+
+    missing = await engine.wait_fired(seeded, timeout_s=5)
+    assert engine.alive(), engine.stderr()[-3000:]
+    assert await engine.stop() == 0, engine.stderr()[-3000:]
+    assert not missing, f"lost {len(missing)}: {sorted(missing)[:20]}"
+    # The scenario happened: each of the three loops met the outage and waited it out.
+    said = {entry["msg"].split(",")[0] for entry in warnings_naming(engine.stderr(), proxy.address)}
+    assert {"fetch failed", "payload read failed", "ack flush failed"} <= said, said
+    fired = {i: fs[0].fired_ms for i, fs in engine.fires_by_id().items()}
+    fired_late_ms = max(fired[i] for i in due_meanwhile) - restored_ms
+    acked_late_ms = acked_ms - restored_ms
+    assert max(fired_late_ms, acked_late_ms) <= BACK_WITHIN_MS, (
+        f"after the store came back, jobs due meanwhile fired up to {fired_late_ms} ms and"
+        f" their acks landed {acked_late_ms} ms later"
+    )
+
+
+async def all_done(
+    store: Store, ids: set[int], wall: WallClock, *, span: tuple[int, int], deadline_ms: int
+) -> int:
+    """Poll the store (directly, not through the proxy) until every row of `ids` (sharding time
+    in `span`) is DONE; return when that was seen, or the deadline."""
+    while True:
+        now = wall.now_ms()
+        done = {r.key for r in await store.rows(*span, Status.DONE)}
+        if ids <= done or now >= deadline_ms:
+            return now
+        await asyncio.sleep(0.05)

@@ -31,6 +31,7 @@ from repos.base import (
     Status,
     StoredRow,
     StoreUnavailable,
+    UnknownStatus,
 )
 from repos.examples import ORDERS, SMS, OrderEntity, SmsEntity
 from repos.registry import Driver, make_repository
@@ -115,7 +116,7 @@ def starts(shards: Iterable[ShardInfo | ShardBounds]) -> list[int]:
     return [(s.bounds if isinstance(s, ShardInfo) else s).start_ms for s in shards]
 
 
-def counts(info: ShardInfo) -> dict[Status, int]:
+def counts(info: ShardInfo) -> dict[Status | int, int]:
     """Rows by status; an adapter may or may not list statuses with no rows."""
     return {status: n for status, n in info.rows.items() if n}
 
@@ -408,6 +409,21 @@ async def test_cancelled_id_stored_again_in_its_shard_names_the_rows_status(
     assert await repo.insert([sms(1, D23 + HOUR, "next day")], now_ms=NOW) == 1
 
 
+async def test_duplicate_of_a_row_of_an_unknown_status_names_the_raw_value(
+    repo: Repo, backend: Backend, raw_sql: Any
+) -> None:
+    await seed(repo, [sms(1, D22 + HOUR, "original")])
+    table = "sms" if backend.layout == "partitioned" and backend.kind == "mysql" else "sms_20261122"
+    await raw_sql(repo, f"UPDATE {table} SET status = 7 WHERE id = 1")
+    with pytest.raises(DuplicateJob) as caught:
+        await repo.insert([sms(1, D22 + 2 * HOUR, "again")], now_ms=NOW)
+    shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
+    assert str(caught.value) == (
+        f"entity 'sms', job 1: id already stored in shard '{shard}' (status 7); "
+        "ids are unique per shard, even for finished rows"
+    )
+
+
 async def test_duplicate_ignored_leaves_the_stored_row_and_does_not_count(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR, "original")])
     [stored] = await repo.get(1)
@@ -637,7 +653,7 @@ async def _claimed_by_two_nodes(repo: Repo) -> tuple[list[ClaimedJob], list[Clai
     return n1, n2
 
 
-async def _state(repo: Repo) -> dict[int | str, tuple[Status, str | None, int]]:
+async def _state(repo: Repo) -> dict[int | str, tuple[Status | int, str | None, int]]:
     return {r.key: (r.status, r.claimed_by, r.attempts) for r in await every_row(repo)}
 
 
@@ -796,6 +812,44 @@ async def test_list_shards_counts_rows_by_status(repo: Repo, backend: Backend) -
     assert (day22.unfinished, counts(day24), day24.unfinished) == (3, {Status.PENDING: 1}, 1)
     assert all(not counts(s) for s in shards if s.bounds.start_ms == D23)
     assert all(s.rows == {} for s in await repo.list_shards())
+
+
+async def test_find_unknown_status_names_rows_this_version_cannot_read_and_never_claims_them(
+    repo: Repo, backend: Backend, raw_sql: Callable[[Repo, str], Awaitable[None]]
+) -> None:
+    await seed(repo, [sms(k, D22 + k) for k in (1, 2, 3, 4)] + [sms(5, D23), sms(6, D24)])
+    assert await repo.find_unknown_status(limit=10) == []
+    d22, d24 = (shard_name(backend, bounds_of(d, Granularity.DAY)) for d in (D22, D24))
+    for key, status, shard in ((4, 7, d22), (2, -1, d22), (3, 9, d22), (6, 7, d24)):
+        table = "sms" if is_partitioned(backend) else shard
+        await raw_sql(repo, f"UPDATE {table} SET status = {status} WHERE id = {key}")
+
+    assert await repo.find_unknown_status(limit=2) == [
+        UnknownStatus(shard=d22, count=3, sample=((2, -1), (3, 9))),
+        UnknownStatus(shard=d24, count=1, sample=((6, 7),)),
+    ]
+    assert [(u.count, u.sample) for u in await repo.find_unknown_status(limit=0)] == [
+        (3, ()),
+        (1, ()),
+    ]
+    assert keys(await claim(repo, "n1", FAR)) == [1, 5]
+    assert await repo.cancel([2, 3, 4, 6]) == 0
+    assert [(r.key, r.status) for r in await every_row(repo)] == [
+        (1, Status.CLAIMED),
+        (2, -1),
+        (3, 9),
+        (4, 7),
+        (5, Status.CLAIMED),
+        (6, 7),
+    ]
+    assert (await one(repo, 4)).status == 7
+    [day22] = [s for s in await repo.list_shards(counts=True) if s.name == d22]
+    assert (counts(day22), day22.unfinished) == ({Status.CLAIMED: 1, -1: 1, 7: 1, 9: 1}, 4)
+    [dropped] = await repo.drop_shards_before(D23)
+    assert (counts(dropped), dropped.unfinished) == (counts(day22), 4)
+    assert await repo.find_unknown_status(limit=2) == [
+        UnknownStatus(shard=d24, count=1, sample=((6, 7),))
+    ]
 
 
 async def test_drop_shards_before_drops_whole_shards_that_ended(repo: Repo) -> None:

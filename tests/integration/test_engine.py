@@ -124,7 +124,7 @@ async def repo(store_url: str) -> AsyncIterator[ShardingRepository[Any, Any]]:
     await repository.close()
 
 
-async def statuses(repo: ShardingRepository[Any, Any], ids: list[int]) -> dict[int, Status]:
+async def statuses(repo: ShardingRepository[Any, Any], ids: list[int]) -> dict[int, Status | int]:
     result = {}
     for i in ids:
         rows = await repo.get(i)

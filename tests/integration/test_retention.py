@@ -23,7 +23,6 @@ from repos.base import Failure, ShardingRepository, ShardPolicy, Status, StoreEr
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 from repos.shards import Granularity
-from repos.sqlite import SqliteRepository
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -63,18 +62,8 @@ async def seed(repo: Repo, *, shards: int, span_ms: int, per_shard: int = 2) -> 
     return [s.name for s in await repo.list_shards()]
 
 
-async def rows_by_shard(repo: Repo) -> dict[str, dict[Status, int]]:
+async def rows_by_shard(repo: Repo) -> dict[str, dict[Status | int, int]]:
     return {s.name: s.rows for s in await repo.list_shards(counts=True)}
-
-
-async def raw_ddl(repo: Repo, statement: str) -> None:
-    """Run a statement behind the repository's back, as a DBA would."""
-    if isinstance(repo, SqliteRepository):
-        with closing(sqlite3.connect(repo.path)) as db:
-            db.execute(statement)
-            db.commit()
-    else:
-        await cast(Any, repo)._ex.execute_ddl("test setup", statement)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 3) -> None:
@@ -233,14 +222,14 @@ async def test_a_drop_failing_half_way_is_finished_by_the_next_pass(make_repo: A
 
 
 async def test_names_that_are_not_shards_are_left_alone_and_warned_about_once(
-    make_repo: Any, backend: Any, caplog: pytest.LogCaptureFixture
+    make_repo: Any, backend: Any, raw_sql: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     repo = await make_repo()
     names = await seed(repo, shards=2, span_ms=DAY)
     if backend.layout == "partitioned":  # a DBA split off a partition for old rows
         first = names[0]
         junk = {"pold"}
-        await raw_ddl(
+        await raw_sql(
             repo,
             f"ALTER TABLE sms REORGANIZE PARTITION {first} INTO (PARTITION pold VALUES LESS THAN"
             f" ({B0}), PARTITION {first} VALUES LESS THAN ({B0 + DAY}))",
@@ -248,7 +237,7 @@ async def test_names_that_are_not_shards_are_left_alone_and_warned_about_once(
     else:
         junk = {"sms_backup", "sms_2026"}
         for table in junk:
-            await raw_ddl(repo, f"CREATE TABLE {table} (x INTEGER)")
+            await raw_sql(repo, f"CREATE TABLE {table} (x INTEGER)")
     m = maintenance([repo])
     with caplog.at_level(logging.WARNING, logger="infinite_scheduler.maintenance"):
         for now_ms in (B0, B0 + DAY, B0 + 100 * DAY):  # the last pass drops every shard
@@ -361,3 +350,155 @@ async def test_the_engine_drops_expired_and_makes_ahead_shards_at_start_up(
         == 3
     )
     assert engine.maintenance is not None and engine.maintenance.passes == 1
+
+
+async def set_status(raw_sql: Any, repo: Repo, backend: Any, key: int, status: int) -> None:
+    """What a hand-written UPDATE, a newer version or a bug leaves behind."""
+    [row] = await repo.get(key)
+    table = "sms" if backend.layout == "partitioned" else row.shard
+    await raw_sql(repo, f"UPDATE {table} SET status = {status} WHERE id = {key}")
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[tuple[str | None, str]]:
+    return [
+        (cast(Any, r).shard, r.getMessage())
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "infinite_scheduler.maintenance"
+    ]
+
+
+async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_unfinished(
+    make_repo: Any, backend: Any, raw_sql: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = await make_repo()
+    await repo.insert([sms(i, B0 + 1000 + i) for i in range(1, 5)], now_ms=B0)
+    await repo.insert([sms(i, B0 + 8 * DAY + i) for i in (10, 11, 12)], now_ms=B0)
+    await set_status(raw_sql, repo, backend, 3, 7)  # in the shard that expires
+    await set_status(raw_sql, repo, backend, 11, 9)  # in a live one
+    await set_status(raw_sql, repo, backend, 10, -1)
+    [expired, live] = [(await repo.get(key))[0].shard for key in (3, 11)]
+    m = maintenance([repo])
+    now = B0 + DAY + repo.policy.retention_ms  # the first shard has just expired
+
+    with caplog.at_level(logging.INFO, logger="infinite_scheduler.maintenance"):
+        report = await m.run_once(now)
+    assert not report.failures
+    [dropped] = report.entities["sms"].dropped
+    assert dropped.name == expired
+    assert dropped.rows == {Status.PENDING: 3, 7: 1} and dropped.unfinished == 4
+    assert sample(m, "unfinished_rows_dropped_total") == 4
+    assert sample(m, "rows_unknown_status") == 2  # the live shard's; the dropped one is gone
+    assert warnings_of(caplog) == [
+        (
+            expired,
+            f"sms: shard {expired} holds 1 row of a status this version does not know,"
+            " never fired: ids 3 (status 7)",
+        ),
+        (
+            live,
+            f"sms: shard {live} holds 2 rows of a status this version does not know,"
+            " never fired: ids 10 (status -1), 11 (status 9)",
+        ),
+        (
+            expired,
+            f"sms: dropped shard {expired} with 4 unfinished rows (of 4: PENDING=3 status 7=1)"
+            " past retention",
+        ),
+    ]
+
+    # get and page read such rows as they are, and the next pass names them again.
+    assert [r.status for r in await repo.get(11)] == [9]
+    page = await repo.page(start_ms=B0, end_ms=B0 + 9 * DAY)
+    assert [(r.key, r.status) for r in page] == [(10, -1), (11, 9), (12, Status.PENDING)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="infinite_scheduler.maintenance"):
+        assert not (await m.run_once(now + 1)).failures
+    assert [shard for shard, _ in warnings_of(caplog)] == [live]
+    assert sample(m, "rows_unknown_status") == 2
+
+
+class Surprising:
+    """A repository whose first drop raises what no store error covers (the ValueError an
+    unknown status used to raise in the count before a drop)."""
+
+    def __init__(self, repo: Repo) -> None:
+        self._repo = repo
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+    async def drop_shards_before(self, cutoff_ms: int) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("7 is not a valid Status")
+        return await self._repo.drop_shards_before(cutoff_ms)
+
+
+async def test_an_unexpected_error_fails_one_pass_and_the_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = make_repository(f"sqlite:///{tmp_path / 'store.db'}", SMS, ShardPolicy())
+    await repo.open()
+    try:
+        await seed(repo, shards=1, span_ms=DAY)
+        surprising = Surprising(repo)
+        m = maintenance([surprising], interval_s=0.05)
+        cast(FakeClock, m.clock).advance(DAY + repo.policy.retention_ms)
+        stop = asyncio.Event()
+        with caplog.at_level(logging.WARNING, logger="infinite_scheduler.maintenance"):
+            task = asyncio.create_task(m.run(stop))
+            await eventually(lambda: sample(m, "shards_dropped_total") == 1)
+        assert not task.done(), "the maintenance loop died"
+        stop.set()
+        async with asyncio.timeout(3):
+            await task
+    finally:
+        await repo.close()
+    assert surprising.calls == 2
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage() == (
+        "sms: shard maintenance failed unexpectedly, the next pass retries:"
+        " ValueError('7 is not a valid Status')"
+    )
+    assert cast(Any, error).entity == "sms" and error.exc_info is not None
+
+
+async def test_the_engine_keeps_running_over_rows_of_an_unknown_status(
+    store_url: str, raw_sql: Any
+) -> None:
+    config = load_config(
+        None,
+        store={"url": store_url},
+        metrics_port=0,
+        fetch_interval_s=0.2,
+        lookahead_s=0.6,
+        misfire_horizon_s=3600,
+        shards={"retention_s": 86_400, "create_ahead": 1, "maintenance_interval_s": 0.1},
+    )
+    now = B0 + 10 * DAY + 3_600_000
+    seeder = make_repository(store_url, SMS, config.shard_policy)
+    await seeder.open()
+    try:
+        await seeder.insert([sms(i, B0 + i) for i in range(3)], now_ms=B0)  # long expired
+        await seeder.insert([sms(7, now + DAY)], now_ms=now)  # live, not due yet
+        for key, day in ((1, 0), (7, 11)):
+            table = f"sms_{datetime.fromtimestamp((B0 + day * DAY) / 1000, UTC):%Y%m%d}"
+            await raw_sql(seeder, f"UPDATE {table} SET status = 7 WHERE id = {key}")
+        engine = InfiniteScheduler(config, clock=FakeClock(now))
+        engine.register(SMS, lambda ctx: None)
+
+        def gauge(name: str) -> float | None:
+            return engine.metrics.registry.get_sample_value(
+                f"infinite_scheduler_{name}", {"entity": "sms"}
+            )
+
+        async with engine:
+            await eventually(lambda: gauge("rows_unknown_status") == 1)
+            await eventually(
+                lambda: engine.maintenance is not None and engine.maintenance.passes > 2
+            )
+            assert not engine.stopping.is_set(), "the engine stopped"
+    finally:
+        await seeder.close()
+    assert gauge("unfinished_rows_dropped_total") == 3

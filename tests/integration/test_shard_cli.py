@@ -82,10 +82,36 @@ async def seeded(store_url: str, tmp_path: Path) -> AsyncIterator[Seeded]:
 
 
 def shards(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a script runs it: stdin is not a terminal."""
     env = {**os.environ, "PYTHONPATH": str(cwd)} if cwd else None
     return subprocess.run(
-        [*CLI, "shards", *args], capture_output=True, text=True, timeout=20, cwd=cwd, env=env
+        [*CLI, "shards", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
+
+
+def shards_at_a_terminal(answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as a person runs it: stdin is a terminal (a pty), where `answer` is typed."""
+    terminal, stdin = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, "shards", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(stdin)
+        os.write(terminal, f"{answer}\n".encode())
+        out, err = proc.communicate(timeout=20)
+    finally:
+        os.close(terminal)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def line_of(out: str, name: str) -> str:
@@ -117,14 +143,14 @@ def test_drop_expired_dry_run_drops_nothing_and_a_real_run_drops_only_expired(
     assert seeded.live not in dry.stdout
     assert seeded.expired in shards("list", "--config", config).stdout  # still there
 
-    real = shards("drop-expired", "--config", config)
+    real = shards("drop-expired", "--config", config, "--force")
     assert real.returncode == 0, real.stderr
-    assert f"dropped {seeded.expired}" in real.stdout
+    assert f"dropped {seeded.expired}" in real.stdout and "would drop" not in real.stdout
     assert seeded.expired in real.stderr and "2 unfinished rows" in real.stderr  # the warning
     after = shards("list", "--config", config).stdout
     assert seeded.expired not in after and "sms: 1 shard " in after and seeded.live in after
     again = shards("drop-expired", "--config", config)
-    assert "sms: dropped 0 shards" in again.stdout
+    assert again.returncode == 0 and "sms: dropped 0 shards" in again.stdout
 
 
 async def test_app_option_lists_the_apps_own_entity_types(store_url: str, tmp_path: Path) -> None:
@@ -160,3 +186,100 @@ def test_bad_config_exits_2_and_a_missing_sqlite_file_is_not_created(tmp_path: P
     proc = shards("list", "--config", str(write_config(tmp_path, f"sqlite:///{missing}")))
     assert proc.returncode == 0 and "no store at" in proc.stdout
     assert not missing.parent.exists()
+
+
+REFUSED = (
+    "infinite-scheduler: nothing dropped: 1 shard holds 2 unfinished rows and stdin is not a"
+    " terminal to confirm on; pass --force to drop them anyway\n"
+)
+
+
+def test_drop_expired_without_a_terminal_refuses_unfinished_rows_unless_forced(
+    seeded: Seeded,
+) -> None:
+    config = str(seeded.config)
+    before = shards("list", "--config", config).stdout
+    refused = shards("drop-expired", "--config", config)
+    assert (refused.returncode, refused.stderr) == (3, REFUSED)
+    assert "sms: would drop 1 shard ending at or before" in refused.stdout
+    assert line_of(refused.stdout, seeded.expired).split()[-4:] == ["3", "2", "PENDING=2", "DONE=1"]
+    assert "1 shard holding 2 unfinished rows: never fired, or never finished\n" in refused.stdout
+    assert "sms: dropped" not in refused.stdout
+    assert shards("list", "--config", config).stdout == before  # shards and rows as they were
+
+    forced = shards("drop-expired", "--config", config, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert line_of(forced.stdout, seeded.expired).split()[:2] == ["dropped", seeded.expired]
+    assert "2 unfinished rows (of 3: PENDING=2 DONE=1)" in forced.stderr  # counted and logged
+    assert seeded.expired not in shards("list", "--config", config).stdout
+
+
+@pytest.mark.parametrize(
+    ("answer", "dropped"), [("y", True), (" YES ", True), ("n", False), ("", False)]
+)
+def test_drop_expired_at_a_terminal_asks_and_drops_only_on_yes(
+    seeded: Seeded, answer: str, dropped: bool
+) -> None:
+    config = str(seeded.config)
+    proc = shards_at_a_terminal(answer, "drop-expired", "--config", config)
+    assert "1 shard holding 2 unfinished rows: never fired, or never finished\n" in proc.stdout
+    assert "Drop 1 shard holding 2 unfinished rows? [y/N] " in proc.stdout
+    listed = shards("list", "--config", config).stdout
+    if dropped:
+        assert proc.returncode == 0, proc.stderr
+        assert line_of(proc.stdout, f"dropped {seeded.expired}")
+        assert seeded.expired not in listed
+    else:
+        assert (proc.returncode, proc.stderr) == (
+            3,
+            "infinite-scheduler: nothing dropped: 1 shard holds 2 unfinished rows and the drop"
+            " was not confirmed\n",
+        )
+        assert line_of(listed, seeded.expired).split()[3:] == ["3", "2", "PENDING=2", "DONE=1"]
+
+
+async def test_drop_expired_drops_shards_of_finished_rows_without_asking(
+    store_url: str, tmp_path: Path
+) -> None:
+    repo = make_repository(store_url, SMS, ShardPolicy())
+    await repo.open()
+    try:
+        old_ms = time.time_ns() // 1_000_000 - 10 * DAY
+        await repo.insert([sms(i, old_ms + i) for i in range(3)], now_ms=old_ms)
+        jobs = await repo.claim_due(
+            "n", now_ms=old_ms, before_ms=old_ms + 3, since_ms=old_ms, limit=3
+        )
+        await repo.mark_done("n", [job.ref for job in jobs], fired_at_ms=old_ms)
+        [expired] = [s.name for s in await repo.list_shards()]
+    finally:
+        await repo.close()
+    proc = shards("drop-expired", "--config", str(write_config(tmp_path, store_url)))
+    assert proc.returncode == 0, proc.stderr
+    assert line_of(proc.stdout, expired).split()[:2] == ["dropped", expired]
+    assert "would drop" not in proc.stdout and "Drop " not in proc.stdout
+
+
+async def test_list_shows_rows_of_a_status_this_version_does_not_know(
+    seeded: Seeded, store_url: str, raw_sql: Any
+) -> None:
+    repo = make_repository(store_url, SMS, ShardPolicy())
+    await repo.open()
+    try:
+        await raw_sql(repo, f"UPDATE {seeded.expired} SET status = 7 WHERE id = 1")
+    finally:
+        await repo.close()
+    proc = shards("list", "--config", str(seeded.config))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert line_of(proc.stdout, f"{seeded.expired} ").split()[3:] == [
+        "3",
+        "2",
+        "PENDING=1",
+        "DONE=1",
+        "status",
+        "7=1",
+    ]
+    assert (
+        f"  {seeded.expired}: 1 row of a status this version does not know, never fired:"
+        " ids 1 (status 7)\n"
+    ) in proc.stdout
+    assert "total 7 rows, 6 unfinished" in proc.stdout
