@@ -105,17 +105,16 @@ class Acker:
         while done:
             name, (lane, refs) = next(iter(done.items()))
             await lane.repo.mark_done(self.node_id, refs, fired_at_ms=now_ms)
-            lane.in_hand.difference_update([(r.key, r.at_ms) for r in refs])
+            lane.in_hand.difference_update(refs)  # a RowRef equals its (key, at_ms)
             del done[name]
             self._written(len(refs))
         while failed:
             name, (lane, failures) = next(iter(failed.items()))
             # A retried row is PENDING again the moment this commits, and a fetch of this
             # node may claim it before this coroutine resumes: it must not look held then.
-            retried = [(f.ref.key, f.ref.at_ms) for f in failures if f.retry_at_ms is not None]
-            lane.in_hand.difference_update(retried)
+            lane.in_hand.difference_update([f.ref for f in failures if f.retry_at_ms is not None])
             await lane.repo.mark_failed(self.node_id, failures, now_ms=now_ms)
-            lane.in_hand.difference_update([(f.ref.key, f.ref.at_ms) for f in failures])
+            lane.in_hand.difference_update([f.ref for f in failures])
             del failed[name]
             self._written(len(failures))
             for f in failures:

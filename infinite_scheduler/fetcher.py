@@ -184,12 +184,13 @@ class Fetcher:
         threshold_ms = self.settings.misfire_threshold_ms
         due_now, waiting = [], []
         for job in jobs:
-            verdict = misfire_verdict(job.due_ms, now_ms, policy, threshold_ms)
-            if verdict is Verdict.WAIT and wheel.add(wheel_key(wheel, job), job.due_ms, job):
+            # The wheel refuses a job already due by its time (never later than now_ms): only
+            # those need the verdict, which is then FIRE_NOW or MISSED.
+            if wheel.add(wheel_key(wheel, job), job.due_ms, job):
                 waiting.append(job)
-            elif verdict is Verdict.MISSED:
+            elif misfire_verdict(job.due_ms, now_ms, policy, threshold_ms) is Verdict.MISSED:
                 self._mark_missed(lane, job, now_ms)
-            else:  # due, or the wheel's time passed its due time meanwhile
+            else:
                 due_now.append(job)
         if due_now:
             self.payloads.hand_over(lane, due_now)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from repos.entity import EncodedRow as EncodedRow
 from repos.entity import EntitySpec as EntitySpec
@@ -78,9 +78,12 @@ class ShardPolicy:
     retention_ms: int = 7 * 86_400_000
 
 
-@dataclass(frozen=True, slots=True)
-class RowRef:
-    """Names one stored row: its id and its sharding time (which picks the shard)."""
+class RowRef(NamedTuple):
+    """Names one stored row: its id and its sharding time (which picks the shard).
+
+    A tuple, not a dataclass: one is made per fired job for its ack, and a frozen dataclass
+    cost ten times as much to build and to hash. It equals the plain ``(key, at_ms)`` tuple.
+    """
 
     key: int | str
     at_ms: int
