@@ -60,7 +60,7 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
         run_loop(_serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_STORE
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STORE
     return EXIT_OK
 
 

@@ -145,6 +145,10 @@ class InfiniteScheduler:
         if missing:
             raise HandlerMissing(missing)
         async with AsyncExitStack() as stack:
+            # First: a port already taken must stop the start before any store is opened
+            # or any job claimed (claims would only be handed back by the next start).
+            self.metrics.serve(self.config.metrics_port)
+            stack.callback(self.metrics.shutdown)
             now_ms = self.clock.now_ms()
             for lane in self._lanes.values():
                 await lane.repo.open()
@@ -158,8 +162,6 @@ class InfiniteScheduler:
             await self.fetcher.fetch_once()
             self._start_loops()
             stack.push_async_callback(self._shutdown)
-            self.metrics.serve(self.config.metrics_port)
-            stack.callback(self.metrics.shutdown)
             self._stack = stack.pop_all()
         return self
 

@@ -8,6 +8,7 @@
     ├── StoreError                 the database refused or failed a statement
     │   └── StoreUnavailable       the database cannot be reached at all
     ├── ConfigError                a setting is invalid, or the config file cannot be read
+    │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     └── HandlerMissing             an entity type the engine has no handler for
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
@@ -16,6 +17,7 @@ engine); they are re-exported here so callers need one import.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +115,20 @@ class ConfigError(SchedulerError):
         for detail in exc.errors(include_url=False):
             problems.extend(_problems_of(detail, source_of, model))
         return cls(problems)
+
+
+class PortUnavailable(ConfigError):
+    """Raised on entering the engine when the port of `key` cannot be listened on (another
+    process holds it, or no permission): before any store is opened or any job claimed."""
+
+    def __init__(self, key: str, port: int, cause: OSError) -> None:
+        self.key = key
+        self.port = port
+        self.cause = cause
+        reason = "port already in use" if cause.errno == errno.EADDRINUSE else "cannot listen"
+        reason += f" ({cause}); free it or choose another port (0 turns the endpoint off)"
+        self.errors = [ConfigProblem(key=key, value=str(port), source="listen", reason=reason)]
+        SchedulerError.__init__(self, f"{key} = {port}: {reason}")
 
 
 class HandlerMissing(SchedulerError):

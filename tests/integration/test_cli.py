@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,27 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "lookahead_s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_metrics_port_in_use_exits_2_with_one_line_and_opens_no_store(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"sqlite:///{db}", metrics_port=port)
+        proc = subprocess.run(
+            [*CLI, "run", "--config", str(config), "--demo"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"infinite-scheduler: metrics_port = {port}: port already in use ([Errno 98] Address "
+        "already in use); free it or choose another port (0 turns the endpoint off)\n"
+    )
+    assert not db.exists()  # the demo would have created it: the store was never opened
 
 
 def test_demo_fires_jobs_serves_metrics_and_exits_0_on_sigint(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pytest
 
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import HandlerMissing
+from infinite_scheduler.errors import HandlerMissing, PortUnavailable
 from infinite_scheduler.jobs import JobContext
 from repos.base import ShardingRepository, Status
 from repos.entity import EntitySpec
@@ -361,6 +362,45 @@ async def test_missing_handler_is_refused_at_start_and_nothing_changes(
             pass
     [row] = await repo.get(1)
     assert row.status is Status.PENDING and row.attempts == 0
+
+
+class OpenSpy:
+    """The real repository, counting open() calls."""
+
+    def __init__(self, repo: ShardingRepository[Any, Any]) -> None:
+        self.repo = repo
+        self.opened = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+    async def open(self) -> None:
+        self.opened += 1
+        await self.repo.open()
+
+
+async def test_metrics_port_in_use_stops_the_start_before_any_store_opens(
+    engine_factory: EngineFactory, repo: Any, store_url: str
+) -> None:
+    ids = list(range(1, 6))
+    await repo.insert([sms(i, now() - timedelta(seconds=1)) for i in ids], now_ms=now_ms())
+    spy = OpenSpy(make_repository(store_url, SMS, repo.policy))
+    recorder = Recorder()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        engine = engine_factory(handler=recorder, repository=spy, metrics_port=port)
+        with pytest.raises(PortUnavailable) as caught:
+            async with engine:
+                pass
+    assert str(caught.value) == (
+        f"metrics_port = {port}: port already in use ([Errno 98] Address already in use); "
+        "free it or choose another port (0 turns the endpoint off)"
+    )
+    assert spy.opened == 0 and recorder.fires == []
+    rows = [(await repo.get(i))[0] for i in ids]
+    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
 
 
 # -- payloads read shortly before the job is due ---------------------------------------------
