@@ -1,7 +1,7 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
 
-Exit codes: 0 ok, 1 store error, 2 bad configuration (the message goes to stderr, without a
-traceback).
+Exit codes: 0 ok, 1 store error, 2 bad configuration, 130 interrupted by SIGINT before the
+engine was running (the message goes to stderr, without a traceback).
 """
 
 from __future__ import annotations
@@ -137,19 +137,26 @@ def on_stop_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where installed, else the default asyncio loop.
+    """uvloop where installed, else the default asyncio loop; SIGINT exits with code 130.
 
     What is alive by now (modules, config, the user's app) lives as long as the process:
     gc.freeze() takes it out of every later full collection, each of which otherwise stalls
     the loop, hence every fire due meanwhile, ~30 ms here (W3's max lateness).
     """
-    gc.freeze()
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        gc.freeze()
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main)
+        else:
+            uvloop.run(main)
+    except KeyboardInterrupt:
+        # SIGINT while on_stop_signals is not installed (start-up, or after a stop began): the
+        # runner cancelled `main`, which closed what it had opened; the next start recovers
+        # any claim left behind.
+        sys.stderr.write("infinite-scheduler: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:

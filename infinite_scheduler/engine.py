@@ -136,6 +136,7 @@ class InfiniteScheduler:
             pool_size=store.pool_size,
             pool_recycle_s=store.pool_recycle_s,
             batch_size=self.config.batch_size,
+            connect_timeout_s=store.connect_timeout_s,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------

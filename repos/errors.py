@@ -88,18 +88,35 @@ class StoreError(SchedulerError):
         self.cause = cause
         self.shard = shard
         where = f" on shard {shard!r}" if shard else ""
-        super().__init__(f"{operation}{where} failed: {_describe(cause)}")
+        super().__init__(f"{operation}{where} failed: {self._explain()}")
+
+    def _explain(self) -> str:
+        return _describe(self.cause)
 
 
 class StoreUnavailable(StoreError):
     """Raised when the database cannot be reached (refused, timed out, lost mid-statement).
 
-    Transient: the engine's loops retry with backoff rather than stop.
+    Transient: the engine's loops retry with backoff rather than stop. `timeout_s` is set when
+    the connect (TCP, handshake and login) got no answer within that many seconds.
     """
 
-    def __init__(self, operation: str, cause: BaseException, *, address: str) -> None:
+    def __init__(
+        self,
+        operation: str,
+        cause: BaseException,
+        *,
+        address: str,
+        timeout_s: float | None = None,
+    ) -> None:
         self.address = address
+        self.timeout_s = timeout_s
         super().__init__(f"{operation} ({address} unreachable)", cause)
+
+    def _explain(self) -> str:
+        if self.timeout_s is not None:
+            return f"timed out after {self.timeout_s:g} s"
+        return super()._explain()
 
 
 def _describe(cause: BaseException) -> str:

@@ -74,8 +74,12 @@ def make_repository(
     pool_size: int = 10,
     pool_recycle_s: int = 3600,
     batch_size: int = 1000,
+    connect_timeout_s: float = 5.0,
 ) -> ShardingRepository[Any, Any]:
-    """Build (not open) the adapter that serves `url` for one entity type."""
+    """Build (not open) the adapter that serves `url` for one entity type.
+
+    `connect_timeout_s` bounds a MySQL connect as a whole, handshake included.
+    """
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite import SqliteRepository
@@ -92,4 +96,5 @@ def make_repository(
         pool_size=pool_size,
         pool_recycle_s=pool_recycle_s,
         batch_size=batch_size,
+        connect_timeout_s=connect_timeout_s,
     )

@@ -5,6 +5,7 @@
 - ``mysql_databases`` / ``mysql_database``: fresh MariaDB databases ``ist_<8 hex>``, dropped at
   teardown. MariaDB unreachable: the test fails under ``CI=true`` and is skipped otherwise.
 - ``store_url``: a URL for a fresh, empty store, parametrised ``sqlite`` / ``mysql``.
+- ``silent_server``: a TCP server on 127.0.0.1 that accepts connections and never answers.
 - ``backend``, ``make_repo`` and ``repo``: opened repositories over every adapter (``sqlite``,
   ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``); teardown fails a test that leaves a
   connection checked out.
@@ -15,6 +16,7 @@ fixtures only: ``tests`` is not a package, so nothing here is importable at run 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import secrets
@@ -119,6 +121,48 @@ async def mysql_databases() -> AsyncIterator[MysqlDatabases]:
 async def mysql_database(mysql_databases: MysqlDatabases) -> str:
     """One fresh database name on the shared MariaDB, dropped after the test."""
     return await mysql_databases()
+
+
+# -- a server that never answers ------------------------------------------------------------
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte: a MySQL server that never
+    greets (wedged, or a proxy whose backend hangs). `accepted` counts the connections."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = 0
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, MYSQL_HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._writers.append(writer)  # held open, silent, until close()
+        self.connected.set()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[SilentServer]:
+    server = SilentServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 # -- stores and repositories ------------------------------------------------------------------

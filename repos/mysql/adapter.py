@@ -65,7 +65,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         pool_size: int = 10,
         pool_recycle_s: int = 3600,
         batch_size: int = 1000,
-        connect_timeout_s: int = 5,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy

@@ -60,7 +60,7 @@ class Executor:
         driver: Driver = "asyncmy",
         pool_size: int = 10,
         pool_recycle_s: int = 3600,
-        connect_timeout_s: int = 5,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.driver = driver
@@ -74,12 +74,12 @@ class Executor:
         if self._pool is not None:
             return
         try:
-            self._pool = await self._create_pool(self.url.database)
-        except Exception as exc:
-            if error_code(exc) != UNKNOWN_DATABASE:
-                raise self._translate("connect", exc) from exc
+            self._pool = await self._connect(self.url.database)
+        except StoreError as exc:
+            if error_code(exc.cause) != UNKNOWN_DATABASE:
+                raise
             await self._create_database()
-            self._pool = await self._create_pool(self.url.database)
+            self._pool = await self._connect(self.url.database)
 
     async def close(self) -> None:
         if self._pool is None:
@@ -149,6 +149,23 @@ class Executor:
         async with self.transaction(operation, shard=shard) as tx:
             await tx.execute(sql)
 
+    async def _connect(self, database: str | None) -> Any:
+        """The pool, its first connection made, within connect_timeout_s in all.
+
+        The drivers' own connect_timeout bounds the TCP connect only: a peer that accepts and
+        never sends the server greeting (a wedged server, a proxy with no backend) would hang
+        the handshake read for minutes.
+        """
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                return await self._create_pool(database)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                "connect", exc, address=self.url.address, timeout_s=self._connect_timeout_s
+            ) from exc
+        except Exception as exc:
+            raise self._translate("connect", exc) from exc
+
     async def _create_pool(self, database: str | None) -> Any:
         kwargs: dict[str, Any] = {
             "host": self.url.host,
@@ -175,10 +192,7 @@ class Executor:
         return await asyncmy.create_pool(**kwargs)
 
     async def _create_database(self) -> None:
-        try:
-            pool = await self._create_pool(None)
-        except Exception as exc:
-            raise self._translate("connect", exc) from exc
+        pool = await self._connect(None)
         try:
             async with pool.acquire() as conn, conn.cursor() as cursor:
                 await cursor.execute(

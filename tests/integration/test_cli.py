@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,11 +11,21 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from subprocess import PIPE
+from typing import Protocol
 
 import pytest
 
 pytestmark = pytest.mark.timeout(60)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
+
+
+class SilentServer(Protocol):
+    """tests/conftest.py's `silent_server`: accepts connections on 127.0.0.1, never answers."""
+
+    port: int
+    accepted: int
+    connected: asyncio.Event
 
 
 def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
@@ -33,6 +44,30 @@ def test_unreachable_store_at_start_is_a_clear_error_naming_host_and_port(tmp_pa
     assert proc.returncode == 1
     assert "127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_sigint_during_a_hung_start_exits_130_with_one_line(
+    tmp_path: Path, silent_server: SilentServer
+) -> None:
+    config = write_config(tmp_path, f"mysql://root@127.0.0.1:{silent_server.port}/jobs")
+    with config.open("a") as toml:
+        toml.write("connect_timeout_s = 60\n")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "run", "--config", str(config), "--demo", stdout=PIPE, stderr=PIPE
+    )
+    try:
+        async with asyncio.timeout(20):
+            await silent_server.connected.wait()  # start-up now waits for a greeting
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130
+    assert err.decode() == "infinite-scheduler: interrupted\n"
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
