@@ -1,4 +1,5 @@
-"""The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
+"""The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired`` and
+``store init``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration, 130 interrupted by SIGINT before the
 engine was running (the message goes to stderr, without a traceback).
@@ -19,11 +20,17 @@ from typing import Any, cast
 
 from infinite_scheduler import __version__, logs
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
-from infinite_scheduler.demo import LatenessWindow, produce, register_examples, show_status
+from infinite_scheduler.demo import (
+    LatenessWindow,
+    demo_config,
+    produce,
+    register_examples,
+    show_status,
+)
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import ConfigError, SchedulerError
 from infinite_scheduler.shard_commands import shards_main
-from repos.registry import SqliteUrl
+from repos.registry import SqliteUrl, create_store
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -44,12 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
     if args.command == "shards":
         return shards(config, args.action, dry_run=args.dry_run, app=args.app)
+    if args.command == "store":
+        return store_init(config)
     sys.stdout.write(f"{args.config or 'config.toml'}: configuration is valid\n")
     return EXIT_OK
 
 
 def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | None = None) -> int:
     """Run the engine until SIGINT/SIGTERM; a second signal exits at once."""
+    if demo:
+        config = demo_config(config)
     sys.stdout.write(summary(config, config_path=config_path, demo=demo))
     if config.metrics_port:
         sys.stdout.write(f"  metrics  http://127.0.0.1:{config.metrics_port}/metrics\n")
@@ -73,6 +84,24 @@ def shards(config: SchedulerConfig, action: str, *, dry_run: bool, app: str | No
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
         return EXIT_STORE
     return EXIT_OK
+
+
+def store_init(config: SchedulerConfig) -> int:
+    """Create the configured store (MySQL database or SQLite file) unless it exists; say which."""
+    try:
+        run_loop(_store_init(config))
+    except SchedulerError as exc:
+        sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_STORE
+    return EXIT_OK
+
+
+async def _store_init(config: SchedulerConfig) -> None:
+    store = config.store
+    done = await create_store(
+        config.store_url, driver=store.driver, connect_timeout_s=store.connect_timeout_s
+    )
+    sys.stdout.write(f"{done}\n")
 
 
 async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
@@ -208,6 +237,12 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be dropped; drop nothing"
     )
     listing.set_defaults(dry_run=False)
+    store_cmd = commands.add_parser("store", help="create the configured store")
+    store_actions = store_cmd.add_subparsers(dest="action", required=True)
+    init = store_actions.add_parser(
+        "init", help="create the MySQL database or the SQLite file (and directory) if missing"
+    )
+    init.add_argument("--config", metavar="PATH", help=config_help)
     for cmd in (listing, drop):
         cmd.add_argument("--config", metavar="PATH", help=config_help)
         cmd.add_argument(

@@ -93,6 +93,7 @@ class StoreConfig(_Section):
     pool_size: PositiveInt = 10
     pool_recycle_s: PositiveInt = 3600
     connect_timeout_s: PositiveFloat = 5.0
+    create_missing: bool = False
 
     @field_validator("url")
     @classmethod

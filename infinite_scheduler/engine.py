@@ -137,6 +137,7 @@ class InfiniteScheduler:
             pool_recycle_s=store.pool_recycle_s,
             batch_size=self.config.batch_size,
             connect_timeout_s=store.connect_timeout_s,
+            create_missing=store.create_missing,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------

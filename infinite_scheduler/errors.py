@@ -6,7 +6,8 @@
     │   ├── DuplicateJob           an id already stored in the shard it would go to
     │   └── ShardExpired           a sharding time older than the retention horizon
     ├── StoreError                 the database refused or failed a statement
-    │   └── StoreUnavailable       the database cannot be reached at all
+    │   ├── StoreUnavailable       the database cannot be reached at all
+    │   └── StoreMissing           the database or SQLite file does not exist (and is not created)
     ├── ConfigError                a setting is invalid, or the config file cannot be read
     │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     └── HandlerMissing             an entity type the engine has no handler for
@@ -30,6 +31,7 @@ from repos.errors import InvalidIdentifier as InvalidIdentifier
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError
+from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 
 if TYPE_CHECKING:

@@ -30,6 +30,7 @@ from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError
+from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 from repos.shards import Granularity as Granularity
 from repos.shards import ShardBounds as ShardBounds
@@ -182,6 +183,8 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Connect (pools are made here, inside the running loop) and create the schema.
 
         Idempotent. Raises StoreUnavailable naming host and port when the database is unreachable.
+        The database (MySQL) or file (SQLite) itself must exist, else StoreMissing and nothing
+        is created; unless the adapter was built with ``create_missing=True``.
         """
 
     async def close(self) -> None:

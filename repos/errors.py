@@ -6,7 +6,8 @@
     │   ├── DuplicateJob         an id already stored in the shard it would go to
     │   └── ShardExpired         a sharding time older than the retention horizon
     ├── StoreError               the database refused or failed a statement
-    │   └── StoreUnavailable     the database cannot be reached at all
+    │   ├── StoreUnavailable     the database cannot be reached at all
+    │   └── StoreMissing         the database or SQLite file does not exist (and is not created)
     └── ConfigError              (infinite_scheduler.config) a setting is invalid
 
 Each error keeps the job id, shard and cause as attributes and builds its own message, so
@@ -117,6 +118,29 @@ class StoreUnavailable(StoreError):
         if self.timeout_s is not None:
             return f"timed out after {self.timeout_s:g} s"
         return super()._explain()
+
+
+class StoreMissing(StoreError):
+    """Raised by open when the MySQL database or the SQLite file does not exist.
+
+    Nothing is created unless asked: a mistyped name must not quietly start a new, empty store.
+    `store` names the database (with `address`, its host:port) or the file's path.
+    """
+
+    def __init__(
+        self, kind: str, store: str, cause: BaseException, *, address: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.store = store
+        self.address = address
+        super().__init__("open", cause)
+
+    def _explain(self) -> str:
+        where = f" on {self.address}" if self.address else ""
+        return (
+            f"{self.kind} {self.store!r}{where} does not exist; create it with "
+            "`infinite-scheduler store init`, or set store.create_missing = true"
+        )
 
 
 def _describe(cause: BaseException) -> str:

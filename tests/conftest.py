@@ -4,7 +4,8 @@
   settings never leak into a test (nor, through it, into engine subprocesses).
 - ``mysql_databases`` / ``mysql_database``: fresh MariaDB databases ``ist_<8 hex>``, dropped at
   teardown. MariaDB unreachable: the test fails under ``CI=true`` and is skipped otherwise.
-- ``store_url``: a URL for a fresh, empty store, parametrised ``sqlite`` / ``mysql``.
+- ``store_url``: a URL for a fresh, empty store (the file or database exists), parametrised
+  ``sqlite`` / ``mysql``.
 - ``silent_server``: a TCP server on 127.0.0.1 that accepts connections and never answers.
 - ``backend``, ``make_repo`` and ``repo``: opened repositories over every adapter (``sqlite``,
   ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``); teardown fails a test that leaves a
@@ -171,7 +172,9 @@ _SQLITE_MARKS = pytest.mark.skipif(SQLITE_MISSING, reason="repos.sqlite not writ
 
 
 async def _fresh_store(kind: str, tmp_path: Path, mysql_databases: MysqlDatabases) -> str:
+    """An existing, empty store: adapters never create one unless asked (create_missing)."""
     if kind == "sqlite":
+        (tmp_path / "store.db").touch()  # an empty file is an empty SQLite database
         return f"sqlite:///{tmp_path}/store.db"
     return mysql_url(await mysql_databases())
 

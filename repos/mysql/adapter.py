@@ -66,6 +66,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         pool_recycle_s: int = 3600,
         batch_size: int = 1000,
         connect_timeout_s: float = 5.0,
+        create_missing: bool = False,
     ) -> None:
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy
@@ -76,6 +77,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             pool_size=pool_size,
             pool_recycle_s=pool_recycle_s,
             connect_timeout_s=connect_timeout_s,
+            create_missing=create_missing,
         )
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._key = key_literal(spec.key_type)
