@@ -138,6 +138,7 @@ class InfiniteScheduler:
             batch_size=self.config.batch_size,
             connect_timeout_s=store.connect_timeout_s,
             create_missing=store.create_missing,
+            max_payload_bytes=store.max_payload_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -351,7 +352,13 @@ class InfiniteScheduler:
     async def _schedule_lane(self, lane: Lane, entities: list[Any]) -> int:
         assert self.fetcher is not None, "schedule() needs a running engine (async with)"
         now_ms = self.clock.now_ms()
-        rows = [lane.spec.encode(e) for e in entities]
+        # Checked whole before either insert below: a bad entity must not leave the others
+        # of the call stored.
+        rows = lane.spec.encode_many(
+            entities,
+            horizon_ms=now_ms - lane.repo.policy.retention_ms,
+            max_payload_bytes=lane.repo.max_payload_bytes,
+        )
         window_end_ms = self.fetcher.window_end_ms
         room = self.fetcher.room()
         soon = [i for i, r in enumerate(rows) if r.at_ms < window_end_ms][:room]

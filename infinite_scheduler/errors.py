@@ -4,7 +4,8 @@
     ├── EntitySpecError            an entity type or one entity does not fit its spec
     │   ├── InvalidIdentifier      a table prefix or column name that is not a plain identifier
     │   ├── DuplicateJob           an id already stored in the shard it would go to
-    │   └── ShardExpired           a sharding time older than the retention horizon
+    │   ├── ShardExpired           a sharding time older than the retention horizon
+    │   └── PayloadTooLarge        an encoded payload over the store's size limit
     ├── StoreError                 the database refused or failed a statement
     │   ├── StoreUnavailable       the database cannot be reached at all
     │   └── StoreMissing           the database or SQLite file does not exist (and is not created)
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import InvalidIdentifier as InvalidIdentifier
+from repos.errors import PayloadTooLarge as PayloadTooLarge
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError

@@ -27,6 +27,7 @@ from repos.entity import EncodedRow as EncodedRow
 from repos.entity import EntitySpec as EntitySpec
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
+from repos.errors import PayloadTooLarge as PayloadTooLarge
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError
@@ -171,6 +172,9 @@ class ShardingRepository(Protocol[TEntity, TKey]):
 
     spec: EntitySpec[TEntity, TKey]
     policy: ShardPolicy
+    #: Largest encoded payload insert takes: the configured cap, lowered by open to what the
+    #: server accepts (MySQL's max_allowed_packet). Larger ones raise PayloadTooLarge.
+    max_payload_bytes: int
 
     @property
     def ignored_names(self) -> frozenset[str]:
@@ -207,7 +211,8 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
         Every entity is encoded and checked first: a bad one raises EntitySpecError and nothing
-        is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired.
+        is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired; a
+        payload over ``max_payload_bytes`` raises PayloadTooLarge.
         Missing shards are made on demand. Rows go in multi-row statements of the adapter's
         batch size, all in one transaction. An id already stored in its shard raises
         DuplicateJob and rolls back the whole call (on_duplicate="error") or is left as it was

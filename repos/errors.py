@@ -4,7 +4,8 @@
     ├── EntitySpecError          an entity type or one entity does not fit its spec
     │   ├── InvalidIdentifier    a table prefix or column name that is not a plain identifier
     │   ├── DuplicateJob         an id already stored in the shard it would go to
-    │   └── ShardExpired         a sharding time older than the retention horizon
+    │   ├── ShardExpired         a sharding time older than the retention horizon
+    │   └── PayloadTooLarge      an encoded payload over the store's size limit
     ├── StoreError               the database refused or failed a statement
     │   ├── StoreUnavailable     the database cannot be reached at all
     │   └── StoreMissing         the database or SQLite file does not exist (and is not created)
@@ -77,6 +78,25 @@ class ShardExpired(EntitySpecError):
             entity,
             f"time {at_ms} ms is older than the retention horizon {horizon_ms} ms",
             field=field,
+            job_id=job_id,
+        )
+
+
+class PayloadTooLarge(EntitySpecError):
+    """Raised by insert when an entity's encoded payload is larger than the store accepts.
+
+    The limit is ``store.max_payload_bytes``, lowered at open to what a MySQL server's
+    ``max_allowed_packet`` lets through. Raised before anything is written: the server would
+    otherwise break the connection mid-statement ("Packet sequence number wrong").
+    """
+
+    def __init__(self, entity: str, job_id: object, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            entity,
+            f"encoded size {size} bytes is over the limit of {limit} bytes",
+            field="payload",
             job_id=job_id,
         )
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from repos.base import ShardingRepository, ShardPolicy
-from repos.entity import EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.shards import check_identifier
 
 Layout = Literal["multi-table", "partitioned"]
@@ -110,18 +110,26 @@ def make_repository(
     batch_size: int = 1000,
     connect_timeout_s: float = 5.0,
     create_missing: bool = False,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> ShardingRepository[Any, Any]:
     """Build (not open) the adapter that serves `url` for one entity type.
 
     `connect_timeout_s` bounds a MySQL connect as a whole, handshake included. Opening a store
-    that does not exist raises StoreMissing, unless `create_missing` creates it.
+    that does not exist raises StoreMissing, unless `create_missing` creates it. An entity whose
+    encoded payload is over `max_payload_bytes` (MySQL: or over what the server takes, read at
+    open) is refused with PayloadTooLarge.
     """
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite import SqliteRepository
 
         return SqliteRepository(
-            spec, policy, path=target.path, batch_size=batch_size, create_missing=create_missing
+            spec,
+            policy,
+            path=target.path,
+            batch_size=batch_size,
+            create_missing=create_missing,
+            max_payload_bytes=max_payload_bytes,
         )
     from repos.mysql.adapter import MysqlRepository
 
@@ -136,4 +144,5 @@ def make_repository(
         batch_size=batch_size,
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
+        max_payload_bytes=max_payload_bytes,
     )

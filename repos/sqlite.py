@@ -37,7 +37,7 @@ from repos.base import (
     StoreMissing,
     StoreUnavailable,
 )
-from repos.entity import EncodedRow, EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
 from repos.registry import StoreCreated
 from repos.shards import (
     ShardBounds,
@@ -143,11 +143,13 @@ class SqliteRepository(Generic[TEntity, TKey]):
         path: str | Path,
         batch_size: int = 1000,
         create_missing: bool = False,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy
         self.path = Path(path)
         self.create_missing = create_missing
+        self.max_payload_bytes = max_payload_bytes
         self.batch_size = max(1, min(batch_size, MAX_VARIABLES // INSERT_WIDTH))
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._thread: ThreadPoolExecutor | None = None
@@ -200,7 +202,11 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, horizon_ms=now_ms - self.policy.retention_ms)
+        rows = self.spec.encode_many(
+            entities,
+            horizon_ms=now_ms - self.policy.retention_ms,
+            max_payload_bytes=self.max_payload_bytes,
+        )
         if not rows:
             return 0
         state = insert_state(claimed_by, now_ms)

@@ -30,7 +30,7 @@ from typing import Any, Literal, NoReturn, Protocol, cast
 import pytest
 
 from repos.base import ShardingRepository, ShardPolicy
-from repos.entity import EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.examples import SMS
 from repos.registry import Driver, Layout, make_repository
 
@@ -229,6 +229,7 @@ class MakeRepo(Protocol):
         *,
         policy: ShardPolicy = DEFAULT_POLICY,
         batch_size: int = 1000,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> Awaitable[Repo]: ...
 
 
@@ -252,6 +253,7 @@ async def make_repo(
             *,
             policy: ShardPolicy = DEFAULT_POLICY,
             batch_size: int = 1000,
+            max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         ) -> Repo:
             repo = make_repository(
                 url,
@@ -260,6 +262,7 @@ async def make_repo(
                 layout=backend.layout,
                 driver=backend.driver,
                 batch_size=batch_size,
+                max_payload_bytes=max_payload_bytes,
             )
             await repo.open()
             stack.push_async_callback(repo.close)

@@ -14,7 +14,7 @@ import pytest
 
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import HandlerMissing, PortUnavailable
+from infinite_scheduler.errors import HandlerMissing, PayloadTooLarge, PortUnavailable
 from infinite_scheduler.jobs import JobContext
 from repos.base import ShardingRepository, Status
 from repos.entity import EntitySpec
@@ -103,9 +103,8 @@ async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
             "drain_timeout_s": 1.0,
         }
         handlers.update(settings.pop("handlers", {}))
-        config = load_config(
-            None, store={"url": store_url}, handlers=handlers, **{**defaults, **settings}
-        )
+        store = {"url": store_url, **settings.pop("store", {})}
+        config = load_config(None, store=store, handlers=handlers, **{**defaults, **settings})
         engine = InfiniteScheduler(config)
         engine.register(spec, handler, repository=repository)
         return engine
@@ -401,6 +400,25 @@ async def test_metrics_port_in_use_stops_the_start_before_any_store_opens(
     assert spy.opened == 0 and recorder.fires == []
     rows = [(await repo.get(i))[0] for i in ids]
     assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+
+
+async def test_schedule_with_a_payload_over_the_limit_stores_none_of_the_call(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder, store={"max_payload_bytes": 200})
+    later = sms(1, now() + timedelta(hours=1))  # stored first, by an insert of its own
+    soon = SmsEntity(id=2, scheduled_at=now(), phone="+15550100", message="x" * 200)
+    async with engine:
+        with pytest.raises(PayloadTooLarge) as caught:
+            await engine.schedule([later, soon])
+        await asyncio.sleep(0.3)
+    assert str(caught.value) == (
+        "entity 'sms', job 2, field 'payload': encoded size 234 bytes is over the limit of"
+        " 200 bytes"
+    )
+    assert await repo.get(1) == [] and await repo.get(2) == []
+    assert recorder.fires == []
 
 
 # -- payloads read shortly before the job is due ---------------------------------------------

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import closing
-from datetime import UTC, datetime
+from contextlib import asynccontextmanager, closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,13 +19,17 @@ import pytest
 
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import StoreMissing, StoreUnavailable
+from infinite_scheduler.errors import PayloadTooLarge, StoreMissing, StoreUnavailable
 from infinite_scheduler.jobs import JobContext
+from repos.base import ShardingRepository, ShardPolicy
+from repos.entity import PAYLOAD_BYTES_CEILING
 from repos.examples import SMS, SmsEntity
-from repos.registry import Driver
+from repos.mysql.adapter import ROW_OVERHEAD, STATEMENT_OVERHEAD
+from repos.registry import Driver, make_repository
 
 pytestmark = pytest.mark.timeout(60)
 DRIVERS: tuple[Driver, ...] = ("asyncmy", "aiomysql")
+Repo = ShardingRepository[Any, Any]
 
 
 class SilentServer(Protocol):
@@ -198,3 +202,79 @@ async def test_store_init_creates_the_sqlite_file_and_its_directory_once(tmp_pat
         await engine.schedule(
             [SmsEntity(id=1, scheduled_at=datetime.now(UTC), phone="+1", message="m")]
         )
+
+
+# -- payload size, capped at open by what the server takes ----------------------------------
+
+
+def sms_of_payload(key: int, size: int) -> SmsEntity:
+    """An SMS due in an hour whose encoded payload is exactly `size` bytes."""
+    at = datetime.now(UTC) + timedelta(hours=1)
+    bare = len(SMS.encode(SmsEntity(id=key, scheduled_at=at, phone="+1", message="")).payload)
+    return SmsEntity(id=key, scheduled_at=at, phone="+1", message="x" * (size - bare))
+
+
+async def max_allowed_packet() -> int:
+    conn = await asyncmy.connect(host="127.0.0.1", user="root", autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT @@max_allowed_packet")
+            [(packet,)] = await cur.fetchall()
+            return int(packet)
+    finally:
+        conn.close()
+
+
+@asynccontextmanager
+async def opened(url: str, driver: Driver, **options: Any) -> AsyncIterator[Repo]:
+    repo = make_repository(url, SMS, ShardPolicy(), driver=driver, **options)
+    await repo.open()
+    try:
+        yield repo
+    finally:
+        await repo.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_17_mb_payload_is_refused_by_the_limit_before_the_server_sees_it(
+    mysql_database: str, driver: Driver
+) -> None:
+    async with opened(mysql_url(mysql_database), driver) as repo:
+        batch = [sms_of_payload(1, 100), sms_of_payload(2, 17_000_000)]
+        with pytest.raises(PayloadTooLarge) as caught:
+            await repo.insert(batch, now_ms=now_ms())
+        assert str(caught.value) == (
+            "entity 'sms', job 2, field 'payload': encoded size 17000000 bytes is over the limit"
+            " of 1048576 bytes"
+        )
+        assert await repo.get(1) == [] and await repo.list_shards() == []
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_limit_above_what_the_server_takes_is_lowered_to_it_at_open(
+    mysql_database: str, driver: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    packet = await max_allowed_packet()
+    cap = (packet - STATEMENT_OVERHEAD - ROW_OVERHEAD) // 2  # hex literals: 2 bytes per byte
+    async with opened(
+        mysql_url(mysql_database), driver, max_payload_bytes=PAYLOAD_BYTES_CEILING
+    ) as repo:
+        assert repo.max_payload_bytes == cap < PAYLOAD_BYTES_CEILING
+        assert (
+            f"sms: max_payload_bytes {PAYLOAD_BYTES_CEILING} lowered to {cap}: the server's"
+            f" max_allowed_packet is {packet} and payloads travel hex-encoded, at twice their"
+            " size"
+        ) in caplog.messages
+        with pytest.raises(PayloadTooLarge) as caught:
+            await repo.insert([sms_of_payload(1, cap + 1)], now_ms=now_ms())
+        assert caught.value.limit == cap
+        at_cap = sms_of_payload(2, cap)  # the largest the server takes: stored whole
+        assert await repo.insert([at_cap], now_ms=now_ms()) == 1
+        [row] = await repo.get(2)
+        assert row.payload == SMS.encode(at_cap).payload
