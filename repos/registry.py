@@ -112,13 +112,8 @@ def make_repository(
     create_missing: bool = False,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> ShardingRepository[Any, Any]:
-    """Build (not open) the adapter that serves `url` for one entity type.
-
-    `connect_timeout_s` bounds a MySQL connect as a whole, handshake included. Opening a store
-    that does not exist raises StoreMissing, unless `create_missing` creates it. An entity whose
-    encoded payload is over `max_payload_bytes` (MySQL: or over what the server takes, read at
-    open) is refused with PayloadTooLarge.
-    """
+    """Build (not open) the adapter that serves `url` for one entity type. The store must exist
+    unless `create_missing`; `connect_timeout_s` bounds a MySQL connect, handshake included."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite import SqliteRepository

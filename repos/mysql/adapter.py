@@ -83,9 +83,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy
         self.batch_size = batch_size
-        self._configured_payload_bytes = max_payload_bytes
-        self.max_payload_bytes = max_payload_bytes  # until open() reads the server's limit
-        self._insert_payload_bytes = MAX_INSERT_PAYLOAD_BYTES
+        self._configured_payload_bytes = self.max_payload_bytes = max_payload_bytes
+        self._insert_payload_bytes = MAX_INSERT_PAYLOAD_BYTES  # both lowered by open()
         self._ex = Executor(
             url,
             driver=driver,
@@ -142,11 +141,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(
-            entities,
-            horizon_ms=now_ms - self.policy.retention_ms,
-            max_payload_bytes=self.max_payload_bytes,
-        )
+        rows = self._encode(entities, now_ms)
         if not rows:
             return 0
         groups = await self._insert_groups(rows)
@@ -358,6 +353,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return dropped
 
     # -- internals ------------------------------------------------------------------------
+
+    def _encode(self, entities: Sequence[TEntity], now_ms: int) -> list[EncodedRow]:
+        return self.spec.encode_many(
+            entities,
+            horizon_ms=now_ms - self.policy.retention_ms,
+            max_payload_bytes=self.max_payload_bytes,
+        )
 
     async def _read_server_limits(self) -> None:
         """Lower the payload caps to what this server's max_allowed_packet lets through."""
