@@ -23,7 +23,7 @@ from benchmarks import workloads
 from benchmarks.common import ROOT, Options, log, now_ms, result
 from benchmarks.records import Fires, read
 from benchmarks.stats import Result, accounting, lateness, rate, ratio
-from benchmarks.store import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, bare, bench_store
+from benchmarks.store import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, bench_store
 
 HOUR_MS = 3_600_000
 W3_RATE = 1000
@@ -95,8 +95,6 @@ async def peer_store(opts: Options) -> AsyncIterator[str]:
     async with bench_store(opts, "peer") as url:
         if opts.is_mysql:
             database = url.rsplit("/", 1)[1]
-            async with bare(opts.driver, None) as conn:
-                await conn.execute(f"CREATE DATABASE `{database}`")
             yield f"mysql+pymysql://{MYSQL_USER}@{MYSQL_HOST}:{MYSQL_PORT}/{database}"
         else:
             yield url

@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks.common import Options
 from repos.base import ShardingRepository, ShardPolicy
 from repos.examples import SMS
-from repos.registry import make_repository
+from repos.registry import Driver, create_store, make_repository
 from repos.shards import ShardBounds
 
 MYSQL_HOST = "127.0.0.1"
@@ -40,11 +40,16 @@ def store_url(opts: Options, database: str) -> str:
 
 @asynccontextmanager
 async def bench_store(opts: Options, workload: str) -> AsyncIterator[str]:
-    """A fresh, empty store for one run; yields its URL and drops it afterwards."""
+    """A fresh, empty store for one run; yields its URL and drops it afterwards.
+
+    Made here: the adapters and the engine open only a store that exists (create_missing off).
+    """
     database = database_name(workload)
     await drop_store(opts, database)
+    url = store_url(opts, database)
+    await create_store(url, driver=_driver(opts))
     try:
-        yield store_url(opts, database)
+        yield url
     finally:
         await drop_store(opts, database)
 
@@ -69,10 +74,14 @@ def make_repo(opts: Options, url: str, *, pool_size: int = 4) -> ShardingReposit
         SMS,
         POLICY,
         layout="partitioned" if opts.layout == "partitioned" else "multi-table",
-        driver="aiomysql" if opts.driver == "aiomysql" else "asyncmy",
+        driver=_driver(opts),
         pool_size=pool_size,
         batch_size=opts.batch_size,
     )
+
+
+def _driver(opts: Options) -> Driver:
+    return "aiomysql" if opts.driver == "aiomysql" else "asyncmy"
 
 
 @asynccontextmanager

@@ -1,9 +1,11 @@
-"""The ``infinite-scheduler`` command: ``run``, ``check-config`` and ``shards list|drop-expired``.
+"""The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired`` and
+``store init``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, 3 ``shards drop-expired``
-refused to drop unfinished rows (not confirmed, no ``--force``): nothing was dropped. The
-message goes to stderr, without a traceback. 3 is apart from 1 so that a script can tell a
-broken store from a drop that only wants a person's decision.
+refused to drop unfinished rows (not confirmed, no ``--force``): nothing was dropped, 130
+interrupted by SIGINT before the engine was running. The message goes to stderr, without a
+traceback. 3 is apart from 1 so that a script can tell a broken store from a drop that only
+wants a person's decision.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ from typing import Any, cast
 
 from infinite_scheduler import __version__, logs
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
-from infinite_scheduler.demo import LatenessWindow, produce, register_examples, show_status
+from infinite_scheduler.demo import (
+    LatenessWindow,
+    demo_config,
+    produce,
+    register_examples,
+    show_status,
+)
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import ConfigError, DropRefused, SchedulerError
 from infinite_scheduler.shard_commands import DropOptions, shards_main
-from repos.registry import SqliteUrl
+from repos.registry import SqliteUrl, create_store
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -58,12 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
     if args.command == "shards":
         return shards(config, args.action, dry_run=args.dry_run, force=args.force, app=args.app)
+    if args.command == "store":
+        return store_init(config)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
 
 def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | None = None) -> int:
     """Run the engine until SIGINT/SIGTERM; a second signal exits at once."""
+    if demo:
+        config = demo_config(config)
     sys.stdout.write(summary(config, config_path=config_path, demo=demo))
     if config.metrics_port:
         sys.stdout.write(f"  metrics  http://127.0.0.1:{config.metrics_port}/metrics\n")
@@ -74,7 +86,7 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
         run_loop(_serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
         sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_STORE
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STORE
     return EXIT_OK
 
 
@@ -104,6 +116,24 @@ def _ask(question: str) -> str:
         return input(question)
     except EOFError:  # the terminal closed: no answer is no
         return ""
+
+
+def store_init(config: SchedulerConfig) -> int:
+    """Create the configured store (MySQL database or SQLite file) unless it exists; say which."""
+    try:
+        run_loop(_store_init(config))
+    except SchedulerError as exc:
+        sys.stderr.write(f"infinite-scheduler: {exc}\n")
+        return EXIT_STORE
+    return EXIT_OK
+
+
+async def _store_init(config: SchedulerConfig) -> None:
+    store = config.store
+    done = await create_store(
+        config.store_url, driver=store.driver, connect_timeout_s=store.connect_timeout_s
+    )
+    sys.stdout.write(f"{done}\n")
 
 
 async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
@@ -194,19 +224,26 @@ def on_stop_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where installed, else the default asyncio loop.
+    """uvloop where installed, else the default asyncio loop; SIGINT exits with code 130.
 
     What is alive by now (modules, config, the user's app) lives as long as the process:
     gc.freeze() takes it out of every later full collection, each of which otherwise stalls
     the loop, hence every fire due meanwhile, ~30 ms here (W3's max lateness).
     """
-    gc.freeze()
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        gc.freeze()
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main)
+        else:
+            uvloop.run(main)
+    except KeyboardInterrupt:
+        # SIGINT while on_stop_signals is not installed (start-up, or after a stop began): the
+        # runner cancelled `main`, which closed what it had opened; the next start recovers
+        # any claim left behind.
+        sys.stderr.write("infinite-scheduler: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
@@ -277,6 +314,12 @@ def _parser() -> argparse.ArgumentParser:
         help="drop shards holding unfinished rows without asking",
     )
     listing.set_defaults(dry_run=False, force=False)
+    store_cmd = commands.add_parser("store", help="create the configured store")
+    store_actions = store_cmd.add_subparsers(dest="action", required=True)
+    init = store_actions.add_parser(
+        "init", help="create the MySQL database or the SQLite file (and directory) if missing"
+    )
+    init.add_argument("--config", metavar="PATH", help=config_help)
     for cmd in (listing, drop):
         cmd.add_argument("--config", metavar="PATH", help=config_help)
         cmd.add_argument(

@@ -51,6 +51,7 @@ from infinite_scheduler.errors import (
     show_value,
 )
 from repos.base import ShardPolicy
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, PAYLOAD_BYTES_CEILING
 from repos.registry import Driver, Layout, MysqlUrl, SqliteUrl, parse_store_url
 from repos.shards import Granularity
 
@@ -93,6 +94,10 @@ class StoreConfig(_Section):
     pool_size: PositiveInt = 10
     pool_recycle_s: PositiveInt = 3600
     connect_timeout_s: PositiveFloat = 5.0
+    create_missing: bool = False
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=PAYLOAD_BYTES_CEILING
+    )
 
     @field_validator("url")
     @classmethod

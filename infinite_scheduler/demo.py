@@ -13,6 +13,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.jobs import JobContext
 from repos.examples import (
@@ -29,6 +30,13 @@ logger = logging.getLogger(__name__)
 DEMO_RATE = 200
 #: A small share of demo notifications fail once, to show retries with backoff.
 FLAKY_SHARE = 0.02
+
+
+def demo_config(config: SchedulerConfig) -> SchedulerConfig:
+    """The settings `run --demo` runs with: its store is created on first use, so that a fresh
+    clone runs without a `store init` first."""
+    store = config.store.model_copy(update={"create_missing": True})
+    return config.model_copy(update={"store": store})
 
 
 class LatenessWindow:

@@ -149,6 +149,9 @@ class InfiniteScheduler:
             pool_size=store.pool_size,
             pool_recycle_s=store.pool_recycle_s,
             batch_size=self.config.batch_size,
+            connect_timeout_s=store.connect_timeout_s,
+            create_missing=store.create_missing,
+            max_payload_bytes=store.max_payload_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -158,6 +161,10 @@ class InfiniteScheduler:
         if missing:
             raise HandlerMissing(missing)
         async with AsyncExitStack() as stack:
+            # First: a port already taken must stop the start before any store is opened
+            # or any job claimed (claims would only be handed back by the next start).
+            self.metrics.serve(self.config.metrics_port)
+            stack.callback(self.metrics.shutdown)
             self.loop_lag.start()
             stack.callback(self.loop_lag.stop)
             now_ms = self.clock.now_ms()
@@ -173,8 +180,6 @@ class InfiniteScheduler:
             await self.fetcher.fetch_once()
             self._start_loops()
             stack.push_async_callback(self._shutdown)
-            self.metrics.serve(self.config.metrics_port)
-            stack.callback(self.metrics.shutdown)
             self._stack = stack.pop_all()
         return self
 
@@ -363,7 +368,14 @@ class InfiniteScheduler:
 
     async def _schedule_lane(self, fetcher: Fetcher, lane: Lane, entities: list[Any]) -> int:
         now_ms = self.clock.now_ms()
-        rows = [lane.spec.encode(e) for e in entities]
+        # Checked whole before either insert below: a bad entity must not leave the others
+        # of the call stored.
+        rows = lane.spec.encode_many(
+            entities,
+            now_ms=now_ms,
+            retention_ms=lane.repo.policy.retention_ms,
+            max_payload_bytes=lane.repo.max_payload_bytes,
+        )
         window_end_ms = fetcher.window_end_ms
         room = fetcher.room()
         soon = [i for i, r in enumerate(rows) if r.at_ms < window_end_ms][:room]

@@ -4,10 +4,13 @@
     ├── EntitySpecError            an entity type or one entity does not fit its spec
     │   ├── InvalidIdentifier      an entity, prefix, column or database name unfit for SQL
     │   ├── DuplicateJob           an id already in its shard, or twice in one insert
-    │   └── ShardExpired           a sharding time older than the retention horizon
+    │   ├── ShardExpired           a sharding time older than the retention horizon
+    │   └── PayloadTooLarge        an encoded payload over the store's size limit
     ├── StoreError                 the database refused or failed a statement
-    │   └── StoreUnavailable       the database cannot be reached at all
+    │   ├── StoreUnavailable       the database cannot be reached at all
+    │   └── StoreMissing           the database or SQLite file does not exist (and is not created)
     ├── ConfigError                a setting is invalid, or the config file cannot be read
+    │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     ├── HandlerMissing             an entity type the engine has no handler for
     ├── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
     └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
@@ -18,6 +21,7 @@ engine); they are re-exported here so callers need one import.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import InvalidIdentifier as InvalidIdentifier
+from repos.errors import PayloadTooLarge as PayloadTooLarge
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError
+from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 
 if TYPE_CHECKING:
@@ -115,6 +121,20 @@ class ConfigError(SchedulerError):
         for detail in exc.errors(include_url=False):
             problems.extend(_problems_of(detail, source_of, model))
         return cls(problems)
+
+
+class PortUnavailable(ConfigError):
+    """Raised on entering the engine when the port of `key` cannot be listened on (another
+    process holds it, or no permission): before any store is opened or any job claimed."""
+
+    def __init__(self, key: str, port: int, cause: OSError) -> None:
+        self.key = key
+        self.port = port
+        self.cause = cause
+        reason = "port already in use" if cause.errno == errno.EADDRINUSE else "cannot listen"
+        reason += f" ({cause}); free it or choose another port (0 turns the endpoint off)"
+        self.errors = [ConfigProblem(key=key, value=str(port), source="listen", reason=reason)]
+        SchedulerError.__init__(self, f"{key} = {port}: {reason}")
 
 
 class HandlerMissing(SchedulerError):

@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from infinite_scheduler.errors import PortUnavailable
+
 PREFIX = "infinite_scheduler"
 _LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -105,9 +107,15 @@ class Metrics:
         return EntityMetrics(*(c.labels(name) for c in counters))
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        """Serve /metrics on host:port from a daemon thread (port 0 disables it)."""
+        """Serve /metrics on host:port from a daemon thread (port 0 disables it).
+
+        Raises PortUnavailable (a ConfigError naming ``metrics_port``) when it cannot listen.
+        """
         if port and self._server is None:
-            self._server, _thread = start_http_server(port, host, registry=self.registry)
+            try:
+                self._server, _thread = start_http_server(port, host, registry=self.registry)
+            except OSError as exc:
+                raise PortUnavailable("metrics_port", port, exc) from exc
 
     def shutdown(self) -> None:
         if self._server is not None:

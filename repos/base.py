@@ -27,9 +27,11 @@ from repos.entity import EncodedRow as EncodedRow
 from repos.entity import EntitySpec as EntitySpec
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
+from repos.errors import PayloadTooLarge as PayloadTooLarge
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError
+from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 from repos.shards import Granularity as Granularity
 from repos.shards import ShardBounds as ShardBounds
@@ -205,6 +207,9 @@ class ShardingRepository(Protocol[TEntity, TKey]):
 
     spec: EntitySpec[TEntity, TKey]
     policy: ShardPolicy
+    #: Largest encoded payload insert takes: the configured cap, lowered by open to what the
+    #: server accepts (MySQL's max_allowed_packet). Larger ones raise PayloadTooLarge.
+    max_payload_bytes: int
 
     @property
     def ignored_names(self) -> frozenset[str]:
@@ -217,6 +222,8 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Connect (pools are made here, inside the running loop) and create the schema.
 
         Idempotent. Raises StoreUnavailable naming host and port when the database is unreachable.
+        The database (MySQL) or file (SQLite) itself must exist, else StoreMissing and nothing
+        is created; unless the adapter was built with ``create_missing=True``.
         """
 
     async def close(self) -> None:
@@ -239,7 +246,8 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
         Every entity is encoded and checked first: a bad one raises EntitySpecError and nothing
-        is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired.
+        is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired; a
+        payload over ``max_payload_bytes`` raises PayloadTooLarge.
         Missing shards are made on demand. Rows go in multi-row statements of the adapter's
         batch size, all in one transaction. An id already stored in its shard (whatever that
         row's status), or twice for one shard in the call, raises DuplicateJob saying which

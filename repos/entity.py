@@ -19,7 +19,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from repos.errors import EntitySpecError, ShardExpired
+from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
 from repos.shards import MAX_PREFIX, check_identifier
 
 TEntity = TypeVar("TEntity")
@@ -39,6 +39,10 @@ ENGINE_COLUMNS = frozenset(
     }
 )
 MAX_STR_ID = 191
+#: Default cap on one entity's encoded payload (``store.max_payload_bytes``).
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
+#: The highest cap any store takes: MySQL keeps payloads in a MEDIUMBLOB.
+PAYLOAD_BYTES_CEILING = (1 << 24) - 1
 _BIGINT = 2**63
 
 
@@ -128,10 +132,16 @@ class EntitySpec(Generic[TEntity, TKey]):
         return EncodedRow(key, at_ms, self._dump(values, key))
 
     def encode_many(
-        self, entities: Sequence[TEntity], *, now_ms: int, retention_ms: int
+        self,
+        entities: Sequence[TEntity],
+        *,
+        now_ms: int,
+        retention_ms: int,
+        max_payload_bytes: int,
     ) -> list[EncodedRow]:
-        """Encode a whole insert before any of it is written; sharding times older than now
-        minus retention raise ShardExpired, as such rows would never fire."""
+        """Encode a whole insert before any of it is written. Sharding times older than now
+        minus retention raise ShardExpired, as such rows would never fire; payloads over
+        `max_payload_bytes` raise PayloadTooLarge, as the store would refuse them mid-insert."""
         rows = [self.encode(e) for e in entities]
         horizon_ms = now_ms - retention_ms
         for row in rows:
@@ -144,6 +154,8 @@ class EntitySpec(Generic[TEntity, TKey]):
                     now_ms=now_ms,
                     retention_ms=retention_ms,
                 )
+            if len(row.payload) > max_payload_bytes:
+                raise PayloadTooLarge(self.name, row.key, len(row.payload), max_payload_bytes)
         return rows
 
     def decode(self, key: int | str, at_ms: int, payload: bytes) -> TEntity:

@@ -4,9 +4,11 @@
     ├── EntitySpecError          an entity type or one entity does not fit its spec
     │   ├── InvalidIdentifier    an entity, prefix, column or database name unfit for SQL
     │   ├── DuplicateJob         an id already in its shard, or twice in one insert
-    │   └── ShardExpired         a sharding time older than the retention horizon
+    │   ├── ShardExpired         a sharding time older than the retention horizon
+    │   └── PayloadTooLarge      an encoded payload over the store's size limit
     ├── StoreError               the database refused or failed a statement
-    │   └── StoreUnavailable     the database cannot be reached at all
+    │   ├── StoreUnavailable     the database cannot be reached at all
+    │   └── StoreMissing         the database or SQLite file does not exist (and is not created)
     └── ConfigError              (infinite_scheduler.config) a setting is invalid
 
 Each error keeps the job id, shard and cause as attributes and builds its own message, so
@@ -114,6 +116,25 @@ class ShardExpired(EntitySpecError):
         )
 
 
+class PayloadTooLarge(EntitySpecError):
+    """Raised by insert when an entity's encoded payload is larger than the store accepts.
+
+    The limit is ``store.max_payload_bytes``, lowered at open to what a MySQL server's
+    ``max_allowed_packet`` lets through. Raised before anything is written: the server would
+    otherwise break the connection mid-statement ("Packet sequence number wrong").
+    """
+
+    def __init__(self, entity: str, job_id: object, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            entity,
+            f"encoded size {size} bytes is over the limit of {limit} bytes",
+            field="payload",
+            job_id=job_id,
+        )
+
+
 class StoreError(SchedulerError):
     """Raised when the database fails a statement; `cause` is the driver's own error."""
 
@@ -122,18 +143,58 @@ class StoreError(SchedulerError):
         self.cause = cause
         self.shard = shard
         where = f" on shard {shard!r}" if shard else ""
-        super().__init__(f"{operation}{where} failed: {_describe(cause)}")
+        super().__init__(f"{operation}{where} failed: {self._explain()}")
+
+    def _explain(self) -> str:
+        return _describe(self.cause)
 
 
 class StoreUnavailable(StoreError):
     """Raised when the database cannot be reached (refused, timed out, lost mid-statement).
 
-    Transient: the engine's loops retry with backoff rather than stop.
+    Transient: the engine's loops retry with backoff rather than stop. `timeout_s` is set when
+    the connect (TCP, handshake and login) got no answer within that many seconds.
     """
 
-    def __init__(self, operation: str, cause: BaseException, *, address: str) -> None:
+    def __init__(
+        self,
+        operation: str,
+        cause: BaseException,
+        *,
+        address: str,
+        timeout_s: float | None = None,
+    ) -> None:
         self.address = address
+        self.timeout_s = timeout_s
         super().__init__(f"{operation} ({address} unreachable)", cause)
+
+    def _explain(self) -> str:
+        if self.timeout_s is not None:
+            return f"timed out after {self.timeout_s:g} s"
+        return super()._explain()
+
+
+class StoreMissing(StoreError):
+    """Raised by open when the MySQL database or the SQLite file does not exist.
+
+    Nothing is created unless asked: a mistyped name must not quietly start a new, empty store.
+    `store` names the database (with `address`, its host:port) or the file's path.
+    """
+
+    def __init__(
+        self, kind: str, store: str, cause: BaseException, *, address: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.store = store
+        self.address = address
+        super().__init__("open", cause)
+
+    def _explain(self) -> str:
+        where = f" on {self.address}" if self.address else ""
+        return (
+            f"{self.kind} {self.store!r}{where} does not exist; create it with "
+            "`infinite-scheduler store init`, or set store.create_missing = true"
+        )
 
 
 def _describe(cause: BaseException) -> str:

@@ -11,6 +11,7 @@ older file needs one ``VACUUM``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import heapq
 import logging
 import sqlite3
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from repos.base import (
     STATUS_RANGE,
@@ -33,11 +35,13 @@ from repos.base import (
     Status,
     StoredRow,
     StoreError,
+    StoreMissing,
     StoreUnavailable,
     UnknownStatus,
     read_status,
 )
-from repos.entity import EncodedRow, EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
+from repos.registry import StoreCreated
 from repos.shards import (
     ShardBounds,
     bounds_of,
@@ -145,10 +149,14 @@ class SqliteRepository(Generic[TEntity, TKey]):
         *,
         path: str | Path,
         batch_size: int = 1000,
+        create_missing: bool = False,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy
         self.path = Path(path)
+        self.create_missing = create_missing
+        self.max_payload_bytes = max_payload_bytes
         self.batch_size = max(1, min(batch_size, MAX_VARIABLES // INSERT_WIDTH))
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._thread: ThreadPoolExecutor | None = None
@@ -201,7 +209,12 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, now_ms=now_ms, retention_ms=self.policy.retention_ms)
+        rows = self.spec.encode_many(
+            entities,
+            now_ms=now_ms,
+            retention_ms=self.policy.retention_ms,
+            max_payload_bytes=self.max_payload_bytes,
+        )
         if not rows:
             return 0
         state = insert_state(claimed_by, now_ms)
@@ -428,15 +441,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
     # -- internals (the functions below run on the connection's thread) ------------------
 
     def _connect(self, _: None) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            for pragma in PRAGMAS:
-                db.execute(pragma)
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return connect(self.path, create_missing=self.create_missing)
 
     async def _run(self, operation: str, work: Callable[[Any], T]) -> T:
         if self._thread is None:
@@ -585,6 +590,49 @@ def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:
             return row.key
         seen.add(row.key)
     return None
+
+
+def connect(path: Path, *, create_missing: bool) -> sqlite3.Connection:
+    """The file's connection, PRAGMAS applied. Without `create_missing` a missing file raises
+    StoreMissing and nothing is created, neither the file nor its directory."""
+    if create_missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.exists():
+        missing = FileNotFoundError(errno.ENOENT, "no such file", str(path))
+        raise StoreMissing("SQLite file", str(path), missing)
+    # mode=rw: should the file vanish after the check, sqlite3 fails instead of making it.
+    uri = f"file:{quote(str(path))}?mode={'rwc' if create_missing else 'rw'}"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in PRAGMAS:
+            db.execute(pragma)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def create_file(path: Path) -> StoreCreated:
+    """Make the SQLite file (an empty database, PRAGMAS set) and its directory, if missing."""
+    store = f"SQLite file {str(path)!r}"
+    if path.exists():
+        return StoreCreated(store=store, created=False)
+    directory = _first_missing(path.parent)
+    try:
+        connect(path, create_missing=True).close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError("create SQLite file", exc) from exc
+    return StoreCreated(
+        store=store, created=True, directory=None if directory is None else str(directory)
+    )
+
+
+def _first_missing(directory: Path) -> Path | None:
+    """The outermost ancestor of `directory` (itself included) that does not exist."""
+    missing = None
+    while not directory.exists():
+        missing, directory = directory, directory.parent
+    return missing
 
 
 def _at_ms(item: EncodedRow | RowRef) -> int:

@@ -4,7 +4,9 @@
   settings never leak into a test (nor, through it, into engine subprocesses).
 - ``mysql_databases`` / ``mysql_database``: fresh MariaDB databases ``ist_<8 hex>``, dropped at
   teardown. MariaDB unreachable: the test fails under ``CI=true`` and is skipped otherwise.
-- ``store_url``: a URL for a fresh, empty store, parametrised ``sqlite`` / ``mysql``.
+- ``store_url``: a URL for a fresh, empty store (the file or database exists), parametrised
+  ``sqlite`` / ``mysql``.
+- ``silent_server``: a TCP server on 127.0.0.1 that accepts connections and never answers.
 - ``backend``, ``make_repo`` and ``repo``: opened repositories over every adapter (``sqlite``,
   ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``); teardown fails a test that leaves a
   connection checked out.
@@ -17,6 +19,7 @@ fixtures only: ``tests`` is not a package, so nothing here is importable at run 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import secrets
@@ -30,7 +33,7 @@ from typing import Any, Literal, NoReturn, Protocol, cast
 import pytest
 
 from repos.base import ShardingRepository, ShardPolicy
-from repos.entity import EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.examples import SMS
 from repos.registry import Driver, Layout, make_repository
 
@@ -125,13 +128,57 @@ async def mysql_database(mysql_databases: MysqlDatabases) -> str:
     return await mysql_databases()
 
 
+# -- a server that never answers ------------------------------------------------------------
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte: a MySQL server that never
+    greets (wedged, or a proxy whose backend hangs). `accepted` counts the connections."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = 0
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, MYSQL_HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._writers.append(writer)  # held open, silent, until close()
+        self.connected.set()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[SilentServer]:
+    server = SilentServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
 # -- stores and repositories ------------------------------------------------------------------
 
 _SQLITE_MARKS = pytest.mark.skipif(SQLITE_MISSING, reason="repos.sqlite not written yet")
 
 
 async def _fresh_store(kind: str, tmp_path: Path, mysql_databases: MysqlDatabases) -> str:
+    """An existing, empty store: adapters never create one unless asked (create_missing)."""
     if kind == "sqlite":
+        (tmp_path / "store.db").touch()  # an empty file is an empty SQLite database
         return f"sqlite:///{tmp_path}/store.db"
     return mysql_url(await mysql_databases())
 
@@ -186,6 +233,7 @@ class MakeRepo(Protocol):
         *,
         policy: ShardPolicy = DEFAULT_POLICY,
         batch_size: int = 1000,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> Awaitable[Repo]: ...
 
 
@@ -209,6 +257,7 @@ async def make_repo(
             *,
             policy: ShardPolicy = DEFAULT_POLICY,
             batch_size: int = 1000,
+            max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         ) -> Repo:
             repo = make_repository(
                 url,
@@ -217,6 +266,7 @@ async def make_repo(
                 layout=backend.layout,
                 driver=backend.driver,
                 batch_size=batch_size,
+                max_payload_bytes=max_payload_bytes,
             )
             await repo.open()
             stack.push_async_callback(repo.close)

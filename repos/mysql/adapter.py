@@ -7,6 +7,7 @@ ids. ``executemany`` would send an UPDATE per row, so multi-row statements are b
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import defaultdict
@@ -28,7 +29,12 @@ from repos.base import (
     UnknownStatus,
     read_status,
 )
-from repos.entity import EncodedRow, EntitySpec
+from repos.entity import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    PAYLOAD_BYTES_CEILING,
+    EncodedRow,
+    EntitySpec,
+)
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
@@ -40,6 +46,7 @@ from repos.statements import chunks, chunks_within, insert_state, release_statem
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: How long a read of the live shards is trusted before claims look again.
 SHARD_CACHE_S = 1.0
@@ -49,8 +56,12 @@ SHARD_GONE = frozenset({1146, 1735})
 MAX_IN = 5000
 MAX_ERROR_CHARS = 4000
 #: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
-#: stay under the server's max_allowed_packet (16 MiB by default).
-MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: stay under the server's max_allowed_packet (16 MiB by default; lower ones lower this too).
+MAX_INSERT_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: Bytes of an INSERT besides its payload literals: the statement's own text, and per row the
+#: other values (a str id of 191 characters alone is up to 1,540 bytes as a hex literal).
+STATEMENT_OVERHEAD = 64 * 1024
+ROW_OVERHEAD = 2 * 1024
 _DUPLICATE = re.compile(r"Duplicate entry '(.*)' for key")
 
 
@@ -68,17 +79,22 @@ class MysqlRepository(Generic[TEntity, TKey]):
         pool_size: int = 10,
         pool_recycle_s: int = 3600,
         batch_size: int = 1000,
-        connect_timeout_s: int = 5,
+        connect_timeout_s: float = 5.0,
+        create_missing: bool = False,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy
         self.batch_size = batch_size
+        self._configured_payload_bytes = self.max_payload_bytes = max_payload_bytes
+        self._insert_payload_bytes = MAX_INSERT_PAYLOAD_BYTES  # both lowered by open()
         self._ex = Executor(
             url,
             driver=driver,
             pool_size=pool_size,
             pool_recycle_s=pool_recycle_s,
             connect_timeout_s=connect_timeout_s,
+            create_missing=create_missing,
         )
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._key = key_literal(spec.key_type)
@@ -98,6 +114,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
     async def open(self) -> None:
         await self._ex.open()
+        await self._read_server_limits()
         await self._refresh()
 
     async def close(self) -> None:
@@ -127,7 +144,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(entities, now_ms=now_ms, retention_ms=self.policy.retention_ms)
+        rows = self._encode(entities, now_ms)
         if not rows:
             return 0
         groups = await self._insert_groups(rows)
@@ -142,7 +159,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             for (target, bounds), group in groups.items():
                 tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
                 for chunk in chunks_within(
-                    group, self.batch_size, MAX_PAYLOAD_BYTES, _payload_size
+                    group, self.batch_size, self._insert_payload_bytes, _payload_size
                 ):
                     in_flight[:] = chunk
                     values = ",".join(
@@ -356,6 +373,32 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
     # -- internals ------------------------------------------------------------------------
 
+    def _encode(self, entities: Sequence[TEntity], now_ms: int) -> list[EncodedRow]:
+        return self.spec.encode_many(
+            entities,
+            now_ms=now_ms,
+            retention_ms=self.policy.retention_ms,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+
+    async def _read_server_limits(self) -> None:
+        """Lower the payload caps to what this server's max_allowed_packet lets through."""
+        async with self._ex.transaction("read max_allowed_packet") as tx:
+            [(packet,)] = await tx.fetch_all(sql.MAX_ALLOWED_PACKET)
+        row_bytes, insert_bytes = payload_limits(int(packet), self.batch_size)
+        self.max_payload_bytes = min(self._configured_payload_bytes, row_bytes)
+        self._insert_payload_bytes = insert_bytes
+        if self.max_payload_bytes < self._configured_payload_bytes:
+            logger.warning(
+                "%s: max_payload_bytes %d lowered to %d: the server's max_allowed_packet is %d"
+                " and payloads travel hex-encoded, at twice their size",
+                self.spec.name,
+                self._configured_payload_bytes,
+                self.max_payload_bytes,
+                packet,
+                extra={"action": "open", "entity": self.spec.name},
+            )
+
     async def _refresh(self) -> dict[int, Shard]:
         shards = await self._layout.discover(self._ex)
         self._live = {s.bounds.start_ms: s for s in shards}
@@ -498,6 +541,15 @@ class MysqlRepository(Generic[TEntity, TKey]):
         for shard_no, status, n in rows:
             tallies[shard_no][read_status(status)] = int(n)
         return tallies
+
+
+def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
+    """(largest payload one row may carry, payload bytes one INSERT may carry) on a server that
+    takes statements of up to `max_allowed_packet` bytes, with payloads as hex literals."""
+    room = max_allowed_packet - STATEMENT_OVERHEAD
+    row_bytes = min(PAYLOAD_BYTES_CEILING, (room - ROW_OVERHEAD) // 2)
+    insert_bytes = min(MAX_INSERT_PAYLOAD_BYTES, (room - batch_size * ROW_OVERHEAD) // 2)
+    return max(row_bytes, 1), max(insert_bytes, 1)
 
 
 def _info(shard: Shard, rows: dict[Status | int, int] | None = None) -> ShardInfo:

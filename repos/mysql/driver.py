@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from repos.errors import StoreError, StoreUnavailable
+from repos.errors import StoreError, StoreMissing, StoreUnavailable
+from repos.mysql import sql
 from repos.registry import Driver, MysqlUrl
 
 logger = logging.getLogger(__name__)
@@ -60,26 +61,33 @@ class Executor:
         driver: Driver = "asyncmy",
         pool_size: int = 10,
         pool_recycle_s: int = 3600,
-        connect_timeout_s: int = 5,
+        connect_timeout_s: float = 5.0,
+        create_missing: bool = False,
     ) -> None:
         self.url = url
         self.driver = driver
         self._pool_size = pool_size
         self._pool_recycle_s = pool_recycle_s
         self._connect_timeout_s = connect_timeout_s
+        self._create_missing = create_missing
         self._pool: Any = None
 
     async def open(self) -> None:
-        """Make the pool (inside the running loop), creating the database if it is missing."""
+        """Make the pool (inside the running loop). A missing database raises StoreMissing, or
+        with `create_missing` is created first."""
         if self._pool is not None:
             return
         try:
-            self._pool = await self._create_pool(self.url.database)
-        except Exception as exc:
-            if error_code(exc) != UNKNOWN_DATABASE:
-                raise self._translate("connect", exc) from exc
-            await self._create_database()
-            self._pool = await self._create_pool(self.url.database)
+            self._pool = await self._connect(self.url.database)
+        except StoreError as exc:
+            if error_code(exc.cause) != UNKNOWN_DATABASE:
+                raise
+            if not self._create_missing:
+                raise StoreMissing(
+                    "database", self.url.database, exc.cause, address=self.url.address
+                ) from exc.cause
+            await self.create_database()
+            self._pool = await self._connect(self.url.database)
 
     async def close(self) -> None:
         if self._pool is None:
@@ -150,6 +158,23 @@ class Executor:
         async with self.transaction(operation, shard=shard) as tx:
             await _without_notes(tx.execute, sql)
 
+    async def _connect(self, database: str | None) -> Any:
+        """The pool, its first connection made, within connect_timeout_s in all.
+
+        The drivers' own connect_timeout bounds the TCP connect only: a peer that accepts and
+        never sends the server greeting (a wedged server, a proxy with no backend) would hang
+        the handshake read for minutes.
+        """
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                return await self._create_pool(database)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                "connect", exc, address=self.url.address, timeout_s=self._connect_timeout_s
+            ) from exc
+        except Exception as exc:
+            raise self._translate("connect", exc) from exc
+
     async def _create_pool(self, database: str | None) -> Any:
         kwargs: dict[str, Any] = {
             "host": self.url.host,
@@ -175,22 +200,22 @@ class Executor:
 
         return await asyncmy.create_pool(**kwargs)
 
-    async def _create_database(self) -> None:
-        try:
-            pool = await self._create_pool(None)
-        except Exception as exc:
-            raise self._translate("connect", exc) from exc
+    async def create_database(self) -> bool:
+        """Create the URL's database (utf8mb4) unless it exists; True if it was created."""
+        pool = await self._connect(None)
         try:
             async with pool.acquire() as conn, conn.cursor() as cursor:
-                await _without_notes(
-                    cursor.execute,
-                    f"CREATE DATABASE IF NOT EXISTS `{self.url.database}` CHARACTER SET utf8mb4",
+                if await cursor.execute(sql.DATABASE_EXISTS, (self.url.database,)):
+                    return False
+                created = await cursor.execute(
+                    sql.CREATE_DATABASE.format(database=self.url.database)
                 )
         except Exception as exc:
             raise self._translate("create database", exc) from exc
         finally:
             pool.close()
             await pool.wait_closed()
+        return bool(created)  # affected rows: 0 when another node made it meanwhile
 
     def _translate(
         self, operation: str, exc: BaseException, *, shard: str | None = None

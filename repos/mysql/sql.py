@@ -26,6 +26,14 @@ COLUMNS = """
     fired_at BIGINT NOT NULL DEFAULT 0,
     last_error TEXT NULL"""
 
+# `store init` (or store.create_missing): the database itself; the engine makes the tables.
+# Looked up first: IF NOT EXISTS on an existing one makes the drivers emit a Python warning.
+DATABASE_EXISTS = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s"
+CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+# Read at open: a statement longer than this breaks the connection ("Packet sequence number
+# wrong"), so payloads are capped below it (repos.mysql.adapter.payload_limits).
+MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
+
 CREATE_SHARD_TABLE = (
     "CREATE TABLE IF NOT EXISTS `{table}` ("
     + COLUMNS

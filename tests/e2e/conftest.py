@@ -149,6 +149,7 @@ async def store(
     """The test's store: MySQL multi-table on asyncmy, and SQLite once its adapter exists."""
     kind: str = request.param
     if kind == "sqlite":
+        (tmp_path / "store.db").touch()  # the store exists, as a MySQL one would: empty
         url = f"sqlite:///{(tmp_path / 'store.db').resolve()}"
     else:
         url = mysql_url(await mysql_databases())

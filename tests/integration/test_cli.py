@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from subprocess import PIPE
+from typing import Protocol
 
 import pytest
 
@@ -33,6 +37,14 @@ def register(engine):
 """
 
 
+class SilentServer(Protocol):
+    """tests/conftest.py's `silent_server`: accepts connections on 127.0.0.1, never answers."""
+
+    port: int
+    accepted: int
+    connected: asyncio.Event
+
+
 def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
@@ -49,6 +61,30 @@ def test_unreachable_store_at_start_is_a_clear_error_naming_host_and_port(tmp_pa
     assert proc.returncode == 1
     assert "127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_sigint_during_a_hung_start_exits_130_with_one_line(
+    tmp_path: Path, silent_server: SilentServer
+) -> None:
+    config = write_config(tmp_path, f"mysql://root@127.0.0.1:{silent_server.port}/jobs")
+    with config.open("a") as toml:
+        toml.write("connect_timeout_s = 60\n")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "run", "--config", str(config), "--demo", stdout=PIPE, stderr=PIPE
+    )
+    try:
+        async with asyncio.timeout(20):
+            await silent_server.connected.wait()  # start-up now waits for a greeting
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130
+    assert err.decode() == "infinite-scheduler: interrupted\n"
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
@@ -83,7 +119,7 @@ def test_app_package_in_the_working_directory_is_found_by_the_console_script(
     (tmp_path / "myapp").mkdir()
     (tmp_path / "myapp" / "__init__.py").write_text("")
     (tmp_path / "myapp" / "jobs.py").write_text(APP_JOBS)
-    (tmp_path / "config.toml").write_text("metrics_port = 0\n")
+    (tmp_path / "config.toml").write_text("metrics_port = 0\n[store]\ncreate_missing = true\n")
     proc = subprocess.run(
         [SCRIPT, "run", "--app", "myapp.jobs:register"],
         cwd=tmp_path,
@@ -129,6 +165,27 @@ def test_app_module_not_found_says_where_it_was_searched_and_how_to_fix_it(
         "infinite-scheduler: --app 'myapp.jobs:register': importing myapp.jobs failed: "
         "No module named 'no_such_dependency'\n",
     )
+
+
+def test_metrics_port_in_use_exits_2_with_one_line_and_opens_no_store(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"sqlite:///{db}", metrics_port=port)
+        proc = subprocess.run(
+            [*CLI, "run", "--config", str(config), "--demo"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"infinite-scheduler: metrics_port = {port}: port already in use ([Errno 98] Address "
+        "already in use); free it or choose another port (0 turns the endpoint off)\n"
+    )
+    assert not db.exists()  # the demo would have created it: the store was never opened
 
 
 def test_demo_fires_jobs_serves_metrics_and_exits_0_on_sigint(tmp_path: Path) -> None:

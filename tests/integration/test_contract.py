@@ -23,6 +23,7 @@ from repos.base import (
     DuplicateJob,
     EntitySpecError,
     Failure,
+    PayloadTooLarge,
     RowRef,
     ShardExpired,
     ShardInfo,
@@ -339,6 +340,31 @@ async def test_time_older_than_retention_raises_shard_expired(repo: Repo) -> Non
     )
     assert await _snapshot(repo) == before
     assert await repo.insert([sms(4, D23)], now_ms=later) == 1  # exactly at the horizon: kept
+
+
+def sms_of_payload(key: int, at_ms: int, size: int) -> SmsEntity:
+    """An SMS whose encoded payload is exactly `size` bytes."""
+    bare = len(SMS.encode(sms(key, at_ms, message="")).payload)
+    return sms(key, at_ms, message="x" * (size - bare))
+
+
+async def test_a_payload_over_the_limit_is_refused_and_nothing_is_written(
+    make_repo: MakeRepo,
+) -> None:
+    repo = await make_repo(max_payload_bytes=1000)
+    await seed(repo, [sms(1, D22 + HOUR)])
+    before = await _snapshot(repo)
+    at_limit = sms_of_payload(2, D22 + 2 * HOUR, 1000)
+    batch = [at_limit, sms_of_payload(3, D22 + 3 * HOUR, 1001), sms(4, D24)]
+    with pytest.raises(PayloadTooLarge) as caught:
+        await repo.insert(batch, now_ms=NOW)
+    assert str(caught.value) == (
+        "entity 'sms', job 3, field 'payload': encoded size 1001 bytes is over the limit of"
+        " 1000 bytes"
+    )
+    assert (caught.value.size, caught.value.limit) == (1001, 1000)
+    assert await _snapshot(repo) == before
+    assert await repo.insert([at_limit], now_ms=NOW) == 1  # exactly at the limit: stored
 
 
 async def test_duplicate_in_its_shard_rolls_back_the_whole_call(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,12 @@ import pytest
 
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
+from infinite_scheduler.errors import (
+    EngineNotRunning,
+    HandlerMissing,
+    PayloadTooLarge,
+    PortUnavailable,
+)
 from infinite_scheduler.jobs import JobContext
 from repos.base import FINISHED, ShardingRepository, Status
 from repos.entity import EntitySpec
@@ -104,9 +110,8 @@ async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
             "drain_timeout_s": 1.0,
         }
         handlers.update(settings.pop("handlers", {}))
-        config = load_config(
-            None, store={"url": store_url}, handlers=handlers, **{**defaults, **settings}
-        )
+        store = {"url": store_url, **settings.pop("store", {})}
+        config = load_config(None, store=store, handlers=handlers, **{**defaults, **settings})
         engine = InfiniteScheduler(config)
         engine.register(spec, handler, repository=repository)
         return engine
@@ -392,6 +397,64 @@ async def test_schedule_and_cancel_outside_async_with_are_refused_and_change_not
         if phase == "before":
             async with engine:
                 pass
+
+
+class OpenSpy:
+    """The real repository, counting open() calls."""
+
+    def __init__(self, repo: ShardingRepository[Any, Any]) -> None:
+        self.repo = repo
+        self.opened = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+    async def open(self) -> None:
+        self.opened += 1
+        await self.repo.open()
+
+
+async def test_metrics_port_in_use_stops_the_start_before_any_store_opens(
+    engine_factory: EngineFactory, repo: Any, store_url: str
+) -> None:
+    ids = list(range(1, 6))
+    await repo.insert([sms(i, now() - timedelta(seconds=1)) for i in ids], now_ms=now_ms())
+    spy = OpenSpy(make_repository(store_url, SMS, repo.policy))
+    recorder = Recorder()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        engine = engine_factory(handler=recorder, repository=spy, metrics_port=port)
+        with pytest.raises(PortUnavailable) as caught:
+            async with engine:
+                pass
+    assert str(caught.value) == (
+        f"metrics_port = {port}: port already in use ([Errno 98] Address already in use); "
+        "free it or choose another port (0 turns the endpoint off)"
+    )
+    assert spy.opened == 0 and recorder.fires == []
+    rows = [(await repo.get(i))[0] for i in ids]
+    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+
+
+async def test_schedule_with_a_payload_over_the_limit_stores_none_of_the_call(
+    engine_factory: EngineFactory, repo: Any
+) -> None:
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder, store={"max_payload_bytes": 200})
+    later = sms(1, now() + timedelta(hours=1))  # stored first, by an insert of its own
+    soon = SmsEntity(id=2, scheduled_at=now(), phone="+15550100", message="x" * 200)
+    async with engine:
+        with pytest.raises(PayloadTooLarge) as caught:
+            await engine.schedule([later, soon])
+        await asyncio.sleep(0.3)
+    assert str(caught.value) == (
+        "entity 'sms', job 2, field 'payload': encoded size 234 bytes is over the limit of"
+        " 200 bytes"
+    )
+    assert await repo.get(1) == [] and await repo.get(2) == []
+    assert recorder.fires == []
 
 
 # -- payloads read shortly before the job is due ---------------------------------------------

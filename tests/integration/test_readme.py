@@ -42,6 +42,16 @@ def test_readme_examples_run_as_one_script(tmp_path: Path) -> None:
         "INFINITE_SCHEDULER_STORE__URL": f"sqlite:///{tmp_path}/readme.db",
         "INFINITE_SCHEDULER_METRICS_PORT": "0",
     }
+    init = subprocess.run(
+        [sys.executable, "-m", "infinite_scheduler", "store", "init"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

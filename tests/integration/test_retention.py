@@ -274,7 +274,7 @@ def disk_bytes(path: Path) -> int:
 
 async def test_sqlite_gives_the_space_of_a_dropped_shard_back_to_the_disk(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    repo = make_repository(f"sqlite:///{path}", SMS, ShardPolicy())
+    repo = make_repository(f"sqlite:///{path}", SMS, ShardPolicy(), create_missing=True)
     await repo.open()
     try:
         await repo.insert([sms(i, B0 + i) for i in range(20_000)], now_ms=B0)
@@ -293,7 +293,9 @@ async def test_sqlite_gives_the_space_of_a_dropped_shard_back_to_the_disk(tmp_pa
 
 
 async def test_run_retries_a_failed_pass_and_stops_on_stop(tmp_path: Path) -> None:
-    repo = make_repository(f"sqlite:///{tmp_path / 'store.db'}", SMS, ShardPolicy())
+    repo = make_repository(
+        f"sqlite:///{tmp_path / 'store.db'}", SMS, ShardPolicy(), create_missing=True
+    )
     await repo.open()
     try:
         await seed(repo, shards=1, span_ms=DAY)

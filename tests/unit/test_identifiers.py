@@ -213,7 +213,7 @@ def test_shard_expired_shows_utc_times_and_the_retention(
         id=7, scheduled_at=datetime(2000, 1, 2, 3, 4, 5, 6_000, tzinfo=UTC), phone="+1", message="m"
     )
     with pytest.raises(ShardExpired) as caught:
-        SMS.encode_many([job], now_ms=now_ms, retention_ms=retention_ms)
+        SMS.encode_many([job], now_ms=now_ms, retention_ms=retention_ms, max_payload_bytes=2**20)
     assert str(caught.value) == (
         "entity 'sms', job 7, field 'scheduled_at': time 2000-01-02T03:04:05.006Z is older than "
         f"the retention horizon {horizon} (now minus the retention of {retention}): its shard "

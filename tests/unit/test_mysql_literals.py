@@ -6,6 +6,13 @@ import re
 
 import pytest
 
+from repos.entity import PAYLOAD_BYTES_CEILING
+from repos.mysql.adapter import (
+    MAX_INSERT_PAYLOAD_BYTES,
+    ROW_OVERHEAD,
+    STATEMENT_OVERHEAD,
+    payload_limits,
+)
 from repos.mysql.literals import key_literal, literal, literal_list
 
 SAFE = re.compile(r"NULL|-?[0-9]+|X'[0-9a-f]*'|_utf8mb4 X'[0-9a-f]*'")
@@ -48,3 +55,19 @@ def test_a_str_subclass_id_renders_as_its_text() -> None:
         pass
 
     assert key_literal(str)(Code("ab")) == "_utf8mb4 X'6162'"
+
+
+@pytest.mark.parametrize("packet", [1 << 20, 4 << 20, 16 << 20, 64 << 20, 1 << 30])
+@pytest.mark.parametrize("batch_size", [1, 1000, 5000])
+def test_payload_limits_keep_every_insert_under_the_servers_packet(
+    packet: int, batch_size: int
+) -> None:
+    row_bytes, insert_bytes = payload_limits(packet, batch_size)
+    longest_str_id = key_literal(str)("\U0001f600" * 191)  # 4 bytes a character in utf8mb4
+    assert len(longest_str_id) + 200 <= ROW_OVERHEAD  # the row's other values, generously
+    # One row at the cap alone, or a full batch at the statement budget: both fit.
+    assert STATEMENT_OVERHEAD + ROW_OVERHEAD + 2 * row_bytes <= packet
+    assert STATEMENT_OVERHEAD + batch_size * ROW_OVERHEAD + 2 * insert_bytes <= packet or (
+        insert_bytes == 1
+    )
+    assert row_bytes <= PAYLOAD_BYTES_CEILING and insert_bytes <= MAX_INSERT_PAYLOAD_BYTES
