@@ -440,7 +440,9 @@ class Surprising:
 async def test_an_unexpected_error_fails_one_pass_and_the_loop_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    repo = make_repository(f"sqlite:///{tmp_path / 'store.db'}", SMS, ShardPolicy())
+    repo = make_repository(
+        f"sqlite:///{tmp_path / 'store.db'}", SMS, ShardPolicy(), create_missing=True
+    )
     await repo.open()
     try:
         await seed(repo, shards=1, span_ms=DAY)
