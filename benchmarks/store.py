@@ -16,8 +16,9 @@ from typing import Any
 from benchmarks.common import Options
 from repos.base import ShardingRepository, ShardPolicy
 from repos.examples import SMS
-from repos.registry import Driver, create_store, make_repository
+from repos.registry import create_store, make_repository
 from repos.shards import ShardBounds
+from repos.urls import Driver
 
 MYSQL_HOST = "127.0.0.1"
 MYSQL_PORT = 3306

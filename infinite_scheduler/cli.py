@@ -34,7 +34,8 @@ from infinite_scheduler.demo import (
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import ConfigError, DropRefused, SchedulerError
 from infinite_scheduler.shard_commands import DropOptions, shards_main
-from repos.registry import SqliteUrl, create_store
+from repos.registry import create_store
+from repos.urls import SqliteUrl
 
 EXIT_OK = 0
 EXIT_STORE = 1

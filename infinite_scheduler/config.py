@@ -52,8 +52,8 @@ from infinite_scheduler.errors import (
 )
 from repos.base import ShardPolicy
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, PAYLOAD_BYTES_CEILING
-from repos.registry import Driver, Layout, MysqlUrl, SqliteUrl, parse_store_url
 from repos.shards import Granularity
+from repos.urls import Driver, LayoutName, MysqlUrl, SqliteUrl, parse_store_url
 
 ENV_PREFIX = "INFINITE_SCHEDULER_"
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -89,7 +89,7 @@ class StoreConfig(_Section):
     """``[store]``: where rows live. `url` is a SecretStr so no repr or log shows the password."""
 
     url: SecretStr = SecretStr(DEFAULT_STORE_URL)
-    layout: Layout = "multi-table"
+    layout: LayoutName = "multi-table"
     driver: Driver = "asyncmy"
     pool_size: PositiveInt = 10
     pool_recycle_s: PositiveInt = 3600

@@ -34,14 +34,15 @@ from infinite_scheduler.clock import Clock
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import (
+    Granularity,
     ShardInfo,
     ShardingRepository,
     ShardPolicy,
     StoreError,
     UnknownStatus,
+    bucket_of,
     status_label,
 )
-from repos.shards import Granularity, bucket_of
 
 logger = logging.getLogger(__name__)
 

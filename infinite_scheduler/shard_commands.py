@@ -34,7 +34,7 @@ from infinite_scheduler.maintenance import (
 from infinite_scheduler.metrics import Metrics
 from repos.base import ShardInfo, ShardingRepository, UnknownStatus
 from repos.examples import NOTIFICATIONS, ORDERS, SMS
-from repos.registry import SqliteUrl
+from repos.urls import SqliteUrl
 
 Repo = ShardingRepository[Any, Any]
 EXAMPLES = (SMS, ORDERS, NOTIFICATIONS)

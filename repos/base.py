@@ -35,6 +35,7 @@ from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 from repos.shards import Granularity as Granularity
 from repos.shards import ShardBounds as ShardBounds
+from repos.shards import bucket_of as bucket_of
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)

@@ -1,69 +1,15 @@
-"""Store URLs and the one place that picks an adapter for them."""
+"""The one place that picks an adapter for a store URL: to make the store, or a repository."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 from repos.base import ShardingRepository, ShardPolicy
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
-from repos.shards import check_identifier
-
-Layout = Literal["multi-table", "partitioned"]
-Driver = Literal["asyncmy", "aiomysql"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SqliteUrl:
-    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
-
-    path: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MysqlUrl:
-    """``mysql://user:password@host:port/database``; the password never shows in repr."""
-
-    host: str
-    port: int
-    user: str
-    database: str
-    password: str = field(default="", repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def parse_store_url(url: str) -> SqliteUrl | MysqlUrl:
-    """Parse a store URL; raise ValueError saying what is wrong and what is expected."""
-    expected = "expected sqlite:///PATH or mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = url[len("sqlite://") :]
-        if not path.startswith("/") or len(path) < 2:
-            raise ValueError(f"sqlite URL has no path; {expected}")
-        return SqliteUrl(path=path[1:])
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ValueError(f"unknown scheme {parts.scheme!r}; {expected}")
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise ValueError(f"port is not a number; {expected}") from None
-    database = parts.path.lstrip("/")
-    if not parts.hostname or not parts.username or not database:
-        raise ValueError(f"host, user and database are required; {expected}")
-    check_identifier("database name", database)
-    return MysqlUrl(
-        host=parts.hostname,
-        port=port,
-        user=unquote(parts.username),
-        password=unquote(parts.password or ""),
-        database=database,
-    )
+from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +36,13 @@ async def create_store(
     if isinstance(target, SqliteUrl):
         from repos.sqlite import create_file
 
-        return await asyncio.to_thread(create_file, Path(target.path))
+        path = Path(target.path)
+        created, directory = await asyncio.to_thread(create_file, path)
+        return StoreCreated(
+            store=f"SQLite file {str(path)!r}",
+            created=created,
+            directory=None if directory is None else str(directory),
+        )
     from repos.mysql.driver import Executor
 
     executor = Executor(target, driver=driver, connect_timeout_s=connect_timeout_s)
@@ -103,7 +55,7 @@ def make_repository(
     spec: EntitySpec[Any, Any],
     policy: ShardPolicy,
     *,
-    layout: Layout = "multi-table",
+    layout: LayoutName = "multi-table",
     driver: Driver = "asyncmy",
     pool_size: int = 10,
     pool_recycle_s: int = 3600,

@@ -41,7 +41,6 @@ from repos.base import (
     read_status,
 )
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
-from repos.registry import StoreCreated
 from repos.shards import (
     ShardBounds,
     bounds_of,
@@ -612,19 +611,17 @@ def connect(path: Path, *, create_missing: bool) -> sqlite3.Connection:
     return db
 
 
-def create_file(path: Path) -> StoreCreated:
-    """Make the SQLite file (an empty database, PRAGMAS set) and its directory, if missing."""
-    store = f"SQLite file {str(path)!r}"
+def create_file(path: Path) -> tuple[bool, Path | None]:
+    """Make the SQLite file (an empty database, PRAGMAS set) and its directory, if missing:
+    whether it was made, and the outermost directory made for it."""
     if path.exists():
-        return StoreCreated(store=store, created=False)
+        return False, None
     directory = _first_missing(path.parent)
     try:
         connect(path, create_missing=True).close()
     except (OSError, sqlite3.Error) as exc:
         raise StoreError("create SQLite file", exc) from exc
-    return StoreCreated(
-        store=store, created=True, directory=None if directory is None else str(directory)
-    )
+    return True, directory
 
 
 def _first_missing(directory: Path) -> Path | None:

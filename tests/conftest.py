@@ -35,7 +35,8 @@ import pytest
 from repos.base import ShardingRepository, ShardPolicy
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.examples import SMS
-from repos.registry import Driver, Layout, make_repository
+from repos.registry import make_repository
+from repos.urls import Driver, LayoutName
 
 ENV_PREFIX = "INFINITE_SCHEDULER_"
 MYSQL_HOST = "127.0.0.1"
@@ -201,11 +202,11 @@ class Backend:
     """One adapter configuration the contract suite runs against."""
 
     kind: Literal["sqlite", "mysql"]
-    layout: Layout = "multi-table"
+    layout: LayoutName = "multi-table"
     driver: Driver = "asyncmy"
 
 
-_LAYOUTS: tuple[tuple[str, Layout], ...] = (
+_LAYOUTS: tuple[tuple[str, LayoutName], ...] = (
     ("multi", "multi-table"),
     ("partitioned", "partitioned"),
 )

@@ -39,9 +39,9 @@ from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.mysql.literals import key_literal, literal, literal_list
-from repos.registry import Driver, MysqlUrl
 from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
 from repos.statements import chunks, chunks_within, insert_state, release_statement
+from repos.urls import Driver, LayoutName, MysqlUrl
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
@@ -74,7 +74,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         policy: ShardPolicy,
         *,
         url: MysqlUrl,
-        layout: str = "multi-table",
+        layout: LayoutName = "multi-table",
         driver: Driver = "asyncmy",
         pool_size: int = 10,
         pool_recycle_s: int = 3600,

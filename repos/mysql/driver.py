@@ -15,7 +15,7 @@ from typing import Any
 
 from repos.errors import StoreError, StoreMissing, StoreUnavailable
 from repos.mysql import sql
-from repos.registry import Driver, MysqlUrl
+from repos.urls import Driver, MysqlUrl
 
 logger = logging.getLogger(__name__)
 

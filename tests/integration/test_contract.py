@@ -35,8 +35,9 @@ from repos.base import (
     UnknownStatus,
 )
 from repos.examples import ORDERS, SMS, OrderEntity, SmsEntity
-from repos.registry import Driver, make_repository
+from repos.registry import make_repository
 from repos.shards import Granularity, ShardBounds, bounds_of
+from repos.urls import Driver
 
 Repo = ShardingRepository[Any, Any]
 #: tests/conftest.py's `make_repo`: (spec=SMS, *, policy=..., batch_size=...) -> opened repo

@@ -25,7 +25,8 @@ from repos.base import ShardingRepository, ShardPolicy
 from repos.entity import PAYLOAD_BYTES_CEILING
 from repos.examples import SMS, SmsEntity
 from repos.mysql.adapter import ROW_OVERHEAD, STATEMENT_OVERHEAD
-from repos.registry import Driver, make_repository
+from repos.registry import make_repository
+from repos.urls import Driver
 
 pytestmark = pytest.mark.timeout(60)
 DRIVERS: tuple[Driver, ...] = ("asyncmy", "aiomysql")

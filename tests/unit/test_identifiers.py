@@ -13,7 +13,6 @@ from pydantic import BaseModel
 from repos.entity import EntitySpec
 from repos.errors import EntitySpecError, InvalidIdentifier, ShardExpired
 from repos.examples import SMS, SmsEntity
-from repos.registry import MysqlUrl, SqliteUrl, parse_store_url
 from repos.shards import (
     MAX_IDENTIFIER,
     MAX_PREFIX,
@@ -26,6 +25,7 @@ from repos.shards import (
     parse_suffix,
     shards_between,
 )
+from repos.urls import MysqlUrl, SqliteUrl, parse_store_url
 
 DAY = Granularity.DAY
 HOUR = Granularity.HOUR
