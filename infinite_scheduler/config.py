@@ -41,15 +41,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from infinite_scheduler.errors import (
-    ConfigError,
+from infinite_scheduler.config_errors import (
     ConfigProblem,
     Conflict,
     ConflictingSettings,
-    EntitySpecError,
     allowed_keys,
     show_value,
+    validation_problems,
 )
+from infinite_scheduler.errors import ConfigError, EntitySpecError
 from repos.base import ShardPolicy
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, PAYLOAD_BYTES_CEILING
 from repos.shards import Granularity
@@ -255,10 +255,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SchedulerCo
     try:
         config = SchedulerConfig(**overrides)
     except ValidationError as exc:
-        found = ConfigError.from_validation_error(
-            exc, source_of=provenance.source_of, model=SchedulerConfig
+        problems.extend(
+            validation_problems(exc, source_of=provenance.source_of, model=SchedulerConfig)
         )
-        problems.extend(found.errors)
     except SettingsError as exc:
         problems.append(_settings_problem(exc, provenance))
     finally:

@@ -1,15 +1,10 @@
-"""Every error the scheduler raises on purpose.
+"""The errors the store raises on purpose: the root SchedulerError, an entity that does not fit
+its spec (EntitySpecError and its kinds), a statement the database failed (StoreError and its
+kinds).
 
-    SchedulerError
-    ├── EntitySpecError          an entity type or one entity does not fit its spec
-    │   ├── InvalidIdentifier    an entity, prefix, column or database name unfit for SQL
-    │   ├── DuplicateJob         an id already in its shard, or twice in one insert
-    │   ├── ShardExpired         a sharding time older than the retention horizon
-    │   └── PayloadTooLarge      an encoded payload over the store's size limit
-    ├── StoreError               the database refused or failed a statement
-    │   ├── StoreUnavailable     the database cannot be reached at all
-    │   └── StoreMissing         the database or SQLite file does not exist (and is not created)
-    └── ConfigError              (infinite_scheduler.config) a setting is invalid
+They live here because the adapters raise them and must not import the engine;
+``infinite_scheduler.errors`` re-exports them and draws the whole tree, the engine's own errors
+included.
 
 Each error keeps the job id, shard and cause as attributes and builds its own message, so
 callers raise them with fields, never with preformatted text.
