@@ -120,12 +120,8 @@ async def insert_rows(
 
     def statement(ids: Sequence[int]) -> str:
         values = ",".join(f"({i},{at},{payload},0,{at}{tail}" for i in ids for at in (due(i),))
-        return sql.INSERT.format(
-            target=insert_target,
-            extra_columns=", shard_at" if extra else "",
-            rows=values,
-            **sql_names(),
-        )
+        insert = sql.INSERT_PARTITIONED if extra else sql.INSERT
+        return insert.format(target=insert_target, rows=values, **sql_names())
 
     def sender(conn: Bare) -> Callable[[Sequence[int]], Awaitable[None]]:
         async def send(ids: Sequence[int]) -> None:
@@ -144,25 +140,25 @@ async def claim_rows(conn: Bare, opts: Options, bounds: ShardBounds, n: int) -> 
     """Claim and ack every due row in batches, the way the fetcher and the acker do."""
     _, target, _ = shard_target(opts.layout, bounds)
     names = sql_names()
-    select = sql.CLAIM_SELECT_PART.format(target=target, shard_no=0, **names)
-    select += sql.CLAIM_SELECT_TAIL
+    select = sql.CLAIM_SELECT.format(parts=sql.union_all(sql.CLAIM_SELECT_PART, [target], **names))
     batch = opts.batch_size
     with bar(n, "ceiling claim+ack") as progress:
         started = time.perf_counter()
         while True:
             stamp = now_ms()
             await conn.begin()
-            rows = await conn.fetch_all(select, (stamp + 1, stamp + 1, batch, batch))
+            due = {"payload_before_ms": stamp + 1, "before_ms": stamp + 1, "limit": batch}
+            rows = await conn.fetch_all(select, due)
             keys = [r[0] for r in rows]
             if keys:
                 claim = sql.CLAIM_UPDATE.format(
                     target=target, keys=literal_list(str, keys), **names
                 )
-                await conn.execute(claim, (NODE, stamp))
+                await conn.execute(claim, {"node_id": NODE, "now_ms": stamp})
             await conn.commit()
             if keys:
                 ack = sql.MARK_DONE.format(target=target, keys=literal_list(str, keys), **names)
-                await conn.execute(ack, (now_ms(), NODE))
+                await conn.execute(ack, {"fired_at_ms": now_ms(), "node_id": NODE})
                 progress.update(len(keys))
             if len(keys) < batch:  # as the fetcher: a short batch means nothing is left
                 return time.perf_counter() - started

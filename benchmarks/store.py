@@ -8,7 +8,7 @@ retries and no engine code between the statement and the server.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.common import Options
 from repos.base import ShardingRepository, ShardPolicy
 from repos.examples import SMS
+from repos.mysql import sql
 from repos.registry import create_store, make_repository
 from repos.shards import ShardBounds
 from repos.urls import Driver
@@ -23,8 +24,6 @@ from repos.urls import Driver
 MYSQL_HOST = "127.0.0.1"
 MYSQL_PORT = 3306
 MYSQL_USER = "root"
-#: The same session settings the adapter's pool gives every connection.
-INIT_COMMAND = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 #: The engine's default shard policy (one shard per UTC day), which the bench configs keep.
 POLICY = ShardPolicy()
 
@@ -102,14 +101,18 @@ class Bare:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    async def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
+    async def execute(
+        self, statement: str, args: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> int:
         async with self.conn.cursor() as cursor:
-            await cursor.execute(sql, args or None)
+            await cursor.execute(statement, args or None)
             return int(cursor.rowcount)
 
-    async def fetch_all(self, sql: str, args: Sequence[Any] | None = None) -> list[Any]:
+    async def fetch_all(
+        self, statement: str, args: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[Any]:
         async with self.conn.cursor() as cursor:
-            await cursor.execute(sql, args or None)
+            await cursor.execute(statement, args or None)
             return list(await cursor.fetchall())
 
     async def begin(self) -> None:
@@ -127,7 +130,7 @@ async def bare(driver: str, database: str | None) -> AsyncIterator[Bare]:
         "user": MYSQL_USER,
         "password": "",
         "autocommit": True,
-        "init_command": INIT_COMMAND,
+        "init_command": sql.SESSION_INIT,  # the adapter's own session settings
     }
     if database is not None:
         kwargs["db"] = database

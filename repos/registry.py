@@ -34,7 +34,7 @@ async def create_store(
     SQLite file and its directory. The shard tables inside are the engine's business."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
-        from repos.sqlite import create_file
+        from repos.sqlite.connection import create_file
 
         path = Path(target.path)
         created, directory = await asyncio.to_thread(create_file, path)
@@ -68,7 +68,7 @@ def make_repository(
     unless `create_missing`; `connect_timeout_s` bounds a MySQL connect, handshake included."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
-        from repos.sqlite import SqliteRepository
+        from repos.sqlite.adapter import SqliteRepository
 
         return SqliteRepository(
             spec,

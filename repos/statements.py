@@ -1,9 +1,10 @@
-"""Statement building both SQL adapters share; they differ only in quoting and parameter marks."""
+"""What both SQL adapters do alike around their statements: batches, the state of new rows,
+release()'s arguments. The statements themselves are in each dialect's sql module."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from repos.base import Status
 
@@ -46,33 +47,8 @@ def insert_state(claimed_by: str | None, now_ms: int) -> tuple[int, int, str | N
     return (Status.PENDING, 0, None, None)
 
 
-def marks(n: int, mark: str) -> str:
-    """`n` parameter marks for an ``IN (...)`` list."""
-    return ", ".join([mark] * n)
-
-
-def release_statement(
-    template: str,
-    node_id: str | None,
-    refs: Sequence[Any] | None,
-    claimed_at_ms: int | None,
-    *,
-    mark: str,
-    id_filter: str,
-) -> tuple[str, tuple[Any, ...]]:
-    """The release UPDATE narrowed to what the caller named, and its leading arguments.
-
-    `template` ends in ``{where}``; `id_filter` (``AND id IN ({keys})``) is appended when
-    `refs` are given and keeps its ``{keys}`` for the caller to fill per shard.
-    """
+def check_release(node_id: str | None, refs: object, claimed_at_ms: int | None) -> None:
+    """Refuse a release() narrowed to rows or to a claim instant without the node that claimed:
+    those only mean something within one node's claims (ShardingRepository.release)."""
     if node_id is None and (refs is not None or claimed_at_ms is not None):
         raise ValueError("release(refs=..., claimed_at_ms=...) needs the node_id that claimed")
-    where, args = "", list[Any]()
-    if node_id is not None:
-        where, args = f" AND claimed_by = {mark}", [node_id]
-    if claimed_at_ms is not None:
-        where += f" AND claimed_at = {mark}"
-        args.append(claimed_at_ms)
-    if refs is not None:
-        where += id_filter
-    return template.replace("{where}", where), tuple(args)

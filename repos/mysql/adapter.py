@@ -12,6 +12,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
@@ -40,7 +41,7 @@ from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.mysql.literals import key_literal, literal, literal_list
 from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
-from repos.statements import chunks, chunks_within, insert_state, release_statement
+from repos.statements import check_release, chunks, chunks_within, insert_state
 from repos.urls import Driver, LayoutName, MysqlUrl
 
 TEntity = TypeVar("TEntity")
@@ -98,9 +99,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         )
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._key = key_literal(spec.key_type)
-        # Binary collation: str ids compare as Python does ("ORD-1" is not "ord-1").
-        id_type = "BIGINT" if spec.key_type is int else "VARCHAR(191) COLLATE utf8mb4_bin"
-        columns = {**self._fmt, "id_type": id_type}
+        columns = {**self._fmt, "id_type": sql.ID_TYPE[spec.key_type]}
         kinds: dict[str, type[MultiTable] | type[Partitioned]] = {
             "multi-table": MultiTable,
             "partitioned": Partitioned,
@@ -151,7 +150,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         status, attempts, by, at = insert_state(claimed_by, now_ms)
         # The same for every row of the call: the claim columns, then the layout's extra ones.
         state = f",{attempts},{literal(by or '')},{at or 0}"
-
+        insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
         in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
 
         async def body(tx: Tx) -> int:
@@ -167,7 +166,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                         + tail
                         for r in chunk
                     )
-                    stored += await tx.execute(self._insert_sql(target, values, on_duplicate))
+                    stored += await tx.execute(insert(target=target, rows=values))
             return stored
 
         try:
@@ -190,15 +189,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
         shards = self._window(await self._shards(), since_ms, before_ms)
         if not shards or limit <= 0:
             return []
-        select = (
-            " UNION ALL ".join(
-                sql.CLAIM_SELECT_PART.format(target=s.target, shard_no=i, **self._fmt)
-                for i, s in enumerate(shards)
-            )
-            + sql.CLAIM_SELECT_TAIL
-        )
-        with_payload = before_ms if payload_before_ms is None else payload_before_ms
-        args = [with_payload, before_ms, limit] * len(shards) + [limit]
+        parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
+        select = sql.CLAIM_SELECT.format(parts=parts)
+        args = {
+            "payload_before_ms": before_ms if payload_before_ms is None else payload_before_ms,
+            "before_ms": before_ms,
+            "limit": limit,
+        }
+        claim = {"node_id": node_id, "now_ms": now_ms}
 
         async def body(tx: Tx) -> list[Row]:
             rows = await tx.fetch_all(select, args)
@@ -209,7 +207,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 update = sql.CLAIM_UPDATE.format(
                     target=shards[no].target, keys=literal_list(self._key, keys), **self._fmt
                 )
-                await tx.execute(update, (node_id, now_ms))
+                await tx.execute(update, claim)
             return rows
 
         rows = await self._ex.run("claim", body)
@@ -227,7 +225,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
                         stmt = sql.READ_PAYLOADS.format(
                             target=target, keys=literal_list(self._key, chunk), **self._fmt
                         )
-                        for key, at_ms, payload in await tx.fetch_all(stmt, (node_id,)):
+                        rows = await tx.fetch_all(stmt, {"node_id": node_id})
+                        for key, at_ms, payload in rows:
                             found[RowRef(key, at_ms)] = payload
             return found
 
@@ -236,7 +235,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return {ref: found[ref] for ref in refs if ref in found}
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
-        return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
+        args = {"fired_at_ms": fired_at_ms, "node_id": node_id}
+        return await self._update_refs("mark done", sql.MARK_DONE, refs, args)
 
     async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
         async def body(tx: Tx, fallback: bool) -> int:
@@ -245,15 +245,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 target = self._target_of(f.ref.at_ms, fallback=fallback)
                 if target is None:
                     continue
-                status = f.status if f.retry_at_ms is None else Status.PENDING
-                args = (
-                    status,
-                    f.retry_at_ms,
-                    f.error[:MAX_ERROR_CHARS],
-                    now_ms,
-                    node_id,
-                    f.ref.key,
-                )
+                args = {
+                    "status": f.status if f.retry_at_ms is None else Status.PENDING,
+                    "retry_at_ms": f.retry_at_ms,
+                    "error": f.error[:MAX_ERROR_CHARS],
+                    "now_ms": now_ms,
+                    "node_id": node_id,
+                    "key": f.ref.key,
+                }
                 changed += await tx.execute(
                     sql.MARK_FAILED.format(target=target, **self._fmt), args
                 )
@@ -272,15 +271,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
         *,
         claimed_at_ms: int | None = None,
     ) -> int:
-        template, args = release_statement(
-            sql.RELEASE, node_id, refs, claimed_at_ms, mark="%s", id_filter=sql.RELEASE_KEYS
-        )
+        check_release(node_id, refs, claimed_at_ms)
+        args = {"node_id": node_id, "claimed_at_ms": claimed_at_ms}
         if refs is not None:
-            return await self._update_refs("release", template, refs, args)
+            return await self._update_refs("release", sql.RELEASE_KEYS, refs, args)
         shards = list((await self._refresh()).values())
 
         async def body(tx: Tx) -> int:
-            statements = (template.format(target=s.target) for s in shards)
+            statements = (sql.RELEASE.format(target=s.target) for s in shards)
             return sum([await tx.execute(stmt, args) for stmt in statements])
 
         return int(await self._ex.run("release", body))
@@ -303,14 +301,11 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
     async def get(self, key: TKey) -> list[StoredRow]:
         shards = list((await self._refresh()).values())
-        parts = [
-            sql.GET_PART.format(target=s.target, shard_no=i, **self._fmt)
-            for i, s in enumerate(shards)
-        ]
-        if not parts:
+        if not shards:
             return []
-        stmt = " UNION ALL ".join(parts) + sql.GET_TAIL.format(**self._fmt)
-        return await self._read("get", stmt, [key] * len(parts), shards)
+        parts = sql.union_all(sql.GET_PART, [s.target for s in shards], **self._fmt)
+        stmt = sql.GET.format(parts=parts, **self._fmt)
+        return await self._read("get", stmt, {"key": key}, shards)
 
     async def page(
         self,
@@ -324,19 +319,16 @@ class MysqlRepository(Generic[TEntity, TKey]):
         shards = self._window(await self._shards(), start_ms, end_ms)
         if not shards or limit <= 0:
             return []
-        filters, extra = "", list[Any]()
-        if status is not None:
-            filters, extra = sql.PAGE_STATUS, [int(status)]
-        if after is not None:
-            filters += sql.PAGE_AFTER.format(**self._fmt)
-            extra += [after.at_ms, after.at_ms, after.key]
-        parts = [
-            sql.PAGE_PART.format(target=s.target, shard_no=i, filters=filters, **self._fmt)
-            for i, s in enumerate(shards)
-        ]
-        stmt = " UNION ALL ".join(parts) + sql.PAGE_TAIL.format(**self._fmt)
-        args = [start_ms, end_ms, *extra, limit] * len(parts) + [limit]
-        return await self._read("page", stmt, args, shards)
+        parts = sql.union_all(sql.PAGE_PART, [s.target for s in shards], **self._fmt)
+        args = {
+            "start_ms": start_ms,
+            "end_ms": end_ms,
+            "status": None if status is None else int(status),
+            "after_at_ms": None if after is None else after.at_ms,
+            "after_key": None if after is None else after.key,
+            "limit": limit,
+        }
+        return await self._read("page", sql.PAGE.format(parts=parts, **self._fmt), args, shards)
 
     async def list_shards(self, *, counts: bool = False) -> list[ShardInfo]:
         shards = list((await self._refresh()).values())
@@ -347,11 +339,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
         shards = list((await self._refresh()).values())
         if not shards:
             return []
-        stmt = " UNION ALL ".join(
-            sql.UNKNOWN_STATUS_PART.format(target=s.target, shard_no=i, **self._fmt)
-            for i, s in enumerate(shards)
-        )
-        args = [*STATUS_RANGE, max(1, limit)] * len(shards)  # a row at least, for the count
+        stmt = sql.union_all(sql.UNKNOWN_STATUS_PART, [s.target for s in shards], **self._fmt)
+        first, last = STATUS_RANGE
+        args = {"first": first, "last": last, "limit": max(1, limit)}  # a row at least: the count
         async with self._ex.transaction("find unknown status") as tx:
             rows = await tx.fetch_all(stmt, args)
         by_shard: dict[int, list[Row]] = defaultdict(list)
@@ -442,14 +432,6 @@ class MysqlRepository(Generic[TEntity, TKey]):
             for bounds, group in by_shard.items()
         }
 
-    def _insert_sql(self, target: str, values: str, on_duplicate: OnDuplicate) -> str:
-        stmt = sql.INSERT.format(
-            target=target, extra_columns=self._layout.extra_columns, rows=values, **self._fmt
-        )
-        return stmt + (
-            sql.ON_DUPLICATE_IGNORE.format(**self._fmt) if on_duplicate == "ignore" else ""
-        )
-
     async def _duplicate(
         self, exc: StoreError, in_flight: list[EncodedRow], rows: list[EncodedRow]
     ) -> DuplicateJob:
@@ -492,7 +474,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return by_target
 
     async def _update_refs(
-        self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
+        self, operation: str, template: str, refs: Sequence[RowRef], args: dict[str, Any]
     ) -> int:
         async def attempt(fallback: bool) -> int:
             by_target = self._keys_by_target(refs, fallback=fallback)
@@ -503,7 +485,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                     for chunk in chunks(keys, MAX_IN):
                         keys_sql = literal_list(self._key, chunk)
                         stmt = template.format(target=target, keys=keys_sql, **self._fmt)
-                        changed += await tx.execute(stmt, lead)
+                        changed += await tx.execute(stmt, args)
                 return changed
 
             return int(await self._ex.run(operation, body)) if by_target else 0
@@ -525,16 +507,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return await attempt(False)
 
     async def _read(
-        self, operation: str, stmt: str, args: Sequence[Any], shards: list[Shard]
+        self, operation: str, stmt: str, args: dict[str, Any], shards: list[Shard]
     ) -> list[StoredRow]:
         async with self._ex.transaction(operation) as tx:
             rows = await tx.fetch_all(stmt, args)
         return [StoredRow.from_row(r, shards[r[10]].name) for r in rows]
 
     async def _count(self, shards: list[Shard]) -> dict[int, dict[Status | int, int]]:
-        stmt = " UNION ALL ".join(
-            sql.COUNT_PART.format(target=s.target, shard_no=i) for i, s in enumerate(shards)
-        )
+        stmt = sql.union_all(sql.COUNT_PART, [s.target for s in shards])
         async with self._ex.transaction("count rows") as tx:
             rows = await tx.fetch_all(stmt)
         tallies: dict[int, dict[Status | int, int]] = defaultdict(dict)

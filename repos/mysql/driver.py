@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,8 @@ UNKNOWN_DATABASE = 1049
 DUPLICATE_KEY = 1062
 RETRY_ATTEMPTS = 3
 Row = tuple[Any, ...]
+#: A statement's values by name (repos/mysql/sql.py); None for a statement without any.
+Args = Mapping[str, Any] | None
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -42,12 +44,12 @@ class Tx:
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
 
-    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        await self._cursor.execute(sql, args or None)
+    async def execute(self, statement: str, args: Args = None) -> int:
+        await self._cursor.execute(statement, args)
         return int(self._cursor.rowcount)
 
-    async def fetch_all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        await self._cursor.execute(sql, args or None)
+    async def fetch_all(self, statement: str, args: Args = None) -> list[Row]:
+        await self._cursor.execute(statement, args)
         return list(await self._cursor.fetchall())
 
 
@@ -152,11 +154,11 @@ class Executor:
                 await asyncio.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
-    async def execute_ddl(self, operation: str, sql: str, *, shard: str | None = None) -> None:
+    async def execute_ddl(self, operation: str, ddl: str, *, shard: str | None = None) -> None:
         """Run one DDL statement outside any transaction (DDL commits implicitly anyway)."""
         logger.debug("%s %s", operation, shard or "", extra={"action": operation, "shard": shard})
         async with self.transaction(operation, shard=shard) as tx:
-            await _without_notes(tx.execute, sql)
+            await _without_notes(tx.execute, ddl)
 
     async def _connect(self, database: str | None) -> Any:
         """The pool, its first connection made, within connect_timeout_s in all.
@@ -188,7 +190,7 @@ class Executor:
             "connect_timeout": self._connect_timeout_s,
             "autocommit": True,
             "charset": "utf8mb4",
-            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "init_command": sql.SESSION_INIT,
         }
         if database is not None:
             kwargs["db"] = database
@@ -205,7 +207,7 @@ class Executor:
         pool = await self._connect(None)
         try:
             async with pool.acquire() as conn, conn.cursor() as cursor:
-                if await cursor.execute(sql.DATABASE_EXISTS, (self.url.database,)):
+                if await cursor.execute(sql.DATABASE_EXISTS, {"database": self.url.database}):
                     return False
                 created = await cursor.execute(
                     sql.CREATE_DATABASE.format(database=self.url.database)
@@ -232,7 +234,7 @@ def _is_driver_error(exc: BaseException) -> bool:
     )
 
 
-async def _without_notes(execute: Callable[[str], Awaitable[Any]], sql: str) -> None:
+async def _without_notes(execute: Callable[[str], Awaitable[Any]], statement: str) -> None:
     """Run DDL with the server's notes off.
 
     Two nodes making the same shard (or database) race; the loser's IF NOT EXISTS leaves the
@@ -240,11 +242,11 @@ async def _without_notes(execute: Callable[[str], Awaitable[Any]], sql: str) -> 
     Python warning, though the outcome is exactly the one wanted. execute_ddl logs the
     statement at DEBUG instead.
     """
-    await execute("SET SESSION sql_notes = 0")
-    await execute(sql)
+    await execute(sql.NOTES_OFF)
+    await execute(statement)
     # Not in a finally: a failed statement's own error must reach the caller (layouts read its
     # code); that connection then keeps notes off, which only ever silences notes.
-    await execute("SET SESSION sql_notes = 1")
+    await execute(sql.NOTES_ON)
 
 
 async def _rollback_quietly(conn: Any) -> None:

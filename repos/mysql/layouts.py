@@ -7,9 +7,11 @@ Everything else (claims, acks, pages) is the same SQL aimed at a different *targ
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from repos.base import OnDuplicate
 from repos.errors import StoreError
 from repos.mysql import sql
 from repos.mysql.driver import Executor, error_code
@@ -39,7 +41,8 @@ class Shard:
 class Layout(Protocol):
     """What differs between the layouts: finding, making and dropping shards."""
 
-    extra_columns: str
+    #: The INSERT statement by on_duplicate (the partitioned one fills the extra_values too).
+    inserts: Mapping[OnDuplicate, str]
     #: Names the last discover() found under the prefix that are not shards (left alone).
     ignored: frozenset[str]
 
@@ -67,7 +70,7 @@ class Layout(Protocol):
 class MultiTable:
     """One table per shard, `{prefix}_{suffix}`; a missing table is simply an empty shard."""
 
-    extra_columns = ""
+    inserts: Mapping[OnDuplicate, str] = {"error": sql.INSERT, "ignore": sql.INSERT_IGNORE}
 
     def __init__(self, prefix: str, granularity: Granularity, columns: dict[str, str]) -> None:
         self.prefix = prefix
@@ -89,11 +92,12 @@ class MultiTable:
 
     def shard(self, bounds: ShardBounds) -> Shard:
         name = check_identifier("shard table", f"{self.prefix}_{bounds.suffix}")
-        return Shard(name=name, bounds=bounds, target=f"`{name}`")
+        return Shard(name=name, bounds=bounds, target=sql.TABLE_TARGET.format(table=name))
 
     async def discover(self, ex: Executor) -> list[Shard]:
         async with ex.transaction("list shards") as tx:
-            rows = await tx.fetch_all(sql.LIST_TABLES, (self.prefix.replace("_", "\\_") + "\\_%",))
+            pattern = self.prefix.replace("_", "\\_") + "\\_%"
+            rows = await tx.fetch_all(sql.LIST_TABLES, {"pattern": pattern})
         found, self.ignored = read_shard_names(
             (r[0] for r in rows), f"{self.prefix}_", self.granularity
         )
@@ -120,7 +124,10 @@ class Partitioned:
     every shard between the newest one and it. Rows older than the oldest partition land in it.
     """
 
-    extra_columns = ", shard_at"
+    inserts: Mapping[OnDuplicate, str] = {
+        "error": sql.INSERT_PARTITIONED,
+        "ignore": sql.INSERT_PARTITIONED_IGNORE,
+    }
 
     def __init__(self, prefix: str, granularity: Granularity, columns: dict[str, str]) -> None:
         self.table = prefix
@@ -136,19 +143,20 @@ class Partitioned:
 
     def insert_target(self, live: dict[int, Shard], bounds: ShardBounds) -> str:
         # One statement for every shard: MySQL routes each row to its partition.
-        return f"`{self.table}`"
+        return sql.TABLE_TARGET.format(table=self.table)
 
     def fallback_target(self, at_ms: int) -> str | None:
         # Rows older than the oldest partition live in it; address them through the table.
-        return f"`{self.table}`"
+        return sql.TABLE_TARGET.format(table=self.table)
 
     def shard(self, bounds: ShardBounds) -> Shard:
         name = check_identifier("partition", f"p{bounds.suffix}")
-        return Shard(name=name, bounds=bounds, target=f"`{self.table}` PARTITION (`{name}`)")
+        target = sql.PARTITION_TARGET.format(table=self.table, name=name)
+        return Shard(name=name, bounds=bounds, target=target)
 
     async def discover(self, ex: Executor) -> list[Shard]:
         async with ex.transaction("list shards") as tx:
-            rows = await tx.fetch_all(sql.LIST_PARTITIONS, (self.table,))
+            rows = await tx.fetch_all(sql.LIST_PARTITIONS, {"table": self.table})
         found, self.ignored = read_shard_names((r[0] for r in rows), "p", self.granularity)
         return [self.shard(bounds) for bounds in found]
 

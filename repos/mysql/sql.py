@@ -1,13 +1,22 @@
 """Every SQL statement of the MySQL adapters, as named templates.
 
 Placeholders in braces are identifiers only, and only ones that passed
-``repos.shards.check_identifier``: ``{target}`` is a shard (a table, or a table with a
-PARTITION clause), ``{id}`` and ``{at}`` the entity's id and sharding-time columns. Values are
-``%s`` parameters bound by the driver, except the ``{rows}`` of INSERT and the ``{keys}`` of
-``IN (...)`` lists, which repos/mysql/literals.py binds (type-checked, digits and hex only).
+``repos.shards.check_identifier``: ``{target}`` is a shard (TABLE_TARGET or PARTITION_TARGET),
+``{table}``, ``{name}`` and ``{database}`` are names, ``{id}`` and ``{at}`` the entity's id
+and sharding-time columns (``{id_type}``: ID_TYPE's type for that id). Lists are rendered by
+the caller: ``{rows}`` of INSERT and ``{keys}`` of ``IN (...)`` as literals (repos/mysql/
+literals.py: type-checked, digits and hex only), ``{partitions}`` as PARTITION_DEFs (their
+``{end_ms}``: the shard's end, an int) joined by commas, and ``{parts}`` by :func:`union_all`.
+
+Values are ``%(name)s`` parameters, bound from a dict: both drivers (asyncmy, aiomysql) format
+them client-side, each value escaped once however often the statement names it. A parameter
+that may be NULL (``(%(x)s IS NULL OR col = %(x)s)``) narrows nothing when it is; the server
+sees a literal NULL and folds the test away.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 # The claim and ack columns are fixed-width and NOT NULL, so that claiming and acking rewrite a
 # row in place: a NULL turning into a value grows the record, and InnoDB then deletes and
@@ -26,9 +35,20 @@ COLUMNS = """
     fired_at BIGINT NOT NULL DEFAULT 0,
     last_error TEXT NULL"""
 
+#: The id column's type by the entity's key type. Binary collation: str ids compare as Python
+#: does ("ORD-1" is not "ord-1").
+ID_TYPE = {int: "BIGINT", str: "VARCHAR(191) COLLATE utf8mb4_bin"}
+
+#: Every new connection's isolation: under READ COMMITTED a locking read (the claim's FOR
+#: UPDATE SKIP LOCKED) locks the rows it returns, not the gaps between them.
+SESSION_INIT = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+#: Around DDL: the note a lost IF NOT EXISTS race leaves is no news (driver._without_notes).
+NOTES_OFF = "SET SESSION sql_notes = 0"
+NOTES_ON = "SET SESSION sql_notes = 1"
+
 # `store init` (or store.create_missing): the database itself; the engine makes the tables.
 # Looked up first: IF NOT EXISTS on an existing one makes the drivers emit a Python warning.
-DATABASE_EXISTS = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s"
+DATABASE_EXISTS = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %(database)s"
 CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
 # Read at open: a statement longer than this breaks the connection ("Packet sequence number
 # wrong"), so payloads are capped below it (repos.mysql.adapter.payload_limits).
@@ -56,6 +76,10 @@ CREATE_PARTITIONED_TABLE = (
 PARTITION BY RANGE (shard_at) ({partitions})"""
 )
 
+#: What a statement over one shard names: a table, or a partition of the layout's one table.
+TABLE_TARGET = "`{table}`"
+PARTITION_TARGET = "`{table}` PARTITION (`{name}`)"
+
 PARTITION_DEF = "PARTITION `{name}` VALUES LESS THAN ({end_ms})"
 ADD_PARTITIONS = "ALTER TABLE `{table}` ADD PARTITION ({partitions})"
 DROP_PARTITION = "ALTER TABLE `{table}` DROP PARTITION `{name}`"
@@ -63,47 +87,57 @@ DROP_TABLE = "DROP TABLE IF EXISTS `{table}`"
 
 LIST_TABLES = """
 SELECT table_name FROM information_schema.tables
-WHERE table_schema = DATABASE() AND table_name LIKE %s"""
+WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s"""
 
 LIST_PARTITIONS = """
 SELECT partition_name FROM information_schema.partitions
-WHERE table_schema = DATABASE() AND table_name = %s AND partition_name IS NOT NULL
+WHERE table_schema = DATABASE() AND table_name = %(table)s AND partition_name IS NOT NULL
 ORDER BY partition_ordinal_position"""
 
-INSERT = "INSERT INTO {target} (`{id}`, `{at}`, payload, status, due_at, attempts, claimed_by, claimed_at{extra_columns}) VALUES {rows}"
-ON_DUPLICATE_IGNORE = " ON DUPLICATE KEY UPDATE `{id}` = `{id}`"
+_INSERT_COLUMNS = "`{id}`, `{at}`, payload, status, due_at, attempts, claimed_by, claimed_at"
+_IGNORE = " ON DUPLICATE KEY UPDATE `{id}` = `{id}`"
+INSERT = "INSERT INTO {target} (" + _INSERT_COLUMNS + ") VALUES {rows}"
+INSERT_IGNORE = INSERT + _IGNORE
+# The partitioned layout's rows name their shard too: shard_at, the partitioning column.
+INSERT_PARTITIONED = "INSERT INTO {target} (" + _INSERT_COLUMNS + ", shard_at) VALUES {rows}"
+INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 
 EXISTING_IDS = "SELECT `{id}` FROM {target} WHERE `{id}` IN ({keys})"
 
-# One subselect per shard, glued with UNION ALL: a window spanning shards is one statement.
-# The payload only for rows due before the first parameter: the rest are read nearly due.
-CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts, IF(due_at < %s, payload, NULL),
- {shard_no} AS shard_no
- FROM {target} WHERE status = 0 AND due_at < %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"""
-CLAIM_SELECT_TAIL = " ORDER BY due_at LIMIT %s"
+# One subselect per shard: a window spanning shards is one statement. The payload only for
+# rows due before payload_before_ms: the rest are read when nearly due.
+CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
+CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts,
+ IF(due_at < %(payload_before_ms)s, payload, NULL), {shard_no} AS shard_no FROM {target}
+ WHERE status = 0 AND due_at < %(before_ms)s ORDER BY due_at LIMIT %(limit)s
+ FOR UPDATE SKIP LOCKED)"""
 
 READ_PAYLOADS = """
 SELECT `{id}`, `{at}`, payload FROM {target}
-WHERE status = 1 AND claimed_by = %s AND `{id}` IN ({keys})"""
+WHERE status = 1 AND claimed_by = %(node_id)s AND `{id}` IN ({keys})"""
 
 CLAIM_UPDATE = """
-UPDATE {target} SET status = 1, claimed_by = %s, claimed_at = %s, attempts = attempts + 1
+UPDATE {target} SET status = 1, claimed_by = %(node_id)s, claimed_at = %(now_ms)s,
+    attempts = attempts + 1
 WHERE `{id}` IN ({keys})"""
 
 MARK_DONE = """
-UPDATE {target} SET status = 2, fired_at = %s
-WHERE status = 1 AND claimed_by = %s AND `{id}` IN ({keys})"""
+UPDATE {target} SET status = 2, fired_at = %(fired_at_ms)s
+WHERE status = 1 AND claimed_by = %(node_id)s AND `{id}` IN ({keys})"""
 
 MARK_FAILED = """
-UPDATE {target} SET status = %s, due_at = COALESCE(%s, due_at), last_error = %s, fired_at = %s
-WHERE status = 1 AND claimed_by = %s AND `{id}` = %s"""
+UPDATE {target} SET status = %(status)s, due_at = COALESCE(%(retry_at_ms)s, due_at),
+    last_error = %(error)s, fired_at = %(now_ms)s
+WHERE status = 1 AND claimed_by = %(node_id)s AND `{id}` = %(key)s"""
 
-# {where} narrows it down: repos.statements.release_statement.
+# Every claim, or one node's (node_id), or its claims of one instant (claimed_at_ms too); the
+# _KEYS variant only the ids listed.
 RELEASE = """
 UPDATE {target} SET status = 0, claimed_by = '', claimed_at = 0,
     attempts = GREATEST(attempts - 1, 0)
-WHERE status = 1{where}"""
-RELEASE_KEYS = " AND `{id}` IN ({keys})"
+WHERE status = 1 AND (%(node_id)s IS NULL OR claimed_by = %(node_id)s)
+    AND (%(claimed_at_ms)s IS NULL OR claimed_at = %(claimed_at_ms)s)"""
+RELEASE_KEYS = RELEASE + " AND `{id}` IN ({keys})"
 
 CANCEL = "UPDATE {target} SET status = 4 WHERE status IN (0, 1) AND `{id}` IN ({keys})"
 
@@ -111,20 +145,33 @@ ROW_COLUMNS = (
     "`{id}`, `{at}`, status, due_at, attempts, NULLIF(claimed_by, ''), NULLIF(claimed_at, 0),"
     " NULLIF(fired_at, 0), last_error, payload"
 )
-GET_PART = "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target} WHERE `{id}` = %s)"
-GET_TAIL = " ORDER BY `{at}`"
+GET = "{parts} ORDER BY `{at}`"
+GET_PART = (
+    "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target} WHERE `{id}` = %(key)s)"
+)
 
+# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given.
+PAGE = "{parts} ORDER BY `{at}`, `{id}` LIMIT %(limit)s"
 PAGE_PART = (
     "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target}"
-    " WHERE `{at}` >= %s AND `{at}` < %s{filters} ORDER BY `{at}`, `{id}` LIMIT %s)"
+    " WHERE `{at}` >= %(start_ms)s AND `{at}` < %(end_ms)s"
+    " AND (%(status)s IS NULL OR status = %(status)s)"
+    " AND (%(after_at_ms)s IS NULL OR `{at}` > %(after_at_ms)s"
+    " OR (`{at}` = %(after_at_ms)s AND `{id}` > %(after_key)s))"
+    " ORDER BY `{at}`, `{id}` LIMIT %(limit)s)"
 )
-PAGE_AFTER = " AND (`{at}` > %s OR (`{at}` = %s AND `{id}` > %s))"
-PAGE_STATUS = " AND status = %s"
-PAGE_TAIL = " ORDER BY `{at}`, `{id}` LIMIT %s"
 
 COUNT_PART = "(SELECT {shard_no} AS shard_no, status, COUNT(*) FROM {target} GROUP BY status)"
 
 # Two ranges of the (status, due_at) index, bound to repos.base.STATUS_RANGE; the count is of
 # every such row of the shard, the LIMIT only cuts the ids listed.
 UNKNOWN_STATUS_PART = """(SELECT {shard_no} AS shard_no, `{id}`, status, COUNT(*) OVER ()
- FROM {target} WHERE status < %s OR status > %s ORDER BY `{id}` LIMIT %s)"""
+ FROM {target} WHERE status < %(first)s OR status > %(last)s ORDER BY `{id}` LIMIT %(limit)s)"""
+
+
+def union_all(part: str, targets: Sequence[str], **names: str) -> str:
+    """`part` once per shard target, numbered by ``{shard_no}`` (the row's shard in the result),
+    joined by UNION ALL: the ``{parts}`` of a statement over several shards, or one itself."""
+    return " UNION ALL ".join(
+        part.format(target=target, shard_no=no, **names) for no, target in enumerate(targets)
+    )

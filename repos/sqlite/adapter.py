@@ -3,25 +3,19 @@
 sqlite3 blocks, so every statement runs on one dedicated thread that owns the connection; the
 event loop only awaits it. Writes take the database lock up front (``BEGIN IMMEDIATE``), which
 is SQLite's equivalent of ``FOR UPDATE SKIP LOCKED`` for a single writer: two repositories on
-the same file claim in turn and never get the same row. ``auto_vacuum=INCREMENTAL`` lets
-retention hand the pages of dropped shards back to the file system (on files made with it; an
-older file needs one ``VACUUM``).
+the same file claim in turn and never get the same row.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import heapq
-import logging
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 from repos.base import (
     STATUS_RANGE,
@@ -35,8 +29,6 @@ from repos.base import (
     Status,
     StoredRow,
     StoreError,
-    StoreMissing,
-    StoreUnavailable,
     UnknownStatus,
     read_status,
 )
@@ -49,93 +41,16 @@ from repos.shards import (
     read_shard_names,
     shards_between,
 )
-from repos.statements import chunks, insert_state, marks, release_statement
-
-logger = logging.getLogger(__name__)
+from repos.sqlite import sql
+from repos.sqlite.connection import connect, reclaim, translate, write
+from repos.sqlite.sql import MAX_VARIABLES, marks
+from repos.statements import check_release, chunks, insert_state
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 T = TypeVar("T")
 
-#: Bound parameters per statement: SQLite's default limit, whatever the build allows.
-MAX_VARIABLES = 32_766
 MAX_ERROR_CHARS = 4000
-BUSY_TIMEOUT_MS = 10_000
-INSERT_WIDTH = 8
-
-PRAGMAS = (
-    "PRAGMA auto_vacuum = INCREMENTAL",  # only takes effect on a new file: set before any table
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",  # durable across process crashes; WAL keeps it consistent
-    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-)
-
-CREATE_SHARD = """
-CREATE TABLE IF NOT EXISTS "{table}" (
-    "{id}" {id_type} PRIMARY KEY NOT NULL,
-    "{at}" INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    status INTEGER NOT NULL,
-    due_at INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    claimed_by TEXT,
-    claimed_at INTEGER,
-    fired_at INTEGER,
-    last_error TEXT
-){options}"""
-CREATE_DUE_INDEX = 'CREATE INDEX IF NOT EXISTS "ix_{table}_due" ON "{table}" (status, due_at)'
-LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'"
-DROP_TABLE = 'DROP TABLE IF EXISTS "{table}"'
-# A script, not execute(): the pragma frees one page per step and execute() steps only once.
-RECLAIM = "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
-
-INSERT = (
-    'INSERT INTO "{table}" ("{id}", "{at}", payload, status, due_at, attempts, claimed_by,'
-    " claimed_at) VALUES {rows}"
-)
-ON_DUPLICATE_IGNORE = ' ON CONFLICT ("{id}") DO NOTHING'
-EXISTING_IDS = 'SELECT "{id}", status FROM "{table}" WHERE "{id}" IN ({keys})'
-
-# The payload only for rows due before the first parameter: the rest are read nearly due.
-CLAIM_SELECT = """
-SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < ? THEN payload END FROM "{table}"
-WHERE status = 0 AND due_at < ? ORDER BY due_at LIMIT ?"""
-READ_PAYLOADS = """
-SELECT "{id}", "{at}", payload FROM "{table}"
-WHERE status = 1 AND claimed_by = ? AND "{id}" IN ({keys})"""
-CLAIM_UPDATE = """
-UPDATE "{table}" SET status = 1, claimed_by = ?, claimed_at = ?, attempts = attempts + 1
-WHERE "{id}" IN ({keys})"""
-MARK_DONE = """
-UPDATE "{table}" SET status = 2, fired_at = ?
-WHERE status = 1 AND claimed_by = ? AND "{id}" IN ({keys})"""
-MARK_FAILED = """
-UPDATE "{table}" SET status = ?, due_at = COALESCE(?, due_at), last_error = ?, fired_at = ?
-WHERE status = 1 AND claimed_by = ? AND "{id}" = ?"""
-# {where} narrows it down: repos.statements.release_statement.
-RELEASE = """
-UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL,
-    attempts = MAX(attempts - 1, 0)
-WHERE status = 1{where}"""
-RELEASE_KEYS = ' AND "{id}" IN ({keys})'
-CANCEL = 'UPDATE "{table}" SET status = 4 WHERE status IN (0, 1) AND "{id}" IN ({keys})'
-
-ROW_COLUMNS = (
-    '"{id}", "{at}", status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error,'
-    " payload"
-)
-GET = "SELECT " + ROW_COLUMNS + ' FROM "{table}" WHERE "{id}" = ?'
-PAGE = (
-    "SELECT " + ROW_COLUMNS + ' FROM "{table}"'
-    ' WHERE "{at}" >= ? AND "{at}" < ?{filters} ORDER BY "{at}", "{id}" LIMIT ?'
-)
-PAGE_STATUS = " AND status = ?"
-PAGE_AFTER = ' AND ("{at}" > ? OR ("{at}" = ? AND "{id}" > ?))'
-COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'
-# Two ranges of the (status, due_at) index, bound to STATUS_RANGE; the count is of them all.
-UNKNOWN_STATUS = """
-SELECT "{id}", status, COUNT(*) OVER () FROM "{table}" WHERE status < ? OR status > ?
-ORDER BY "{id}" LIMIT ?"""
 
 
 class SqliteRepository(Generic[TEntity, TKey]):
@@ -156,7 +71,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         self.path = Path(path)
         self.create_missing = create_missing
         self.max_payload_bytes = max_payload_bytes
-        self.batch_size = max(1, min(batch_size, MAX_VARIABLES // INSERT_WIDTH))
+        self.batch_size = max(1, min(batch_size, MAX_VARIABLES // sql.INSERT_WIDTH))
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._thread: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -194,7 +109,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         wanted = shards_between(start_ms, end_ms, self.policy.granularity)
 
         def work(db: sqlite3.Connection) -> list[ShardInfo]:
-            with _write(db):
+            with write(db):
                 self._create(db, wanted)
             return [ShardInfo(name=self._table(b), bounds=b, rows={}) for b in wanted]
 
@@ -218,21 +133,17 @@ class SqliteRepository(Generic[TEntity, TKey]):
             return 0
         state = insert_state(claimed_by, now_ms)
         groups = group_by_shard(rows, _at_ms, self.policy.granularity)
+        insert = sql.INSERT_IGNORE if on_duplicate == "ignore" else sql.INSERT
 
         def work(db: sqlite3.Connection) -> int:
             stored = 0
-            with _write(db):
+            with write(db):
                 self._create(db, list(groups))
                 for bounds, group in groups.items():
                     table = self._table(bounds)
                     for chunk in chunks(group, self.batch_size):
-                        args = [
-                            a
-                            for r in chunk
-                            for a in (r.key, r.at_ms, r.payload, state[0], r.at_ms, *state[1:])
-                        ]
-                        stmt = self._insert_sql(table, len(chunk), on_duplicate)
-                        stored += db.execute(stmt, args).rowcount
+                        stmt = self._q(insert, table, rows=sql.rows(len(chunk)))
+                        stored += db.execute(stmt, _insert_values(chunk, state)).rowcount
             return stored
 
         try:
@@ -254,17 +165,17 @@ class SqliteRepository(Generic[TEntity, TKey]):
     ) -> list[ClaimedJob]:
         if limit <= 0:
             return []
-        select_args = (
-            before_ms if payload_before_ms is None else payload_before_ms,
-            before_ms,
-            limit,
-        )
+        args = {
+            "payload_before_ms": before_ms if payload_before_ms is None else payload_before_ms,
+            "before_ms": before_ms,
+            "limit": limit,
+        }
 
         def work(db: sqlite3.Connection) -> list[ClaimedJob]:
-            with _write(db):
+            with write(db):
                 shards = self._window(db, since_ms, before_ms)
                 per_shard = [
-                    [(*r, table) for r in db.execute(self._q(CLAIM_SELECT, table), select_args)]
+                    [(*r, table) for r in db.execute(self._q(sql.CLAIM_SELECT, table), args)]
                     for table in shards
                 ]
                 picked = list(heapq.merge(*per_shard, key=lambda r: r[2]))[:limit]
@@ -272,7 +183,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                 for r in picked:
                     by_table[r[5]].append(r[0])
                 for table, keys in by_table.items():
-                    stmt = self._q(CLAIM_UPDATE, table, keys=marks(len(keys), "?"))
+                    stmt = self._q(sql.CLAIM_UPDATE, table, keys=marks(len(keys)))
                     db.execute(stmt, (node_id, now_ms, *keys))
             return [ClaimedJob.from_claim(r) for r in picked]
 
@@ -288,7 +199,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                 if table not in live:
                     continue
                 for chunk in chunks(keys, MAX_VARIABLES - 1):
-                    stmt = self._q(READ_PAYLOADS, table, keys=marks(len(chunk), "?"))
+                    stmt = self._q(sql.READ_PAYLOADS, table, keys=marks(len(chunk)))
                     for key, at_ms, payload in db.execute(stmt, (node_id, *chunk)):
                         found[RowRef(key, at_ms)] = payload
             # Only the rows named: a partitioned shard's oldest partition may hold others too.
@@ -297,7 +208,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         return await self._run("read payloads", work) if refs else {}
 
     async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
-        return await self._update_refs("mark done", MARK_DONE, refs, (fired_at_ms, node_id))
+        return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
 
     async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
         if not failures:
@@ -305,22 +216,22 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0
-            with _write(db):
+            with write(db):
                 live = set(self._tables(db).values())
                 for f in failures:
                     table = self._table(bounds_of(f.ref.at_ms, self.policy.granularity))
                     if table not in live:
                         continue
                     status = f.status if f.retry_at_ms is None else Status.PENDING
-                    args = (
-                        int(status),
-                        f.retry_at_ms,
-                        f.error[:MAX_ERROR_CHARS],
-                        now_ms,
-                        node_id,
-                        f.ref.key,
-                    )
-                    changed += db.execute(self._q(MARK_FAILED, table), args).rowcount
+                    args = {
+                        "status": int(status),
+                        "retry_at_ms": f.retry_at_ms,
+                        "error": f.error[:MAX_ERROR_CHARS],
+                        "now_ms": now_ms,
+                        "node_id": node_id,
+                        "key": f.ref.key,
+                    }
+                    changed += db.execute(self._q(sql.MARK_FAILED, table), args).rowcount
             return changed
 
         return await self._run("mark failed", work)
@@ -332,16 +243,16 @@ class SqliteRepository(Generic[TEntity, TKey]):
         *,
         claimed_at_ms: int | None = None,
     ) -> int:
-        template, args = release_statement(
-            RELEASE, node_id, refs, claimed_at_ms, mark="?", id_filter=RELEASE_KEYS
-        )
+        check_release(node_id, refs, claimed_at_ms)
         if refs is not None:
-            return await self._update_refs("release", template, refs, args)
+            lead = (node_id, claimed_at_ms)
+            return await self._update_refs("release", sql.RELEASE_KEYS, refs, lead)
+        args = {"node_id": node_id, "claimed_at_ms": claimed_at_ms}
 
         def work(db: sqlite3.Connection) -> int:
-            with _write(db):
+            with write(db):
                 tables = self._tables(db).values()
-                return sum(db.execute(self._q(template, t), args).rowcount for t in tables)
+                return sum(db.execute(self._q(sql.RELEASE, t), args).rowcount for t in tables)
 
         return await self._run("release", work)
 
@@ -352,10 +263,10 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0
-            with _write(db):
+            with write(db):
                 for table in self._tables(db).values():
                     for chunk in chunks(keys, MAX_VARIABLES):
-                        stmt = self._q(CANCEL, table, keys=marks(len(chunk), "?"))
+                        stmt = self._q(sql.CANCEL, table, keys=marks(len(chunk)))
                         changed += db.execute(stmt, chunk).rowcount
             return changed
 
@@ -366,7 +277,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
             return [
                 StoredRow.from_row(r, table)
                 for table in self._tables(db).values()
-                for r in db.execute(self._q(GET, table), (key,))
+                for r in db.execute(self._q(sql.GET, table), {"key": key})
             ]
 
         return await self._run("get", work)
@@ -382,20 +293,21 @@ class SqliteRepository(Generic[TEntity, TKey]):
     ) -> list[StoredRow]:
         if limit <= 0:
             return []
-        filters, extra = "", list[Any]()
-        if status is not None:
-            filters, extra = PAGE_STATUS, [int(status)]
-        if after is not None:
-            filters += PAGE_AFTER.format(**self._fmt)
-            extra += [after.at_ms, after.at_ms, after.key]
+        args = {
+            "start_ms": start_ms,
+            "end_ms": end_ms,
+            "status": None if status is None else int(status),
+            "after_at_ms": None if after is None else after.at_ms,
+            "after_key": None if after is None else after.key,
+        }
 
         def work(db: sqlite3.Connection) -> list[StoredRow]:
             rows: list[StoredRow] = []
             # Shards are disjoint in time and read oldest first, so the pages simply concatenate.
             for table in self._window(db, start_ms, end_ms):
-                stmt = self._q(PAGE, table, filters=filters)
-                args = (start_ms, end_ms, *extra, limit - len(rows))
-                rows += [StoredRow.from_row(r, table) for r in db.execute(stmt, args)]
+                stmt = self._q(sql.PAGE, table)
+                found = db.execute(stmt, {**args, "limit": limit - len(rows)})
+                rows += [StoredRow.from_row(r, table) for r in found]
                 if len(rows) >= limit:
                     break
             return rows
@@ -405,7 +317,9 @@ class SqliteRepository(Generic[TEntity, TKey]):
     async def list_shards(self, *, counts: bool = False) -> list[ShardInfo]:
         def work(db: sqlite3.Connection) -> list[ShardInfo]:
             return [
-                ShardInfo(name=t, bounds=b, rows=_count(db, self._q(COUNT, t)) if counts else {})
+                ShardInfo(
+                    name=t, bounds=b, rows=_count(db, self._q(sql.COUNT, t)) if counts else {}
+                )
                 for b, t in self._tables(db).items()
             ]
 
@@ -413,9 +327,10 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
     async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
         def work(db: sqlite3.Connection) -> list[UnknownStatus]:
-            args = (*STATUS_RANGE, max(1, limit))  # one row at least, to carry the count
+            first, last = STATUS_RANGE
+            args = {"first": first, "last": last, "limit": max(1, limit)}  # a row for the count
             per_table = {
-                table: db.execute(self._q(UNKNOWN_STATUS, table), args).fetchall()
+                table: db.execute(self._q(sql.UNKNOWN_STATUS, table), args).fetchall()
                 for table in self._tables(db).values()
             }
             return [UnknownStatus.of(t, rows, limit) for t, rows in per_table.items() if rows]
@@ -425,14 +340,14 @@ class SqliteRepository(Generic[TEntity, TKey]):
     async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:
         def work(db: sqlite3.Connection) -> list[ShardInfo]:
             dropped = []
-            with _write(db):
+            with write(db):
                 for bounds, table in self._tables(db).items():
                     if bounds.end_ms <= cutoff_ms:
-                        rows = _count(db, self._q(COUNT, table))
-                        db.execute(self._q(DROP_TABLE, table))
+                        rows = _count(db, self._q(sql.COUNT, table))
+                        db.execute(self._q(sql.DROP_TABLE, table))
                         dropped.append(ShardInfo(name=table, bounds=bounds, rows=rows))
             if dropped:
-                self._reclaim(db)
+                reclaim(db, self.spec.name)
             return dropped
 
         return await self._run("drop shards", work)
@@ -456,14 +371,8 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, call)
-        except sqlite3.OperationalError as exc:
-            if operation == "open":
-                raise StoreUnavailable(operation, exc, address=str(self.path)) from exc
-            raise StoreError(operation, exc) from exc
-        except sqlite3.Error as exc:
-            raise StoreError(operation, exc) from exc
-        except OSError as exc:
-            raise StoreUnavailable(operation, exc, address=str(self.path)) from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise translate(operation, exc, self.path) from exc
 
     def _q(self, template: str, table: str, **extra: str) -> str:
         return template.format(table=table, **self._fmt, **extra)
@@ -475,23 +384,9 @@ class SqliteRepository(Generic[TEntity, TKey]):
         """Live shards, oldest first (read each time: the catalogue is local and cheap)."""
         prefix = self.spec.table_prefix
         pattern = prefix.replace("_", "\\_") + "\\_%"
-        names = (name for (name,) in db.execute(LIST_TABLES, (pattern,)))
+        names = (name for (name,) in db.execute(sql.LIST_TABLES, {"pattern": pattern}))
         found, self.ignored_names = read_shard_names(names, f"{prefix}_", self.policy.granularity)
         return found
-
-    def _reclaim(self, db: sqlite3.Connection) -> None:
-        """Truncate the file by the dropped shards' pages, then fold the WAL (which took the
-        moved pages) back in and truncate it, so the disk space really goes back. The drop has
-        committed already: a failure here only postpones that to the next drop."""
-        try:
-            db.executescript(RECLAIM)
-        except sqlite3.Error as exc:
-            logger.warning(
-                "%s: shards dropped, but their space is not reclaimed yet: %s",
-                self.spec.name,
-                exc,
-                extra={"action": "drop shards", "entity": self.spec.name},
-            )
 
     def _window(self, db: sqlite3.Connection, start_ms: int, end_ms: int) -> list[str]:
         return [
@@ -501,17 +396,11 @@ class SqliteRepository(Generic[TEntity, TKey]):
         ]
 
     def _create(self, db: sqlite3.Connection, wanted: Sequence[ShardBounds]) -> None:
-        id_type = "INTEGER" if self.spec.key_type is int else "TEXT"
-        options = "" if self.spec.key_type is int else " WITHOUT ROWID"
+        create = sql.CREATE_SHARD[self.spec.key_type]
         for bounds in wanted:
             table = self._table(bounds)
-            db.execute(self._q(CREATE_SHARD, table, id_type=id_type, options=options))
-            db.execute(self._q(CREATE_DUE_INDEX, table))
-
-    def _insert_sql(self, table: str, n: int, on_duplicate: OnDuplicate) -> str:
-        row = "(" + ", ".join(["?"] * INSERT_WIDTH) + ")"
-        stmt = self._q(INSERT, table, rows=", ".join([row] * n))
-        return stmt + (ON_DUPLICATE_IGNORE.format(**self._fmt) if on_duplicate == "ignore" else "")
+            db.execute(self._q(create, table))
+            db.execute(self._q(sql.CREATE_DUE_INDEX, table))
 
     async def _duplicate(self, groups: dict[ShardBounds, list[EncodedRow]]) -> DuplicateJob:
         """Name the id that broke the (rolled back) insert: already stored, or twice in it."""
@@ -522,7 +411,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                 table = self._table(bounds)
                 if table in live:
                     for chunk in chunks([r.key for r in group], MAX_VARIABLES):
-                        stmt = self._q(EXISTING_IDS, table, keys=marks(len(chunk), "?"))
+                        stmt = self._q(sql.EXISTING_IDS, table, keys=marks(len(chunk)))
                         for key, status in db.execute(stmt, chunk):
                             return DuplicateJob(
                                 self.spec.name,
@@ -552,34 +441,27 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0
-            with _write(db):
+            with write(db):
                 live = set(self._tables(db).values())
                 for table, keys in by_table.items():
                     if table not in live:
                         continue
                     for chunk in chunks(keys, MAX_VARIABLES - len(lead)):
-                        stmt = self._q(template, table, keys=marks(len(chunk), "?"))
+                        stmt = self._q(template, table, keys=marks(len(chunk)))
                         changed += db.execute(stmt, (*lead, *chunk)).rowcount
             return changed
 
         return await self._run(operation, work)
 
 
-@contextmanager
-def _write(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, taking the lock first so that readers-turned-writers never
-    deadlock and concurrent claimers serialise."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 def _count(db: sqlite3.Connection, stmt: str) -> dict[Status | int, int]:
     return {read_status(status): int(n) for status, n in db.execute(stmt)}
+
+
+def _insert_values(rows: Sequence[EncodedRow], state: tuple[Any, ...]) -> list[Any]:
+    """INSERT's values for `rows`, column by column; `state`: repos.statements.insert_state."""
+    status, *claim = state
+    return [v for r in rows for v in (r.key, r.at_ms, r.payload, status, r.at_ms, *claim)]
 
 
 def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:
@@ -589,47 +471,6 @@ def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:
             return row.key
         seen.add(row.key)
     return None
-
-
-def connect(path: Path, *, create_missing: bool) -> sqlite3.Connection:
-    """The file's connection, PRAGMAS applied. Without `create_missing` a missing file raises
-    StoreMissing and nothing is created, neither the file nor its directory."""
-    if create_missing:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    elif not path.exists():
-        missing = FileNotFoundError(errno.ENOENT, "no such file", str(path))
-        raise StoreMissing("SQLite file", str(path), missing)
-    # mode=rw: should the file vanish after the check, sqlite3 fails instead of making it.
-    uri = f"file:{quote(str(path))}?mode={'rwc' if create_missing else 'rw'}"
-    db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    try:
-        for pragma in PRAGMAS:
-            db.execute(pragma)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def create_file(path: Path) -> tuple[bool, Path | None]:
-    """Make the SQLite file (an empty database, PRAGMAS set) and its directory, if missing:
-    whether it was made, and the outermost directory made for it."""
-    if path.exists():
-        return False, None
-    directory = _first_missing(path.parent)
-    try:
-        connect(path, create_missing=True).close()
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError("create SQLite file", exc) from exc
-    return True, directory
-
-
-def _first_missing(directory: Path) -> Path | None:
-    """The outermost ancestor of `directory` (itself included) that does not exist."""
-    missing = None
-    while not directory.exists():
-        missing, directory = directory, directory.parent
-    return missing
 
 
 def _at_ms(item: EncodedRow | RowRef) -> int:

@@ -1,0 +1,127 @@
+"""Every SQL statement of the SQLite adapter, as named templates.
+
+Placeholders in braces are identifiers only, and only ones that passed
+``repos.shards.check_identifier``: ``{table}`` is a shard's table, ``{id}`` and ``{at}`` the
+entity's id and sharding-time columns. Values are always bound, in one of two ways (sqlite3
+binds a statement either by name or by position):
+
+- ``:name`` parameters, from a dict. A parameter that may be NULL
+  (``(:x IS NULL OR col = :x)``) narrows nothing when it is.
+- in statements listing rows or ids (``{rows}``: :func:`rows` marks, ``{keys}``: :func:`marks`),
+  by position, from a tuple: numbered parameters ``?1``, ``?2`` for the values ahead of the
+  list, then one ``?`` per listed value, which SQLite numbers on from there.
+"""
+
+from __future__ import annotations
+
+#: Bound parameters per statement: SQLite's default limit, whatever the build allows.
+MAX_VARIABLES = 32_766
+BUSY_TIMEOUT_MS = 10_000
+
+PRAGMAS = (
+    "PRAGMA auto_vacuum = INCREMENTAL",  # only takes effect on a new file: set before any table
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",  # durable across process crashes; WAL keeps it consistent
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+)
+# Writes take the database lock up front: readers turned writers never deadlock, and two
+# claimers on one file serialise (SQLite's FOR UPDATE SKIP LOCKED, for a single writer).
+BEGIN = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+_COLUMNS = """
+    "{at}" INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    claimed_by TEXT,
+    claimed_at INTEGER,
+    fired_at INTEGER,
+    last_error TEXT
+)"""
+#: By the entity's key type: an int id is the rowid itself; a table keyed by text ids is
+#: stored in id order (WITHOUT ROWID) rather than beside a rowid index.
+_CREATE_SHARD = 'CREATE TABLE IF NOT EXISTS "{table}" (\n    "{id}" '
+CREATE_SHARD = {
+    int: _CREATE_SHARD + "INTEGER PRIMARY KEY NOT NULL," + _COLUMNS,
+    str: _CREATE_SHARD + "TEXT PRIMARY KEY NOT NULL," + _COLUMNS + " WITHOUT ROWID",
+}
+CREATE_DUE_INDEX = 'CREATE INDEX IF NOT EXISTS "ix_{table}_due" ON "{table}" (status, due_at)'
+LIST_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE :pattern ESCAPE '\\'"
+)
+DROP_TABLE = 'DROP TABLE IF EXISTS "{table}"'
+# A script, not execute(): the pragma frees one page per step and execute() steps only once.
+RECLAIM = "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
+
+INSERT = (
+    'INSERT INTO "{table}" ("{id}", "{at}", payload, status, due_at, attempts, claimed_by,'
+    " claimed_at) VALUES {rows}"
+)
+INSERT_IGNORE = INSERT + ' ON CONFLICT ("{id}") DO NOTHING'
+#: Values in one row of INSERT's {rows}.
+INSERT_WIDTH = 8
+EXISTING_IDS = 'SELECT "{id}", status FROM "{table}" WHERE "{id}" IN ({keys})'
+
+# The payload only for rows due before payload_before_ms: the rest are read when nearly due.
+CLAIM_SELECT = """
+SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms THEN payload END
+FROM "{table}" WHERE status = 0 AND due_at < :before_ms ORDER BY due_at LIMIT :limit"""
+READ_PAYLOADS = """
+SELECT "{id}", "{at}", payload FROM "{table}"
+WHERE status = 1 AND claimed_by = ?1 AND "{id}" IN ({keys})"""
+CLAIM_UPDATE = """
+UPDATE "{table}" SET status = 1, claimed_by = ?1, claimed_at = ?2, attempts = attempts + 1
+WHERE "{id}" IN ({keys})"""
+MARK_DONE = """
+UPDATE "{table}" SET status = 2, fired_at = ?1
+WHERE status = 1 AND claimed_by = ?2 AND "{id}" IN ({keys})"""
+MARK_FAILED = """
+UPDATE "{table}" SET status = :status, due_at = COALESCE(:retry_at_ms, due_at),
+    last_error = :error, fired_at = :now_ms
+WHERE status = 1 AND claimed_by = :node_id AND "{id}" = :key"""
+# Every claim, or one node's (node_id), or its claims of one instant (claimed_at_ms too); the
+# _KEYS variant only the ids listed, with node_id and claimed_at_ms as ?1 and ?2.
+RELEASE = """
+UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL,
+    attempts = MAX(attempts - 1, 0)
+WHERE status = 1 AND (:node_id IS NULL OR claimed_by = :node_id)
+    AND (:claimed_at_ms IS NULL OR claimed_at = :claimed_at_ms)"""
+RELEASE_KEYS = """
+UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL,
+    attempts = MAX(attempts - 1, 0)
+WHERE status = 1 AND (?1 IS NULL OR claimed_by = ?1) AND (?2 IS NULL OR claimed_at = ?2)
+    AND "{id}" IN ({keys})"""
+CANCEL = 'UPDATE "{table}" SET status = 4 WHERE status IN (0, 1) AND "{id}" IN ({keys})'
+
+_ROW_COLUMNS = (
+    '"{id}", "{at}", status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error,'
+    " payload"
+)
+GET = "SELECT " + _ROW_COLUMNS + ' FROM "{table}" WHERE "{id}" = :key'
+# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given.
+PAGE = (
+    "SELECT " + _ROW_COLUMNS + ' FROM "{table}"'
+    ' WHERE "{at}" >= :start_ms AND "{at}" < :end_ms'
+    " AND (:status IS NULL OR status = :status)"
+    ' AND (:after_at_ms IS NULL OR "{at}" > :after_at_ms'
+    ' OR ("{at}" = :after_at_ms AND "{id}" > :after_key))'
+    ' ORDER BY "{at}", "{id}" LIMIT :limit'
+)
+COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'
+# Two ranges of the (status, due_at) index, bound to STATUS_RANGE; the count is of them all.
+UNKNOWN_STATUS = """
+SELECT "{id}", status, COUNT(*) OVER () FROM "{table}" WHERE status < :first OR status > :last
+ORDER BY "{id}" LIMIT :limit"""
+
+
+def marks(n: int) -> str:
+    """The ``{keys}`` of an ``IN (...)`` list of `n` values."""
+    return ", ".join(["?"] * n)
+
+
+def rows(n: int) -> str:
+    """The ``{rows}`` of an INSERT of `n` rows."""
+    return ", ".join(["(" + marks(INSERT_WIDTH) + ")"] * n)
