@@ -84,6 +84,12 @@ class Fetcher:
         """Fetch again now (a retry came due inside the window, or room appeared)."""
         self._wake.set()
 
+    def retry_due(self, at_ms: int) -> None:
+        """A failed job is due again at at_ms: fetch now if that is inside the window claimed
+        already, which the next round would otherwise skip past."""
+        if at_ms < self.window_end_ms:
+            self.wake()
+
     def room(self) -> int:
         return max(0, self.settings.max_held - self.held())
 

@@ -504,9 +504,9 @@ async def test_jobs_held_without_payload_are_read_in_time_and_fire_on_time(
     engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
     async with engine:
         await asyncio.sleep(0.5)
-        assert engine.held() == 20 and engine.payloads.reads == 0  # held, payloads not read
+        assert engine.held() == 20 and engine.parts.payloads.reads == 0  # held, payloads not read
         await recorder.wait_for(20)
-    assert engine.payloads.reads >= 1
+    assert engine.parts.payloads.reads >= 1
     assert recorder.messages == {i: f"m{i}" for i in ids}
     for _, _, due, fired in recorder.fires:
         assert due.timestamp() - 0.002 <= fired < due.timestamp() + 0.25  # read ahead, on time
@@ -559,7 +559,7 @@ async def test_jobs_held_back_for_their_payload_are_handed_back_at_shutdown(
     engine = engine_factory(handler=recorder, repository=never, **PAYLOAD_WINDOW)
     async with engine:
         await asyncio.sleep(1.6)  # due, but their payloads cannot be read
-        assert engine.payloads.held_back == 3 and engine.held() == 3
+        assert engine.parts.payloads.held_back == 3 and engine.held() == 3
     assert recorder.fires == []
     rows = [(await repo.get(i))[0] for i in range(3)]
     assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
