@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
-from infinite_scheduler.fetcher import Fetcher, wheel_key
+from infinite_scheduler.fetcher import wheel_key
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.parts import Parts, Registration, Wiring, compose
-from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository, StoreError
+from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -279,41 +279,10 @@ class InfiniteScheduler:
             by_lane.setdefault(_lane_of(parts, entity).name, []).append(entity)
         stored = 0
         for name, batch in by_lane.items():
-            stored += await self._schedule_lane(parts.fetcher, parts.lanes[name], batch)
-        return stored
-
-    async def _schedule_lane(self, fetcher: Fetcher, lane: Lane, entities: list[Any]) -> int:
-        now_ms = self.clock.now_ms()
-        # Checked whole before either insert below: a bad entity must not leave the others
-        # of the call stored.
-        rows = lane.spec.encode_many(
-            entities,
-            now_ms=now_ms,
-            retention_ms=lane.repo.policy.retention_ms,
-            max_payload_bytes=lane.repo.max_payload_bytes,
-        )
-        window_end_ms = fetcher.window_end_ms
-        room = fetcher.room()
-        soon = [i for i, r in enumerate(rows) if r.at_ms < window_end_ms][:room]
-        later = sorted(set(range(len(rows))) - set(soon))
-        stored = 0
-        if later:
-            stored += await lane.repo.insert([entities[i] for i in later], now_ms=now_ms)
-        if soon:
-            stamp = fetcher.claim_stamp()
-            try:
-                stored += await lane.repo.insert(
-                    [entities[i] for i in soon], now_ms=stamp, claimed_by=self.node_id
-                )
-            except StoreError:
-                lane.claims_in_doubt.add(stamp)
-                raise
-            jobs = [
-                ClaimedJob(rows[i].key, rows[i].at_ms, rows[i].at_ms, 1, rows[i].payload)
-                for i in soon
-            ]
-            fetcher.place(lane, jobs, now_ms)
-        lane.metrics.scheduled.inc(stored)
+            lane = parts.lanes[name]
+            lane_stored = await parts.fetcher.store_new(lane, batch)
+            lane.metrics.scheduled.inc(lane_stored)
+            stored += lane_stored
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Iterable[Any]) -> int:

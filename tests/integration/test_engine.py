@@ -731,3 +731,23 @@ async def test_an_async_handler_that_blocks_the_loop_is_named_while_it_blocks(
     assert len(after) == 1 and "by sms job 1, at" in after[0]
     record = next(r for r in caplog.records if r.getMessage() == during[0])
     assert (getattr(record, "job_id", None), getattr(record, "entity", None)) == (1, "sms")
+
+
+async def test_schedule_encodes_each_entity_once(
+    engine_factory: EngineFactory, repo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once to split the call by due time and store it, not again inside the insert."""
+    encoded: list[Any] = []
+    encode = EntitySpec.encode
+
+    def counting(spec: EntitySpec[Any, Any], entity: Any) -> Any:
+        encoded.append(entity.id)
+        return encode(spec, entity)
+
+    monkeypatch.setattr(EntitySpec, "encode", counting)
+    engine = engine_factory(handler=Recorder(), fetch_interval_s=20, lookahead_s=30)
+    async with engine:
+        soon, later = sms(1, now() + timedelta(seconds=10)), sms(2, now() + timedelta(hours=1))
+        assert await engine.schedule([soon, later]) == 2
+        assert engine.held() == 1  # `soon` stored claimed, into the wheel
+    assert sorted(encoded) == [1, 2]
