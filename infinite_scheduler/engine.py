@@ -29,7 +29,7 @@ from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.fetcher import wheel_key
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.parts import Parts, Registration, Wiring, compose
+from infinite_scheduler.parts import Parts, Registration, Wiring, compose, store_repository
 from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository
 
 logger = logging.getLogger(__name__)
@@ -78,12 +78,17 @@ class InfiniteScheduler:
         *,
         repository: ShardingRepository[Any, Any] | None = None,
     ) -> None:
-        """Serve an entity type; its repository comes from the config's store unless given.
+        """Serve an entity type; its repository comes from the config's store unless given
+        (made now, not opened: the shard commands use it without starting the engine).
 
         Types registered by the time the engine starts are the ones it serves."""
         known = self._registrations.get(spec.name)
         if known is None:
-            repo = repository or self._repositories.get(spec.name) or self._make_repository(spec)
+            repo = (
+                repository
+                or self._repositories.get(spec.name)
+                or store_repository(self.config, spec)
+            )
             known = Registration(spec=spec, repo=repo)
         if handler is not None:
             known = replace(known, handler=handler)
@@ -102,24 +107,6 @@ class InfiniteScheduler:
     def repositories(self) -> Mapping[str, ShardingRepository[Any, Any]]:
         """The repository of each entity type registered, by name (not opened here)."""
         return {name: reg.repo for name, reg in self._registrations.items()}
-
-    def _make_repository(self, spec: EntitySpec[Any, Any]) -> ShardingRepository[Any, Any]:
-        from repos.registry import make_repository
-
-        store = self.config.store
-        return make_repository(
-            self.config.store_url,
-            spec,
-            self.config.shard_policy,
-            layout=store.layout,
-            driver=store.driver,
-            pool_size=store.pool_size,
-            pool_recycle_s=store.pool_recycle_s,
-            batch_size=self.config.batch_size,
-            connect_timeout_s=store.connect_timeout_s,
-            create_missing=store.create_missing,
-            max_payload_bytes=store.max_payload_bytes,
-        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""The engine's composition root: every part it runs, built in one place, all together.
+"""The engine's composition root: every part it runs is built here, in one place.
 
-Registration (``engine.register``) only records entity types, their repositories and handlers,
-and goes on until the engine starts; so the parts are built then, by :func:`compose`, at the
+Registration (``engine.register``) records entity types, their handlers and repositories (made
+by :func:`store_repository` unless given; the shard commands use them without an engine), and
+goes on until the engine starts. So the other parts are built then, by :func:`compose`, at the
 top of ``__aenter__``: the lanes with their wheels, the acker, the dispatcher, the payload
 reader, the fetcher, shard maintenance and the loop-lag watcher, wired to each other. Building
 them does no I/O, starts nothing and installs no signal handler; the engine opens and starts
@@ -31,13 +32,15 @@ from infinite_scheduler.waits import Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import EntitySpec, ShardingRepository
 
+Repo = ShardingRepository[Any, Any]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Registration:
     """An entity type the engine is to serve; its handler may come later (a decorator)."""
 
     spec: EntitySpec[Any, Any]
-    repo: ShardingRepository[Any, Any]
+    repo: Repo
     handler: Handler | None = None
 
 
@@ -79,32 +82,23 @@ def held(lanes: Iterable[Lane], dispatcher: Dispatcher, payloads: PayloadReader)
 
 def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     """Build every part; raises HandlerMissing, building nothing, if a type has no handler."""
-    config, clock, node_id = wiring.config, wiring.clock, wiring.node_id
     lanes = _lanes(registrations, wiring)
     # Shared by the loops that retry the store: once one finds it back, all of them go.
     store_back = StoreBack()
     acker = Acker(
-        node_id=node_id,
-        clock=clock,
-        batch_size=config.batch_size,
+        node_id=wiring.node_id,
+        clock=wiring.clock,
+        batch_size=wiring.config.batch_size,
         # The fetcher is built below, before any outcome can be written.
         on_retry=lambda at_ms: fetcher.retry_due(at_ms),
         backoff=Backoff(0.05, store_back=store_back),
     )
     dispatcher = _dispatcher(wiring, acker)
-    payloads = PayloadReader(
-        clock=clock,
-        dispatcher=dispatcher,
-        acker=acker,
-        ahead_ms=int(config.payload_ahead_s * 1000),
-        node_id=node_id,
-        stop=wiring.stop,
-        backoff=Backoff(store_back=store_back),
-    )
+    payloads = _payloads(wiring, dispatcher, acker, Backoff(store_back=store_back))
     fetcher = Fetcher(
         list(lanes.values()),
-        _fetch_settings(config, node_id),
-        clock=clock,
+        _fetch_settings(wiring.config, wiring.node_id),
+        clock=wiring.clock,
         payloads=payloads,
         acker=acker,
         metrics=wiring.metrics,
@@ -120,12 +114,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         payloads=payloads,
         fetcher=fetcher,
         maintenance=_maintenance(wiring, lanes),
-        loop_lag=LoopLagMonitor(
-            warn_s=config.handlers.loop_lag_warn_s,
-            metrics=wiring.metrics,
-            node_id=node_id,
-            find_job=job_in_frame,
-        ),
+        loop_lag=_loop_lag(wiring),
     )
 
 
@@ -167,6 +156,29 @@ def _dispatcher(wiring: Wiring, acker: Acker) -> Dispatcher:
     )
 
 
+def _payloads(
+    wiring: Wiring, dispatcher: Dispatcher, acker: Acker, backoff: Backoff
+) -> PayloadReader:
+    return PayloadReader(
+        clock=wiring.clock,
+        dispatcher=dispatcher,
+        acker=acker,
+        ahead_ms=int(wiring.config.payload_ahead_s * 1000),
+        node_id=wiring.node_id,
+        stop=wiring.stop,
+        backoff=backoff,
+    )
+
+
+def _loop_lag(wiring: Wiring) -> LoopLagMonitor:
+    return LoopLagMonitor(
+        warn_s=wiring.config.handlers.loop_lag_warn_s,
+        metrics=wiring.metrics,
+        node_id=wiring.node_id,
+        find_job=job_in_frame,
+    )
+
+
 def _fetch_settings(c: SchedulerConfig, node_id: str) -> FetchSettings:
     return FetchSettings(
         node_id=node_id,
@@ -191,6 +203,26 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
     )
     repos = [lane.repo for lane in lanes.values()]
     return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics)
+
+
+def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Repo:
+    """The repository of `spec` on the configured store (built, not opened)."""
+    from repos.registry import make_repository
+
+    store = config.store
+    return make_repository(
+        config.store_url,
+        spec,
+        config.shard_policy,
+        layout=store.layout,
+        driver=store.driver,
+        pool_size=store.pool_size,
+        pool_recycle_s=store.pool_recycle_s,
+        batch_size=config.batch_size,
+        connect_timeout_s=store.connect_timeout_s,
+        create_missing=store.create_missing,
+        max_payload_bytes=store.max_payload_bytes,
+    )
 
 
 def _wheel_slots(lookahead_s: float) -> int:
