@@ -11,6 +11,16 @@ Start-up order matters: stores open, claims left by a previous run are released,
 fetch runs, then the loops start; overdue rows found by that first fetch fire once, now.
 Shutdown is the reverse: stop fetching, drain handlers (bounded), flush acks, hand unfired
 claims back to the store, close the stores.
+
+Manual mode (``InfiniteScheduler(config, clock=FakeClock(...), manual=True)``, like arq's
+burst mode) starts everything but the loops; ``await engine.run_until_idle()`` then does their
+work in turns, in the order a job travels: a fetch round, the payload reads coming due, the
+jobs due at the clock's now out of the wheels, the handlers run to their end, the outcomes
+written; again, until a turn moves nothing. Tests then ``clock.advance(ms)`` and call it again:
+what fires, when, and in which order follows from the clock alone, never from sleeps. Not
+driven by a loop, a failing store call raises out of run_until_idle() instead of being retried,
+and shard maintenance does not run (Maintenance.run_once takes the time as argument). Handler
+timeouts and sync handlers' threads still take real time.
 """
 
 from __future__ import annotations
@@ -47,7 +57,9 @@ class InfiniteScheduler:
         *,
         repositories: Mapping[str, ShardingRepository[Any, Any]] | None = None,
         clock: Clock | None = None,
+        manual: bool = False,
     ) -> None:
+        """No I/O and no signal handler here; `manual`: start no loops (run_until_idle)."""
         self.config = config
         self.node_id = config.resolved_node_id
         self.clock = clock or SystemClock()
@@ -61,6 +73,7 @@ class InfiniteScheduler:
         #: Built by __aenter__, all at once; kept after the run, for its counters.
         self._parts: Parts | None = None
         self._running = False
+        self._manual = manual
         self._failure: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -125,7 +138,8 @@ class InfiniteScheduler:
                 await self._recover(lane)
             await parts.fetcher.fetch_once()
             self._parts = parts
-            self._start_loops(parts)
+            if not self._manual:
+                self._start_loops(parts)
             stack.push_async_callback(self._shutdown, parts)
             self._stack = stack.pop_all()
         self._running = True
@@ -255,6 +269,34 @@ class InfiniteScheduler:
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
         return 0 if self._parts is None else self._parts.held()
+
+    # -- manual mode --------------------------------------------------------------------------
+
+    async def run_until_idle(self, timeout_s: float = 3.0) -> None:
+        """Manual mode: turn until nothing is due at the clock's now and nothing is in flight
+        (see the module docstring). TimeoutError after timeout_s: a handler that never returns,
+        or a payload read that keeps failing."""
+        parts = self._parts
+        if not (self._manual and self._running and parts is not None):
+            raise RuntimeError(
+                "run_until_idle() drives an engine built with manual=True, "
+                "inside `async with engine:`"
+            )
+        async with asyncio.timeout(timeout_s):
+            while await self._turn(parts):
+                pass
+
+    async def _turn(self, parts: Parts) -> bool:
+        """What every loop does once, in the order a job travels; True if anything moved."""
+        claimed = await parts.fetcher.fetch_once()
+        await parts.payloads.read_due()
+        fired, _ = _fire_due(parts, self.clock.now_ms())
+        await parts.payloads.settle()  # held-back jobs reach the dispatcher once read
+        await parts.dispatcher.settle()
+        outcomes = parts.acker.pending
+        await parts.acker.flush()
+        self.metrics.held.set(parts.held())
+        return bool(claimed or fired or outcomes)
 
     # -- the public API while running ---------------------------------------------------------
 
