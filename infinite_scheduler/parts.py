@@ -60,7 +60,7 @@ class Wiring:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Parts:
-    """Everything one run of the engine uses, by the engine's loops' names."""
+    """Everything one run of the engine uses; made by compose() alone, all of it at once."""
 
     lanes: Mapping[str, Lane]  #: by entity type name, in registration order
     by_model: Mapping[type, Lane]  #: by the entity class, for schedule()
@@ -73,10 +73,10 @@ class Parts:
 
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
-        return held(self.lanes.values(), self.dispatcher, self.payloads)
+        return _held(self.lanes.values(), self.dispatcher, self.payloads)
 
 
-def held(lanes: Iterable[Lane], dispatcher: Dispatcher, payloads: PayloadReader) -> int:
+def _held(lanes: Iterable[Lane], dispatcher: Dispatcher, payloads: PayloadReader) -> int:
     return sum(len(lane.wheel) for lane in lanes) + dispatcher.backlog + payloads.held_back
 
 
@@ -102,7 +102,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         payloads=payloads,
         acker=acker,
         metrics=wiring.metrics,
-        held=lambda: held(lanes.values(), dispatcher, payloads),
+        held=lambda: _held(lanes.values(), dispatcher, payloads),
         on_added=wiring.on_added,
         backoff=Backoff(store_back=store_back),
     )
