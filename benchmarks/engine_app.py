@@ -82,7 +82,7 @@ async def serve(config: SchedulerConfig, recorder: Recorder, status_s: float) ->
 
 async def _report(engine: InfiniteScheduler, every_s: float) -> None:
     while True:
-        _say(f"STATUS {engine.held()} {engine.dispatcher.fired} {engine.acker.flushed}")
+        _say(f"STATUS {engine.held()} {engine.parts.dispatcher.fired} {engine.parts.acker.flushed}")
         await asyncio.sleep(every_s)
 
 

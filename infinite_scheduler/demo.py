@@ -114,13 +114,13 @@ async def show_status(
     out: TextIO = sys.stdout,
 ) -> None:
     """Refresh one status line in place twice a second."""
-    last_fired, last_t = engine.dispatcher.fired, time.monotonic()
+    last_fired, last_t = engine.parts.dispatcher.fired, time.monotonic()
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=0.5)
         except TimeoutError:
             pass
-        d, now = engine.dispatcher, time.monotonic()
+        d, now = engine.parts.dispatcher, time.monotonic()
         rate = (d.fired - last_fired) / max(1e-9, now - last_t)
         last_fired, last_t = d.fired, now
         out.write(

@@ -114,6 +114,12 @@ class Dispatcher:
         self._ready.extend((lane, job) for job in jobs)
         self._grow_if_all_wait()
 
+    async def settle(self) -> None:
+        """Wait until every job handed over has finished (an engine in manual mode). A worker
+        exits only once the FIFO is empty, so no job waits when none is left."""
+        while self._workers:
+            await asyncio.wait(set(self._workers))
+
     def take_waiting(self) -> list[tuple[Lane, ClaimedJob]]:
         """Remove and return the jobs not started yet (shutdown hands them back to the store)."""
         waiting = list(self._ready)
@@ -245,7 +251,6 @@ class Dispatcher:
         waiting for a free thread is not handler time."""
         loop = asyncio.get_running_loop()
         handler = lane.handler
-        assert handler is not None  # the engine refuses to start a lane without one
         call = _ThreadCall(lane, job)
 
         def started() -> None:

@@ -1,14 +1,26 @@
-"""InfiniteScheduler: wires the lanes, the fetcher, the wheel loop, the dispatcher, the acker
-and shard maintenance.
+"""InfiniteScheduler: registration, start-up and shutdown, the wheel loop, schedule and cancel.
 
-    async with InfiniteScheduler(config) as engine:      # opens stores, recovers, starts loops
-        engine.register(SMS, send_sms)                   # or @engine.handler(SMS) before entering
-        await engine.run()                               # until stop() or a loop dies
+    engine = InfiniteScheduler(config)      # no I/O, no parts yet
+    engine.register(SMS, send_sms)          # or @engine.handler(SMS); all before starting
+    async with engine:                      # builds the parts, opens stores, recovers, loops
+        await engine.run()                  # until stop() or a loop dies
 
+The parts (lanes, fetcher, payload reader, dispatcher, acker, maintenance) are built together
+by infinite_scheduler/parts.py when the engine starts, once the registered types are final.
 Start-up order matters: stores open, claims left by a previous run are released, the first
 fetch runs, then the loops start; overdue rows found by that first fetch fire once, now.
 Shutdown is the reverse: stop fetching, drain handlers (bounded), flush acks, hand unfired
 claims back to the store, close the stores.
+
+Manual mode (``InfiniteScheduler(config, clock=FakeClock(...), manual=True)``, like arq's
+burst mode) starts everything but the loops; ``await engine.run_until_idle()`` then does their
+work in turns, in the order a job travels: a fetch round, the payload reads coming due, the
+jobs due at the clock's now out of the wheels, the handlers run to their end, the outcomes
+written; again, until a turn moves nothing. Tests then ``clock.advance(ms)`` and call it again:
+what fires, when, and in which order follows from the clock alone, never from sleeps. Not
+driven by a loop, a failing store call raises out of run_until_idle() instead of being retried,
+and shard maintenance does not run (Maintenance.run_once takes the time as argument). Handler
+timeouts and sync handlers' threads still take real time.
 """
 
 from __future__ import annotations
@@ -17,24 +29,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
-from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
-from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
-from infinite_scheduler.dispatch import Dispatcher, job_in_frame
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
-from infinite_scheduler.fetcher import Fetcher, FetchSettings, wheel_key
+from infinite_scheduler.fetcher import wheel_key
 from infinite_scheduler.jobs import Handler, Lane
-from infinite_scheduler.loop_lag import LoopLagMonitor
-from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.payloads import PayloadReader
-from infinite_scheduler.waits import Backoff, StoreBack
-from infinite_scheduler.wheel import TimerWheel
-from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository, StoreError
+from infinite_scheduler.parts import Parts, Registration, Wiring, compose, store_repository
+from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -51,62 +57,30 @@ class InfiniteScheduler:
         *,
         repositories: Mapping[str, ShardingRepository[Any, Any]] | None = None,
         clock: Clock | None = None,
+        manual: bool = False,
     ) -> None:
+        """No I/O and no signal handler here; `manual`: start no loops (run_until_idle)."""
         self.config = config
         self.node_id = config.resolved_node_id
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self._repositories = dict(repositories or {})
-        self._lanes: dict[str, Lane] = {}
-        self._by_model: dict[type, Lane] = {}
+        self._registrations: dict[str, Registration] = {}
         self._stop = asyncio.Event()
         self._wheel_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stack: AsyncExitStack | None = None
+        self._stack = AsyncExitStack()  # the started parts, unwound by __aexit__
+        #: Built by __aenter__, all at once; kept after the run, for its counters.
+        self._parts: Parts | None = None
+        self._running = False
+        self._manual = manual
         self._failure: BaseException | None = None
-        h = config.handlers
-        # Shared by the loops that retry the store: once one finds it back, all of them go.
-        self._store_back = StoreBack()
-        self.acker = Acker(
-            node_id=self.node_id,
-            clock=self.clock,
-            batch_size=config.batch_size,
-            on_retry=self._retry_due,
-            backoff=Backoff(0.05, store_back=self._store_back),
-        )
-        self.dispatcher = Dispatcher(
-            acker=self.acker,
-            clock=self.clock,
-            metrics=self.metrics,
-            retry=RetryPolicy(
-                max_attempts=h.max_attempts,
-                backoff_base_s=h.backoff_base_s,
-                backoff_max_s=h.backoff_max_s,
-            ),
-            concurrency=h.concurrency,
-            timeout_s=h.timeout_s,
-            threads=h.threads,
-        )
-        self.loop_lag = LoopLagMonitor(
-            warn_s=h.loop_lag_warn_s,
-            metrics=self.metrics,
-            node_id=self.node_id,
-            find_job=job_in_frame,
-        )
-        self.payloads = PayloadReader(
-            clock=self.clock,
-            dispatcher=self.dispatcher,
-            acker=self.acker,
-            ahead_ms=int(config.payload_ahead_s * 1000),
-            node_id=self.node_id,
-            stop=self._stop,
-            backoff=Backoff(store_back=self._store_back),
-        )
-        self.fetcher: Fetcher | None = None
-        self.maintenance: Maintenance | None = None
 
     def __repr__(self) -> str:
-        return f"<InfiniteScheduler node={self.node_id} held={self.held()} {self.dispatcher!r} {self.acker!r}>"
+        if self._parts is None:
+            return f"<InfiniteScheduler node={self.node_id} not started>"
+        parts = self._parts
+        return f"<InfiniteScheduler node={self.node_id} held={parts.held()} {parts.dispatcher!r} {parts.acker!r}>"
 
     # -- registration -----------------------------------------------------------------------
 
@@ -117,15 +91,21 @@ class InfiniteScheduler:
         *,
         repository: ShardingRepository[Any, Any] | None = None,
     ) -> None:
-        """Serve an entity type; its repository comes from the config's store unless given."""
-        lane = self._lanes.get(spec.name)
-        if lane is None:
-            repo = repository or self._repositories.get(spec.name) or self._make_repository(spec)
-            lane = Lane(spec=spec, repo=repo, metrics=self.metrics.for_entity(spec.name))
-            self._lanes[spec.name] = lane
-            self._by_model[spec.model] = lane
+        """Serve an entity type; its repository comes from the config's store unless given
+        (made now, not opened: the shard commands use it without starting the engine).
+
+        Types registered by the time the engine starts are the ones it serves."""
+        known = self._registrations.get(spec.name)
+        if known is None:
+            repo = (
+                repository
+                or self._repositories.get(spec.name)
+                or store_repository(self.config, spec)
+            )
+            known = Registration(spec=spec, repo=repo)
         if handler is not None:
-            lane.set_handler(handler)
+            known = replace(known, handler=handler)
+        self._registrations[spec.name] = known
 
     def handler(self, spec: EntitySpec[Any, Any]) -> Callable[[H], H]:
         """Decorator form of register()."""
@@ -136,51 +116,33 @@ class InfiniteScheduler:
 
         return decorate
 
-    def _make_repository(self, spec: EntitySpec[Any, Any]) -> ShardingRepository[Any, Any]:
-        from repos.registry import make_repository
-
-        store = self.config.store
-        return make_repository(
-            self.config.store_url,
-            spec,
-            self.config.shard_policy,
-            layout=store.layout,
-            driver=store.driver,
-            pool_size=store.pool_size,
-            pool_recycle_s=store.pool_recycle_s,
-            batch_size=self.config.batch_size,
-            connect_timeout_s=store.connect_timeout_s,
-            create_missing=store.create_missing,
-            max_payload_bytes=store.max_payload_bytes,
-        )
+    @property
+    def repositories(self) -> Mapping[str, ShardingRepository[Any, Any]]:
+        """The repository of each entity type registered, by name (not opened here)."""
+        return {name: reg.repo for name, reg in self._registrations.items()}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> InfiniteScheduler:
-        missing = [name for name, lane in self._lanes.items() if lane.handler is None]
-        if missing:
-            raise HandlerMissing(missing)
+        parts = compose(list(self._registrations.values()), self._wiring())
         async with AsyncExitStack() as stack:
             # First: a port already taken must stop the start before any store is opened
             # or any job claimed (claims would only be handed back by the next start).
             self.metrics.serve(self.config.metrics_port)
             stack.callback(self.metrics.shutdown)
-            self.loop_lag.start()
-            stack.callback(self.loop_lag.stop)
-            now_ms = self.clock.now_ms()
-            for lane in self._lanes.values():
+            parts.loop_lag.start()
+            stack.callback(parts.loop_lag.stop)
+            for lane in parts.lanes.values():
                 await lane.repo.open()
                 stack.push_async_callback(lane.repo.close)
-                lane.wheel = TimerWheel(
-                    now_ms=now_ms, tick_ms=1, slots=_slots(self.config.lookahead_s)
-                )
                 await self._recover(lane)
-            self.fetcher = self._make_fetcher()
-            self.maintenance = self._make_maintenance()
-            await self.fetcher.fetch_once()
-            self._start_loops()
-            stack.push_async_callback(self._shutdown)
+            await parts.fetcher.fetch_once()
+            self._parts = parts
+            if not self._manual:
+                self._start_loops(parts)
+            stack.push_async_callback(self._shutdown, parts)
             self._stack = stack.pop_all()
+        self._running = True
         return self
 
     async def __aexit__(
@@ -189,10 +151,20 @@ class InfiniteScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._running = False
         self.stop()
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+        stack, self._stack = self._stack, AsyncExitStack()
+        await stack.aclose()
+
+    def _wiring(self) -> Wiring:
+        return Wiring(
+            config=self.config,
+            node_id=self.node_id,
+            clock=self.clock,
+            metrics=self.metrics,
+            stop=self._stop,
+            on_added=self._wheel_changed.set,
+        )
 
     def stop(self) -> None:
         """Ask the engine to stop; run() returns and the context exit drains."""
@@ -209,6 +181,14 @@ class InfiniteScheduler:
         if self._failure is not None:
             raise self._failure
 
+    @property
+    def parts(self) -> Parts:
+        """The lanes, fetcher, dispatcher, acker, ... of the engine, built when it starts;
+        those of the last run stay readable after it."""
+        if self._parts is None:
+            raise RuntimeError("the engine has not started: `async with engine:` builds its parts")
+        return self._parts
+
     async def _recover(self, lane: Lane) -> None:
         # Single node: every claim in the store is a leftover of a previous run of this engine.
         released = await lane.repo.release(None)
@@ -220,49 +200,13 @@ class InfiniteScheduler:
                 extra={"action": "recover", "entity": lane.name, "node": self.node_id},
             )
 
-    def _make_fetcher(self) -> Fetcher:
-        c = self.config
-        settings = FetchSettings(
-            node_id=self.node_id,
-            fetch_interval_s=c.fetch_interval_s,
-            lookahead_ms=int(c.lookahead_s * 1000),
-            payload_ahead_ms=int(c.payload_ahead_s * 1000),
-            horizon_ms=int(c.misfire_horizon_s * 1000),
-            batch_size=c.batch_size,
-            max_jobs_per_fetch=c.max_jobs_per_fetch,
-            max_held=c.max_held,
-            misfire_policy=MisfirePolicy(c.misfire_policy),
-            misfire_threshold_ms=int(c.misfire_threshold_s * 1000),
-        )
-        return Fetcher(
-            list(self._lanes.values()),
-            settings,
-            clock=self.clock,
-            payloads=self.payloads,
-            acker=self.acker,
-            metrics=self.metrics,
-            held=self.held,
-            on_added=self._wheel_changed.set,
-            backoff=Backoff(store_back=self._store_back),
-        )
-
-    def _make_maintenance(self) -> Maintenance:
-        settings = MaintenanceSettings(
-            node_id=self.node_id,
-            create_ahead=self.config.shards.create_ahead,
-            interval_s=self.config.shards.maintenance_interval_s,
-        )
-        repos = [lane.repo for lane in self._lanes.values()]
-        return Maintenance(repos, settings, clock=self.clock, metrics=self.metrics)
-
-    def _start_loops(self) -> None:
-        assert self.fetcher is not None and self.maintenance is not None
+    def _start_loops(self, parts: Parts) -> None:
         loops = {
-            "fetcher": self.fetcher.run(self._stop),
-            "wheel": self._wheel_loop(),
-            "payloads": self.payloads.run(),
-            "acker": self.acker.run(self._stop),
-            "maintenance": self.maintenance.run(self._stop),
+            "fetcher": parts.fetcher.run(self._stop),
+            "wheel": self._wheel_loop(parts),
+            "payloads": parts.payloads.run(),
+            "acker": parts.acker.run(self._stop),
+            "maintenance": parts.maintenance.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")
@@ -281,55 +225,36 @@ class InfiniteScheduler:
         )
         self.stop()
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, parts: Parts) -> None:
         self.stop()
         self._wheel_changed.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Before the drain: a payload read finishing during it would hand the dispatcher
         # jobs that neither run to their ack nor are handed back.
-        held_back = self.payloads.take_held_back()
-        cancelled = await self.dispatcher.drain(self.config.handlers.drain_timeout_s)
-        await self.acker.flush()
-        for name, refs in self._unfired(held_back).items():
-            await self._lanes[name].repo.release(self.node_id, refs)
+        held_back = parts.payloads.take_held_back()
+        cancelled = await parts.dispatcher.drain(self.config.handlers.drain_timeout_s)
+        await parts.acker.flush()
+        for name, refs in _unfired(parts, held_back).items():
+            await parts.lanes[name].repo.release(self.node_id, refs)
         if cancelled:  # handlers cut off mid-run: hand back their claims, attempts counted
-            for lane in self._lanes.values():
+            for lane in parts.lanes.values():
                 await lane.repo.release(self.node_id)
         logger.info(
             "stopped: %d fired, %d acked, %d handlers cut off",
-            self.dispatcher.fired,
-            self.acker.flushed,
+            parts.dispatcher.fired,
+            parts.acker.flushed,
             cancelled,
             extra={"action": "stop", "node": self.node_id},
         )
 
-    def _unfired(self, held_back: list[tuple[Lane, list[ClaimedJob]]]) -> dict[str, list[RowRef]]:
-        unfired: dict[str, list[RowRef]] = {name: [] for name in self._lanes}
-        for lane, job in self.dispatcher.take_waiting():
-            unfired[lane.name].append(job.ref)
-        for lane, jobs in held_back:
-            unfired[lane.name].extend(job.ref for job in jobs)
-        for lane in self._lanes.values():
-            unfired[lane.name].extend(job.ref for _, job in lane.wheel.pop_due(2**62))
-        return {name: refs for name, refs in unfired.items() if refs}
-
     # -- the wheel loop -----------------------------------------------------------------------
 
-    async def _wheel_loop(self) -> None:
+    async def _wheel_loop(self, parts: Parts) -> None:
         """Hand every due job to the dispatcher; sleep until the next one or a wake-up."""
-        lanes = list(self._lanes.values())
         while not self._stop.is_set():
             self._wheel_changed.clear()
-            now_ms = self.clock.now_ms()
-            next_ms: int | None = None
-            for lane in lanes:
-                due = lane.wheel.pop_due(now_ms)
-                if due:
-                    self.payloads.hand_over(lane, [job for _, job in due])
-                lane_next = lane.wheel.next_due_ms()
-                if lane_next is not None and (next_ms is None or lane_next < next_ms):
-                    next_ms = lane_next
-            self.metrics.held.set(self.held())
+            _, next_ms = _fire_due(parts, self.clock.now_ms())
+            self.metrics.held.set(parts.held())
             delay_s = (
                 IDLE_TICK_S if next_ms is None else max(0.0, (next_ms - self.clock.now_ms()) / 1000)
             )
@@ -343,93 +268,103 @@ class InfiniteScheduler:
 
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
-        return (
-            sum(len(lane.wheel) for lane in self._lanes.values() if hasattr(lane, "wheel"))
-            + self.dispatcher.backlog
-            + self.payloads.held_back
-        )
+        return 0 if self._parts is None else self._parts.held()
 
-    def _retry_due(self, at_ms: int) -> None:
-        if self.fetcher is not None and at_ms < self.fetcher.window_end_ms:
-            self.fetcher.wake()
+    # -- manual mode --------------------------------------------------------------------------
+
+    async def run_until_idle(self, timeout_s: float = 3.0) -> None:
+        """Manual mode: turn until nothing is due at the clock's now and nothing is in flight
+        (see the module docstring). TimeoutError after timeout_s: a handler that never returns,
+        or a payload read that keeps failing."""
+        parts = self._parts
+        if not (self._manual and self._running and parts is not None):
+            raise RuntimeError(
+                "run_until_idle() drives an engine built with manual=True, "
+                "inside `async with engine:`"
+            )
+        async with asyncio.timeout(timeout_s):
+            while await self._turn(parts):
+                pass
+
+    async def _turn(self, parts: Parts) -> bool:
+        """What every loop does once, in the order a job travels; True if anything moved."""
+        claimed = await parts.fetcher.fetch_once()
+        await parts.payloads.read_due()
+        fired, _ = _fire_due(parts, self.clock.now_ms())
+        await parts.payloads.settle()  # held-back jobs reach the dispatcher once read
+        await parts.dispatcher.settle()
+        outcomes = parts.acker.pending
+        await parts.acker.flush()
+        self.metrics.held.set(parts.held())
+        return bool(claimed or fired or outcomes)
 
     # -- the public API while running ---------------------------------------------------------
 
     async def schedule(self, entities: Iterable[Any]) -> int:
         """Store new jobs; those due inside the current window go straight into the wheel."""
-        fetcher = self._running_fetcher("schedule")
+        parts = self._running_parts("schedule")
         by_lane: dict[str, list[Any]] = {}
         for entity in entities:
-            by_lane.setdefault(self._lane_of(entity).name, []).append(entity)
+            by_lane.setdefault(_lane_of(parts, entity).name, []).append(entity)
         stored = 0
         for name, batch in by_lane.items():
-            stored += await self._schedule_lane(fetcher, self._lanes[name], batch)
-        return stored
-
-    async def _schedule_lane(self, fetcher: Fetcher, lane: Lane, entities: list[Any]) -> int:
-        now_ms = self.clock.now_ms()
-        # Checked whole before either insert below: a bad entity must not leave the others
-        # of the call stored.
-        rows = lane.spec.encode_many(
-            entities,
-            now_ms=now_ms,
-            retention_ms=lane.repo.policy.retention_ms,
-            max_payload_bytes=lane.repo.max_payload_bytes,
-        )
-        window_end_ms = fetcher.window_end_ms
-        room = fetcher.room()
-        soon = [i for i, r in enumerate(rows) if r.at_ms < window_end_ms][:room]
-        later = sorted(set(range(len(rows))) - set(soon))
-        stored = 0
-        if later:
-            stored += await lane.repo.insert([entities[i] for i in later], now_ms=now_ms)
-        if soon:
-            stamp = fetcher.claim_stamp()
-            try:
-                stored += await lane.repo.insert(
-                    [entities[i] for i in soon], now_ms=stamp, claimed_by=self.node_id
-                )
-            except StoreError:
-                lane.claims_in_doubt.add(stamp)
-                raise
-            jobs = [
-                ClaimedJob(rows[i].key, rows[i].at_ms, rows[i].at_ms, 1, rows[i].payload)
-                for i in soon
-            ]
-            fetcher.place(lane, jobs, now_ms)
-        lane.metrics.scheduled.inc(stored)
+            lane = parts.lanes[name]
+            lane_stored = await parts.fetcher.store_new(lane, batch)
+            lane.metrics.scheduled.inc(lane_stored)
+            stored += lane_stored
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Iterable[Any]) -> int:
         """Cancel jobs by id: in the store, and in the wheel if held here."""
-        self._running_fetcher("cancel")
-        lane = self._lanes[spec.name]
+        lane = self._running_parts("cancel").lanes[spec.name]
         keys = list(keys)
         cancelled = await lane.repo.cancel(keys)
         for key in keys:
             lane.wheel.cancel(key)
         return cancelled
 
-    def _running_fetcher(self, operation: str) -> Fetcher:
-        # The stack is set once __aenter__ has started every loop and cleared on exit.
-        if self._stack is None or self.fetcher is None:
+    def _running_parts(self, operation: str) -> Parts:
+        # Running: from the end of a successful __aenter__ to the start of __aexit__.
+        if self._parts is None or not self._running:
             raise EngineNotRunning(operation)
-        return self.fetcher
-
-    def _lane_of(self, entity: Any) -> Lane:
-        lane = self._by_model.get(type(entity))
-        if lane is None:
-            raise HandlerMissing([type(entity).__name__])
-        return lane
-
-    @property
-    def lanes(self) -> Mapping[str, Lane]:
-        return self._lanes
+        return self._parts
 
 
-def _slots(lookahead_s: float) -> int:
-    """One 1 ms slot per millisecond of the window, rounded up to a power of two."""
-    return 1 << max(10, int(lookahead_s * 1000 * 1.25)).bit_length()
+def _fire_due(parts: Parts, now_ms: int) -> tuple[int, int | None]:
+    """Hand the jobs due by now_ms out of every wheel; return how many, and the earliest due
+    time left in the wheels (None: they are empty)."""
+    fired, next_ms = 0, None
+    for lane in parts.lanes.values():
+        due = lane.wheel.pop_due(now_ms)
+        if due:
+            parts.payloads.hand_over(lane, [job for _, job in due])
+            fired += len(due)
+        lane_next = lane.wheel.next_due_ms()
+        if lane_next is not None and (next_ms is None or lane_next < next_ms):
+            next_ms = lane_next
+    return fired, next_ms
+
+
+def _unfired(
+    parts: Parts, held_back: list[tuple[Lane, list[ClaimedJob]]]
+) -> dict[str, list[RowRef]]:
+    """The jobs claimed and never handed to a handler, by entity type: waiting, held back
+    for their payload, or still in a wheel."""
+    unfired: dict[str, list[RowRef]] = {name: [] for name in parts.lanes}
+    for lane, job in parts.dispatcher.take_waiting():
+        unfired[lane.name].append(job.ref)
+    for lane, jobs in held_back:
+        unfired[lane.name].extend(job.ref for job in jobs)
+    for lane in parts.lanes.values():
+        unfired[lane.name].extend(job.ref for _, job in lane.wheel.pop_due(2**62))
+    return {name: refs for name, refs in unfired.items() if refs}
+
+
+def _lane_of(parts: Parts, entity: Any) -> Lane:
+    lane = parts.by_model.get(type(entity))
+    if lane is None:
+        raise HandlerMissing([type(entity).__name__])
+    return lane
 
 
 __all__ = ["InfiniteScheduler", "wheel_key"]

@@ -7,6 +7,10 @@ skip the wheel and go straight to the dispatcher: fire once, now (invariant 3). 
 remains, rounds follow each other as fast as the handlers make room. Rows due later than
 `payload_ahead_s` are claimed without their payload, which infinite_scheduler/payloads.py reads
 shortly before they are due.
+
+This class owns the claim protocol: every claim, a round's claim_due or the insert of already
+claimed rows by which schedule() holds new jobs due inside the window (store_new), gets a stamp
+of its own, and a claim whose outcome the store never told is released before the next one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +31,7 @@ from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.waits import Backoff, wait_any
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import ClaimedJob, Failure, Status, StoreError
+from repos.base import ClaimedJob, EncodedRow, Failure, Status, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +89,13 @@ class Fetcher:
         """Fetch again now (a retry came due inside the window, or room appeared)."""
         self._wake.set()
 
-    def room(self) -> int:
+    def retry_due(self, at_ms: int) -> None:
+        """A failed job is due again at at_ms: fetch now if that is inside the window claimed
+        already, which the next round would otherwise skip past."""
+        if at_ms < self.window_end_ms:
+            self.wake()
+
+    def _room(self) -> int:
         return max(0, self.settings.max_held - self.held())
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -125,7 +136,57 @@ class Fetcher:
         self.metrics.fetch_duration.observe(time.perf_counter() - started)
         return claimed
 
-    def claim_stamp(self) -> int:
+    async def store_new(self, lane: Lane, entities: Sequence[Any]) -> int:
+        """Store new jobs of one type (the engine's schedule()); return rows stored.
+
+        The whole call is encoded and checked first: a bad entity stores none of it. Jobs due
+        inside the window claimed already, as many as there is room for, are stored CLAIMED by
+        this node under a claim stamp of their own and placed as a fetch would place them (the
+        next fetch only looks past that window); the others are stored PENDING for later ones.
+        """
+        now_ms = self.clock.now_ms()
+        rows = lane.spec.encode_many(
+            entities,
+            now_ms=now_ms,
+            retention_ms=lane.repo.policy.retention_ms,
+            max_payload_bytes=lane.repo.max_payload_bytes,
+        )
+        soon, later = self._split(rows)
+        stored = 0
+        if later:
+            stored += await lane.repo.insert_rows(later, now_ms=now_ms)
+        if soon:
+            async with self._claiming(lane) as stamp:
+                stored += await lane.repo.insert_rows(
+                    soon, now_ms=stamp, claimed_by=self.settings.node_id
+                )
+            jobs = [ClaimedJob(r.key, r.at_ms, r.at_ms, 1, r.payload) for r in soon]
+            self._place(lane, jobs, now_ms)
+        return stored
+
+    def _split(self, rows: Sequence[EncodedRow]) -> tuple[list[EncodedRow], list[EncodedRow]]:
+        """(soon, later): the rows due inside the window claimed, in call order, as many as
+        there is room for; and the others."""
+        window_end_ms, room = self.window_end_ms, self._room()
+        soon: list[EncodedRow] = []
+        later: list[EncodedRow] = []
+        for row in rows:
+            (soon if row.at_ms < window_end_ms and len(soon) < room else later).append(row)
+        return soon, later
+
+    @asynccontextmanager
+    async def _claiming(self, lane: Lane) -> AsyncIterator[int]:
+        """The stamp of one claim of `lane` (a claim_due, or an insert of claimed rows). If the
+        store fails without saying whether it committed, the stamp is kept in doubt, and
+        settle_doubts releases whatever rows the claim may have left CLAIMED."""
+        stamp = self._claim_stamp()
+        try:
+            yield stamp
+        except StoreError:
+            lane.claims_in_doubt.add(stamp)
+            raise
+
+    def _claim_stamp(self) -> int:
         """The claimed_at of a new claim: now, and never the stamp of an earlier claim, so that
         the rows of one claim can be told apart from every other's."""
         self._last_stamp_ms = max(self.clock.now_ms(), self._last_stamp_ms + 1)
@@ -150,12 +211,11 @@ class Fetcher:
         await self.settle_doubts(lane)
         claimed = 0
         while True:
-            limit = min(self.settings.batch_size, budget - claimed, self.room())
+            limit = min(self.settings.batch_size, budget - claimed, self._room())
             if limit <= 0:
                 self.backlog = True
                 return claimed
-            stamp = self.claim_stamp()
-            try:
+            async with self._claiming(lane) as stamp:
                 jobs = await lane.repo.claim_due(
                     self.settings.node_id,
                     now_ms=stamp,
@@ -164,15 +224,12 @@ class Fetcher:
                     limit=limit,
                     payload_before_ms=now_ms + self.settings.payload_ahead_ms,
                 )
-            except StoreError:
-                lane.claims_in_doubt.add(stamp)
-                raise
             claimed += len(jobs)
-            self.place(lane, jobs, self.clock.now_ms())
+            self._place(lane, jobs, self.clock.now_ms())
             if len(jobs) < limit:
                 return claimed
 
-    def place(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> None:
+    def _place(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> None:
         """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order);
         overdue ones as misfire_verdict says."""
         if not jobs:

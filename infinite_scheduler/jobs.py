@@ -60,14 +60,20 @@ Handler = Callable[[JobContext[Any]], Awaitable[object] | object]
 
 @dataclass(slots=True, kw_only=True)
 class Lane:
-    """One entity type inside the engine: its spec, store, handler and the jobs it holds."""
+    """One entity type inside the engine: its spec, store, handler and the jobs it holds.
+
+    Built whole when the engine starts (infinite_scheduler/parts.py), with a wheel whose time
+    is the start's: a job the first fetch finds due is refused by it, so it fires once, now.
+    """
 
     spec: EntitySpec[Any, Any]
     repo: ShardingRepository[Any, Any]
+    handler: Handler
     metrics: EntityMetrics
-    handler: Handler | None = None
-    wheel: TimerWheel[Any, ClaimedJob] = field(init=False)
-    is_async: bool = field(init=False, default=True)
+    wheel: TimerWheel[Any, ClaimedJob]
+    #: Whether the handler is awaited on the loop (else it runs on the dispatcher's threads):
+    #: asked once here, not per job.
+    is_async: bool = field(init=False)
     #: Claim stamps (claimed_at) of claims that failed without telling whether they committed:
     #: rows they may have left CLAIMED by this node are released before the next claim.
     claims_in_doubt: set[int] = field(init=False, default_factory=set)
@@ -75,14 +81,15 @@ class Lane:
     #: with the wheel, what this node holds, so that a row claimed again is not held twice.
     in_hand: set[tuple[int | str, int]] = field(init=False, default_factory=set)
 
+    def __post_init__(self) -> None:
+        call = getattr(self.handler, "__call__", None)  # noqa: B004 - async callable objects count too
+        self.is_async = inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(
+            call
+        )
+
     @property
     def name(self) -> str:
         return self.spec.name
-
-    def set_handler(self, handler: Handler) -> None:
-        self.handler = handler
-        call = getattr(handler, "__call__", None)  # noqa: B004 - async callable objects count too
-        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
     def context(self, job: ClaimedJob, fired_ms: int) -> JobContext[Any]:
         """Decode the payload (lazily, now that the job fires) and build the handler's context."""
@@ -100,9 +107,7 @@ class Lane:
 
     async def call(self, ctx: JobContext[Any]) -> None:
         """Run an async handler (sync ones run on the dispatcher's threads)."""
-        handler = self.handler
-        assert handler is not None  # the engine refuses to start a lane without one
-        result = handler(ctx)
+        result = self.handler(ctx)
         if inspect.isawaitable(result):
             await result
 

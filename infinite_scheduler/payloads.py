@@ -98,17 +98,28 @@ class PayloadReader:
         stop, backoff = self._stop, self._backoff
         while not stop.is_set():
             self._wake.clear()
-            horizon_ms = self.clock.now_ms() + self.ahead_ms
             try:
-                for batch in [b for b in self._batches if b[1][0].due_ms < horizon_ms]:
-                    await self.read(*batch)
-                    self._batches = [b for b in self._batches if b is not batch]
+                await self.read_due()
             except StoreError as exc:
                 self._warn(exc, backoff.delay_s)
                 await backoff.wait(stop)
                 continue
             backoff.succeeded()
             await wait_any(stop, self._wake, timeout_s=self._sleep_s())
+
+    async def read_due(self) -> None:
+        """Read the tracked batches whose earliest job is within ahead_ms of now (one turn of
+        run(), which an engine in manual mode takes itself)."""
+        horizon_ms = self.clock.now_ms() + self.ahead_ms
+        for batch in [b for b in self._batches if b[1][0].due_ms < horizon_ms]:
+            await self.read(*batch)
+            self._batches = [b for b in self._batches if b is not batch]
+
+    async def settle(self) -> None:
+        """Wait until every job held back for its read has been read and handed over, or
+        given up (an engine in manual mode; a read that keeps failing keeps this waiting)."""
+        while self._reads:
+            await asyncio.wait(set(self._reads))
 
     async def read(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
         """Fill in the payloads these jobs lack; a job whose row is no longer claimed here

@@ -77,7 +77,7 @@ def shards_main(
     else:
         for spec in EXAMPLES:
             engine.register(spec)
-    repos = [lane.repo for lane in engine.lanes.values()]
+    repos = list(engine.repositories.values())
     asyncio.run(_shards(config, repos, action, options=options or DropOptions(), out=out))
 
 

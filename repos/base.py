@@ -244,11 +244,28 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
+        """Encode and check every entity, then store them as insert_rows does; return rows stored.
+
+        Every entity is encoded and checked first (``spec.encode_many`` at ``now_ms`` with this
+        repository's retention and ``max_payload_bytes``): a bad one raises EntitySpecError and
+        nothing is stored. A sharding time older than ``now_ms - retention`` raises
+        ShardExpired; a payload over ``max_payload_bytes`` raises PayloadTooLarge.
+        """
+        ...
+
+    async def insert_rows(
+        self,
+        rows: Sequence[EncodedRow],
+        *,
+        now_ms: int,
+        on_duplicate: OnDuplicate = "error",
+        claimed_by: str | None = None,
+    ) -> int:
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
-        Every entity is encoded and checked first: a bad one raises EntitySpecError and nothing
-        is stored. A sharding time older than ``now_ms - retention`` raises ShardExpired; a
-        payload over ``max_payload_bytes`` raises PayloadTooLarge.
+        The rows come from ``spec.encode_many`` at ``now_ms`` with this repository's retention
+        and ``max_payload_bytes``, which is not checked again: this is insert for a caller that
+        needs the encoded rows first (the engine's schedule() splits them by due time).
         Missing shards are made on demand. Rows go in multi-row statements of the adapter's
         batch size, all in one transaction. An id already stored in its shard (whatever that
         row's status), or twice for one shard in the call, raises DuplicateJob saying which

@@ -2,25 +2,25 @@
 
 - an autouse fixture that strips ``INFINITE_SCHEDULER_*`` variables: the developer's own
   settings never leak into a test (nor, through it, into engine subprocesses).
+- ``mariadb``: where the shared MariaDB listens (the one place that says so), and its URLs.
 - ``mysql_databases`` / ``mysql_database``: fresh MariaDB databases ``ist_<8 hex>``, dropped at
   teardown. MariaDB unreachable: the test fails under ``CI=true`` and is skipped otherwise.
 - ``store_url``: a URL for a fresh, empty store (the file or database exists), parametrised
   ``sqlite`` / ``mysql``.
 - ``silent_server``: a TCP server on 127.0.0.1 that accepts connections and never answers.
-- ``backend``, ``make_repo`` and ``repo``: opened repositories over every adapter (``sqlite``,
-  ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``); teardown fails a test that leaves a
-  connection checked out.
+- ``backend``, ``backend_url``, ``make_repo`` and ``repo``: a fresh store and opened
+  repositories over every adapter (``sqlite``, ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``);
+  teardown fails a test that leaves a connection checked out.
 - ``raw_sql``: runs a statement on a repository's store behind its back, as a DBA (or a bug,
   or a newer version) would.
 
-The sqlite params skip until ``repos/sqlite.py`` exists. Test modules reach all of this through
-fixtures only: ``tests`` is not a package, so nothing here is importable at run time.
+Test modules reach all of this through fixtures only: ``tests`` is not a package, so nothing
+here is importable at run time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import secrets
 import sqlite3
@@ -32,18 +32,14 @@ from typing import Any, Literal, NoReturn, Protocol, cast
 
 import pytest
 
+from infinite_scheduler.config import ENV_PREFIX
 from repos.base import ShardingRepository, ShardPolicy
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.examples import SMS
 from repos.registry import make_repository
 from repos.urls import Driver, LayoutName
 
-ENV_PREFIX = "INFINITE_SCHEDULER_"
-MYSQL_HOST = "127.0.0.1"
-MYSQL_PORT = 3306
-MYSQL_USER = "root"
 START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
-SQLITE_MISSING = importlib.util.find_spec("repos.sqlite") is None
 #: A day shard per UTC day, kept a week: tests pass a now_ms close to their fixed dates.
 DEFAULT_POLICY = ShardPolicy()
 
@@ -66,9 +62,30 @@ def _no_scheduler_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- MariaDB ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class MariaDB:
+    """The shared MariaDB server of the MySQL tests; each test makes databases of its own."""
+
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+
+    def url(self, database: str, port: int | None = None) -> str:
+        """The store URL of `database`; `port` reaches the server another way (a proxy)."""
+        return f"mysql://{self.user}@{self.host}:{port or self.port}/{database}"
+
+
+MARIADB = MariaDB()
+
+
+@pytest.fixture
+def mariadb() -> MariaDB:
+    return MARIADB
+
+
 def _mariadb_unreachable(exc: BaseException) -> NoReturn:
     """Fail under CI (the MySQL tier must run there), skip on a developer machine."""
-    reason = f"MariaDB not reachable at {MYSQL_HOST}:{MYSQL_PORT}: {exc!r}"
+    reason = f"MariaDB not reachable at {MARIADB.host}:{MARIADB.port}: {exc!r}"
     # CI services set CI=true (some CI=1); only an unset, empty or false CI may skip.
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(
@@ -82,14 +99,14 @@ async def _mysql_connect() -> Any:
 
     try:
         return await asyncmy.connect(
-            host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, connect_timeout=3, autocommit=True
+            host=MARIADB.host,
+            port=MARIADB.port,
+            user=MARIADB.user,
+            connect_timeout=3,
+            autocommit=True,
         )
     except Exception as exc:
         _mariadb_unreachable(exc)
-
-
-def mysql_url(database: str, port: int = MYSQL_PORT) -> str:
-    return f"mysql://{MYSQL_USER}@{MYSQL_HOST}:{port}/{database}"
 
 
 @pytest.fixture
@@ -144,7 +161,7 @@ class SilentServer:
         self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, MYSQL_HOST, 0)
+        self._server = await asyncio.start_server(self._accept, MARIADB.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -173,20 +190,18 @@ async def silent_server() -> AsyncIterator[SilentServer]:
 
 # -- stores and repositories ------------------------------------------------------------------
 
-_SQLITE_MARKS = pytest.mark.skipif(SQLITE_MISSING, reason="repos.sqlite not written yet")
-
 
 async def _fresh_store(kind: str, tmp_path: Path, mysql_databases: MysqlDatabases) -> str:
     """An existing, empty store: adapters never create one unless asked (create_missing)."""
     if kind == "sqlite":
         (tmp_path / "store.db").touch()  # an empty file is an empty SQLite database
         return f"sqlite:///{tmp_path}/store.db"
-    return mysql_url(await mysql_databases())
+    return MARIADB.url(await mysql_databases())
 
 
 @pytest.fixture(
     params=[
-        pytest.param("sqlite", id="sqlite", marks=_SQLITE_MARKS),
+        pytest.param("sqlite", id="sqlite"),
         pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
     ]
 )
@@ -212,7 +227,7 @@ _LAYOUTS: tuple[tuple[str, LayoutName], ...] = (
 )
 _DRIVERS: tuple[Driver, ...] = ("asyncmy", "aiomysql")
 BACKENDS = [
-    pytest.param(Backend("sqlite"), id="sqlite", marks=_SQLITE_MARKS),
+    pytest.param(Backend("sqlite"), id="sqlite"),
     *(
         pytest.param(
             Backend("mysql", layout, driver),
@@ -244,12 +259,17 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-async def make_repo(
-    backend: Backend, tmp_path: Path, mysql_databases: MysqlDatabases
-) -> AsyncIterator[MakeRepo]:
+async def backend_url(backend: Backend, tmp_path: Path, mysql_databases: MysqlDatabases) -> str:
+    """URL of the test's fresh, empty store of `backend` (its layout and driver are the
+    backend's, not the URL's)."""
+    return await _fresh_store(backend.kind, tmp_path, mysql_databases)
+
+
+@pytest.fixture
+async def make_repo(backend: Backend, backend_url: str) -> AsyncIterator[MakeRepo]:
     """Factory of opened repositories on one fresh store of `backend`; all closed at teardown,
     after checking that none still has a connection checked out (a leak in the adapter)."""
-    url = await _fresh_store(backend.kind, tmp_path, mysql_databases)
+    url = backend_url
     opened: list[Repo] = []
     async with AsyncExitStack() as stack:
 

@@ -143,7 +143,21 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self._encode(entities, now_ms)
+        return await self.insert_rows(
+            self._encode(entities, now_ms),
+            now_ms=now_ms,
+            on_duplicate=on_duplicate,
+            claimed_by=claimed_by,
+        )
+
+    async def insert_rows(
+        self,
+        rows: Sequence[EncodedRow],
+        *,
+        now_ms: int,
+        on_duplicate: OnDuplicate = "error",
+        claimed_by: str | None = None,
+    ) -> int:
         if not rows:
             return 0
         groups = await self._insert_groups(rows)
@@ -420,7 +434,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return self._layout.fallback_target(at_ms) if fallback else None
 
     async def _insert_groups(
-        self, rows: list[EncodedRow]
+        self, rows: Sequence[EncodedRow]
     ) -> dict[tuple[str, ShardBounds], list[EncodedRow]]:
         """Rows grouped by the statement target they go to, making missing shards first."""
         by_shard = group_by_shard(rows, _at_ms, self.policy.granularity)
@@ -433,7 +447,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         }
 
     async def _duplicate(
-        self, exc: StoreError, in_flight: list[EncodedRow], rows: list[EncodedRow]
+        self, exc: StoreError, in_flight: list[EncodedRow], rows: Sequence[EncodedRow]
     ) -> DuplicateJob:
         """Name the id that broke the (rolled back) insert: already stored, or twice in it."""
         found = _DUPLICATE.search(str(exc.cause))
@@ -446,7 +460,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return DuplicateJob(self.spec.name, entry, "?")
 
     async def _duplicate_of(
-        self, key: Any, bounds: ShardBounds, rows: list[EncodedRow]
+        self, key: Any, bounds: ShardBounds, rows: Sequence[EncodedRow]
     ) -> DuplicateJob:
         shard = self._layout.shard(bounds).name
         span = self.policy.granularity

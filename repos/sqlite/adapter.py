@@ -129,6 +129,18 @@ class SqliteRepository(Generic[TEntity, TKey]):
             retention_ms=self.policy.retention_ms,
             max_payload_bytes=self.max_payload_bytes,
         )
+        return await self.insert_rows(
+            rows, now_ms=now_ms, on_duplicate=on_duplicate, claimed_by=claimed_by
+        )
+
+    async def insert_rows(
+        self,
+        rows: Sequence[EncodedRow],
+        *,
+        now_ms: int,
+        on_duplicate: OnDuplicate = "error",
+        claimed_by: str | None = None,
+    ) -> int:
         if not rows:
             return 0
         state = insert_state(claimed_by, now_ms)

@@ -1,9 +1,10 @@
 """Fixtures of the end-to-end tier: the engine as a real process, against a real store.
 
-- ``mysql_database`` / ``mysql_databases`` (from ``tests/conftest.py``): fresh MariaDB databases
-  ``ist_<8 hex>``, dropped at teardown; an unreachable MariaDB fails under ``CI=true``, else skips.
-- ``store``: the parametrised store of a test (``mysql-multi-asyncmy``; ``sqlite`` as soon as
-  ``repos/sqlite.py`` exists), with its config file and a repository handle to seed and inspect.
+- ``mariadb``, ``mysql_database`` / ``mysql_databases`` (from ``tests/conftest.py``): where the
+  shared MariaDB listens, and fresh databases ``ist_<8 hex>`` on it, dropped at teardown; an
+  unreachable MariaDB fails under ``CI=true``, else skips.
+- ``store``: the parametrised store of a test (``mysql-multi-asyncmy``, ``sqlite``), with its
+  config file and a repository handle to seed and inspect.
 - ``engines``: starts ``engine_process.py`` subprocesses; teardown kills whatever is left.
 - ``store_proxy``: a TCP proxy in the test's own loop between the engine and MariaDB, whose
   ``cut()`` makes the database vanish for the engine while the shared server keeps running.
@@ -16,7 +17,6 @@ nothing here is importable at run time); they import the classes for their annot
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import subprocess
@@ -26,24 +26,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import pytest
 
 from infinite_scheduler.clock import SystemClock
-from infinite_scheduler.config import SchedulerConfig, load_config
+from infinite_scheduler.config import ENV_PREFIX, SchedulerConfig, load_config
 from repos.base import RowRef, ShardingRepository, Status, StoredRow
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 
 ENGINE_SCRIPT = Path(__file__).with_name("engine_process.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MYSQL_HOST = "127.0.0.1"
-MYSQL_PORT = 3306
-MYSQL_USER = "root"
 #: Node id written into every e2e config: a restarted engine is the same node.
 NODE_ID = "e2e-node"
-ENV_PREFIX = "INFINITE_SCHEDULER_"
 
 
 class WallClock(SystemClock):
@@ -62,14 +58,22 @@ def now_ms() -> int:
     return WallClock().now_ms()
 
 
-# -- MariaDB (fresh databases: the ``mysql_databases`` fixture of tests/conftest.py) --------
+# -- MariaDB (the ``mariadb`` and ``mysql_databases`` fixtures of tests/conftest.py) --------
 
 
 MysqlDatabases = Callable[[], Awaitable[str]]
 
 
-def mysql_url(database: str, port: int = MYSQL_PORT) -> str:
-    return f"mysql://{MYSQL_USER}@{MYSQL_HOST}:{port}/{database}"
+class MariaDB(Protocol):
+    """tests/conftest.py's ``mariadb``: where the shared server listens."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def url(self, database: str, port: int | None = None) -> str: ...
 
 
 def write_config(path: Path, store_url: str) -> Path:
@@ -135,24 +139,22 @@ class Store:
                 return rows
 
 
-def _store_kinds() -> list[Any]:
-    kinds: list[Any] = [pytest.param("mysql-multi-asyncmy", marks=pytest.mark.mysql)]
-    if importlib.util.find_spec("repos.sqlite") is not None:
-        kinds.append(pytest.param("sqlite"))
-    return kinds
-
-
-@pytest.fixture(params=_store_kinds())
+@pytest.fixture(
+    params=[pytest.param("mysql-multi-asyncmy", marks=pytest.mark.mysql), pytest.param("sqlite")]
+)
 async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, mysql_databases: MysqlDatabases
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    mariadb: MariaDB,
+    mysql_databases: MysqlDatabases,
 ) -> AsyncIterator[Store]:
-    """The test's store: MySQL multi-table on asyncmy, and SQLite once its adapter exists."""
+    """The test's store: MySQL multi-table on asyncmy, or SQLite."""
     kind: str = request.param
     if kind == "sqlite":
         (tmp_path / "store.db").touch()  # the store exists, as a MySQL one would: empty
         url = f"sqlite:///{(tmp_path / 'store.db').resolve()}"
     else:
-        url = mysql_url(await mysql_databases())
+        url = mariadb.url(await mysql_databases())
     config_path = write_config(tmp_path / "config.toml", url)
     config = load_config(config_path)
     repo = make_repository(url, SMS, config.shard_policy)
@@ -366,11 +368,11 @@ class StoreProxy:
     - ``"refuse"``: nothing listens on the port (ECONNREFUSED), as with a stopped server.
     """
 
-    def __init__(self, mode: str = "reset", upstream_port: int = MYSQL_PORT) -> None:
+    def __init__(self, upstream: MariaDB, mode: str = "reset") -> None:
         if mode not in ("reset", "refuse"):
             raise ValueError(f"mode must be 'reset' or 'refuse', not {mode!r}")
         self.mode = mode
-        self.upstream_port = upstream_port
+        self.upstream = upstream
         self.port = 0
         self.down = False
         self.accepted = 0
@@ -383,10 +385,10 @@ class StoreProxy:
 
     @property
     def address(self) -> str:
-        return f"{MYSQL_HOST}:{self.port}"
+        return f"{self.upstream.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, MYSQL_HOST, self.port)
+        self._server = await asyncio.start_server(self._accept, self.upstream.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
@@ -438,7 +440,9 @@ class StoreProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(MYSQL_HOST, self.upstream_port)
+            up_reader, up_writer = await asyncio.open_connection(
+                self.upstream.host, self.upstream.port
+            )
         except OSError:
             writer.transport.abort()
             return
@@ -502,9 +506,11 @@ class StoreProxy:
 
 
 @pytest.fixture
-async def store_proxy(request: pytest.FixtureRequest) -> AsyncIterator[StoreProxy]:
+async def store_proxy(
+    request: pytest.FixtureRequest, mariadb: MariaDB
+) -> AsyncIterator[StoreProxy]:
     """A running StoreProxy; its mode comes from indirect parametrisation (default "reset")."""
-    proxy = StoreProxy(getattr(request, "param", "reset"))
+    proxy = StoreProxy(mariadb, getattr(request, "param", "reset"))
     await proxy.start()
     try:
         yield proxy
@@ -514,20 +520,20 @@ async def store_proxy(request: pytest.FixtureRequest) -> AsyncIterator[StoreProx
 
 @pytest.fixture
 async def proxied_store(
-    store_proxy: StoreProxy, mysql_database: str, tmp_path: Path
+    store_proxy: StoreProxy, mariadb: MariaDB, mysql_database: str, tmp_path: Path
 ) -> AsyncIterator[tuple[Store, StoreProxy]]:
     """A MySQL store the engine reaches through `store_proxy` (its config file says so), while
     the returned `repo` goes straight to MariaDB: seeding and checks never see the outage."""
     config_path = write_config(
-        tmp_path / "config.toml", mysql_url(mysql_database, store_proxy.port)
+        tmp_path / "config.toml", mariadb.url(mysql_database, store_proxy.port)
     )
     config = load_config(config_path)
-    repo = make_repository(mysql_url(mysql_database), SMS, config.shard_policy)
+    repo = make_repository(mariadb.url(mysql_database), SMS, config.shard_policy)
     await repo.open()
     try:
         store = Store(
             kind="mysql-multi-asyncmy-proxied",
-            url=mysql_url(mysql_database, store_proxy.port),
+            url=mariadb.url(mysql_database, store_proxy.port),
             config_path=config_path,
             config=config,
             repo=repo,

@@ -106,6 +106,23 @@ async def claim(
     )
 
 
+#: The two ways in: insert() encodes the entities, insert_rows() takes them encoded already.
+BOTH_INSERTS = pytest.mark.parametrize("via", ["insert", "insert_rows"])
+
+
+async def insert_via(via: str, repo: Repo, entities: list[Any], **kwargs: Any) -> int:
+    """repo.insert(entities), or repo.insert_rows() of them encoded as its contract says."""
+    if via == "insert":
+        return await repo.insert(entities, now_ms=NOW, **kwargs)
+    rows = repo.spec.encode_many(
+        entities,
+        now_ms=NOW,
+        retention_ms=repo.policy.retention_ms,
+        max_payload_bytes=repo.max_payload_bytes,
+    )
+    return await repo.insert_rows(rows, now_ms=NOW, **kwargs)
+
+
 def keys(jobs: Iterable[ClaimedJob | StoredRow]) -> list[int | str]:
     return [j.key for j in jobs]
 
@@ -135,9 +152,10 @@ def shard_name(backend: Backend, bounds: ShardBounds, prefix: str = "sms") -> st
 # -- insert -----------------------------------------------------------------------------------
 
 
-async def test_insert_stores_pending_rows_due_at_their_time(repo: Repo) -> None:
+@BOTH_INSERTS
+async def test_insert_stores_pending_rows_due_at_their_time(repo: Repo, via: str) -> None:
     entities = [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR, "ünïcödé ✓"), sms(3, D23)]
-    assert await repo.insert(entities, now_ms=NOW) == 3
+    assert await insert_via(via, repo, entities) == 3
     for entity in entities:
         row = await one(repo, entity.id)
         assert row.at_ms == row.due_ms == int((entity.scheduled_at - EPOCH).total_seconds() * 1000)
@@ -146,15 +164,17 @@ async def test_insert_stores_pending_rows_due_at_their_time(repo: Repo) -> None:
         assert repo.spec.decode(row.key, row.at_ms, row.payload) == entity
 
 
-async def test_insert_of_nothing_stores_nothing(repo: Repo) -> None:
-    assert await repo.insert([], now_ms=NOW) == 0
+@BOTH_INSERTS
+async def test_insert_of_nothing_stores_nothing(repo: Repo, via: str) -> None:
+    assert await insert_via(via, repo, []) == 0
     assert await every_row(repo) == []
 
 
-async def test_insert_batches_more_rows_than_the_batch_size(make_repo: MakeRepo) -> None:
+@BOTH_INSERTS
+async def test_insert_batches_more_rows_than_the_batch_size(make_repo: MakeRepo, via: str) -> None:
     repo = await make_repo(batch_size=7)
     entities = [sms(i, D22 + i * 2_000_000) for i in range(1, 51)]  # 43 on D22, 7 on D23
-    assert await repo.insert(entities, now_ms=NOW) == 50
+    assert await insert_via(via, repo, entities) == 50
     rows = await every_row(repo)
     assert [repo.spec.decode(r.key, r.at_ms, r.payload) for r in rows] == entities
     later_day = {r.shard: r.at_ms >= D23 for r in rows}  # shard -> holds D23 rows
@@ -368,15 +388,16 @@ async def test_a_payload_over_the_limit_is_refused_and_nothing_is_written(
     assert await repo.insert([at_limit], now_ms=NOW) == 1  # exactly at the limit: stored
 
 
+@BOTH_INSERTS
 async def test_duplicate_in_its_shard_rolls_back_the_whole_call(
-    make_repo: MakeRepo, backend: Backend
+    make_repo: MakeRepo, backend: Backend, via: str
 ) -> None:
     repo = await make_repo(batch_size=2)
     await seed(repo, [sms(1, D22 + HOUR, "original")])
     before = await every_row(repo)
     good = [sms(i, D22 + i * HOUR) for i in range(2, 7)] + [sms(7, D23)]
     with pytest.raises(DuplicateJob) as caught:
-        await repo.insert([*good, sms(1, D22 + 5 * HOUR, "again")], now_ms=NOW)
+        await insert_via(via, repo, [*good, sms(1, D22 + 5 * HOUR, "again")])
     shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
     assert (caught.value.job_id, caught.value.shard, caught.value.status) == (1, shard, "PENDING")
     assert str(caught.value) == (
@@ -398,9 +419,10 @@ async def test_duplicate_is_named_with_the_shard_it_collides_in(
     assert [r.at_ms for r in await repo.get(1)] == [D23 + HOUR]
 
 
+@BOTH_INSERTS
 @pytest.mark.parametrize("batch_size", [1000, 2])
 async def test_duplicate_within_one_call_says_so_and_stores_nothing(
-    make_repo: MakeRepo, backend: Backend, batch_size: int
+    make_repo: MakeRepo, backend: Backend, batch_size: int, via: str
 ) -> None:
     """Twice in one statement, or (batch_size 2) in two statements of the same call."""
     repo = await make_repo(batch_size=batch_size)
@@ -408,7 +430,7 @@ async def test_duplicate_within_one_call_says_so_and_stores_nothing(
     before = await every_row(repo)
     batch = [sms(5, D22 + 2 * HOUR), sms(6, D22 + 3 * HOUR), sms(5, D22 + 4 * HOUR, "again")]
     with pytest.raises(DuplicateJob) as caught:
-        await repo.insert([sms(5, D23), *batch], now_ms=NOW)
+        await insert_via(via, repo, [sms(5, D23), *batch])
     shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
     assert (caught.value.job_id, caught.value.shard, caught.value.in_batch) == (5, shard, True)
     assert caught.value.status is None
@@ -451,11 +473,14 @@ async def test_duplicate_of_a_row_of_an_unknown_status_names_the_raw_value(
     )
 
 
-async def test_duplicate_ignored_leaves_the_stored_row_and_does_not_count(repo: Repo) -> None:
+@BOTH_INSERTS
+async def test_duplicate_ignored_leaves_the_stored_row_and_does_not_count(
+    repo: Repo, via: str
+) -> None:
     await seed(repo, [sms(1, D22 + HOUR, "original")])
     [stored] = await repo.get(1)
     batch = [sms(2, D22 + 2 * HOUR), sms(1, D22 + 3 * HOUR, "again"), sms(3, D23)]
-    assert await repo.insert(batch, now_ms=NOW, on_duplicate="ignore") == 2
+    assert await insert_via(via, repo, batch, on_duplicate="ignore") == 2
     assert await repo.get(1) == [stored]
     assert keys(await every_row(repo)) == [1, 2, 3]
 
@@ -471,8 +496,9 @@ async def test_same_id_in_another_shard_is_another_row(repo: Repo) -> None:
     assert rows[0].shard != rows[1].shard
 
 
-async def test_insert_claimed_by_stores_rows_claimed_for_that_node(repo: Repo) -> None:
-    await seed(repo, [sms(1, D22 + HOUR), sms(2, D23)], claimed_by="n1")
+@BOTH_INSERTS
+async def test_insert_claimed_by_stores_rows_claimed_for_that_node(repo: Repo, via: str) -> None:
+    assert await insert_via(via, repo, [sms(1, D22 + HOUR), sms(2, D23)], claimed_by="n1") == 2
     for row in await every_row(repo):
         assert (row.status, row.attempts, row.claimed_by, row.claimed_at_ms) == (
             Status.CLAIMED,

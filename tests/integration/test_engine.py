@@ -1,4 +1,13 @@
-"""The engine against real stores: order, exactly-once, fire-once-now, retries, shutdown."""
+"""The engine against real stores: order, exactly-once, fire-once-now, retries, shutdown.
+
+Every test runs on each store of tests/conftest.py's ``backend`` (SQLite; MySQL multi-table and
+partitioned on asyncmy and aiomysql). Unless it says otherwise, the engine runs in manual mode
+on a fake clock: ``await engine.run_until_idle()`` does the loops' work until nothing is due at
+the clock's now and nothing is in flight, and ``clock.advance(ms)`` moves time. So what fires,
+when and in which order is exact, and no test sleeps to let the engine catch up. The rest (the
+``wall`` ones) are about the loops themselves or a store that fails for a while, and run the
+real loops on the wall clock.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +18,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import pytest
 
+from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import (
@@ -23,13 +33,45 @@ from infinite_scheduler.errors import (
     PortUnavailable,
 )
 from infinite_scheduler.jobs import JobContext
-from repos.base import FINISHED, ShardingRepository, Status
+from repos.base import ShardingRepository, Status
 from repos.entity import EntitySpec
 from repos.errors import StoreUnavailable
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 
 pytestmark = pytest.mark.timeout(30)
+
+Repo = ShardingRepository[Any, Any]
+#: The fake clock's start, 2026-11-22 12:00 UTC: any fixed instant, the stores take the time
+#: from the engine (and the seeding repository from the test).
+T0 = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
+SECOND = 1000
+
+
+class Backend(Protocol):
+    """tests/conftest.py's `backend`: the adapter configuration of the test's store."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def layout(self) -> Any: ...
+
+    @property
+    def driver(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SqliteBackend:
+    kind: str = "sqlite"
+    layout: str = "multi-table"
+    driver: str = "asyncmy"
+
+
+#: For the tests of handler threads and of the event loop blocked: what they check takes real
+#: time and never reaches the store (seeding and acks aside, which every other test covers on
+#: all five stores), so they run on SQLite only rather than wait the same seconds five times.
+SQLITE_ONLY = pytest.mark.parametrize("backend", [SqliteBackend()], indirect=True, ids=["sqlite"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,16 +89,19 @@ SMS_V2 = EntitySpec.of(SmsWithCountry, name="sms")
 
 
 class Recorder:
-    """A handler that records every fire: (id, attempt, due, fired) in fire order."""
+    """A handler that records every fire: (id, attempt, due_ms, fired_ms), in fire order, the
+    times read from the engine's clock; and what each fire decoded."""
 
     def __init__(self, fail_attempts: int = 0, fail_ids: frozenset[int] = frozenset()) -> None:
-        self.fires: list[tuple[Any, int, datetime, float]] = []
+        self.fires: list[tuple[Any, int, int, int]] = []
+        self.messages: dict[Any, str] = {}
         self.fail_attempts = fail_attempts
         self.fail_ids = fail_ids
         self.changed = asyncio.Event()
 
     async def __call__(self, ctx: JobContext[Any]) -> None:
-        self.fires.append((ctx.job_id, ctx.attempt, ctx.due_at, time.time()))
+        self.fires.append((ctx.job_id, ctx.attempt, ctx.due_ms, ctx.fired_ms))
+        self.messages[ctx.job_id] = ctx.entity.message
         self.changed.set()
         if ctx.attempt <= self.fail_attempts or ctx.job_id in self.fail_ids:
             raise RuntimeError(f"boom {ctx.job_id}/{ctx.attempt}")
@@ -64,37 +109,48 @@ class Recorder:
     def ids(self) -> list[Any]:
         return [f[0] for f in self.fires]
 
-    async def wait_for(self, count: int, timeout_s: float = 10) -> None:
+    async def wait_for(self, count: int, timeout_s: float = 3) -> None:
+        """Wall-clock tests: until `count` fires were recorded."""
         async with asyncio.timeout(timeout_s):
             while len(self.fires) < count:
                 self.changed.clear()
                 await self.changed.wait()
 
 
-def sms(i: int, at: datetime) -> SmsEntity:
-    return SmsEntity(id=i, scheduled_at=at, phone="+15550100", message=f"m{i}")
+def sms(i: int, at_ms: int, message: str | None = None) -> SmsEntity:
+    return SmsEntity(
+        id=i,
+        scheduled_at=datetime.fromtimestamp(at_ms / 1000, UTC),
+        phone="+15550100",
+        message=f"m{i}" if message is None else message,
+    )
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def now_ms() -> int:
+def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 EngineFactory = Callable[..., InfiniteScheduler]
 
 
 @pytest.fixture
-async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
-    """Build engines on the test's store with fast cadences; settings may be overridden."""
+async def engine_factory(
+    backend: Backend, backend_url: str, clock: FakeClock
+) -> AsyncIterator[EngineFactory]:
+    """Engines on the test's store: manual mode on `clock`, or with `wall=True` the real loops
+    on the wall clock at fast cadences. Settings may be overridden."""
 
     def build(
         *,
         handler: Any = None,
         spec: EntitySpec[Any, Any] = SMS,
-        repository: ShardingRepository[Any, Any] | None = None,
+        repository: Repo | None = None,
+        wall: bool = False,
         **settings: Any,
     ) -> InfiniteScheduler:
         defaults: dict[str, Any] = {
@@ -110,9 +166,18 @@ async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
             "drain_timeout_s": 1.0,
         }
         handlers.update(settings.pop("handlers", {}))
-        store = {"url": store_url, **settings.pop("store", {})}
+        store = {
+            "url": backend_url,
+            "layout": backend.layout,
+            "driver": backend.driver,
+            **settings.pop("store", {}),
+        }
         config = load_config(None, store=store, handlers=handlers, **{**defaults, **settings})
-        engine = InfiniteScheduler(config)
+        engine = (
+            InfiniteScheduler(config)
+            if wall
+            else InfiniteScheduler(config, clock=clock, manual=True)
+        )
         engine.register(spec, handler, repository=repository)
         return engine
 
@@ -120,16 +185,24 @@ async def engine_factory(store_url: str) -> AsyncIterator[EngineFactory]:
 
 
 @pytest.fixture
-async def repo(store_url: str) -> AsyncIterator[ShardingRepository[Any, Any]]:
-    """A second handle on the same store, to seed rows and inspect them from outside."""
-    config = load_config(None, store={"url": store_url}, metrics_port=0)
-    repository = make_repository(store_url, SMS, config.shard_policy)
-    await repository.open()
-    yield repository
-    await repository.close()
+def engine_repo(backend: Backend, backend_url: str) -> Callable[[], Repo]:
+    """A repository for the engine itself (unopened: the engine opens and closes it), on the
+    test's store, for the tests that wrap it."""
+
+    def build() -> Repo:
+        config = load_config(None, store={"url": backend_url}, metrics_port=0)
+        return make_repository(
+            backend_url,
+            SMS,
+            config.shard_policy,
+            layout=backend.layout,
+            driver=backend.driver,
+        )
+
+    return build
 
 
-async def statuses(repo: ShardingRepository[Any, Any], ids: list[int]) -> dict[int, Status | int]:
+async def statuses(repo: Repo, ids: list[int]) -> dict[int, Status | int]:
     result = {}
     for i in ids:
         rows = await repo.get(i)
@@ -137,120 +210,177 @@ async def statuses(repo: ShardingRepository[Any, Any], ids: list[int]) -> dict[i
     return result
 
 
-async def test_jobs_fire_once_in_due_order_and_never_early(
-    engine_factory: EngineFactory, repo: Any
+async def rows_of(repo: Repo, ids: list[int]) -> set[tuple[Status | int, str | None, int]]:
+    """(status, claimed_by, attempts) of the rows with these ids."""
+    rows = [(await repo.get(i))[0] for i in ids]
+    return {(r.status, r.claimed_by, r.attempts) for r in rows}
+
+
+# -- order, fire-once-now, misfire ----------------------------------------------------------
+
+
+async def test_jobs_fire_once_in_due_order_exactly_at_their_time(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
-    base = now() + timedelta(milliseconds=400)
+    """Due 400..760 ms from now, beyond the first fetch's 600 ms window: later rounds claim
+    the rest, and none fires before its time."""
     order = [7, 3, 9, 1, 5, 2, 8, 4, 6, 0]
-    await repo.insert(
-        [sms(i, base + timedelta(milliseconds=40 * i)) for i in order], now_ms=now_ms()
-    )
+    due = {i: T0 + 400 + 40 * i for i in order}
+    await repo.insert([sms(i, due[i]) for i in order], now_ms=T0)
     recorder = Recorder()
-    async with engine_factory(handler=recorder):
-        await recorder.wait_for(10)
-        await asyncio.sleep(0.3)
-    assert recorder.ids() == sorted(order)
-    for _, _, due, fired in recorder.fires:
-        assert fired >= due.timestamp() - 0.002  # never early (1 ms tick, ms-rounded clocks)
+    async with engine_factory(handler=recorder) as engine:
+        for _ in range(80):
+            await engine.run_until_idle()
+            assert all(fired <= clock.now_ms() for *_, fired in recorder.fires)
+            clock.advance(10)
+    assert recorder.fires == [(i, 1, due[i], due[i]) for i in sorted(order)]
     assert set((await statuses(repo, order)).values()) == {Status.DONE}
 
 
-async def test_job_scheduled_inside_the_window_fires_before_the_next_fetch(
-    engine_factory: EngineFactory,
+async def test_the_loops_fire_jobs_once_in_due_order_and_never_early(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """Wall: the same through the real fetcher, wheel and acker loops."""
+    base = wall_ms() + 400
+    order = [7, 3, 9, 1, 5, 2, 8, 4, 6, 0]
+    await repo.insert([sms(i, base + 40 * i) for i in order], now_ms=wall_ms())
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, wall=True):
+        await recorder.wait_for(10)
+    assert recorder.ids() == sorted(order)
+    for _, _, due_ms, fired_ms in recorder.fires:
+        assert fired_ms >= due_ms
+    async with asyncio.timeout(3):  # the acks are flushed at the latest by the shutdown
+        assert set((await statuses(repo, order)).values()) == {Status.DONE}
+
+
+async def test_job_scheduled_inside_the_window_is_held_without_waiting_for_a_fetch(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
     recorder = Recorder()
     engine = engine_factory(
         handler=recorder, fetch_interval_s=20, lookahead_s=30, misfire_horizon_s=3600
     )
     async with engine:
-        started = time.monotonic()
-        await engine.schedule([sms(1, now() + timedelta(milliseconds=300))])
-        await recorder.wait_for(1, timeout_s=5)
-        assert time.monotonic() - started < 3  # the next fetch is 20 s away
-    assert recorder.ids() == [1]
+        assert await engine.schedule([sms(1, T0 + 300)]) == 1
+        assert engine.held() == 1 and engine.parts.fetcher.rounds == 1  # the start's only
+        [row] = await repo.get(1)
+        assert (row.status, row.claimed_by, row.attempts) == (Status.CLAIMED, "node-a", 1)
+        clock.advance(300)
+        await engine.run_until_idle()
+    assert recorder.fires == [(1, 1, T0 + 300, T0 + 300)]
 
 
 async def test_jobs_due_while_stopped_fire_once_at_start_oldest_first(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    past = now() - timedelta(hours=2)
     ids = list(range(50))
     await repo.insert(
-        [sms(i, past + timedelta(seconds=60 * (50 - i))) for i in ids], now_ms=now_ms()
+        [sms(i, T0 - 2 * 3600 * SECOND + 60 * SECOND * (50 - i)) for i in ids], now_ms=T0
     )
     recorder = Recorder()
-    async with engine_factory(handler=recorder):
-        await recorder.wait_for(50)
-        await asyncio.sleep(0.5)
+    async with engine_factory(handler=recorder) as engine:
+        await engine.run_until_idle()
     assert recorder.ids() == sorted(ids, reverse=True)  # oldest due first
+    assert {(attempt, fired) for _, attempt, _, fired in recorder.fires} == {(1, T0)}
     assert set((await statuses(repo, ids)).values()) == {Status.DONE}
 
 
 async def test_do_nothing_policy_marks_misfired_jobs_missed_and_fires_the_rest(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    await repo.insert(
-        [sms(1, now() - timedelta(minutes=10)), sms(2, now() - timedelta(seconds=1))],
-        now_ms=now_ms(),
-    )
+    await repo.insert([sms(1, T0 - 600 * SECOND), sms(2, T0 - SECOND)], now_ms=T0)
     recorder = Recorder()
-    async with engine_factory(
-        handler=recorder, misfire_policy="do_nothing", misfire_threshold_s=60
-    ):
-        await recorder.wait_for(1)
-        await asyncio.sleep(0.3)
+    engine = engine_factory(handler=recorder, misfire_policy="do_nothing", misfire_threshold_s=60)
+    async with engine:
+        await engine.run_until_idle()
     assert recorder.ids() == [2]
     [row] = await repo.get(1)
-    assert row.status is Status.MISSED and "misfired" in (row.last_error or "")
+    assert (row.status, row.last_error) == (
+        Status.MISSED,
+        "misfired: found 600000 ms late (misfire_policy do_nothing)",
+    )
+
+
+async def test_the_wheels_start_at_the_start_not_at_registration(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
+    """A job due between registration and start is overdue when the engine starts: the misfire
+    policy decides, as for any job found overdue. A wheel made at registration would take it
+    as due later and fire it."""
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder, misfire_policy="do_nothing", misfire_threshold_s=60)
+    clock.advance(600 * SECOND)
+    await repo.insert([sms(1, T0 + 60 * SECOND)], now_ms=clock.now_ms())
+    async with engine:
+        await engine.run_until_idle()
+    assert recorder.fires == []
+    [row] = await repo.get(1)
+    assert (row.status, row.last_error) == (
+        Status.MISSED,
+        "misfired: found 540000 ms late (misfire_policy do_nothing)",
+    )
 
 
 async def test_claims_left_by_a_crashed_run_fire_once_at_start(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    due = now() - timedelta(seconds=5)
-    await repo.insert([sms(i, due) for i in range(5)], now_ms=now_ms(), claimed_by="crashed-node")
+    ids = list(range(5))
+    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0, claimed_by="crashed")
     recorder = Recorder()
-    async with engine_factory(handler=recorder):
-        await recorder.wait_for(5)
-        await asyncio.sleep(0.3)
-    assert sorted(recorder.ids()) == list(range(5))
+    async with engine_factory(handler=recorder) as engine:
+        await engine.run_until_idle()
+    # The crashed run's attempt was handed back: the fire carries its number (and key).
+    assert sorted((i, attempt) for i, attempt, *_ in recorder.fires) == [(i, 1) for i in ids]
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+
+
+# -- retries and failures ---------------------------------------------------------------------
 
 
 async def test_failed_attempts_retry_with_backoff_then_succeed(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
-    await repo.insert([sms(1, now())], now_ms=now_ms())
+    await repo.insert([sms(1, T0)], now_ms=T0)
     recorder = Recorder(fail_attempts=2)
-    async with engine_factory(handler=recorder, handlers={"max_attempts": 5}):
-        await recorder.wait_for(3)
-        await asyncio.sleep(0.3)
-    attempts = [f[1] for f in recorder.fires]
-    assert attempts == [1, 2, 3]
-    gaps = [b[3] - a[3] for a, b in zip(recorder.fires, recorder.fires[1:], strict=False)]
-    assert gaps[0] >= 0.045 and gaps[1] >= 0.095  # backoff 0.05 s, then doubled (ms clocks)
+    async with engine_factory(handler=recorder, handlers={"max_attempts": 5}) as engine:
+        for step_ms in (0, 49, 1, 99, 1):  # backoff 50 ms, then doubled
+            clock.advance(step_ms)
+            await engine.run_until_idle()
+            assert recorder.fires[-1][3] <= clock.now_ms()
+    assert recorder.fires == [
+        (1, 1, T0, T0),
+        (1, 2, T0 + 50, T0 + 50),
+        (1, 3, T0 + 150, T0 + 150),
+    ]
     [row] = await repo.get(1)
-    assert row.status is Status.DONE and row.attempts == 3
+    assert (row.status, row.attempts, row.fired_at_ms) == (Status.DONE, 3, T0 + 150)
 
 
 async def test_job_without_attempts_left_is_failed_with_its_error_and_others_fire(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
-    await repo.insert([sms(i, now()) for i in range(4)], now_ms=now_ms())
+    await repo.insert([sms(i, T0) for i in range(4)], now_ms=T0)
     recorder = Recorder(fail_ids=frozenset({2}))
-    async with engine_factory(handler=recorder, handlers={"max_attempts": 2}):
-        await recorder.wait_for(5)
-        await asyncio.sleep(0.3)
+    async with engine_factory(handler=recorder, handlers={"max_attempts": 2}) as engine:
+        await engine.run_until_idle()
+        clock.advance(50)
+        await engine.run_until_idle()
     assert sorted(recorder.ids()) == [0, 1, 2, 2, 3]
     [row] = await repo.get(2)
-    assert row.status is Status.FAILED and row.attempts == 2
-    assert row.last_error is not None and "boom 2/2" in row.last_error
+    assert (row.status, row.attempts, row.last_error) == (
+        Status.FAILED,
+        2,
+        "RuntimeError: boom 2/2",
+    )
     assert (await statuses(repo, [0, 1, 3])) == {0: Status.DONE, 1: Status.DONE, 3: Status.DONE}
 
 
 async def test_hanging_handler_times_out_and_only_its_job_fails(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
+    """The timeout is real time (the watchdog's); the rest follows the fake clock."""
+    await repo.insert([sms(i, T0) for i in range(3)], now_ms=T0)
     done: list[int | str] = []
 
     async def handler(ctx: JobContext[SmsEntity]) -> object:
@@ -259,64 +389,61 @@ async def test_hanging_handler_times_out_and_only_its_job_fails(
         done.append(ctx.job_id)
         return object()  # garbage return values are ignored
 
-    async with engine_factory(handler=handler, handlers={"timeout_s": 0.3, "max_attempts": 1}):
-        await asyncio.sleep(1.2)
+    settings = {"timeout_s": 0.3, "max_attempts": 1}
+    async with engine_factory(handler=handler, handlers=settings) as engine:
+        await engine.run_until_idle()
     assert sorted(done) == [0, 2]
     [row] = await repo.get(1)
-    assert row.status is Status.FAILED and "timed out" in (row.last_error or "")
-
-
-async def test_sync_handler_runs_in_a_thread(engine_factory: EngineFactory, repo: Any) -> None:
-    await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
-    seen: list[int | str] = []
-
-    def handler(ctx: JobContext[SmsEntity]) -> None:
-        time.sleep(0.01)  # blocking is fine: it runs off the loop
-        seen.append(ctx.job_id)
-
-    async with engine_factory(handler=handler):
-        await asyncio.sleep(0.8)
-    assert sorted(seen) == [0, 1, 2]
+    assert (row.status, row.last_error) == (Status.FAILED, "handler timed out after 0.3s")
+    assert (await statuses(repo, [0, 2])) == {0: Status.DONE, 2: Status.DONE}
 
 
 async def test_payload_that_no_longer_decodes_fails_that_job_only(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    await repo.insert([sms(i, now()) for i in range(3)], now_ms=now_ms())
+    await repo.insert([sms(i, T0) for i in range(3)], now_ms=T0)
     recorder = Recorder()
-    async with engine_factory(handler=recorder, spec=SMS_V2):
-        await asyncio.sleep(0.8)
+    async with engine_factory(handler=recorder, spec=SMS_V2) as engine:
+        await engine.run_until_idle()
     assert recorder.fires == []  # every stored row lacks `country`
     rows = [(await repo.get(i))[0] for i in range(3)]
     assert {r.status for r in rows} == {Status.FAILED}
-    assert all("payload does not decode" in (r.last_error or "") for r in rows)
+    for r in rows:
+        assert (r.last_error or "").startswith("payload does not decode: TypeError(")
+        assert "'country'" in (r.last_error or "")
+
+
+# -- shutdown, backlog, cancel ----------------------------------------------------------------
 
 
 async def test_graceful_stop_hands_unfired_claims_back(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    due = now() + timedelta(seconds=20)
-    await repo.insert([sms(i, due) for i in range(10)], now_ms=now_ms())
+    ids = list(range(10))
+    await repo.insert([sms(i, T0 + 20 * SECOND) for i in ids], now_ms=T0)
     recorder = Recorder()
     engine = engine_factory(handler=recorder, fetch_interval_s=5, lookahead_s=30)
     async with engine:
+        await engine.run_until_idle()
         assert engine.held() == 10
-        [row] = await repo.get(3)
-        assert row.status is Status.CLAIMED and row.claimed_by == "node-a"
-    rows = [(await repo.get(i))[0] for i in range(10)]
-    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+        assert await rows_of(repo, ids) == {(Status.CLAIMED, "node-a", 1)}
+    assert await rows_of(repo, ids) == {(Status.PENDING, None, 0)}
     assert recorder.fires == []
 
 
 async def test_a_backlog_beyond_max_held_waits_in_the_store_and_all_of_it_fires_once(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
     """Invariant 4: memory holds at most max_held jobs, however many are due."""
-    await repo.insert([sms(i, now() - timedelta(seconds=5)) for i in range(300)], now_ms=now_ms())
+    ids = list(range(300))
+    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0)
     release = asyncio.Event()
     fired: list[int | str] = []
+    peak = 0
 
     async def slow(ctx: JobContext[SmsEntity]) -> None:
+        nonlocal peak
+        peak = max(peak, engine.held())
         await release.wait()
         fired.append(ctx.job_id)
 
@@ -324,44 +451,40 @@ async def test_a_backlog_beyond_max_held_waits_in_the_store_and_all_of_it_fires_
         handler=slow, max_held=40, max_jobs_per_fetch=40, batch_size=15, handlers={"timeout_s": 30}
     )
     async with engine:
-        peak = 0
-        for _ in range(40):  # 0.4 s: several fetch rounds, all of them finding no room
-            peak = max(peak, engine.held())
-            await asyncio.sleep(0.01)
-        assert peak == 40
-        claimed = [s for s in (await statuses(repo, list(range(300)))).values()]
+        fetcher = engine.parts.fetcher
+        assert engine.held() == 40  # the start's fetch: 15 + 15 + 10, then no room
+        assert await fetcher.fetch_once() == 0 and fetcher.backlog  # another round: no room
+        claimed = list((await statuses(repo, ids)).values())
         assert claimed.count(Status.CLAIMED) == 40 and claimed.count(Status.PENDING) == 260
         release.set()
-        async with asyncio.timeout(20):
-            while len(fired) < 300:
-                peak = max(peak, engine.held())
-                await asyncio.sleep(0.005)
-    assert peak <= 40
-    assert sorted(fired) == list(range(300))  # each exactly once
+        await engine.run_until_idle()
+    assert peak == 40
+    assert sorted(fired) == ids  # each exactly once
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
 
 
-async def test_cancel_removes_a_held_job(engine_factory: EngineFactory, repo: Any) -> None:
+async def test_cancel_removes_a_held_job(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
     recorder = Recorder()
-    engine = engine_factory(handler=recorder)
-    async with engine:
-        await engine.schedule(
-            [
-                sms(1, now() + timedelta(milliseconds=400)),
-                sms(2, now() + timedelta(milliseconds=400)),
-            ]
-        )
+    async with engine_factory(handler=recorder) as engine:
+        await engine.schedule([sms(1, T0 + 400), sms(2, T0 + 400)])
         assert await engine.cancel(SMS, [1]) == 1
-        await recorder.wait_for(1)
-        await asyncio.sleep(0.6)
+        assert engine.held() == 1
+        clock.advance(400)
+        await engine.run_until_idle()
     assert recorder.ids() == [2]
     [row] = await repo.get(1)
     assert row.status is Status.CANCELLED
 
 
+# -- refusals: nothing stored, nothing changed --------------------------------------------------
+
+
 async def test_missing_handler_is_refused_at_start_and_nothing_changes(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    await repo.insert([sms(1, now())], now_ms=now_ms())
+    await repo.insert([sms(1, T0)], now_ms=T0)
     engine = engine_factory(handler=None)
     with pytest.raises(HandlerMissing, match="sms"):
         async with engine:
@@ -381,14 +504,14 @@ CANCEL_NOT_RUNNING = (
 
 
 async def test_schedule_and_cancel_outside_async_with_are_refused_and_change_nothing(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
-    await repo.insert([sms(1, now() + timedelta(hours=1))], now_ms=now_ms())
+    await repo.insert([sms(1, T0 + 3600 * SECOND)], now_ms=T0)
     [before] = await repo.get(1)
     engine = engine_factory(handler=Recorder())
     for phase in ("before", "after"):
         with pytest.raises(EngineNotRunning) as scheduling:
-            await engine.schedule([sms(2, now() + timedelta(seconds=1))])
+            await engine.schedule([sms(2, T0 + SECOND)])
         assert str(scheduling.value) == SCHEDULE_NOT_RUNNING, phase
         with pytest.raises(EngineNotRunning) as cancelling:
             await engine.cancel(SMS, [1])
@@ -402,7 +525,7 @@ async def test_schedule_and_cancel_outside_async_with_are_refused_and_change_not
 class OpenSpy:
     """The real repository, counting open() calls."""
 
-    def __init__(self, repo: ShardingRepository[Any, Any]) -> None:
+    def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self.opened = 0
 
@@ -415,11 +538,11 @@ class OpenSpy:
 
 
 async def test_metrics_port_in_use_stops_the_start_before_any_store_opens(
-    engine_factory: EngineFactory, repo: Any, store_url: str
+    engine_factory: EngineFactory, repo: Repo, engine_repo: Callable[[], Repo]
 ) -> None:
     ids = list(range(1, 6))
-    await repo.insert([sms(i, now() - timedelta(seconds=1)) for i in ids], now_ms=now_ms())
-    spy = OpenSpy(make_repository(store_url, SMS, repo.policy))
+    await repo.insert([sms(i, T0 - SECOND) for i in ids], now_ms=T0)
+    spy = OpenSpy(engine_repo())
     recorder = Recorder()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -434,21 +557,20 @@ async def test_metrics_port_in_use_stops_the_start_before_any_store_opens(
         "free it or choose another port (0 turns the endpoint off)"
     )
     assert spy.opened == 0 and recorder.fires == []
-    rows = [(await repo.get(i))[0] for i in ids]
-    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+    assert await rows_of(repo, ids) == {(Status.PENDING, None, 0)}
 
 
 async def test_schedule_with_a_payload_over_the_limit_stores_none_of_the_call(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
     recorder = Recorder()
     engine = engine_factory(handler=recorder, store={"max_payload_bytes": 200})
-    later = sms(1, now() + timedelta(hours=1))  # stored first, by an insert of its own
-    soon = SmsEntity(id=2, scheduled_at=now(), phone="+15550100", message="x" * 200)
+    later = sms(1, T0 + 3600 * SECOND)  # would be stored first, by an insert of its own
+    soon = sms(2, T0, message="x" * 200)
     async with engine:
         with pytest.raises(PayloadTooLarge) as caught:
             await engine.schedule([later, soon])
-        await asyncio.sleep(0.3)
+        await engine.run_until_idle()
     assert str(caught.value) == (
         "entity 'sms', job 2, field 'payload': encoded size 234 bytes is over the limit of"
         " 200 bytes"
@@ -457,28 +579,37 @@ async def test_schedule_with_a_payload_over_the_limit_stores_none_of_the_call(
     assert recorder.fires == []
 
 
+async def test_schedule_encodes_each_entity_once(
+    engine_factory: EngineFactory, repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once to split the call by due time and store it, not again inside the insert."""
+    encoded: list[Any] = []
+    encode = EntitySpec.encode
+
+    def counting(spec: EntitySpec[Any, Any], entity: Any) -> Any:
+        encoded.append(entity.id)
+        return encode(spec, entity)
+
+    monkeypatch.setattr(EntitySpec, "encode", counting)
+    engine = engine_factory(handler=Recorder(), fetch_interval_s=20, lookahead_s=30)
+    async with engine:
+        soon, later = sms(1, T0 + 10 * SECOND), sms(2, T0 + 3600 * SECOND)
+        assert await engine.schedule([soon, later]) == 2
+        assert engine.held() == 1  # `soon` stored claimed, into the wheel
+    assert sorted(encoded) == [1, 2]
+    assert await rows_of(repo, [1, 2]) == {(Status.PENDING, None, 0)}  # `soon` handed back
+
+
 # -- payloads read shortly before the job is due ---------------------------------------------
 
 #: Claim 3 s ahead, read payloads 0.4 s ahead: jobs due in 1-2 s are held without theirs first.
 PAYLOAD_WINDOW = {"fetch_interval_s": 2.5, "lookahead_s": 3, "payload_ahead_s": 0.4}
 
 
-class EntityRecorder(Recorder):
-    """Records what each fire decoded, too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: dict[Any, str] = {}
-
-    async def __call__(self, ctx: JobContext[Any]) -> None:
-        self.messages[ctx.job_id] = ctx.entity.message
-        await super().__call__(ctx)
-
-
 class FlakyReads:
     """The real repository, but its first `failures` payload reads fail as an outage would."""
 
-    def __init__(self, repo: ShardingRepository[Any, Any], failures: int) -> None:
+    def __init__(self, repo: Repo, failures: int) -> None:
         self.repo = repo
         self.failures = failures
         self.reads = 0
@@ -494,93 +625,98 @@ class FlakyReads:
         return await self.repo.read_payloads(node_id, refs)
 
 
-async def test_jobs_held_without_payload_are_read_in_time_and_fire_on_time(
-    engine_factory: EngineFactory, repo: Any
+async def test_jobs_held_without_payload_are_read_just_in_time_and_fire_on_time(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
-    base = now() + timedelta(milliseconds=1500)
     ids = list(range(20))
-    await repo.insert([sms(i, base + timedelta(milliseconds=25 * i)) for i in ids], now_ms=now_ms())
-    recorder = EntityRecorder()
-    engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
-    async with engine:
-        await asyncio.sleep(0.5)
-        assert engine.held() == 20 and engine.payloads.reads == 0  # held, payloads not read
-        await recorder.wait_for(20)
-    assert engine.payloads.reads >= 1
+    due = {i: T0 + 1500 + 25 * i for i in ids}
+    await repo.insert([sms(i, due[i]) for i in ids], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, **PAYLOAD_WINDOW) as engine:
+        payloads = engine.parts.payloads
+        await engine.run_until_idle()
+        assert engine.held() == 20 and payloads.reads == 0  # held, payloads not read
+        clock.advance(1100)  # the first is due in 400 ms: not yet inside payload_ahead_s
+        await engine.run_until_idle()
+        assert payloads.reads == 0
+        clock.advance(1)
+        await engine.run_until_idle()
+        assert payloads.reads == 1  # the whole claim batch, in one statement
+        for i in ids:
+            clock.advance(due[i] - clock.now_ms())
+            await engine.run_until_idle()
+    assert recorder.fires == [(i, 1, due[i], due[i]) for i in ids]
     assert recorder.messages == {i: f"m{i}" for i in ids}
-    for _, _, due, fired in recorder.fires:
-        assert due.timestamp() - 0.002 <= fired < due.timestamp() + 0.25  # read ahead, on time
 
 
 async def test_a_payload_read_that_fails_holds_the_job_back_until_it_is_read(
-    engine_factory: EngineFactory, repo: Any, store_url: str
+    engine_factory: EngineFactory, repo: Repo, engine_repo: Callable[[], Repo]
 ) -> None:
-    base = now() + timedelta(milliseconds=1200)
-    await repo.insert(
-        [sms(i, base + timedelta(milliseconds=10 * i)) for i in range(5)], now_ms=now_ms()
-    )
-    policy = load_config(None, store={"url": store_url}, metrics_port=0).shard_policy
-    flaky = FlakyReads(make_repository(store_url, SMS, policy), failures=4)  # the engine's own
-    recorder = EntityRecorder()
-    engine = engine_factory(handler=recorder, repository=flaky, **PAYLOAD_WINDOW)
+    """Wall: the reads are retried with the loops' backoff, past the jobs' due time."""
+    base = wall_ms() + 1200
+    ids = list(range(5))
+    await repo.insert([sms(i, base + 10 * i) for i in ids], now_ms=wall_ms())
+    flaky = FlakyReads(engine_repo(), failures=4)
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder, repository=flaky, wall=True, **PAYLOAD_WINDOW)
     async with engine:
-        await recorder.wait_for(5, timeout_s=15)
-        await asyncio.sleep(0.3)
+        await recorder.wait_for(5)
     assert flaky.reads > 4
-    assert recorder.messages == {i: f"m{i}" for i in range(5)}  # each fired once, late not lost
-    assert set((await statuses(repo, list(range(5)))).values()) == {Status.DONE}
+    assert recorder.messages == {i: f"m{i}" for i in ids}  # each fired once, late not lost
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
 
 
 async def test_a_job_whose_row_is_gone_before_its_payload_is_read_is_not_fired(
-    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await repo.insert([sms(1, now() + timedelta(milliseconds=1500))], now_ms=now_ms())
-    recorder = EntityRecorder()
-    engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
-    async with engine:
-        await asyncio.sleep(0.5)
+    await repo.insert([sms(1, T0 + 1500)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, **PAYLOAD_WINDOW) as engine:
         assert engine.held() == 1
-        await repo.drop_shards_before(now_ms() + 10 * 86_400_000)  # its shard, dropped whole
-        await asyncio.sleep(1.8)
+        # Its shard, dropped whole, as this engine's maintenance drops shards: through the
+        # engine's own repository, which then knows the shard is gone.
+        own = engine.parts.lanes["sms"].repo
+        assert len(await own.drop_shards_before(T0 + 10 * 86_400 * SECOND)) == 1
+        clock.advance(1500)
+        await engine.run_until_idle()
         assert engine.held() == 0
     assert recorder.fires == []
-    assert "1 not fired: no longer claimed by this node" in caplog.text
+    assert (
+        "sms 1 not fired: no longer claimed by this node when its payload was read"
+        " (cancelled, handed back, or its shard dropped)"
+    ) in [r.getMessage() for r in caplog.records]
 
 
 async def test_jobs_held_back_for_their_payload_are_handed_back_at_shutdown(
-    engine_factory: EngineFactory, repo: Any, store_url: str
+    engine_factory: EngineFactory, repo: Repo, engine_repo: Callable[[], Repo]
 ) -> None:
-    await repo.insert(
-        [sms(i, now() + timedelta(milliseconds=1200)) for i in range(3)], now_ms=now_ms()
-    )
-    policy = load_config(None, store={"url": store_url}, metrics_port=0).shard_policy
-    never = FlakyReads(make_repository(store_url, SMS, policy), failures=10**9)
-    recorder = EntityRecorder()
-    engine = engine_factory(handler=recorder, repository=never, **PAYLOAD_WINDOW)
+    """Wall: a read that never succeeds keeps its jobs held back until the engine stops."""
+    ids = list(range(3))
+    await repo.insert([sms(i, wall_ms() + 1200) for i in ids], now_ms=wall_ms())
+    never = FlakyReads(engine_repo(), failures=10**9)
+    recorder = Recorder()
+    engine = engine_factory(handler=recorder, repository=never, wall=True, **PAYLOAD_WINDOW)
     async with engine:
-        await asyncio.sleep(1.6)  # due, but their payloads cannot be read
-        assert engine.payloads.held_back == 3 and engine.held() == 3
+        async with asyncio.timeout(3):
+            while engine.parts.payloads.held_back < 3:  # noqa: ASYNC110 - due, but unreadable
+                await asyncio.sleep(0.02)
+        assert engine.held() == 3
     assert recorder.fires == []
-    rows = [(await repo.get(i))[0] for i in range(3)]
-    assert {(r.status, r.claimed_by, r.attempts) for r in rows} == {(Status.PENDING, None, 0)}
+    assert await rows_of(repo, ids) == {(Status.PENDING, None, 0)}
 
 
 async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fire(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
-    await repo.insert(
-        [sms(i, now() + timedelta(milliseconds=1500)) for i in range(3)], now_ms=now_ms()
-    )
-    recorder = EntityRecorder()
-    engine = engine_factory(handler=recorder, **PAYLOAD_WINDOW)
-    async with engine:
-        await asyncio.sleep(0.5)
+    await repo.insert([sms(i, T0 + 1500) for i in range(3)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, **PAYLOAD_WINDOW) as engine:
         assert engine.held() == 3
         assert await repo.cancel([1]) == 1  # through another handle: this wheel still holds it
-        await recorder.wait_for(2)
-        await asyncio.sleep(0.3)
+        clock.advance(1500)
+        await engine.run_until_idle()
     assert sorted(recorder.ids()) == [0, 2]
-    assert [(await repo.get(i))[0].status for i in range(3)] == [
+    assert list((await statuses(repo, [0, 1, 2])).values()) == [
         Status.DONE,
         Status.CANCELLED,
         Status.DONE,
@@ -588,36 +724,39 @@ async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fir
 
 
 async def test_a_held_job_handed_back_and_claimed_again_fires_once(
-    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Another process hands back every claim (release(None)) while this engine holds job 1 in
-    its wheel and job 2 in a running handler; the next fetches claim both again."""
-    await repo.insert([sms(1, now() + timedelta(milliseconds=500)), sms(2, now())], now_ms=now_ms())
-    fires: list[int | str] = []
-
-    async def handler(ctx: JobContext[SmsEntity]) -> None:
-        fires.append(ctx.job_id)
-        if ctx.job_id == 2:
-            await asyncio.sleep(0.8)  # in hand across the hand-back and the next fetches
-
-    async with engine_factory(handler=handler):
-        await asyncio.sleep(0.1)
+    """Another process hands back every claim (release(None)) while this engine holds job 1
+    in its wheel and job 2 in hand (fired, its outcome not written yet); the next fetch claims
+    both again."""
+    await repo.insert([sms(1, T0 + 500), sms(2, T0)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
         assert await repo.release(None) == 2
-        await asyncio.sleep(1.2)
-    assert sorted(fires) == [1, 2]
+        await engine.run_until_idle()
+        clock.advance(500)
+        await engine.run_until_idle()
+    assert recorder.ids() == [2, 1]
     assert (await statuses(repo, [1, 2])) == {1: Status.DONE, 2: Status.DONE}
     held_twice = [r.getMessage() for r in caplog.records if "claimed again" in r.getMessage()]
-    assert held_twice and all("held once" in m for m in held_twice)
+    assert held_twice == [
+        f"sms {i} claimed again while held here (its claim was handed back meanwhile); held once"
+        for i in (2, 1)
+    ]
+
+
+# -- sync handlers on threads, and async handlers that block the loop: real time, SQLite only --
 
 
 class ThreadedRecorder:
-    """A sync handler recording each call's (id, attempt, start, end); it sleeps `sleep_s`
-    and raises on the attempts listed in `fail_attempts`."""
+    """A sync handler recording each call's (id, attempt, start, end) in monotonic time and
+    its thread; it sleeps `sleep_s` on the first attempt and raises on `fail_attempts`."""
 
     def __init__(self, sleep_s: float, fail_attempts: frozenset[int] = frozenset()) -> None:
         self.sleep_s = sleep_s
         self.fail_attempts = fail_attempts
         self.calls: list[tuple[Any, int, float, float]] = []
+        self.threads: set[int] = set()
         self._lock = threading.Lock()
 
     def __call__(self, ctx: JobContext[Any]) -> None:
@@ -625,6 +764,7 @@ class ThreadedRecorder:
         time.sleep(self.sleep_s if ctx.attempt == 1 else 0)
         with self._lock:
             self.calls.append((ctx.job_id, ctx.attempt, started, time.monotonic()))
+            self.threads.add(threading.get_ident())
         if ctx.attempt in self.fail_attempts:
             raise RuntimeError(f"boom {ctx.attempt}")
 
@@ -633,23 +773,28 @@ def sample(engine: InfiniteScheduler, name: str, **labels: str) -> float:
     return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def wait_until_finished(repo: Any, ids: list[int], timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if all(s in FINISHED for s in (await statuses(repo, ids)).values()):
-                return
-            await asyncio.sleep(0.05)
+@SQLITE_ONLY
+async def test_sync_handler_runs_in_a_thread(engine_factory: EngineFactory, repo: Repo) -> None:
+    await repo.insert([sms(i, T0) for i in range(3)], now_ms=T0)
+    handler = ThreadedRecorder(sleep_s=0.01)  # blocking is fine: it runs off the loop
+    async with engine_factory(handler=handler) as engine:
+        await engine.run_until_idle()
+    assert sorted(c[0] for c in handler.calls) == [0, 1, 2]
+    assert threading.get_ident() not in handler.threads
+    assert set((await statuses(repo, [0, 1, 2])).values()) == {Status.DONE}
 
 
+@SQLITE_ONLY
 async def test_a_sync_handler_past_its_timeout_is_not_run_again_while_it_runs(
-    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await repo.insert([sms(1, now())], now_ms=now_ms())
+    await repo.insert([sms(1, T0)], now_ms=T0)
     handler = ThreadedRecorder(sleep_s=1.2)
     settings = {"timeout_s": 0.3, "max_attempts": 3}
     async with engine_factory(handler=handler, handlers=settings) as engine:
-        await wait_until_finished(repo, [1])
-        await asyncio.sleep(0.3)  # a retry, if one were scheduled, would have started
+        await engine.run_until_idle()
+        clock.advance(60 * SECOND)  # a retry, had one been scheduled, would be due by now
+        await engine.run_until_idle()
         overruns = sample(engine, "infinite_scheduler_handler_overruns_total", entity="sms")
     assert [(c[0], c[1]) for c in handler.calls] == [(1, 1)]
     [row] = await repo.get(1)
@@ -663,52 +808,67 @@ async def test_a_sync_handler_past_its_timeout_is_not_run_again_while_it_runs(
     assert any(m.startswith("sms 1 attempt 1: sync handler returned after 1.") for m in warnings)
 
 
+@SQLITE_ONLY
 async def test_a_sync_handler_that_overran_and_failed_is_retried_only_after_it_returned(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
 ) -> None:
-    await repo.insert([sms(1, now())], now_ms=now_ms())
+    await repo.insert([sms(1, T0)], now_ms=T0)
     handler = ThreadedRecorder(sleep_s=0.8, fail_attempts=frozenset({1}))
-    async with engine_factory(handler=handler, handlers={"timeout_s": 0.2, "max_attempts": 3}):
-        await wait_until_finished(repo, [1])
+    settings = {"timeout_s": 0.2, "max_attempts": 3}
+    async with engine_factory(handler=handler, handlers=settings) as engine:
+        await engine.run_until_idle()
+        [row] = await repo.get(1)  # failed once it returned, retry claimed back into the wheel
+        assert (row.status, row.due_ms, row.last_error) == (
+            Status.CLAIMED,
+            T0 + 50,
+            "RuntimeError: boom 1",
+        )
+        clock.advance(50)
+        await engine.run_until_idle()
     (_, first, _, first_end), (_, second, second_start, _) = handler.calls
     assert (first, second) == (1, 2) and second_start >= first_end
     [row] = await repo.get(1)
     assert (row.status, row.attempts) == (Status.DONE, 2)
 
 
+@SQLITE_ONLY
 async def test_sync_handlers_get_a_thread_each_up_to_the_concurrency(
-    engine_factory: EngineFactory, repo: Any
+    engine_factory: EngineFactory, repo: Repo
 ) -> None:
     """More blocking handlers than the default executor's min(32, cpus + 4) threads."""
     ids = list(range(40))
-    await repo.insert([sms(i, now()) for i in ids], now_ms=now_ms())
+    await repo.insert([sms(i, T0) for i in ids], now_ms=T0)
     handler = ThreadedRecorder(sleep_s=0.5)
-    async with engine_factory(handler=handler, handlers={"timeout_s": 1.5, "max_attempts": 1}):
-        await wait_until_finished(repo, ids)
+    settings = {"timeout_s": 1.5, "max_attempts": 1}
+    async with engine_factory(handler=handler, handlers=settings) as engine:
+        await engine.run_until_idle()
     assert sorted(c[0] for c in handler.calls) == ids
+    assert len(handler.threads) == 40
     assert set((await statuses(repo, ids)).values()) == {Status.DONE}
 
 
+@SQLITE_ONLY
 async def test_time_waiting_for_a_thread_is_not_handler_time(
-    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+    engine_factory: EngineFactory, repo: Repo, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two threads, six 0.4 s handlers: the last ones start 0.8 s after they were due, past
     their 0.6 s timeout, and still have their whole timeout once a thread takes them."""
     ids = list(range(6))
-    await repo.insert([sms(i, now()) for i in ids], now_ms=now_ms())
+    await repo.insert([sms(i, T0) for i in ids], now_ms=T0)
     handler = ThreadedRecorder(sleep_s=0.4)
     settings = {"timeout_s": 0.6, "max_attempts": 1, "threads": 2}
-    async with engine_factory(handler=handler, handlers=settings):
-        await wait_until_finished(repo, ids)
+    async with engine_factory(handler=handler, handlers=settings) as engine:
+        await engine.run_until_idle()
     assert set((await statuses(repo, ids)).values()) == {Status.DONE}
     assert max(c[2] for c in handler.calls) - min(c[2] for c in handler.calls) >= 0.7
     assert not [r for r in caplog.records if "timeout" in r.getMessage()]
 
 
+@SQLITE_ONLY
 async def test_an_async_handler_that_blocks_the_loop_is_named_while_it_blocks(
-    engine_factory: EngineFactory, repo: Any, caplog: pytest.LogCaptureFixture
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await repo.insert([sms(1, now()), sms(2, now() + timedelta(milliseconds=300))], now_ms=now_ms())
+    await repo.insert([sms(1, T0), sms(2, T0 + 300)], now_ms=T0)
     fired: list[int | str] = []
 
     async def blocking_handler(ctx: JobContext[SmsEntity]) -> None:
@@ -718,7 +878,9 @@ async def test_an_async_handler_that_blocks_the_loop_is_named_while_it_blocks(
 
     settings = {"loop_lag_warn_s": 0.3}
     async with engine_factory(handler=blocking_handler, handlers=settings) as engine:
-        await wait_until_finished(repo, [1, 2])
+        await engine.run_until_idle()
+        clock.advance(300)
+        await engine.run_until_idle()
         stalls = sample(engine, "infinite_scheduler_loop_stalls_total")
         lag_count = sample(engine, "infinite_scheduler_loop_lag_seconds_count")
     assert fired == [1, 2] and stalls == 1 and lag_count > 0
@@ -731,3 +893,4 @@ async def test_an_async_handler_that_blocks_the_loop_is_named_while_it_blocks(
     assert len(after) == 1 and "by sms job 1, at" in after[0]
     record = next(r for r in caplog.records if r.getMessage() == during[0])
     assert (getattr(record, "job_id", None), getattr(record, "entity", None)) == (1, "sms")
+    assert set((await statuses(repo, [1, 2])).values()) == {Status.DONE}

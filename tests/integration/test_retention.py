@@ -351,7 +351,7 @@ async def test_the_engine_drops_expired_and_makes_ahead_shards_at_start_up(
         )
         == 3
     )
-    assert engine.maintenance is not None and engine.maintenance.passes == 1
+    assert engine.parts.maintenance.passes == 1
 
 
 async def set_status(raw_sql: Any, repo: Repo, backend: Any, key: int, status: int) -> None:
@@ -499,9 +499,7 @@ async def test_the_engine_keeps_running_over_rows_of_an_unknown_status(
 
         async with engine:
             await eventually(lambda: gauge("rows_unknown_status") == 1)
-            await eventually(
-                lambda: engine.maintenance is not None and engine.maintenance.passes > 2
-            )
+            await eventually(lambda: engine.parts.maintenance.passes > 2)
             assert not engine.stopping.is_set(), "the engine stopped"
     finally:
         await seeder.close()

@@ -16,6 +16,7 @@ from infinite_scheduler.decisions import RetryPolicy
 from infinite_scheduler.dispatch import Dispatcher
 from infinite_scheduler.jobs import JobContext, Lane
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.wheel import TimerWheel
 from repos.base import ClaimedJob, Failure, ShardPolicy
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
@@ -46,8 +47,13 @@ def setup(
 ) -> tuple[Dispatcher, Lane, RecordingAcker]:
     metrics = Metrics()
     repo = make_repository(f"sqlite:///{tmp_path / 'unused.db'}", SMS, ShardPolicy())
-    lane = Lane(spec=SMS, repo=repo, metrics=metrics.for_entity("sms"))
-    lane.set_handler(handler)
+    lane = Lane(
+        spec=SMS,
+        repo=repo,
+        handler=handler,
+        metrics=metrics.for_entity("sms"),
+        wheel=TimerWheel(now_ms=AT_MS),
+    )
     acker = RecordingAcker()
     dispatcher = Dispatcher(
         acker=acker,

@@ -1,0 +1,230 @@
+"""The engine's composition root: every part it runs is built here, in one place.
+
+Registration (``engine.register``) records entity types, their handlers and repositories (made
+by :func:`store_repository` unless given; the shard commands use them without an engine), and
+goes on until the engine starts. So the other parts are built then, by :func:`compose`, at the
+top of ``__aenter__``: the lanes with their wheels, the acker, the dispatcher, the payload
+reader, the fetcher, shard maintenance and the loop-lag watcher, wired to each other. Building
+them does no I/O, starts nothing and installs no signal handler; the engine opens and starts
+them afterwards. A part never exists half-built: either the engine has all of them or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from infinite_scheduler.acker import Acker
+from infinite_scheduler.clock import Clock
+from infinite_scheduler.config import SchedulerConfig
+from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
+from infinite_scheduler.dispatch import Dispatcher, job_in_frame
+from infinite_scheduler.errors import HandlerMissing
+from infinite_scheduler.fetcher import Fetcher, FetchSettings
+from infinite_scheduler.jobs import Handler, Lane
+from infinite_scheduler.loop_lag import LoopLagMonitor
+from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
+from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.payloads import PayloadReader
+from infinite_scheduler.waits import Backoff, StoreBack
+from infinite_scheduler.wheel import TimerWheel
+from repos.base import EntitySpec, ShardingRepository
+
+Repo = ShardingRepository[Any, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """An entity type the engine is to serve; its handler may come later (a decorator)."""
+
+    spec: EntitySpec[Any, Any]
+    repo: Repo
+    handler: Handler | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wiring:
+    """What the engine itself hands its parts."""
+
+    config: SchedulerConfig
+    node_id: str
+    clock: Clock
+    metrics: Metrics
+    #: The engine's stop event: set, the payload reader stops retrying held-back reads.
+    stop: asyncio.Event
+    #: Called when jobs enter a wheel: wakes the wheel loop.
+    on_added: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parts:
+    """Everything one run of the engine uses; made by compose() alone, all of it at once."""
+
+    lanes: Mapping[str, Lane]  #: by entity type name, in registration order
+    by_model: Mapping[type, Lane]  #: by the entity class, for schedule()
+    acker: Acker
+    dispatcher: Dispatcher
+    payloads: PayloadReader
+    fetcher: Fetcher
+    maintenance: Maintenance
+    loop_lag: LoopLagMonitor
+
+    def held(self) -> int:
+        """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
+        return _held(self.lanes.values(), self.dispatcher, self.payloads)
+
+
+def _held(lanes: Iterable[Lane], dispatcher: Dispatcher, payloads: PayloadReader) -> int:
+    return sum(len(lane.wheel) for lane in lanes) + dispatcher.backlog + payloads.held_back
+
+
+def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
+    """Build every part; raises HandlerMissing, building nothing, if a type has no handler."""
+    lanes = _lanes(registrations, wiring)
+    # Shared by the loops that retry the store: once one finds it back, all of them go.
+    store_back = StoreBack()
+    acker = Acker(
+        node_id=wiring.node_id,
+        clock=wiring.clock,
+        batch_size=wiring.config.batch_size,
+        # The fetcher is built below, before any outcome can be written.
+        on_retry=lambda at_ms: fetcher.retry_due(at_ms),
+        backoff=Backoff(0.05, store_back=store_back),
+    )
+    dispatcher = _dispatcher(wiring, acker)
+    payloads = _payloads(wiring, dispatcher, acker, Backoff(store_back=store_back))
+    fetcher = Fetcher(
+        list(lanes.values()),
+        _fetch_settings(wiring.config, wiring.node_id),
+        clock=wiring.clock,
+        payloads=payloads,
+        acker=acker,
+        metrics=wiring.metrics,
+        held=lambda: _held(lanes.values(), dispatcher, payloads),
+        on_added=wiring.on_added,
+        backoff=Backoff(store_back=store_back),
+    )
+    return Parts(
+        lanes=lanes,
+        by_model={lane.spec.model: lane for lane in lanes.values()},
+        acker=acker,
+        dispatcher=dispatcher,
+        payloads=payloads,
+        fetcher=fetcher,
+        maintenance=_maintenance(wiring, lanes),
+        loop_lag=_loop_lag(wiring),
+    )
+
+
+def _lanes(registrations: Sequence[Registration], wiring: Wiring) -> dict[str, Lane]:
+    now_ms = wiring.clock.now_ms()
+    slots = _wheel_slots(wiring.config.lookahead_s)
+    lanes: dict[str, Lane] = {}
+    missing: list[str] = []
+    for reg in registrations:
+        if reg.handler is None:
+            missing.append(reg.spec.name)
+            continue
+        lanes[reg.spec.name] = Lane(
+            spec=reg.spec,
+            repo=reg.repo,
+            handler=reg.handler,
+            metrics=wiring.metrics.for_entity(reg.spec.name),
+            wheel=TimerWheel(now_ms=now_ms, tick_ms=1, slots=slots),
+        )
+    if missing:
+        raise HandlerMissing(missing)
+    return lanes
+
+
+def _dispatcher(wiring: Wiring, acker: Acker) -> Dispatcher:
+    h = wiring.config.handlers
+    return Dispatcher(
+        acker=acker,
+        clock=wiring.clock,
+        metrics=wiring.metrics,
+        retry=RetryPolicy(
+            max_attempts=h.max_attempts,
+            backoff_base_s=h.backoff_base_s,
+            backoff_max_s=h.backoff_max_s,
+        ),
+        concurrency=h.concurrency,
+        timeout_s=h.timeout_s,
+        threads=h.threads,
+    )
+
+
+def _payloads(
+    wiring: Wiring, dispatcher: Dispatcher, acker: Acker, backoff: Backoff
+) -> PayloadReader:
+    return PayloadReader(
+        clock=wiring.clock,
+        dispatcher=dispatcher,
+        acker=acker,
+        ahead_ms=int(wiring.config.payload_ahead_s * 1000),
+        node_id=wiring.node_id,
+        stop=wiring.stop,
+        backoff=backoff,
+    )
+
+
+def _loop_lag(wiring: Wiring) -> LoopLagMonitor:
+    return LoopLagMonitor(
+        warn_s=wiring.config.handlers.loop_lag_warn_s,
+        metrics=wiring.metrics,
+        node_id=wiring.node_id,
+        find_job=job_in_frame,
+    )
+
+
+def _fetch_settings(c: SchedulerConfig, node_id: str) -> FetchSettings:
+    return FetchSettings(
+        node_id=node_id,
+        fetch_interval_s=c.fetch_interval_s,
+        lookahead_ms=int(c.lookahead_s * 1000),
+        payload_ahead_ms=int(c.payload_ahead_s * 1000),
+        horizon_ms=int(c.misfire_horizon_s * 1000),
+        batch_size=c.batch_size,
+        max_jobs_per_fetch=c.max_jobs_per_fetch,
+        max_held=c.max_held,
+        misfire_policy=MisfirePolicy(c.misfire_policy),
+        misfire_threshold_ms=int(c.misfire_threshold_s * 1000),
+    )
+
+
+def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
+    shards = wiring.config.shards
+    settings = MaintenanceSettings(
+        node_id=wiring.node_id,
+        create_ahead=shards.create_ahead,
+        interval_s=shards.maintenance_interval_s,
+    )
+    repos = [lane.repo for lane in lanes.values()]
+    return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics)
+
+
+def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Repo:
+    """The repository of `spec` on the configured store (built, not opened)."""
+    from repos.registry import make_repository
+
+    store = config.store
+    return make_repository(
+        config.store_url,
+        spec,
+        config.shard_policy,
+        layout=store.layout,
+        driver=store.driver,
+        pool_size=store.pool_size,
+        pool_recycle_s=store.pool_recycle_s,
+        batch_size=config.batch_size,
+        connect_timeout_s=store.connect_timeout_s,
+        create_missing=store.create_missing,
+        max_payload_bytes=store.max_payload_bytes,
+    )
+
+
+def _wheel_slots(lookahead_s: float) -> int:
+    """One 1 ms slot per millisecond of the window, rounded up to a power of two."""
+    return 1 << max(10, int(lookahead_s * 1000 * 1.25)).bit_length()
