@@ -337,7 +337,7 @@ def _fire_due(parts: Parts, now_ms: int) -> tuple[int, int | None]:
     for lane in parts.lanes.values():
         due = lane.wheel.pop_due(now_ms)
         if due:
-            parts.payloads.hand_over(lane, [job for _, job in due])
+            parts.payloads.hand_over(lane, [ClaimedJob.from_held(held) for _, held in due])
             fired += len(due)
         lane_next = lane.wheel.next_due_ms()
         if lane_next is not None and (next_ms is None or lane_next < next_ms):
@@ -356,7 +356,7 @@ def _unfired(
     for lane, jobs in held_back:
         unfired[lane.name].extend(job.ref for job in jobs)
     for lane in parts.lanes.values():
-        unfired[lane.name].extend(job.ref for _, job in lane.wheel.pop_due(2**62))
+        unfired[lane.name].extend(RowRef(*held[:2]) for _, held in lane.wheel.pop_due(2**62))
     return {name: refs for name, refs in unfired.items() if refs}
 
 

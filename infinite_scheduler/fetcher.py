@@ -31,7 +31,7 @@ from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.waits import Backoff, wait_any
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import ClaimedJob, EncodedRow, Failure, Status, StoreError
+from repos.base import ClaimedJob, EncodedRow, Failure, HeldJob, Status, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -239,20 +239,27 @@ class Fetcher:
             jobs = self._not_held(lane, jobs)
         wheel, policy = lane.wheel, self.settings.misfire_policy
         threshold_ms = self.settings.misfire_threshold_ms
-        due_now, waiting = [], []
+        due_now: list[ClaimedJob] = []
+        unread: list[object] = []  # wheel keys of the jobs held without their payload
+        held, earliest_ms = 0, 2**62
         for job in jobs:
             # The wheel refuses a job already due by its time (never later than now_ms): only
             # those need the verdict, which is then FIRE_NOW or MISSED.
-            if wheel.add(wheel_key(wheel, job), job.due_ms, job):
-                waiting.append(job)
+            key = wheel_key(wheel, job)
+            if wheel.add(key, job.due_ms, job.held()):
+                held += 1
+                if job.payload is None:
+                    unread.append(key)
+                    earliest_ms = min(earliest_ms, job.due_ms)
             elif misfire_verdict(job.due_ms, now_ms, policy, threshold_ms) is Verdict.MISSED:
                 self._mark_missed(lane, job, now_ms)
             else:
                 due_now.append(job)
         if due_now:
             self.payloads.hand_over(lane, due_now)
-        if waiting:
-            self.payloads.track(lane, waiting)
+        if unread:
+            self.payloads.track(lane, earliest_ms, unread)
+        if held:
             self.on_added()
 
     def _not_held(self, lane: Lane, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
@@ -265,7 +272,7 @@ class Fetcher:
         for job in jobs:
             ref = (job.key, job.at_ms)
             held = wheel.get(job.key)
-            if (held is not None and held.at_ms == job.at_ms) or ref in wheel or ref in in_hand:
+            if (held is not None and held[1] == job.at_ms) or ref in wheel or ref in in_hand:
                 logger.warning(
                     "%s %s claimed again while held here (its claim was handed back meanwhile); held once",
                     lane.name,
@@ -289,6 +296,6 @@ class Fetcher:
         lane.metrics.missed.inc()
 
 
-def wheel_key(wheel: TimerWheel[Any, ClaimedJob], job: ClaimedJob) -> object:
+def wheel_key(wheel: TimerWheel[Any, HeldJob], job: ClaimedJob) -> object:
     """The job's id, or (id, shard time) when the same id from another shard is held already."""
     return (job.key, job.at_ms) if job.key in wheel else job.key

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from infinite_scheduler.metrics import EntityMetrics
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import ClaimedJob, EntitySpec, ShardingRepository
+from repos.base import ClaimedJob, EntitySpec, HeldJob, ShardingRepository
 
 TEntity = TypeVar("TEntity")
 
@@ -70,7 +70,7 @@ class Lane:
     repo: ShardingRepository[Any, Any]
     handler: Handler
     metrics: EntityMetrics
-    wheel: TimerWheel[Any, ClaimedJob]
+    wheel: TimerWheel[Any, HeldJob]
     #: Whether the handler is awaited on the loop (else it runs on the dispatcher's threads):
     #: asked once here, not per job.
     is_async: bool = field(init=False)

@@ -20,7 +20,7 @@ from infinite_scheduler.clock import Clock
 from infinite_scheduler.dispatch import Dispatcher
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.waits import Backoff, wait_any
-from repos.base import ClaimedJob, Failure, StoreError
+from repos.base import ClaimedJob, Failure, RowRef, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ class PayloadReader:
         self.acker = acker
         self.ahead_ms = ahead_ms
         self.node_id = node_id
-        #: Claim batches with jobs still lacking their payload, each in due order.
-        self._batches: list[tuple[Lane, list[ClaimedJob]]] = []
+        #: Claim batches with jobs held without their payload: the earliest due time and the
+        #: jobs' wheel keys (the wheel holds the jobs themselves, as plain tuples).
+        self._batches: list[tuple[Lane, int, list[object]]] = []
         #: Jobs due already, out of the wheel, waiting for their read before they fire.
         self._held_back: list[tuple[Lane, list[ClaimedJob]]] = []
         self._reads: set[asyncio.Task[None]] = set()
@@ -67,12 +68,10 @@ class PayloadReader:
     def held_back(self) -> int:
         return sum(len(jobs) for _, jobs in self._held_back)
 
-    def track(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
-        """Remember the jobs of a claim batch (due order) that came without their payload."""
-        missing = [job for job in jobs if job.payload is None]
-        if missing:
-            self._batches.append((lane, missing))
-            self._wake.set()
+    def track(self, lane: Lane, earliest_ms: int, keys: list[object]) -> None:
+        """Remember the wheel keys of a claim batch's jobs held without their payload."""
+        self._batches.append((lane, earliest_ms, keys))
+        self._wake.set()
 
     def hand_over(self, lane: Lane, jobs: list[ClaimedJob]) -> None:
         """Jobs due now to the dispatcher: at once if every payload is here, else once read."""
@@ -111,8 +110,8 @@ class PayloadReader:
         """Read the tracked batches whose earliest job is within ahead_ms of now (one turn of
         run(), which an engine in manual mode takes itself)."""
         horizon_ms = self.clock.now_ms() + self.ahead_ms
-        for batch in [b for b in self._batches if b[1][0].due_ms < horizon_ms]:
-            await self.read(*batch)
+        for batch in [b for b in self._batches if b[1] < horizon_ms]:
+            await self._fill(batch[0], batch[2])
             self._batches = [b for b in self._batches if b is not batch]
 
     async def settle(self) -> None:
@@ -132,10 +131,25 @@ class PayloadReader:
         for job in missing:
             job.payload = found.get(job.ref)
 
+    async def _fill(self, lane: Lane, keys: list[object]) -> None:
+        """Read the payloads of jobs held in the wheel, by wheel key. A job gone from the wheel
+        meanwhile (fired, cancelled) is left out; one whose row is no longer claimed here
+        keeps None and is held back when it comes due."""
+        wheel = lane.wheel
+        unread = [(key, held) for key in keys if (held := wheel.get(key)) and held[4] is None]
+        if not unread:
+            return
+        found = await lane.repo.read_payloads(self.node_id, [RowRef(*h[:2]) for _, h in unread])
+        self.reads += 1
+        for key, held in unread:
+            payload = found.get(RowRef(*held[:2]))
+            if payload is not None and wheel.get(key) is held:  # not fired or replaced meanwhile
+                wheel.replace(key, (held[0], held[1], held[2], held[3], payload))
+
     def _sleep_s(self) -> float:
         if not self._batches:
             return IDLE_S
-        earliest = min(jobs[0].due_ms for _, jobs in self._batches)
+        earliest = min(earliest_ms for _, earliest_ms, _ in self._batches)
         return max(0.0, (earliest - self.ahead_ms - self.clock.now_ms()) / 1000)
 
     async def _read_then_submit(self, entry: tuple[Lane, list[ClaimedJob]]) -> None:

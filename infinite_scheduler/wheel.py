@@ -138,6 +138,13 @@ class TimerWheel(Generic[K, T]):
         """The item held under ``key``, or None."""
         return self._items.get(key)
 
+    def replace(self, key: K, item: T) -> None:
+        """Hold ``item`` instead of the item held under ``key`` (same due time); KeyError if
+        ``key`` is not held."""
+        if key not in self._items:
+            raise KeyError(key)
+        self._items[key] = item
+
     def pop_due(self, now_ms: int) -> list[tuple[K, T]]:
         """Advance to ``now_ms`` (never backwards) and remove every entry due by then.
 

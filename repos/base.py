@@ -92,6 +92,12 @@ class RowRef(NamedTuple):
     at_ms: int
 
 
+#: A job as the wheel holds it: (key, at_ms, due_ms, attempts, payload). A plain tuple of ints,
+#: str and bytes, which the garbage collector stops tracking after one look: a full collection
+#: then skips the held jobs (150,000 ClaimedJob objects cost one 30 ms; these tuples ~7 ms).
+HeldJob = tuple[int | str, int, int, int, bytes | None]
+
+
 @dataclass(slots=True)
 class ClaimedJob:
     """A row claimed for one node: what the wheel holds until the job fires.
@@ -110,6 +116,13 @@ class ClaimedJob:
     @property
     def ref(self) -> RowRef:
         return RowRef(self.key, self.at_ms)
+
+    def held(self) -> HeldJob:
+        return (self.key, self.at_ms, self.due_ms, self.attempts, self.payload)
+
+    @classmethod
+    def from_held(cls, held: HeldJob) -> ClaimedJob:
+        return cls(*held)
 
     @classmethod
     def from_claim(cls, r: Sequence[Any]) -> ClaimedJob:

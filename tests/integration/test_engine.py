@@ -12,6 +12,7 @@ real loops on the wall clock.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import threading
@@ -647,6 +648,25 @@ async def test_jobs_held_without_payload_are_read_just_in_time_and_fire_on_time(
             await engine.run_until_idle()
     assert recorder.fires == [(i, 1, due[i], due[i]) for i in ids]
     assert recorder.messages == {i: f"m{i}" for i in ids}
+
+
+async def test_held_jobs_cost_the_garbage_collector_nothing(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
+    """A full collection walks every object it tracks: held jobs must not be among them (W3's
+    worst lateness was a full collection over the held jobs), with or without their payload."""
+    ids = list(range(20))
+    await repo.insert([sms(i, T0 + 1500 + 25 * i) for i in ids], now_ms=T0)
+    async with engine_factory(handler=Recorder(), **PAYLOAD_WINDOW) as engine:
+        await engine.run_until_idle()
+        clock.advance(1101)
+        await engine.run_until_idle()  # the batch's payloads are read into the wheel
+        assert engine.parts.payloads.reads == 1
+        gc.collect()
+        wheel = engine.parts.lanes["sms"].wheel
+        held = [wheel.get(i) for i in ids]
+        assert all(h is not None and h[4] is not None for h in held)
+        assert not [h for h in held if gc.is_tracked(h)]
 
 
 async def test_a_payload_read_that_fails_holds_the_job_back_until_it_is_read(

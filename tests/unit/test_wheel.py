@@ -383,3 +383,13 @@ def test_wheel_matches_the_heap_model(
     assert len(run.wheel) == 0
     # Every stored, never cancelled entry was popped exactly once.
     assert sorted(run.popped) == sorted(set(run.due) - run.cancelled)
+
+
+def test_replace_swaps_the_item_keeps_the_due_time_and_refuses_a_key_not_held() -> None:
+    wheel: TimerWheel[int, str] = TimerWheel(now_ms=0, slots=64)
+    wheel.add(1, 10, "without payload")
+    wheel.replace(1, "with payload")
+    assert wheel.get(1) == "with payload" and wheel.next_due_ms() == 10
+    assert wheel.pop_due(10) == [(1, "with payload")]
+    with pytest.raises(KeyError):
+        wheel.replace(1, "gone")
