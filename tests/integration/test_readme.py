@@ -42,24 +42,18 @@ def test_readme_examples_run_as_one_script(tmp_path: Path) -> None:
         "INFINITE_SCHEDULER_STORE__URL": f"sqlite:///{tmp_path}/readme.db",
         "INFINITE_SCHEDULER_METRICS_PORT": "0",
     }
-    init = subprocess.run(
-        [sys.executable, "-m", "infinite_scheduler", "store", "init"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert init.returncode == 0, init.stderr
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "to +15550100: hi (key sms:1:1)\n"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run("-m", "infinite_scheduler", "store", "init")  # as the README says, once
+    assert run(str(script)).stdout == "to +15550100: hi (key sms:1:1)\n"
