@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from repos.entity import PAYLOAD_BYTES_CEILING
+
 KeyLiteral = Callable[[Any], str]
+#: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
+#: stay under the server's max_allowed_packet (16 MiB by default; lower ones lower this too).
+MAX_INSERT_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: Bytes of an INSERT besides its payload literals: the statement's own text, and per row the
+#: other values (a str id of 191 characters alone is up to 1,540 bytes as a hex literal).
+STATEMENT_OVERHEAD = 64 * 1024
+ROW_OVERHEAD = 2 * 1024
 
 
 def int_literal(value: int) -> str:
@@ -49,3 +58,12 @@ def key_literal(key_type: type) -> KeyLiteral:
 def literal_list(render: KeyLiteral, keys: Iterable[Any]) -> str:
     """The inside of an ``IN (...)`` list."""
     return ",".join(map(render, keys))
+
+
+def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
+    """(largest payload one row may carry, payload bytes one INSERT may carry) on a server that
+    takes statements of up to `max_allowed_packet` bytes, with payloads as hex literals."""
+    room = max_allowed_packet - STATEMENT_OVERHEAD
+    row_bytes = min(PAYLOAD_BYTES_CEILING, (room - ROW_OVERHEAD) // 2)
+    insert_bytes = min(MAX_INSERT_PAYLOAD_BYTES, (room - batch_size * ROW_OVERHEAD) // 2)
+    return max(row_bytes, 1), max(insert_bytes, 1)

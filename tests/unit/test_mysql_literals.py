@@ -7,13 +7,15 @@ import re
 import pytest
 
 from repos.entity import PAYLOAD_BYTES_CEILING
-from repos.mysql.adapter import (
+from repos.mysql.literals import (
     MAX_INSERT_PAYLOAD_BYTES,
     ROW_OVERHEAD,
     STATEMENT_OVERHEAD,
+    key_literal,
+    literal,
+    literal_list,
     payload_limits,
 )
-from repos.mysql.literals import key_literal, literal, literal_list
 
 SAFE = re.compile(r"NULL|-?[0-9]+|X'[0-9a-f]*'|_utf8mb4 X'[0-9a-f]*'")
 
