@@ -584,13 +584,13 @@ async def test_schedule_encodes_each_entity_once(
 ) -> None:
     """Once to split the call by due time and store it, not again inside the insert."""
     encoded: list[Any] = []
-    encode = EntitySpec.encode
+    encode_many = EntitySpec.encode_many
 
-    def counting(spec: EntitySpec[Any, Any], entity: Any) -> Any:
-        encoded.append(entity.id)
-        return encode(spec, entity)
+    def counting(spec: EntitySpec[Any, Any], entities: Any, **limits: Any) -> Any:
+        encoded.extend(entity.id for entity in entities)
+        return encode_many(spec, entities, **limits)
 
-    monkeypatch.setattr(EntitySpec, "encode", counting)
+    monkeypatch.setattr(EntitySpec, "encode_many", counting)
     engine = engine_factory(handler=Recorder(), fetch_interval_s=20, lookahead_s=30)
     async with engine:
         soon, later = sms(1, T0 + 10 * SECOND), sms(2, T0 + 3600 * SECOND)
