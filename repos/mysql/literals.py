@@ -8,12 +8,14 @@ making reach the statement, so no value, whatever its bytes, can end a literal e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
-from repos.entity import PAYLOAD_BYTES_CEILING
+from repos.entity import PAYLOAD_BYTES_CEILING, EncodedRow
 
 KeyLiteral = Callable[[Any], str]
+_KEY = itemgetter(0)
 #: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
 #: stay under the server's max_allowed_packet (16 MiB by default; lower ones lower this too).
 MAX_INSERT_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -58,6 +60,22 @@ def key_literal(key_type: type) -> KeyLiteral:
 def literal_list(render: KeyLiteral, keys: Iterable[Any]) -> str:
     """The inside of an ``IN (...)`` list."""
     return ",".join(map(render, keys))
+
+
+def insert_values(rows: Sequence[EncodedRow], key: KeyLiteral, status: int, tail: str) -> str:
+    """The rows of an INSERT's VALUES: ``(id,at,payload,status,due_at`` then `tail`, the
+    rest of the row, the same for every one (made of literals too, and closing it).
+
+    The ids are rendered by `key`, or checked all at once when they are ints (a bool or any
+    other type then goes through `key`, which refuses it): an int renders as its digits.
+    """
+    mid = f"',{int(status)},"
+    ids = list(map(_KEY, rows))
+    if key is not int_literal or not set(map(type, ids)) <= {int}:
+        ids = list(map(key, ids))
+    return ",".join(
+        [f"({k},{at},X'{p.hex()}{mid}{at}{tail}" for k, (_, at, p) in zip(ids, rows, strict=True)]
+    )
 
 
 def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
