@@ -43,7 +43,7 @@ from repos.mysql.literals import (
     payload_limits,
 )
 from repos.mysql.live_shards import LiveShards
-from repos.shards import ShardBounds, group_by_shard, shards_between
+from repos.shards import group_by_shard, shards_between
 from repos.statements import check_release, chunks, chunks_within, insert_state
 from repos.urls import Driver, LayoutName, MysqlUrl
 
@@ -150,28 +150,24 @@ class MysqlRepository(Generic[TEntity, TKey]):
     ) -> int:
         if not rows:
             return 0
-        groups = await self._insert_groups(rows)
         status, attempts, by, at = insert_state(claimed_by, now_ms)
-        # The same for every row of the call: the claim columns, then the layout's extra ones.
+        # The same for every row of the call: the claim columns (the layout's ones follow).
         state = f",{attempts},{literal(by or '')},{at or 0}"
+        statements = await self._insert_statements(rows, state)
         insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
         in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
 
         async def body(tx: Tx) -> int:
             stored = 0
-            for (target, bounds), group in groups.items():
-                tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
-                sizes = list(map(len, map(_PAYLOAD, group)))
-                for chunk in chunks_within(
-                    group, self.batch_size, self._insert_payload_bytes, sizes
-                ):
-                    in_flight[:] = chunk
-                    values = insert_values(chunk, self._key, status, tail)
-                    stored += await tx.execute(insert(target=target, rows=values))
+            for target, tail, chunk in statements:
+                in_flight[:] = chunk
+                values = insert_values(chunk, self._key, status, tail)
+                stored += await tx.execute(insert(target=target, rows=values))
             return stored
 
         try:
-            return int(await self._ex.run("insert", body))
+            alone = len(statements) == 1
+            return int(await self._ex.run("insert", body, one_statement=alone))
         except StoreError as exc:
             if error_code(exc.cause) == DUPLICATE_KEY:
                 raise await self._duplicate(exc, in_flight, rows) from exc
@@ -384,17 +380,25 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 extra={"action": "open", "entity": self.spec.name},
             )
 
-    async def _insert_groups(
-        self, rows: Sequence[EncodedRow]
-    ) -> dict[tuple[str, ShardBounds], list[EncodedRow]]:
-        """Rows grouped by the statement target they go to, making missing shards first."""
+    async def _insert_statements(
+        self, rows: Sequence[EncodedRow], state: str
+    ) -> list[tuple[str, str, Sequence[EncodedRow]]]:
+        """(target, the tail of each row, rows) of every INSERT the rows need, in batch_size
+        rows and the payload bytes a statement takes at most; missing shards are made first."""
         by_shard = group_by_shard(rows, _at_ms, self.policy.granularity)
         wanted = list(by_shard)
         if not all(self._live.covers(bounds) for bounds in wanted):
             await self.ensure_shards(wanted[0].start_ms, wanted[-1].end_ms)
-        return {
-            (self._live.insert_target(bounds), bounds): group for bounds, group in by_shard.items()
-        }
+        statements = []
+        for bounds, group in by_shard.items():
+            target = self._live.insert_target(bounds)
+            tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
+            sizes = list(map(len, map(_PAYLOAD, group)))
+            limit = self._insert_payload_bytes
+            statements += [
+                (target, tail, c) for c in chunks_within(group, self.batch_size, limit, sizes)
+            ]
+        return statements
 
     async def _duplicate(
         self, exc: StoreError, in_flight: list[EncodedRow], rows: Sequence[EncodedRow]
