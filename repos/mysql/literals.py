@@ -70,12 +70,11 @@ def insert_values(rows: Sequence[EncodedRow], key: KeyLiteral, status: int, tail
     other type then goes through `key`, which refuses it): an int renders as its digits.
     """
     mid = f"',{int(status)},"
-    ids = list(map(_KEY, rows))
-    if key is not int_literal or not set(map(type, ids)) <= {int}:
-        ids = list(map(key, ids))
-    return ",".join(
-        [f"({k},{at},X'{p.hex()}{mid}{at}{tail}" for k, (_, at, p) in zip(ids, rows, strict=True)]
-    )
+    rendered: Sequence[tuple[object, int, bytes]] = rows
+    if key is not int_literal or not set(map(type, map(_KEY, rows))) <= {int}:
+        rendered = [(key(k), at, payload) for k, at, payload in rows]
+    # The sharding time goes in twice (as due_at too): its digits are made once.
+    return ",".join([f"({k},{(a := str(at))},X'{p.hex()}{mid}{a}{tail}" for k, at, p in rendered])
 
 
 def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
