@@ -303,11 +303,8 @@ class InfiniteScheduler:
     async def schedule(self, entities: Iterable[Any]) -> int:
         """Store new jobs; those due inside the current window go straight into the wheel."""
         parts = self._running_parts("schedule")
-        by_lane: dict[str, list[Any]] = {}
-        for entity in entities:
-            by_lane.setdefault(_lane_of(parts, entity).name, []).append(entity)
         stored = 0
-        for name, batch in by_lane.items():
+        for name, batch in _by_lane(parts, list(entities)).items():
             lane = parts.lanes[name]
             lane_stored = await parts.fetcher.store_new(lane, batch)
             lane.metrics.scheduled.inc(lane_stored)
@@ -358,6 +355,17 @@ def _unfired(
     for lane in parts.lanes.values():
         unfired[lane.name].extend(RowRef(*held[:2]) for _, held in lane.wheel.pop_due(2**62))
     return {name: refs for name, refs in unfired.items() if refs}
+
+
+def _by_lane(parts: Parts, entities: list[Any]) -> dict[str, list[Any]]:
+    """The entities by the name of their lane, in call order. A call of one type, the usual
+    one, costs no step per entity (at ingest rates a dict lookup per job shows)."""
+    if len(set(map(type, entities))) == 1:
+        return {_lane_of(parts, entities[0]).name: entities}
+    by_lane: dict[str, list[Any]] = {}
+    for entity in entities:
+        by_lane.setdefault(_lane_of(parts, entity).name, []).append(entity)
+    return by_lane
 
 
 def _lane_of(parts: Parts, entity: Any) -> Lane:

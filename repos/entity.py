@@ -9,11 +9,14 @@ add fields without a schema change.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
@@ -44,6 +47,10 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 #: The highest cap any store takes: MySQL keeps payloads in a MEDIUMBLOB.
 PAYLOAD_BYTES_CEILING = (1 << 24) - 1
 _BIGINT = 2**63
+#: Goes between the payloads of a batch dumped as one orjson array (orjson.Fragment: written
+#: verbatim): a NUL orjson never writes itself, as it escapes control characters in strings.
+_SEPARATOR = orjson.Fragment(b"\x00")
+_BETWEEN = b",\x00,"
 
 
 class EncodedRow(NamedTuple):
@@ -70,6 +77,10 @@ class EntitySpec(Generic[TEntity, TKey]):
     table_prefix: str
     payload_fields: tuple[str, ...]
     datetime_fields: frozenset[str] = field(default_factory=frozenset)
+    _bulk: _Bulk = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_bulk", _Bulk(self))
 
     @classmethod
     def of(
@@ -142,9 +153,16 @@ class EntitySpec(Generic[TEntity, TKey]):
         """Encode a whole insert before any of it is written. Sharding times older than now
         minus retention raise ShardExpired, as such rows would never fire; payloads over
         `max_payload_bytes` raise PayloadTooLarge, as the store would refuse them mid-insert."""
-        rows = [self.encode(e) for e in entities]
+        rows = self._bulk.encode(entities)
+        if rows is None:
+            rows = [self.encode(e) for e in entities]
         horizon_ms = now_ms - retention_ms
-        for row in rows:
+        if not rows or (
+            min(map(_AT_MS, rows)) >= horizon_ms
+            and max(map(len, map(_PAYLOAD, rows))) <= max_payload_bytes
+        ):
+            return rows
+        for row in rows:  # the first row in the way, in order
             if row.at_ms < horizon_ms:
                 raise ShardExpired(
                     self.name,
@@ -215,6 +233,90 @@ class EntitySpec(Generic[TEntity, TKey]):
                 field=bad,
                 job_id=key,
             ) from None
+
+
+class _Bulk:
+    """encode_many's way with the usual batch: every entity of the model's own class, valid, its
+    datetimes aware, its payload one orjson takes. A column at a time, mostly in C: a third of
+    the time of encoding entity by entity (which a batch that is not usual gets, and whose
+    errors name the first bad entity, as ever)."""
+
+    def __init__(self, spec: EntitySpec[Any, Any]) -> None:
+        self.model = spec.model
+        self.key_of = attrgetter(spec.id_field)
+        self.time_of = attrgetter(spec.time_field)
+        self.values_of = _values_getter(spec.payload_fields)
+        self.datetime_fields = tuple(spec.datetime_fields)
+        self.int_keys = spec.key_type is int
+
+    def encode(self, entities: Sequence[Any]) -> list[EncodedRow] | None:
+        """The rows EntitySpec.encode would make, or None if any entity is unusual."""
+        try:
+            return self._encode(entities)
+        except Exception:  # whatever it was, EntitySpec.encode says it of the right entity
+            return None
+
+    def _encode(self, entities: Sequence[Any]) -> list[EncodedRow] | None:
+        if set(map(type, entities)) != {self.model}:
+            return None
+        keys = list(map(self.key_of, entities))
+        times = list(map(self.time_of, entities))
+        values = list(map(self.values_of, entities))
+        if not (self._keys_valid(keys) and _aware(times)):
+            return None
+        for fname in self.datetime_fields:
+            if not _aware([v for v in map(itemgetter(fname), values) if v is not None]):
+                return None
+        at_ms = [int(at.timestamp() * 1000) for at in times]
+        payloads = _dump_all(values)
+        if payloads is None:
+            return None
+        # tuple.__new__ straight: EncodedRow(...) runs a Python __new__ for each row.
+        return list(map(tuple.__new__, repeat(EncodedRow), zip(keys, at_ms, payloads, strict=True)))
+
+    def _keys_valid(self, keys: list[Any]) -> bool:
+        if self.int_keys:
+            return set(map(type, keys)) == {int} and -_BIGINT <= min(keys) and max(keys) < _BIGINT
+        if set(map(type, keys)) != {str}:
+            return False
+        lengths = list(map(len, keys))
+        return 0 < min(lengths) and max(lengths) <= MAX_STR_ID
+
+
+def _aware(times: list[Any]) -> bool:
+    """Whether every one is a datetime (not a subclass: encode() judges those) with a UTC
+    offset; a fixed-offset timezone (UTC among them) always has one."""
+    if not set(map(type, times)) <= {datetime}:
+        return False
+    zones = set(map(_TZINFO, times))
+    return all(type(z) is timezone for z in zones) or all(t.utcoffset() is not None for t in times)
+
+
+def _dump_all(values: list[dict[str, Any]]) -> list[bytes] | None:
+    """The payloads of a batch from one orjson call, which costs less than the call per payload
+    did: one array with a separator between them, split again. Each payload comes out of the
+    split as a bytes object of its own size (see EntitySpec._dump on why that matters)."""
+    parts: list[Any] = [_SEPARATOR] * (2 * len(values) - 1)
+    parts[::2] = values
+    document = orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY)
+    payloads = document[1:-1].split(_BETWEEN)
+    return payloads if len(payloads) == len(values) else None
+
+
+def _values_getter(fields: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+    """``lambda e: {"phone": e.phone, ...}``: the payload dict of an entity. A dict display
+    builds it in a third of the time of a comprehension over getattr. The names are the
+    model's own field names, checked to be plain identifiers before they make up the code (an
+    ASCII one: Python reads a name such as "ﬁle" as "file")."""
+    if not all(f.isascii() and f.isidentifier() and not keyword.iskeyword(f) for f in fields):
+        return lambda entity: {f: getattr(entity, f) for f in fields}
+    display = ", ".join(f"{f!r}: e.{f}" for f in fields)
+    return typing.cast(Callable[[Any], dict[str, Any]], eval(f"lambda e: {{{display}}}"))
+
+
+_TZINFO = attrgetter("tzinfo")
+_AT_MS = itemgetter(1)
+_PAYLOAD = itemgetter(2)
 
 
 def _unserialisable(values: dict[str, Any]) -> Iterator[str]:

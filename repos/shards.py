@@ -84,16 +84,19 @@ def group_by_shard(
     """Items grouped by the shard their time falls in, oldest shard first.
 
     The bounds (and their formatted suffix) are made once per shard, not once per item: on a
-    1,000-row insert that was a fifth of the adapter's time.
+    1,000-row insert that was a fifth of the adapter's time. Pass a C-level `at_ms`
+    (operator.itemgetter, attrgetter): the usual batch then costs no Python call per item.
     """
     span = granularity.span_ms
     items = list(items)
-    starts = {t - t % span for t in map(at_ms, items)}
-    if len(starts) == 1:  # the usual batch: one shard, no per-item grouping
-        return {bounds_of(starts.pop(), granularity): items}
+    if not items:
+        return {}
+    times = list(map(at_ms, items))
+    first, last = min(times), max(times)
+    if first - first % span == last - last % span:  # the usual batch: one shard, no grouping
+        return {bounds_of(first, granularity): items}
     by_start: dict[int, list[T]] = {}
-    for item in items:
-        t = at_ms(item)
+    for item, t in zip(items, times, strict=True):
         by_start.setdefault(t - t % span, []).append(item)
     return {bounds_of(start, granularity): by_start[start] for start in sorted(by_start)}
 

@@ -3,7 +3,7 @@ release()'s arguments. The statements themselves are in each dialect's sql modul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from repos.base import Status
@@ -18,20 +18,21 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 def chunks_within(
-    items: Sequence[T], size: int, max_weight: int, weight: Callable[[T], int]
+    items: Sequence[T], size: int, max_weight: int, weights: Sequence[int]
 ) -> Iterator[Sequence[T]]:
     """Consecutive slices of at most `size` items and, where items allow, at most
-    `max_weight` in total (a single heavier item is a slice of its own)."""
+    `max_weight` in total, given the items' `weights` in order (a single heavier item is a
+    slice of its own)."""
     start = 0
     while start < len(items):
         end = min(start + size, len(items))
-        if sum(map(weight, items[start:end])) <= max_weight:  # the usual batch: one C pass
+        if sum(weights[start:end]) <= max_weight:  # the usual batch: one C pass
             yield items[start:end]
             start = end
             continue
         total = 0
         for i in range(start, end):
-            total += weight(items[i])
+            total += weights[i]
             if total > max_weight and i > start:
                 end = i
                 break

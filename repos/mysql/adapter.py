@@ -8,11 +8,10 @@ ids. ``executemany`` would send an UPDATE per row, so multi-row statements are b
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
@@ -30,40 +29,31 @@ from repos.base import (
     UnknownStatus,
     read_status,
 )
-from repos.entity import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    PAYLOAD_BYTES_CEILING,
-    EncodedRow,
-    EntitySpec,
-)
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
+from repos.mysql.duplicates import duplicate_entry, duplicate_of, row_of_entry
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
-from repos.mysql.literals import key_literal, literal, literal_list
-from repos.shards import ShardBounds, bounds_of, bucket_of, group_by_shard, shards_between
+from repos.mysql.literals import (
+    MAX_INSERT_PAYLOAD_BYTES,
+    insert_values,
+    key_literal,
+    literal,
+    literal_list,
+    payload_limits,
+)
+from repos.mysql.live_shards import LiveShards
+from repos.shards import group_by_shard, shards_between
 from repos.statements import check_release, chunks, chunks_within, insert_state
 from repos.urls import Driver, LayoutName, MysqlUrl
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
-T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-#: How long a read of the live shards is trusted before claims look again.
-SHARD_CACHE_S = 1.0
-#: Errors naming a table or partition that is not there: a shard dropped meanwhile.
-SHARD_GONE = frozenset({1146, 1735})
 #: Cap on the ids listed in one `IN (...)` (keeps statements well under max_allowed_packet).
 MAX_IN = 5000
 MAX_ERROR_CHARS = 4000
-#: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
-#: stay under the server's max_allowed_packet (16 MiB by default; lower ones lower this too).
-MAX_INSERT_PAYLOAD_BYTES = 4 * 1024 * 1024
-#: Bytes of an INSERT besides its payload literals: the statement's own text, and per row the
-#: other values (a str id of 191 characters alone is up to 1,540 bytes as a hex literal).
-STATEMENT_OVERHEAD = 64 * 1024
-ROW_OVERHEAD = 2 * 1024
-_DUPLICATE = re.compile(r"Duplicate entry '(.*)' for key")
 
 
 class MysqlRepository(Generic[TEntity, TKey]):
@@ -105,8 +95,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             "partitioned": Partitioned,
         }
         self._layout: Layout = kinds[layout](spec.table_prefix, policy.granularity, columns)
-        self._live: dict[int, Shard] = {}
-        self._live_read_at = float("-inf")
+        self._live = LiveShards(self._layout, self._ex, policy.granularity)
 
     def __repr__(self) -> str:
         return f"<MysqlRepository {self.spec.name} {self._ex.url.address} shards={len(self._live)}>"
@@ -114,7 +103,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
     async def open(self) -> None:
         await self._ex.open()
         await self._read_server_limits()
-        await self._refresh()
+        await self._live.refresh()
 
     async def close(self) -> None:
         await self._ex.close()
@@ -128,12 +117,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
     async def ensure_shards(self, start_ms: int, end_ms: int) -> list[ShardInfo]:
         wanted = shards_between(start_ms, end_ms, self.policy.granularity)
-        live = await self._refresh()
-        missing = [b for b in wanted if not self._layout.covers(live, b)]
+        live = await self._live.refresh()
+        missing = [b for b in wanted if not self._live.covers(b)]
         if missing:
-            await self._layout.create(self._ex, missing, list(live.values()))
-            live = await self._refresh()
-        return [_info(live[b.start_ms]) for b in wanted if b.start_ms in live]
+            await self._layout.create(self._ex, missing, live)
+            await self._live.refresh()
+        made = self._live.by_start
+        return [_info(made[b.start_ms]) for b in wanted if b.start_ms in made]
 
     async def insert(
         self,
@@ -160,31 +150,24 @@ class MysqlRepository(Generic[TEntity, TKey]):
     ) -> int:
         if not rows:
             return 0
-        groups = await self._insert_groups(rows)
         status, attempts, by, at = insert_state(claimed_by, now_ms)
-        # The same for every row of the call: the claim columns, then the layout's extra ones.
+        # The same for every row of the call: the claim columns (the layout's ones follow).
         state = f",{attempts},{literal(by or '')},{at or 0}"
+        statements = await self._insert_statements(rows, state)
         insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
         in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
 
         async def body(tx: Tx) -> int:
             stored = 0
-            for (target, bounds), group in groups.items():
-                tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
-                for chunk in chunks_within(
-                    group, self.batch_size, self._insert_payload_bytes, _payload_size
-                ):
-                    in_flight[:] = chunk
-                    values = ",".join(
-                        f"({self._key(r.key)},{r.at_ms},X'{r.payload.hex()}',{status},{r.at_ms}"
-                        + tail
-                        for r in chunk
-                    )
-                    stored += await tx.execute(insert(target=target, rows=values))
+            for target, tail, chunk in statements:
+                in_flight[:] = chunk
+                values = insert_values(chunk, self._key, status, tail)
+                stored += await tx.execute(insert(target=target, rows=values))
             return stored
 
         try:
-            return int(await self._ex.run("insert", body))
+            alone = len(statements) == 1
+            return int(await self._ex.run("insert", body, one_statement=alone))
         except StoreError as exc:
             if error_code(exc.cause) == DUPLICATE_KEY:
                 raise await self._duplicate(exc, in_flight, rows) from exc
@@ -200,11 +183,6 @@ class MysqlRepository(Generic[TEntity, TKey]):
         limit: int,
         payload_before_ms: int | None = None,
     ) -> list[ClaimedJob]:
-        shards = self._window(await self._shards(), since_ms, before_ms)
-        if not shards or limit <= 0:
-            return []
-        parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
-        select = sql.CLAIM_SELECT.format(parts=parts)
         args = {
             "payload_before_ms": before_ms if payload_before_ms is None else payload_before_ms,
             "before_ms": before_ms,
@@ -212,25 +190,20 @@ class MysqlRepository(Generic[TEntity, TKey]):
         }
         claim = {"node_id": node_id, "now_ms": now_ms}
 
-        async def body(tx: Tx) -> list[Row]:
-            rows = await tx.fetch_all(select, args)
-            by_shard: dict[int, list[Any]] = defaultdict(list)
-            for row in rows:
-                by_shard[row[5]].append(row[0])
-            for no, keys in by_shard.items():
-                update = sql.CLAIM_UPDATE.format(
-                    target=shards[no].target, keys=literal_list(self._key, keys), **self._fmt
-                )
-                await tx.execute(update, claim)
-            return rows
+        async def attempt(_: bool) -> list[Row]:
+            # After a shard was dropped elsewhere, the window of the list read again skips it.
+            shards = await self._live.window(since_ms, before_ms)
+            if not shards or limit <= 0:
+                return []
+            return list(await self._ex.run("claim", partial(self._claim, shards, args, claim)))
 
-        rows = await self._ex.run("claim", body)
+        rows = await self._live.again_if_dropped(attempt)
         return [ClaimedJob.from_claim(r) for r in rows]
 
     async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         async def attempt(fallback: bool) -> dict[RowRef, bytes]:
             found: dict[RowRef, bytes] = {}
-            by_target = self._keys_by_target(refs, fallback=fallback)
+            by_target = self._live.keys_by_target(refs, fallback=fallback)
             if not by_target:
                 return found
             async with self._ex.transaction("read payloads") as tx:
@@ -244,7 +217,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                             found[RowRef(key, at_ms)] = payload
             return found
 
-        found = await self._again_if_shard_dropped(attempt)
+        found = await self._live.again_if_dropped(attempt)
         # Only the rows named: a partitioned shard's oldest partition may hold others too.
         return {ref: found[ref] for ref in refs if ref in found}
 
@@ -256,7 +229,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         async def body(tx: Tx, fallback: bool) -> int:
             changed = 0
             for f in failures:
-                target = self._target_of(f.ref.at_ms, fallback=fallback)
+                target = self._live.target_of(f.ref.at_ms, fallback=fallback)
                 if target is None:
                     continue
                 args = {
@@ -274,7 +247,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         if not failures:
             return 0
-        return await self._again_if_shard_dropped(
+        return await self._live.again_if_dropped(
             lambda fallback: self._ex.run("mark failed", lambda tx: body(tx, fallback))
         )
 
@@ -289,7 +262,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         args = {"node_id": node_id, "claimed_at_ms": claimed_at_ms}
         if refs is not None:
             return await self._update_refs("release", sql.RELEASE_KEYS, refs, args)
-        shards = list((await self._refresh()).values())
+        shards = await self._live.refresh()
 
         async def body(tx: Tx) -> int:
             statements = (sql.RELEASE.format(target=s.target) for s in shards)
@@ -299,7 +272,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
         keys = self.spec.check_keys(keys)
-        shards = list((await self._refresh()).values())
+        shards = await self._live.refresh()
 
         async def body(tx: Tx) -> int:
             changed = 0
@@ -314,7 +287,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return int(await self._ex.run("cancel", body)) if keys else 0
 
     async def get(self, key: TKey) -> list[StoredRow]:
-        shards = list((await self._refresh()).values())
+        shards = await self._live.refresh()
         if not shards:
             return []
         parts = sql.union_all(sql.GET_PART, [s.target for s in shards], **self._fmt)
@@ -330,10 +303,6 @@ class MysqlRepository(Generic[TEntity, TKey]):
         after: RowRef | None = None,
         limit: int = 1000,
     ) -> list[StoredRow]:
-        shards = self._window(await self._shards(), start_ms, end_ms)
-        if not shards or limit <= 0:
-            return []
-        parts = sql.union_all(sql.PAGE_PART, [s.target for s in shards], **self._fmt)
         args = {
             "start_ms": start_ms,
             "end_ms": end_ms,
@@ -342,15 +311,23 @@ class MysqlRepository(Generic[TEntity, TKey]):
             "after_key": None if after is None else after.key,
             "limit": limit,
         }
-        return await self._read("page", sql.PAGE.format(parts=parts, **self._fmt), args, shards)
+
+        async def attempt(_: bool) -> list[StoredRow]:
+            shards = await self._live.window(start_ms, end_ms)
+            if not shards or limit <= 0:
+                return []
+            parts = sql.union_all(sql.PAGE_PART, [s.target for s in shards], **self._fmt)
+            return await self._read("page", sql.PAGE.format(parts=parts, **self._fmt), args, shards)
+
+        return await self._live.again_if_dropped(attempt)
 
     async def list_shards(self, *, counts: bool = False) -> list[ShardInfo]:
-        shards = list((await self._refresh()).values())
+        shards = await self._live.refresh()
         tallies = await self._count(shards) if counts and shards else {}
         return [_info(s, tallies.get(i, {})) for i, s in enumerate(shards)]
 
     async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
-        shards = list((await self._refresh()).values())
+        shards = await self._live.refresh()
         if not shards:
             return []
         stmt = sql.union_all(sql.UNKNOWN_STATUS_PART, [s.target for s in shards], **self._fmt)
@@ -364,7 +341,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return [UnknownStatus.of(shards[i].name, by_shard[i], limit) for i in sorted(by_shard)]
 
     async def drop_shards_before(self, cutoff_ms: int) -> list[ShardInfo]:
-        live = list((await self._refresh()).values())
+        live = await self._live.refresh()
         expired = [s for s in live if s.bounds.end_ms <= cutoff_ms]
         tallies = await self._count(expired) if expired else {}
         dropped = []
@@ -372,7 +349,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             await self._layout.drop(self._ex, shard, live)
             live.remove(shard)
             dropped.append(_info(shard, tallies.get(i, {})))
-        await self._refresh()
+        await self._live.refresh()
         return dropped
 
     # -- internals ------------------------------------------------------------------------
@@ -403,95 +380,48 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 extra={"action": "open", "entity": self.spec.name},
             )
 
-    async def _refresh(self) -> dict[int, Shard]:
-        shards = await self._layout.discover(self._ex)
-        self._live = {s.bounds.start_ms: s for s in shards}
-        self._live_read_at = time.monotonic()
-        return self._live
-
-    async def _shards(self) -> list[Shard]:
-        """Live shards, re-read at most every SHARD_CACHE_S (another node may have made some)."""
-        if time.monotonic() - self._live_read_at > SHARD_CACHE_S:
-            await self._refresh()
-        return list(self._live.values())
-
-    def _window(self, shards: list[Shard], start_ms: int, end_ms: int) -> list[Shard]:
-        # A partitioned table keeps rows older than its oldest partition in that partition, so
-        # that one answers for every earlier time too (else such rows would fire late).
-        oldest = shards[0] if shards and isinstance(self._layout, Partitioned) else None
-        return [
-            s
-            for s in shards
-            if s.bounds.end_ms > start_ms and (s.bounds.start_ms < end_ms or s is oldest)
-        ]
-
-    def _target_of(self, at_ms: int, *, fallback: bool = True) -> str | None:
-        """The statement target of the shard holding at_ms; for a shard not in the live list,
-        the layout's fallback (partitioned: the whole table) unless `fallback` is off."""
-        shard = self._live.get(bucket_of(at_ms, self.policy.granularity))
-        if shard is not None:
-            return shard.target
-        return self._layout.fallback_target(at_ms) if fallback else None
-
-    async def _insert_groups(
-        self, rows: Sequence[EncodedRow]
-    ) -> dict[tuple[str, ShardBounds], list[EncodedRow]]:
-        """Rows grouped by the statement target they go to, making missing shards first."""
+    async def _insert_statements(
+        self, rows: Sequence[EncodedRow], state: str
+    ) -> list[tuple[str, str, Sequence[EncodedRow]]]:
+        """(target, the tail of each row, rows) of every INSERT the rows need, in batch_size
+        rows and the payload bytes a statement takes at most; missing shards are made first."""
         by_shard = group_by_shard(rows, _at_ms, self.policy.granularity)
         wanted = list(by_shard)
-        if not all(self._layout.covers(self._live, bounds) for bounds in wanted):
+        if not all(self._live.covers(bounds) for bounds in wanted):
             await self.ensure_shards(wanted[0].start_ms, wanted[-1].end_ms)
-        return {
-            (self._layout.insert_target(self._live, bounds), bounds): group
-            for bounds, group in by_shard.items()
-        }
+        statements = []
+        for bounds, group in by_shard.items():
+            target = self._live.insert_target(bounds)
+            tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
+            sizes = list(map(len, map(_PAYLOAD, group)))
+            limit = self._insert_payload_bytes
+            statements += [
+                (target, tail, c) for c in chunks_within(group, self.batch_size, limit, sizes)
+            ]
+        return statements
 
     async def _duplicate(
         self, exc: StoreError, in_flight: list[EncodedRow], rows: Sequence[EncodedRow]
     ) -> DuplicateJob:
         """Name the id that broke the (rolled back) insert: already stored, or twice in it."""
-        found = _DUPLICATE.search(str(exc.cause))
-        entry = found.group(1) if found else "?"
-        for row in in_flight:
-            bounds = bounds_of(row.at_ms, self.policy.granularity)
-            # The entry is the primary key: `id` (multi-table) or `id-shard_at` (partitioned).
-            if entry in (str(row.key), f"{row.key}-{bounds.start_ms}"):
-                return await self._duplicate_of(row.key, bounds, rows)
-        return DuplicateJob(self.spec.name, entry, "?")
-
-    async def _duplicate_of(
-        self, key: Any, bounds: ShardBounds, rows: Sequence[EncodedRow]
-    ) -> DuplicateJob:
-        shard = self._layout.shard(bounds).name
+        entry = duplicate_entry(exc.cause)
         span = self.policy.granularity
-        for stored in await self.get(key):
-            if bucket_of(stored.at_ms, span) == bounds.start_ms:
-                return DuplicateJob(
-                    self.spec.name,
-                    key,
-                    shard,
-                    status=getattr(stored.status, "name", str(stored.status)),
-                )
-        # Not stored: the earlier copy was this call's own, rolled back with it.
-        twice = sum(1 for r in rows if r.key == key and bucket_of(r.at_ms, span) == bounds.start_ms)
-        return DuplicateJob(self.spec.name, key, shard, in_batch=twice > 1)
-
-    def _keys_by_target(
-        self, refs: Sequence[RowRef], *, fallback: bool = True
-    ) -> dict[str, list[Any]]:
-        """The refs' ids by the statement target of their shard (refs of no shard left out)."""
-        by_target: dict[str, list[Any]] = defaultdict(list)
-        for ref in refs:
-            target = self._target_of(ref.at_ms, fallback=fallback)
-            if target is not None:
-                by_target[target].append(ref.key)
-        return by_target
+        found = row_of_entry(entry, in_flight, span)
+        if found is None:
+            return DuplicateJob(self.spec.name, entry, "?")
+        row, bounds = found
+        key: Any = row.key
+        name = self._layout.shard(bounds).name
+        stored = await self.get(key)
+        return duplicate_of(
+            self.spec.name, row, bounds, name, stored=stored, rows=rows, granularity=span
+        )
 
     async def _update_refs(
         self, operation: str, template: str, refs: Sequence[RowRef], args: dict[str, Any]
     ) -> int:
         async def attempt(fallback: bool) -> int:
-            by_target = self._keys_by_target(refs, fallback=fallback)
+            by_target = self._live.keys_by_target(refs, fallback=fallback)
 
             async def body(tx: Tx) -> int:
                 changed = 0
@@ -504,21 +434,23 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
             return int(await self._ex.run(operation, body)) if by_target else 0
 
-        return await self._again_if_shard_dropped(attempt)
+        return await self._live.again_if_dropped(attempt)
 
-    async def _again_if_shard_dropped(self, attempt: Callable[[bool], Awaitable[T]]) -> T:
-        """Run `attempt`; if a shard it named was dropped meanwhile (retention, maybe on
-        another node, inside SHARD_CACHE_S), read the live shards and run it once more, this
-        time leaving out the rows of shards no longer live: they went with their shard. (Not
-        the partitioned layout's fallback to the whole table, where the same id may be
-        another shard's row.)"""
-        try:
-            return await attempt(True)
-        except StoreError as exc:
-            if error_code(exc.cause) not in SHARD_GONE:
-                raise
-        await self._refresh()
-        return await attempt(False)
+    async def _claim(
+        self, shards: list[Shard], args: dict[str, Any], claim: dict[str, Any], tx: Tx
+    ) -> list[Row]:
+        """Select the due rows over `shards` and claim them, in the caller's transaction."""
+        parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
+        rows = await tx.fetch_all(sql.CLAIM_SELECT.format(parts=parts), args)
+        by_shard: dict[int, list[Any]] = defaultdict(list)
+        for row in rows:
+            by_shard[row[5]].append(row[0])
+        for no, keys in by_shard.items():
+            update = sql.CLAIM_UPDATE.format(
+                target=shards[no].target, keys=literal_list(self._key, keys), **self._fmt
+            )
+            await tx.execute(update, claim)
+        return rows
 
     async def _read(
         self, operation: str, stmt: str, args: dict[str, Any], shards: list[Shard]
@@ -537,22 +469,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return tallies
 
 
-def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
-    """(largest payload one row may carry, payload bytes one INSERT may carry) on a server that
-    takes statements of up to `max_allowed_packet` bytes, with payloads as hex literals."""
-    room = max_allowed_packet - STATEMENT_OVERHEAD
-    row_bytes = min(PAYLOAD_BYTES_CEILING, (room - ROW_OVERHEAD) // 2)
-    insert_bytes = min(MAX_INSERT_PAYLOAD_BYTES, (room - batch_size * ROW_OVERHEAD) // 2)
-    return max(row_bytes, 1), max(insert_bytes, 1)
-
-
 def _info(shard: Shard, rows: dict[Status | int, int] | None = None) -> ShardInfo:
     return ShardInfo(name=shard.name, bounds=shard.bounds, rows=rows or {})
 
 
-def _at_ms(row: EncodedRow) -> int:
-    return row.at_ms
-
-
-def _payload_size(row: EncodedRow) -> int:
-    return len(row.payload)
+#: An EncodedRow's sharding time and payload, read in C: an insert reads them for every row.
+_at_ms = attrgetter("at_ms")
+_PAYLOAD = attrgetter("payload")

@@ -103,11 +103,15 @@ class Executor:
         return 0 if self._pool is None else int(self._pool.size - self._pool.freesize)
 
     @asynccontextmanager
-    async def transaction(self, operation: str, *, shard: str | None = None) -> AsyncIterator[Tx]:
+    async def transaction(
+        self, operation: str, *, shard: str | None = None, one_statement: bool = False
+    ) -> AsyncIterator[Tx]:
         """Run the body in one transaction; commit on success, roll back on any error.
 
         Driver errors leave as StoreError/StoreUnavailable. Retrying deadlocks is the caller's
-        business (see :meth:`run`), because only the caller can run the body again.
+        business (see :meth:`run`), because only the caller can run the body again. A body of
+        `one_statement` runs without BEGIN and COMMIT: under autocommit a statement is a
+        transaction of its own, and the two round trips cost an insert more than its rows.
         """
         if self._pool is None:
             raise StoreError(operation, RuntimeError("repository is not open"), shard=shard)
@@ -115,11 +119,13 @@ class Executor:
         try:
             async with self._pool.acquire() as conn:
                 connected = True
-                await conn.begin()
+                if not one_statement:
+                    await conn.begin()
                 try:
                     async with conn.cursor() as cursor:
                         yield Tx(cursor)
-                    await conn.commit()
+                    if not one_statement:
+                        await conn.commit()
                 except BaseException:
                     await _rollback_quietly(conn)
                     raise
@@ -134,11 +140,15 @@ class Executor:
                 raise self._translate(operation, exc, shard=shard) from exc
             raise
 
-    async def run(self, operation: str, body: Any, *, shard: str | None = None) -> Any:
+    async def run(
+        self, operation: str, body: Any, *, shard: str | None = None, one_statement: bool = False
+    ) -> Any:
         """Run ``await body(tx)`` in a transaction, again after a deadlock or lock timeout."""
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
-                async with self.transaction(operation, shard=shard) as tx:
+                async with self.transaction(
+                    operation, shard=shard, one_statement=one_statement
+                ) as tx:
                     return await body(tx)
             except StoreError as exc:
                 if error_code(exc.cause) not in RETRYABLE or attempt == RETRY_ATTEMPTS:

@@ -8,10 +8,21 @@ making reach the statement, so no value, whatever its bytes, can end a literal e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
+from repos.entity import PAYLOAD_BYTES_CEILING, EncodedRow
+
 KeyLiteral = Callable[[Any], str]
+_KEY = itemgetter(0)
+#: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
+#: stay under the server's max_allowed_packet (16 MiB by default; lower ones lower this too).
+MAX_INSERT_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: Bytes of an INSERT besides its payload literals: the statement's own text, and per row the
+#: other values (a str id of 191 characters alone is up to 1,540 bytes as a hex literal).
+STATEMENT_OVERHEAD = 64 * 1024
+ROW_OVERHEAD = 2 * 1024
 
 
 def int_literal(value: int) -> str:
@@ -49,3 +60,27 @@ def key_literal(key_type: type) -> KeyLiteral:
 def literal_list(render: KeyLiteral, keys: Iterable[Any]) -> str:
     """The inside of an ``IN (...)`` list."""
     return ",".join(map(render, keys))
+
+
+def insert_values(rows: Sequence[EncodedRow], key: KeyLiteral, status: int, tail: str) -> str:
+    """The rows of an INSERT's VALUES: ``(id,at,payload,status,due_at`` then `tail`, the
+    rest of the row, the same for every one (made of literals too, and closing it).
+
+    The ids are rendered by `key`, or checked all at once when they are ints (a bool or any
+    other type then goes through `key`, which refuses it): an int renders as its digits.
+    """
+    mid = f"',{int(status)},"
+    rendered: Sequence[tuple[object, int, bytes]] = rows
+    if key is not int_literal or not set(map(type, map(_KEY, rows))) <= {int}:
+        rendered = [(key(k), at, payload) for k, at, payload in rows]
+    # The sharding time goes in twice (as due_at too): its digits are made once.
+    return ",".join([f"({k},{(a := str(at))},X'{p.hex()}{mid}{a}{tail}" for k, at, p in rendered])
+
+
+def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
+    """(largest payload one row may carry, payload bytes one INSERT may carry) on a server that
+    takes statements of up to `max_allowed_packet` bytes, with payloads as hex literals."""
+    room = max_allowed_packet - STATEMENT_OVERHEAD
+    row_bytes = min(PAYLOAD_BYTES_CEILING, (room - ROW_OVERHEAD) // 2)
+    insert_bytes = min(MAX_INSERT_PAYLOAD_BYTES, (room - batch_size * ROW_OVERHEAD) // 2)
+    return max(row_bytes, 1), max(insert_bytes, 1)

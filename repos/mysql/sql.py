@@ -51,7 +51,7 @@ NOTES_ON = "SET SESSION sql_notes = 1"
 DATABASE_EXISTS = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %(database)s"
 CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
 # Read at open: a statement longer than this breaks the connection ("Packet sequence number
-# wrong"), so payloads are capped below it (repos.mysql.adapter.payload_limits).
+# wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
 
 CREATE_SHARD_TABLE = (

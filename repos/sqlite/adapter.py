@@ -14,6 +14,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -485,5 +486,5 @@ def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:
     return None
 
 
-def _at_ms(item: EncodedRow | RowRef) -> int:
-    return item.at_ms
+#: The sharding time of an EncodedRow or a RowRef, read in C (group_by_shard).
+_at_ms = attrgetter("at_ms")

@@ -952,6 +952,25 @@ async def test_statements_on_rows_of_a_shard_another_node_dropped_find_nothing(
     assert rows == [(3, D23 + HOUR, Status.DONE), (1, D23 + 2 * HOUR, Status.CLAIMED)]
 
 
+async def test_claims_over_a_shard_another_node_just_dropped_take_the_live_shards_rows(
+    make_repo: MakeRepo,
+) -> None:
+    """A shard dropped elsewhere since a node last listed them (a second ago at most) is
+    missing from the window: empty, not an error. The rows of the shards left are claimed,
+    and paged (by a third node, whose list is as old)."""
+    here, reader, other = await make_repo(SMS), await make_repo(SMS), await make_repo(SMS)
+    await seed(here, [sms(1, D22 + HOUR), sms(2, D23 + HOUR), sms(3, D23 + 2 * HOUR)])
+    for repo in (here, reader):
+        assert starts(await repo.list_shards()) == [D22, D23]  # seen just now
+    assert starts(await other.drop_shards_before(D23)) == [D22]
+    assert keys(await claim(here, "n1", D24, since_ms=D22)) == [2, 3]
+    page = await reader.page(start_ms=D22, end_ms=D24)
+    assert [(r.key, r.status, r.claimed_by) for r in page] == [
+        (2, Status.CLAIMED, "n1"),
+        (3, Status.CLAIMED, "n1"),
+    ]
+
+
 BEFORE_OLDEST = [
     pytest.param(True, id="shard-dropped"),  # retention cutoff later than the insert horizon
     pytest.param(False, id="later-shard-first"),  # a fresh store seeded with tomorrow's jobs

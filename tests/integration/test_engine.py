@@ -37,7 +37,7 @@ from infinite_scheduler.jobs import JobContext
 from repos.base import ShardingRepository, Status
 from repos.entity import EntitySpec
 from repos.errors import StoreUnavailable
-from repos.examples import SMS, SmsEntity
+from repos.examples import ORDERS, SMS, NotificationEntity, OrderEntity, SmsEntity
 from repos.registry import make_repository
 
 pytestmark = pytest.mark.timeout(30)
@@ -482,6 +482,32 @@ async def test_cancel_removes_a_held_job(
 # -- refusals: nothing stored, nothing changed --------------------------------------------------
 
 
+async def test_schedule_of_several_types_stores_each_and_of_a_type_not_served_nothing(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    engine = engine_factory(handler=Recorder(), fetch_interval_s=20, lookahead_s=30)
+    engine.register(ORDERS, Recorder())
+    later = T0 + 3600 * SECOND
+    order = OrderEntity(
+        order_id="o-1",
+        expires_at=datetime.fromtimestamp(later / 1000, UTC),
+        customer_id=1,
+        amount_cents=5,
+    )
+    async with engine:
+        assert await engine.schedule([sms(1, later), order, sms(2, later)]) == 3
+        stranger = NotificationEntity(id=3, deliver_at=order.expires_at, user_id=1, title="t")
+        with pytest.raises(HandlerMissing):
+            await engine.schedule([stranger])
+        with pytest.raises(HandlerMissing) as caught:
+            await engine.schedule([sms(3, later), stranger])
+    assert str(caught.value) == (
+        "no handler for entity type(s) 'NotificationEntity'; register one before starting the"
+        " engine"
+    )
+    assert [len(await repo.get(i)) for i in (1, 2, 3)] == [1, 1, 0]
+
+
 async def test_missing_handler_is_refused_at_start_and_nothing_changes(
     engine_factory: EngineFactory, repo: Repo
 ) -> None:
@@ -585,13 +611,13 @@ async def test_schedule_encodes_each_entity_once(
 ) -> None:
     """Once to split the call by due time and store it, not again inside the insert."""
     encoded: list[Any] = []
-    encode = EntitySpec.encode
+    encode_many = EntitySpec.encode_many
 
-    def counting(spec: EntitySpec[Any, Any], entity: Any) -> Any:
-        encoded.append(entity.id)
-        return encode(spec, entity)
+    def counting(spec: EntitySpec[Any, Any], entities: Any, **limits: Any) -> Any:
+        encoded.extend(entity.id for entity in entities)
+        return encode_many(spec, entities, **limits)
 
-    monkeypatch.setattr(EntitySpec, "encode", counting)
+    monkeypatch.setattr(EntitySpec, "encode_many", counting)
     engine = engine_factory(handler=Recorder(), fetch_interval_s=20, lookahead_s=30)
     async with engine:
         soon, later = sms(1, T0 + 10 * SECOND), sms(2, T0 + 3600 * SECOND)

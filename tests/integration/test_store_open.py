@@ -24,7 +24,7 @@ from infinite_scheduler.jobs import JobContext
 from repos.base import ShardingRepository, ShardPolicy
 from repos.entity import PAYLOAD_BYTES_CEILING
 from repos.examples import SMS, SmsEntity
-from repos.mysql.adapter import ROW_OVERHEAD, STATEMENT_OVERHEAD
+from repos.mysql.literals import ROW_OVERHEAD, STATEMENT_OVERHEAD
 from repos.registry import make_repository
 from repos.urls import Driver
 

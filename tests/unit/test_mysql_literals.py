@@ -6,14 +6,17 @@ import re
 
 import pytest
 
-from repos.entity import PAYLOAD_BYTES_CEILING
-from repos.mysql.adapter import (
+from repos.entity import PAYLOAD_BYTES_CEILING, EncodedRow
+from repos.mysql.literals import (
     MAX_INSERT_PAYLOAD_BYTES,
     ROW_OVERHEAD,
     STATEMENT_OVERHEAD,
+    insert_values,
+    key_literal,
+    literal,
+    literal_list,
     payload_limits,
 )
-from repos.mysql.literals import key_literal, literal, literal_list
 
 SAFE = re.compile(r"NULL|-?[0-9]+|X'[0-9a-f]*'|_utf8mb4 X'[0-9a-f]*'")
 
@@ -71,3 +74,19 @@ def test_payload_limits_keep_every_insert_under_the_servers_packet(
         insert_bytes == 1
     )
     assert row_bytes <= PAYLOAD_BYTES_CEILING and insert_bytes <= MAX_INSERT_PAYLOAD_BYTES
+
+
+def test_insert_values_render_each_row_as_literals_then_the_tail() -> None:
+    rows = [EncodedRow(7, 1000, b'{"a":1}'), EncodedRow(-2, 2000, b"'")]
+    assert insert_values(rows, key_literal(int), 0, ",0,'',0)") == (
+        "(7,1000,X'7b2261223a317d',0,1000,0,'',0),(-2,2000,X'27',0,2000,0,'',0)"
+    )
+    named = [EncodedRow("it's", 5, b"")]
+    assert insert_values(named, key_literal(str), 1, ")") == "(_utf8mb4 X'69742773',5,X'',1,5)"
+
+
+@pytest.mark.parametrize("bad", [True, "1; DROP TABLE sms", 1.5])
+def test_insert_values_refuse_an_id_of_the_wrong_type(bad: object) -> None:
+    rows = [EncodedRow(1, 5, b""), EncodedRow(bad, 5, b"")]  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expected an int id"):
+        insert_values(rows, key_literal(int), 0, ")")
