@@ -280,25 +280,39 @@ def describe_store(store: StoreConfig) -> str:
     )
 
 
+CONFIG_HELP = "TOML settings file (default: ./config.toml if present, else built-in defaults)"
+APP_HELP = "function(engine) registering your entity types and handlers"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infinite-scheduler", description="Fire stored jobs at their scheduled time."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    config_help = "TOML settings file (default: ./config.toml if present, else built-in defaults)"
-    app_help = "function(engine) registering your entity types and handlers"
     run_cmd = commands.add_parser("run", help="run the engine")
-    run_cmd.add_argument("--config", metavar="PATH", help=config_help)
+    run_cmd.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     run_cmd.add_argument(
         "--demo", action="store_true", help="example handlers, a demo producer, live status"
     )
-    run_cmd.add_argument("--app", metavar="MODULE:FUNCTION", help=app_help)
+    run_cmd.add_argument("--app", metavar="MODULE:FUNCTION", help=APP_HELP)
     check = commands.add_parser("check-config", help="validate the settings and exit")
-    check.add_argument("--config", metavar="PATH", help=config_help)
+    check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    _add_shards_commands(commands)
+    store_cmd = commands.add_parser("store", help="create the configured store")
+    store_actions = store_cmd.add_subparsers(dest="action", required=True)
+    init = store_actions.add_parser(
+        "init", help="create the MySQL database or the SQLite file (and directory) if missing"
+    )
+    init.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    return parser
+
+
+def _add_shards_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     shards_cmd = commands.add_parser("shards", help="list shards or drop expired ones")
     actions = shards_cmd.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="shards, time ranges and rows by status")
+    listing.set_defaults(dry_run=False, force=False)
     drop = actions.add_parser(
         "drop-expired",
         help="drop the shards past retention now",
@@ -310,20 +324,10 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be dropped; drop nothing"
     )
     drop.add_argument(
-        "--force",
-        action="store_true",
-        help="drop shards holding unfinished rows without asking",
+        "--force", action="store_true", help="drop shards holding unfinished rows without asking"
     )
-    listing.set_defaults(dry_run=False, force=False)
-    store_cmd = commands.add_parser("store", help="create the configured store")
-    store_actions = store_cmd.add_subparsers(dest="action", required=True)
-    init = store_actions.add_parser(
-        "init", help="create the MySQL database or the SQLite file (and directory) if missing"
-    )
-    init.add_argument("--config", metavar="PATH", help=config_help)
     for cmd in (listing, drop):
-        cmd.add_argument("--config", metavar="PATH", help=config_help)
+        cmd.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
         cmd.add_argument(
-            "--app", metavar="MODULE:FUNCTION", help=app_help + " (default: the examples)"
+            "--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)"
         )
-    return parser

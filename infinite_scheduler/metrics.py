@@ -33,10 +33,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._server: Any = None
+        self._job_series()
+        self._engine_series()
+        self._store_series()
 
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(f"{PREFIX}_{name}", doc, ["entity"], registry=self.registry)
-
+    def _job_series(self) -> None:
+        """What happens to jobs, by entity type."""
+        counter = self._counter
         self.scheduled = counter("jobs_scheduled", "Jobs stored through the engine.")
         self.claimed = counter("jobs_claimed", "Jobs claimed from the store into the wheel.")
         self.fired = counter("jobs_fired", "Jobs handed to their handler.")
@@ -47,51 +50,55 @@ class Metrics:
         self.overran = counter(
             "handler_overruns", "Sync handler calls still running past handlers.timeout_s."
         )
-        self.shards_dropped = counter("shards_dropped", "Shards dropped whole by retention.")
-        self.unfinished_dropped = counter(
-            "unfinished_rows_dropped",
-            "Rows not DONE/FAILED/CANCELLED/MISSED that were in shards retention dropped.",
+        self.lateness = self._histogram(
+            "fire_lateness_seconds", "How long after its due time a job was handed to its handler."
         )
-        self.lateness = Histogram(
-            f"{PREFIX}_fire_lateness_seconds",
-            "How long after its due time a job was handed to its handler.",
-            buckets=_LATENESS_BUCKETS,
-            registry=self.registry,
-        )
+
+    def _engine_series(self) -> None:
+        """The engine's own health: fetch rounds, what it holds, what runs, the event loop."""
         self.fetch_duration = Histogram(
             f"{PREFIX}_fetch_duration_seconds",
             "Duration of one claim round.",
             registry=self.registry,
         )
-        self.held = Gauge(f"{PREFIX}_jobs_held", "Jobs held in the wheel.", registry=self.registry)
-        self.in_flight = Gauge(
-            f"{PREFIX}_jobs_in_flight", "Handlers running now.", registry=self.registry
-        )
-        self.overrunning = Gauge(
-            f"{PREFIX}_handlers_overrunning",
+        self.held = self._gauge("jobs_held", "Jobs held in the wheel.")
+        self.in_flight = self._gauge("jobs_in_flight", "Handlers running now.")
+        self.overrunning = self._gauge(
+            "handlers_overrunning",
             "Sync handler calls running past their timeout now (threads cannot be stopped).",
-            registry=self.registry,
         )
-        self.loop_lag = Histogram(
-            f"{PREFIX}_loop_lag_seconds",
+        self.loop_lag = self._histogram(
+            "loop_lag_seconds",
             "How late the event loop ran a callback due every 0.1 s (blocking code delays it).",
-            buckets=_LATENESS_BUCKETS,
-            registry=self.registry,
         )
         self.loop_stalls = Counter(
             f"{PREFIX}_loop_stalls",
             "Times the event loop was blocked for handlers.loop_lag_warn_s or longer.",
             registry=self.registry,
         )
-        self.shards_live = Gauge(
-            f"{PREFIX}_shards_live", "Shards in the store.", ["entity"], registry=self.registry
+
+    def _store_series(self) -> None:
+        """The shards of each entity type and what retention did to them."""
+        self.shards_dropped = self._counter("shards_dropped", "Shards dropped whole by retention.")
+        self.unfinished_dropped = self._counter(
+            "unfinished_rows_dropped",
+            "Rows not DONE/FAILED/CANCELLED/MISSED that were in shards retention dropped.",
         )
-        self.unknown_status = Gauge(
-            f"{PREFIX}_rows_unknown_status",
+        self.shards_live = self._gauge("shards_live", "Shards in the store.", "entity")
+        self.unknown_status = self._gauge(
+            "rows_unknown_status",
             "Rows in live shards whose status this version does not know: never fired.",
-            ["entity"],
-            registry=self.registry,
+            "entity",
         )
+
+    def _counter(self, name: str, doc: str) -> Counter:
+        return Counter(f"{PREFIX}_{name}", doc, ["entity"], registry=self.registry)
+
+    def _gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", doc, labels, registry=self.registry)
+
+    def _histogram(self, name: str, doc: str) -> Histogram:
+        return Histogram(f"{PREFIX}_{name}", doc, buckets=_LATENESS_BUCKETS, registry=self.registry)
 
     def for_entity(self, name: str) -> EntityMetrics:
         counters = (
