@@ -102,8 +102,6 @@ INSERT_IGNORE = INSERT + _IGNORE
 INSERT_PARTITIONED = "INSERT INTO {target} (" + _INSERT_COLUMNS + ", shard_at) VALUES {rows}"
 INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 
-EXISTING_IDS = "SELECT `{id}` FROM {target} WHERE `{id}` IN ({keys})"
-
 # One subselect per shard: a window spanning shards is one statement. The payload only for
 # rows due before payload_before_ms: the rest are read when nearly due.
 CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
