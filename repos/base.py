@@ -259,10 +259,10 @@ class ShardingRepository(Protocol[TEntity, TKey]):
     ) -> int:
         """Encode and check every entity, then store them as insert_rows does; return rows stored.
 
-        Every entity is encoded and checked first (``spec.encode_many`` at ``now_ms`` with this
-        repository's retention and ``max_payload_bytes``): a bad one raises EntitySpecError and
-        nothing is stored. A sharding time older than ``now_ms - retention`` raises
-        ShardExpired; a payload over ``max_payload_bytes`` raises PayloadTooLarge.
+        Every entity is encoded and checked first (:func:`encode_for`): a bad one raises
+        EntitySpecError and nothing is stored. A sharding time older than
+        ``now_ms - retention`` raises ShardExpired; a payload over ``max_payload_bytes`` raises
+        PayloadTooLarge.
         """
         ...
 
@@ -276,9 +276,9 @@ class ShardingRepository(Protocol[TEntity, TKey]):
     ) -> int:
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
-        The rows come from ``spec.encode_many`` at ``now_ms`` with this repository's retention
-        and ``max_payload_bytes``, which is not checked again: this is insert for a caller that
-        needs the encoded rows first (the engine's schedule() splits them by due time).
+        The rows come from :func:`encode_for` at ``now_ms``, not checked again: this is insert
+        for a caller that needs the encoded rows first (the engine's schedule() splits them by
+        due time).
         Missing shards are made on demand. Rows go in multi-row statements of the adapter's
         batch size, all in one transaction. An id already stored in its shard (whatever that
         row's status), or twice for one shard in the call, raises DuplicateJob saying which
@@ -404,3 +404,16 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         shards goes back to the file system (SQLite: incremental vacuum and WAL truncation).
         """
         ...
+
+
+def encode_for(
+    repo: ShardingRepository[TEntity, Any], entities: Sequence[TEntity], *, now_ms: int
+) -> list[EncodedRow]:
+    """The rows insert() stores for `entities`: encoded and checked at `now_ms` against the
+    repository's retention and ``max_payload_bytes`` (EntitySpec.encode_many)."""
+    return repo.spec.encode_many(
+        entities,
+        now_ms=now_ms,
+        retention_ms=repo.policy.retention_ms,
+        max_payload_bytes=repo.max_payload_bytes,
+    )

@@ -27,6 +27,7 @@ from repos.base import (
     StoredRow,
     StoreError,
     UnknownStatus,
+    encode_for,
     read_status,
 )
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
@@ -134,7 +135,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         claimed_by: str | None = None,
     ) -> int:
         return await self.insert_rows(
-            self._encode(entities, now_ms),
+            encode_for(self, entities, now_ms=now_ms),
             now_ms=now_ms,
             on_duplicate=on_duplicate,
             claimed_by=claimed_by,
@@ -353,14 +354,6 @@ class MysqlRepository(Generic[TEntity, TKey]):
         return dropped
 
     # -- internals ------------------------------------------------------------------------
-
-    def _encode(self, entities: Sequence[TEntity], now_ms: int) -> list[EncodedRow]:
-        return self.spec.encode_many(
-            entities,
-            now_ms=now_ms,
-            retention_ms=self.policy.retention_ms,
-            max_payload_bytes=self.max_payload_bytes,
-        )
 
     async def _read_server_limits(self) -> None:
         """Lower the payload caps to what this server's max_allowed_packet lets through."""

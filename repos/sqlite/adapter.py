@@ -31,6 +31,7 @@ from repos.base import (
     StoredRow,
     StoreError,
     UnknownStatus,
+    encode_for,
     read_status,
 )
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
@@ -124,14 +125,11 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        rows = self.spec.encode_many(
-            entities,
-            now_ms=now_ms,
-            retention_ms=self.policy.retention_ms,
-            max_payload_bytes=self.max_payload_bytes,
-        )
         return await self.insert_rows(
-            rows, now_ms=now_ms, on_duplicate=on_duplicate, claimed_by=claimed_by
+            encode_for(self, entities, now_ms=now_ms),
+            now_ms=now_ms,
+            on_duplicate=on_duplicate,
+            claimed_by=claimed_by,
         )
 
     async def insert_rows(
