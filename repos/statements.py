@@ -1,14 +1,18 @@
 """What both SQL adapters do alike around their statements: batches, the state of new rows,
-release()'s arguments. The statements themselves are in each dialect's sql module."""
+the arguments of release(), mark_failed() and find_unknown_status(). The statements themselves
+are in each dialect's sql module, which name their parameters alike."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from repos.base import Status
+from repos.base import STATUS_RANGE, Failure, Status
 
 T = TypeVar("T")
+
+#: Characters of a handler's error kept in last_error.
+MAX_ERROR_CHARS = 4000
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -53,3 +57,23 @@ def check_release(node_id: str | None, refs: object, claimed_at_ms: int | None) 
     those only mean something within one node's claims (ShardingRepository.release)."""
     if node_id is None and (refs is not None or claimed_at_ms is not None):
         raise ValueError("release(refs=..., claimed_at_ms=...) needs the node_id that claimed")
+
+
+def failure_args(failure: Failure, node_id: str, now_ms: int) -> dict[str, Any]:
+    """MARK_FAILED's values for one failure: PENDING again at its retry time, or its status."""
+    status = failure.status if failure.retry_at_ms is None else Status.PENDING
+    return {
+        "status": int(status),
+        "retry_at_ms": failure.retry_at_ms,
+        "error": failure.error[:MAX_ERROR_CHARS],
+        "now_ms": now_ms,
+        "node_id": node_id,
+        "key": failure.ref.key,
+    }
+
+
+def unknown_status_args(limit: int) -> dict[str, int]:
+    """UNKNOWN_STATUS's values: the two index ranges outside STATUS_RANGE, and a row at least
+    per shard, whose count column says how many there are."""
+    first, last = STATUS_RANGE
+    return {"first": first, "last": last, "limit": max(1, limit)}

@@ -15,7 +15,6 @@ from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
-    STATUS_RANGE,
     ClaimedJob,
     DuplicateJob,
     Failure,
@@ -45,7 +44,14 @@ from repos.mysql.literals import (
 )
 from repos.mysql.live_shards import LiveShards
 from repos.shards import group_by_shard, shards_between
-from repos.statements import check_release, chunks, chunks_within, insert_state
+from repos.statements import (
+    check_release,
+    chunks,
+    chunks_within,
+    failure_args,
+    insert_state,
+    unknown_status_args,
+)
 from repos.urls import Driver, LayoutName, MysqlUrl
 
 TEntity = TypeVar("TEntity")
@@ -54,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 #: Cap on the ids listed in one `IN (...)` (keeps statements well under max_allowed_packet).
 MAX_IN = 5000
-MAX_ERROR_CHARS = 4000
 
 
 class MysqlRepository(Generic[TEntity, TKey]):
@@ -233,17 +238,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 target = self._live.target_of(f.ref.at_ms, fallback=fallback)
                 if target is None:
                     continue
-                args = {
-                    "status": f.status if f.retry_at_ms is None else Status.PENDING,
-                    "retry_at_ms": f.retry_at_ms,
-                    "error": f.error[:MAX_ERROR_CHARS],
-                    "now_ms": now_ms,
-                    "node_id": node_id,
-                    "key": f.ref.key,
-                }
-                changed += await tx.execute(
-                    sql.MARK_FAILED.format(target=target, **self._fmt), args
-                )
+                stmt = sql.MARK_FAILED.format(target=target, **self._fmt)
+                changed += await tx.execute(stmt, failure_args(f, node_id, now_ms))
             return changed
 
         if not failures:
@@ -332,10 +328,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
         if not shards:
             return []
         stmt = sql.union_all(sql.UNKNOWN_STATUS_PART, [s.target for s in shards], **self._fmt)
-        first, last = STATUS_RANGE
-        args = {"first": first, "last": last, "limit": max(1, limit)}  # a row at least: the count
         async with self._ex.transaction("find unknown status") as tx:
-            rows = await tx.fetch_all(stmt, args)
+            rows = await tx.fetch_all(stmt, unknown_status_args(limit))
         by_shard: dict[int, list[Row]] = defaultdict(list)
         for row in rows:
             by_shard[row[0]].append(row[1:])

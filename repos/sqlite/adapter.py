@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
-    STATUS_RANGE,
     ClaimedJob,
     DuplicateJob,
     Failure,
@@ -46,13 +45,17 @@ from repos.shards import (
 from repos.sqlite import sql
 from repos.sqlite.connection import connect, reclaim, translate, write
 from repos.sqlite.sql import MAX_VARIABLES, marks
-from repos.statements import check_release, chunks, insert_state
+from repos.statements import (
+    check_release,
+    chunks,
+    failure_args,
+    insert_state,
+    unknown_status_args,
+)
 
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 T = TypeVar("T")
-
-MAX_ERROR_CHARS = 4000
 
 
 class SqliteRepository(Generic[TEntity, TKey]):
@@ -233,15 +236,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     table = self._table(bounds_of(f.ref.at_ms, self.policy.granularity))
                     if table not in live:
                         continue
-                    status = f.status if f.retry_at_ms is None else Status.PENDING
-                    args = {
-                        "status": int(status),
-                        "retry_at_ms": f.retry_at_ms,
-                        "error": f.error[:MAX_ERROR_CHARS],
-                        "now_ms": now_ms,
-                        "node_id": node_id,
-                        "key": f.ref.key,
-                    }
+                    args = failure_args(f, node_id, now_ms)
                     changed += db.execute(self._q(sql.MARK_FAILED, table), args).rowcount
             return changed
 
@@ -338,8 +333,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
     async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
         def work(db: sqlite3.Connection) -> list[UnknownStatus]:
-            first, last = STATUS_RANGE
-            args = {"first": first, "last": last, "limit": max(1, limit)}  # a row for the count
+            args = unknown_status_args(limit)
             per_table = {
                 table: db.execute(self._q(sql.UNKNOWN_STATUS, table), args).fetchall()
                 for table in self._tables(db).values()
