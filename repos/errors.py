@@ -74,7 +74,9 @@ class DuplicateJob(EntitySpecError):
         in_batch: bool = False,
     ) -> None:
         self.shard = shard
-        self.status = status  #: the stored row's status name; None if not stored or unknown
+        #: the stored row's status name (its number, for one this version does not know);
+        #: None if not stored
+        self.status = status
         self.in_batch = in_batch  #: the call holds the id twice for this shard
         if in_batch:
             reason = f"id appears twice in this batch, both for shard {shard!r}"
