@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
-from infinite_scheduler.fetcher import wheel_key
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.parts import Parts, Registration, Wiring, compose, store_repository
@@ -375,4 +374,4 @@ def _lane_of(parts: Parts, entity: Any) -> Lane:
     return lane
 
 
-__all__ = ["InfiniteScheduler", "wheel_key"]
+__all__ = ["InfiniteScheduler"]

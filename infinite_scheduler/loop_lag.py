@@ -115,12 +115,10 @@ class LoopLagMonitor:
         )
 
     def _watch(self) -> None:
-        reported_beat = 0.0
         while not self._stopped.wait(BEAT_S):
             beat_at = self._beat_at
-            if time.monotonic() - beat_at < self.warn_s or beat_at == reported_beat:
-                continue
-            reported_beat = beat_at
+            if time.monotonic() - beat_at < self.warn_s or beat_at == self._blocked_beat:
+                continue  # not blocked, or this stall is reported already
             frame = sys._current_frames().get(self._loop_thread)
             blocker = find_blocker(frame, self.find_job)
             del frame
