@@ -31,7 +31,15 @@ from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.waits import Backoff, wait_any
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import ClaimedJob, EncodedRow, Failure, HeldJob, Status, StoreError
+from repos.base import (
+    ClaimedJob,
+    EncodedRow,
+    Failure,
+    HeldJob,
+    Status,
+    StoreError,
+    encode_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +153,7 @@ class Fetcher:
         next fetch only looks past that window); the others are stored PENDING for later ones.
         """
         now_ms = self.clock.now_ms()
-        rows = lane.spec.encode_many(
-            entities,
-            now_ms=now_ms,
-            retention_ms=lane.repo.policy.retention_ms,
-            max_payload_bytes=lane.repo.max_payload_bytes,
-        )
+        rows = encode_for(lane.repo, entities, now_ms=now_ms)
         soon, later = self._split(rows)
         stored = 0
         if later:
