@@ -123,10 +123,7 @@ def _print_shards(
         rows = sum(sum(s.rows.values()) for s in shards)
         out.write(f"  total {rows} rows, {sum(s.unfinished for s in shards)} unfinished\n")
     for found in unknown:
-        out.write(
-            f"  {found.shard}: {_count(found.count, 'row')} of a status this version does not"
-            f" know, never fired: ids {describe_unknown(found)}\n"
-        )
+        out.write(f"  {found.shard}: {describe_unknown(found)}\n")
     _print_ignored(repo, out)
 
 
