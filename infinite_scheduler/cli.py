@@ -57,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_CONFIG
+        return _failed(exc, EXIT_CONFIG)
     if args.command == "run" and not (args.app or args.demo):
         # An engine without entity types would open the store and fire nothing, silently.
         sys.stderr.write(NOTHING_TO_RUN)
@@ -86,8 +85,7 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     try:
         run_loop(_serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
-        sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STORE
+        return _failed(exc, EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STORE)
     return EXIT_OK
 
 
@@ -104,11 +102,9 @@ def shards(
     try:
         shards_main(config, action, options=options, setup=load_app(app) if app else None)
     except DropRefused as exc:
-        sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_REFUSED
+        return _failed(exc, EXIT_REFUSED)
     except SchedulerError as exc:
-        sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_STORE
+        return _failed(exc, EXIT_STORE)
     return EXIT_OK
 
 
@@ -124,9 +120,14 @@ def store_init(config: SchedulerConfig) -> int:
     try:
         run_loop(_store_init(config))
     except SchedulerError as exc:
-        sys.stderr.write(f"infinite-scheduler: {exc}\n")
-        return EXIT_STORE
+        return _failed(exc, EXIT_STORE)
     return EXIT_OK
+
+
+def _failed(error: Exception | str, exit_code: int) -> int:
+    """Say what went wrong on one stderr line, no traceback; return the exit code."""
+    sys.stderr.write(f"infinite-scheduler: {error}\n")
+    return exit_code
 
 
 async def _store_init(config: SchedulerConfig) -> None:
@@ -197,8 +198,7 @@ def _not_found(spec: str, module_name: str, exc: ModuleNotFoundError, cwd: str) 
 
 
 def _bad_app(message: str) -> SystemExit:
-    sys.stderr.write(f"infinite-scheduler: {message}\n")
-    return SystemExit(EXIT_CONFIG)
+    return SystemExit(_failed(message, EXIT_CONFIG))
 
 
 @contextmanager
@@ -243,8 +243,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         # SIGINT while on_stop_signals is not installed (start-up, or after a stop began): the
         # runner cancelled `main`, which closed what it had opened; the next start recovers
         # any claim left behind.
-        sys.stderr.write("infinite-scheduler: interrupted\n")
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(_failed("interrupted", EXIT_INTERRUPTED)) from None
 
 
 def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:

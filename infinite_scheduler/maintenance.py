@@ -213,12 +213,9 @@ class Maintenance:
         """Every pass, as long as they are there: such rows wait for a person, never fire."""
         for found in unknown:
             logger.warning(
-                "%s: shard %s holds %d %s of a status this version does not know, never"
-                " fired: ids %s",
+                "%s: shard %s holds %s",
                 entity,
                 found.shard,
-                found.count,
-                "row" if found.count == 1 else "rows",
                 describe_unknown(found),
                 extra=self._extra(entity, shard=found.shard),
             )
@@ -269,7 +266,11 @@ def describe_rows(shard: ShardInfo) -> str:
 
 
 def describe_unknown(found: UnknownStatus) -> str:
-    """The ids listed with their status, e.g. ``3 (status 7), 9 (status 8) and 4 more``."""
+    """The rows of unknown status in one shard, for the log and ``shards list``, e.g. ``6 rows
+    of a status this version does not know, never fired: ids 3 (status 7), 9 (status 8) and 4
+    more``."""
+    rows = "1 row" if found.count == 1 else f"{found.count} rows"
     ids = ", ".join(f"{key} (status {status})" for key, status in found.sample)
     more = found.count - len(found.sample)
-    return f"{ids} and {more} more" if more > 0 else ids
+    listed = f"{ids} and {more} more" if more > 0 else ids
+    return f"{rows} of a status this version does not know, never fired: ids {listed}"

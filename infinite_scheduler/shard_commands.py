@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +32,7 @@ from infinite_scheduler.maintenance import (
 )
 from infinite_scheduler.metrics import Metrics
 from repos.base import ShardInfo, ShardingRepository, UnknownStatus
+from repos.errors import utc_text
 from repos.examples import NOTIFICATIONS, ORDERS, SMS
 from repos.urls import SqliteUrl
 
@@ -123,10 +123,7 @@ def _print_shards(
         rows = sum(sum(s.rows.values()) for s in shards)
         out.write(f"  total {rows} rows, {sum(s.unfinished for s in shards)} unfinished\n")
     for found in unknown:
-        out.write(
-            f"  {found.shard}: {_count(found.count, 'row')} of a status this version does not"
-            f" know, never fired: ids {describe_unknown(found)}\n"
-        )
+        out.write(f"  {found.shard}: {describe_unknown(found)}\n")
     _print_ignored(repo, out)
 
 
@@ -201,4 +198,6 @@ def _count(n: int, noun: str) -> str:
 
 
 def _utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """:func:`repos.errors.utc_text` to the second (the table's columns), e.g.
+    ``2026-11-01T00:00:00Z``."""
+    return utc_text(ms)[:19] + "Z"

@@ -53,6 +53,24 @@ def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
     return path
 
 
+def write_myapp(folder: Path, jobs_source: str) -> None:
+    """The package ``myapp`` in `folder`, its module ``myapp.jobs`` holding `jobs_source`."""
+    (folder / "myapp").mkdir()
+    (folder / "myapp" / "__init__.py").write_text("")
+    (folder / "myapp" / "jobs.py").write_text(jobs_source)
+
+
+def run_myapp(cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``infinite-scheduler run --app myapp.jobs:register`` from `cwd`, by the console script."""
+    return subprocess.run(
+        [SCRIPT, "run", "--app", "myapp.jobs:register"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_unreachable_store_at_start_is_a_clear_error_naming_host_and_port(tmp_path: Path) -> None:
     config = write_config(tmp_path, "mysql://root@127.0.0.1:1/nowhere")
     proc = subprocess.run(
@@ -116,17 +134,9 @@ def test_run_with_neither_app_nor_demo_is_refused_before_opening_anything(
 def test_app_package_in_the_working_directory_is_found_by_the_console_script(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "myapp").mkdir()
-    (tmp_path / "myapp" / "__init__.py").write_text("")
-    (tmp_path / "myapp" / "jobs.py").write_text(APP_JOBS)
+    write_myapp(tmp_path, APP_JOBS)
     (tmp_path / "config.toml").write_text("metrics_port = 0\n[store]\ncreate_missing = true\n")
-    proc = subprocess.run(
-        [SCRIPT, "run", "--app", "myapp.jobs:register"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = run_myapp(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "myapp: registered" in proc.stdout
     assert (tmp_path / "var" / "infinite-scheduler.db").is_file()  # the engine opened its store
@@ -135,13 +145,7 @@ def test_app_package_in_the_working_directory_is_found_by_the_console_script(
 def test_app_module_not_found_says_where_it_was_searched_and_how_to_fix_it(
     tmp_path: Path,
 ) -> None:
-    proc = subprocess.run(
-        [SCRIPT, "run", "--app", "myapp.jobs:register"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = run_myapp(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == (
         "infinite-scheduler: --app 'myapp.jobs:register': no module named 'myapp' in the "
@@ -150,16 +154,8 @@ def test_app_module_not_found_says_where_it_was_searched_and_how_to_fix_it(
     )
     assert not (tmp_path / "var").exists()  # nothing opened
 
-    (tmp_path / "myapp").mkdir()
-    (tmp_path / "myapp" / "__init__.py").write_text("")
-    (tmp_path / "myapp" / "jobs.py").write_text("import no_such_dependency\n")
-    proc = subprocess.run(
-        [SCRIPT, "run", "--app", "myapp.jobs:register"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    write_myapp(tmp_path, "import no_such_dependency\n")
+    proc = run_myapp(tmp_path)
     assert (proc.returncode, proc.stderr) == (
         2,
         "infinite-scheduler: --app 'myapp.jobs:register': importing myapp.jobs failed: "

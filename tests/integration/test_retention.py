@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 
 from infinite_scheduler.clock import FakeClock
-from infinite_scheduler.config import load_config
+from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
@@ -64,6 +64,25 @@ async def seed(repo: Repo, *, shards: int, span_ms: int, per_shard: int = 2) -> 
 
 async def rows_by_shard(repo: Repo) -> dict[str, dict[Status | int, int]]:
     return {s.name: s.rows for s in await repo.list_shards(counts=True)}
+
+
+def engine_config(
+    store_url: str, *, create_ahead: int, maintenance_interval_s: float
+) -> SchedulerConfig:
+    """An engine's settings with a day's retention, fast fetches and no metrics endpoint."""
+    return load_config(
+        None,
+        store={"url": store_url},
+        metrics_port=0,
+        fetch_interval_s=0.2,
+        lookahead_s=0.6,
+        misfire_horizon_s=3600,
+        shards={
+            "retention_s": 86_400,
+            "create_ahead": create_ahead,
+            "maintenance_interval_s": maintenance_interval_s,
+        },
+    )
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 3) -> None:
@@ -316,15 +335,7 @@ async def test_run_retries_a_failed_pass_and_stops_on_stop(tmp_path: Path) -> No
 async def test_the_engine_drops_expired_and_makes_ahead_shards_at_start_up(
     store_url: str,
 ) -> None:
-    config = load_config(
-        None,
-        store={"url": store_url},
-        metrics_port=0,
-        fetch_interval_s=0.2,
-        lookahead_s=0.6,
-        misfire_horizon_s=3600,
-        shards={"retention_s": 86_400, "create_ahead": 2, "maintenance_interval_s": 600},
-    )
+    config = engine_config(store_url, create_ahead=2, maintenance_interval_s=600)
     clock = FakeClock(B0 + 10 * DAY + 3_600_000)
     seeder = make_repository(store_url, SMS, config.shard_policy)
     await seeder.open()
@@ -471,15 +482,7 @@ async def test_an_unexpected_error_fails_one_pass_and_the_loop_goes_on(
 async def test_the_engine_keeps_running_over_rows_of_an_unknown_status(
     store_url: str, raw_sql: Any
 ) -> None:
-    config = load_config(
-        None,
-        store={"url": store_url},
-        metrics_port=0,
-        fetch_interval_s=0.2,
-        lookahead_s=0.6,
-        misfire_horizon_s=3600,
-        shards={"retention_s": 86_400, "create_ahead": 1, "maintenance_interval_s": 0.1},
-    )
+    config = engine_config(store_url, create_ahead=1, maintenance_interval_s=0.1)
     now = B0 + 10 * DAY + 3_600_000
     seeder = make_repository(store_url, SMS, config.shard_policy)
     await seeder.open()

@@ -63,18 +63,15 @@ async def test_a_server_that_never_answers_fails_the_start_after_connect_timeout
     silent_server: SilentServer, driver: Driver
 ) -> None:
     engine = engine_on(mysql_url("jobs", silent_server.port), driver=driver, connect_timeout_s=1)
-    started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
         async with asyncio.timeout(15):  # without the bound the handshake read hangs for minutes
             async with engine:
                 pass
-    elapsed = time.monotonic() - started
     assert str(caught.value) == (
         f"connect (127.0.0.1:{silent_server.port} unreachable) failed: timed out after 1 s"
     )
     assert caught.value.address == f"127.0.0.1:{silent_server.port}"
     assert silent_server.accepted == 1
-    assert 1.0 <= elapsed < 2.5
 
 
 # -- a store that does not exist ------------------------------------------------------------
