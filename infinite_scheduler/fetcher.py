@@ -30,12 +30,10 @@ from infinite_scheduler.jobs import Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.waits import Backoff, wait_any
-from infinite_scheduler.wheel import TimerWheel
 from repos.base import (
     ClaimedJob,
     EncodedRow,
     Failure,
-    HeldJob,
     Status,
     StoreError,
     encode_for,
@@ -249,7 +247,7 @@ class Fetcher:
         lane.metrics.claimed.inc(len(jobs))
         if len(lane.wheel) or lane.in_hand:
             jobs = self._not_held(lane, jobs)
-        wheel, policy = lane.wheel, self.settings.misfire_policy
+        policy = self.settings.misfire_policy
         threshold_ms = self.settings.misfire_threshold_ms
         due_now: list[ClaimedJob] = []
         unread: list[object] = []  # wheel keys of the jobs held without their payload
@@ -257,8 +255,8 @@ class Fetcher:
         for job in jobs:
             # The wheel refuses a job already due by its time (never later than now_ms): only
             # those need the verdict, which is then FIRE_NOW or MISSED.
-            key = wheel_key(wheel, job)
-            if wheel.add(key, job.due_ms, job.held()):
+            key = hold(lane, job)
+            if key is not None:
                 held += 1
                 if job.payload is None:
                     unread.append(key)
@@ -308,6 +306,13 @@ class Fetcher:
         lane.metrics.missed.inc()
 
 
-def wheel_key(wheel: TimerWheel[Any, HeldJob], job: ClaimedJob) -> object:
-    """The job's id, or (id, shard time) when the same id from another shard is held already."""
-    return (job.key, job.at_ms) if job.key in wheel else job.key
+def hold(lane: Lane, job: ClaimedJob) -> object | None:
+    """Into the lane's wheel under its id, or under (id, shard time) when the same id from
+    another shard is held already (noted in lane.twins); the key, or None if already due."""
+    if job.key not in lane.wheel:
+        return job.key if lane.wheel.add(job.key, job.due_ms, job.held()) else None
+    key = (job.key, job.at_ms)
+    if not lane.wheel.add(key, job.due_ms, job.held()):
+        return None
+    lane.twins.setdefault(job.key, set()).add(job.at_ms)
+    return key

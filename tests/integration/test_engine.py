@@ -480,6 +480,43 @@ async def test_cancel_removes_a_held_job(
     assert row.status is Status.CANCELLED
 
 
+async def test_cancel_removes_every_held_job_of_that_id_from_every_shard(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
+    """Id 7 in the shards either side of midnight, both held (one under (id, shard time)):
+    a cancel by id cancels both rows, and neither fires."""
+    midnight = T0 + 12 * 3600 * SECOND
+    clock.advance(midnight - 300 - T0)
+    await repo.insert(
+        [sms(7, midnight - 100), sms(7, midnight + 100), sms(8, midnight + 100)],
+        now_ms=clock.now_ms(),
+    )
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        assert engine.held() == 3
+        assert await engine.cancel(SMS, [7]) == 2
+        assert engine.held() == 1
+        clock.advance(500)
+        await engine.run_until_idle()
+    assert recorder.ids() == [8]
+    assert {row.status for row in await repo.get(7)} == {Status.CANCELLED}
+
+
+async def test_jobs_of_one_id_from_two_shards_both_fire_and_leave_nothing_behind(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
+    midnight = T0 + 12 * 3600 * SECOND
+    clock.advance(midnight - 300 - T0)
+    await repo.insert([sms(7, midnight - 100), sms(7, midnight + 100)], now_ms=clock.now_ms())
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        assert engine.parts.lanes[SMS.name].twins == {7: {midnight + 100}}
+        clock.advance(500)
+        await engine.run_until_idle()
+        assert engine.parts.lanes[SMS.name].twins == {}
+    assert recorder.ids() == [7, 7]
+
+
 # -- refusals: nothing stored, nothing changed --------------------------------------------------
 
 
