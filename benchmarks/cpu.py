@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from benchmarks.store import MYSQL_PORT
+
 #: Process names of a MySQL-compatible server on this machine.
 SERVER_NAMES = frozenset({"mariadbd", "mysqld"})
 
@@ -37,11 +39,16 @@ class CpuUse:
 
 
 def server_process() -> psutil.Process | None:
-    """The local MariaDB/MySQL server, if it runs on this machine and can be read."""
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in SERVER_NAMES:
-            return proc
-    return None
+    """The local MariaDB/MySQL server the benchmarks talk to (the one listening on their port;
+    several may run), if it runs on this machine and can be read."""
+    servers = [p for p in psutil.process_iter(["name"]) if p.info["name"] in SERVER_NAMES]
+    for proc in servers:
+        try:
+            if any(c.laddr.port == MYSQL_PORT for c in proc.net_connections("tcp")):
+                return proc
+        except psutil.Error:
+            continue
+    return servers[0] if len(servers) == 1 else None
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.parts import Parts, Registration, Wiring, compose, store_repository
-from repos.base import ClaimedJob, EntitySpec, RowRef, ShardingRepository
+from repos.base import ClaimedJob, EntitySpec, HeldJob, RowRef, ShardingRepository
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -311,12 +311,14 @@ class InfiniteScheduler:
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Iterable[Any]) -> int:
-        """Cancel jobs by id: in the store, and in the wheel if held here."""
+        """Cancel jobs by id (in every shard): in the store, and in the wheel if held here."""
         lane = self._running_parts("cancel").lanes[spec.name]
         keys = list(keys)
         cancelled = await lane.repo.cancel(keys)
         for key in keys:
             lane.wheel.cancel(key)
+            for at_ms in lane.twins.pop(key, ()):
+                lane.wheel.cancel((key, at_ms))
         return cancelled
 
     def _running_parts(self, operation: str) -> Parts:
@@ -332,6 +334,8 @@ def _fire_due(parts: Parts, now_ms: int) -> tuple[int, int | None]:
     fired, next_ms = 0, None
     for lane in parts.lanes.values():
         due = lane.wheel.pop_due(now_ms)
+        if due and lane.twins:
+            _forget_twins(lane, due)
         if due:
             parts.payloads.hand_over(lane, [ClaimedJob.from_held(held) for _, held in due])
             fired += len(due)
@@ -339,6 +343,16 @@ def _fire_due(parts: Parts, now_ms: int) -> tuple[int, int | None]:
         if lane_next is not None and (next_ms is None or lane_next < next_ms):
             next_ms = lane_next
     return fired, next_ms
+
+
+def _forget_twins(lane: Lane, due: list[tuple[Any, HeldJob]]) -> None:
+    for key, _ in due:
+        if type(key) is tuple:
+            ats = lane.twins.get(key[0])
+            if ats is not None:
+                ats.discard(key[1])
+                if not ats:
+                    del lane.twins[key[0]]
 
 
 def _unfired(

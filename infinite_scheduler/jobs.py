@@ -80,6 +80,9 @@ class Lane:
     #: (id, sharding time) of the jobs out of the wheel whose outcome is not written yet:
     #: with the wheel, what this node holds, so that a row claimed again is not held twice.
     in_hand: set[tuple[int | str, int]] = field(init=False, default_factory=set)
+    #: Sharding times of the jobs held under (id, sharding time), because a job of the same id
+    #: from another shard was held under the plain id already: a cancel by id finds them here.
+    twins: dict[int | str, set[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         call = getattr(self.handler, "__call__", None)  # noqa: B004 - async callable objects count too

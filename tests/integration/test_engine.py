@@ -33,6 +33,7 @@ from infinite_scheduler.errors import (
     PayloadTooLarge,
     PortUnavailable,
 )
+from infinite_scheduler.fetcher import BURST_BATCHES
 from infinite_scheduler.jobs import JobContext
 from repos.base import ShardingRepository, Status
 from repos.entity import EntitySpec
@@ -479,6 +480,43 @@ async def test_cancel_removes_a_held_job(
     assert row.status is Status.CANCELLED
 
 
+async def test_cancel_removes_every_held_job_of_that_id_from_every_shard(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
+    """Id 7 in the shards either side of midnight, both held (one under (id, shard time)):
+    a cancel by id cancels both rows, and neither fires."""
+    midnight = T0 + 12 * 3600 * SECOND
+    clock.advance(midnight - 300 - T0)
+    await repo.insert(
+        [sms(7, midnight - 100), sms(7, midnight + 100), sms(8, midnight + 100)],
+        now_ms=clock.now_ms(),
+    )
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        assert engine.held() == 3
+        assert await engine.cancel(SMS, [7]) == 2
+        assert engine.held() == 1
+        clock.advance(500)
+        await engine.run_until_idle()
+    assert recorder.ids() == [8]
+    assert {row.status for row in await repo.get(7)} == {Status.CANCELLED}
+
+
+async def test_jobs_of_one_id_from_two_shards_both_fire_and_leave_nothing_behind(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock
+) -> None:
+    midnight = T0 + 12 * 3600 * SECOND
+    clock.advance(midnight - 300 - T0)
+    await repo.insert([sms(7, midnight - 100), sms(7, midnight + 100)], now_ms=clock.now_ms())
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        assert engine.parts.lanes[SMS.name].twins == {7: {midnight + 100}}
+        clock.advance(500)
+        await engine.run_until_idle()
+        assert engine.parts.lanes[SMS.name].twins == {}
+    assert recorder.ids() == [7, 7]
+
+
 # -- refusals: nothing stored, nothing changed --------------------------------------------------
 
 
@@ -547,6 +585,53 @@ async def test_schedule_and_cancel_outside_async_with_are_refused_and_change_not
         if phase == "before":
             async with engine:
                 pass
+
+
+class ClaimSpy:
+    """The real repository, recording the limit of every claim."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.limits: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+    async def claim_due(self, node_id: str, **kwargs: Any) -> Any:
+        self.limits.append(kwargs["limit"])
+        return await self.repo.claim_due(node_id, **kwargs)
+
+
+async def test_a_burst_of_due_rows_is_claimed_in_larger_batches_and_fires_once(
+    engine_factory: EngineFactory, repo: Repo, engine_repo: Callable[[], Repo], clock: FakeClock
+) -> None:
+    """After a full batch of rows already due, claims take BURST_BATCHES batches at a time;
+    rows not yet due are claimed a batch at a time."""
+    due, ahead = list(range(100)), list(range(100, 130))
+    await repo.insert([sms(i, T0 - SECOND) for i in due], now_ms=T0)
+    await repo.insert([sms(i, T0 + 100 + i) for i in ahead], now_ms=T0)
+    spy = ClaimSpy(engine_repo())
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, repository=spy, batch_size=10) as engine:
+        await engine.run_until_idle()
+        clock.advance(300)  # the rows ahead come due
+        await engine.run_until_idle()
+    burst = 10 * BURST_BATCHES
+    # 10 + 50 due; 40 due and 10 ahead; the other 20 ahead a batch at a time.
+    assert spy.limits[:6] == [10, burst, burst, 10, 10, 10]  # the start's round
+    assert sorted(recorder.ids()) == due + ahead  # each once
+    assert set((await statuses(repo, due + ahead)).values()) == {Status.DONE}
+
+
+async def test_rows_not_yet_due_are_claimed_a_batch_at_a_time(
+    engine_factory: EngineFactory, repo: Repo, engine_repo: Callable[[], Repo]
+) -> None:
+    ahead = list(range(35))
+    await repo.insert([sms(i, T0 + 100 + i) for i in ahead], now_ms=T0)
+    spy = ClaimSpy(engine_repo())
+    async with engine_factory(handler=Recorder(), repository=spy, batch_size=10):
+        pass
+    assert spy.limits[:4] == [10, 10, 10, 10]  # the start's round
 
 
 class OpenSpy:
