@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from repos.entity import EncodedRow, EntitySpec, _values_getter
+from repos.entity import EncodedBatch, EncodedRow, EntitySpec, _values_getter
 from repos.errors import PayloadTooLarge, SchedulerError, ShardExpired
 from repos.examples import NOTIFICATIONS, ORDERS, SMS, NotificationEntity, OrderEntity, SmsEntity
+from repos.shards import Granularity, bucket_of
+from repos.statements import chunks
 
 NOW = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
 WEEK_MS = 7 * 86_400_000
@@ -250,8 +252,9 @@ def test_each_flaw_is_met_as_encoding_one_by_one_meets_it(
 def test_the_usual_batch_is_encoded_in_bulk_to_the_same_bytes(
     spec: EntitySpec[Any, Any], batch: list[Any]
 ) -> None:
-    rows = spec._bulk.encode(batch)
-    assert rows is not None  # else the property above tests the careful path only
+    encoded = spec._bulk.encode(batch)
+    assert encoded is not None  # else the property above tests the careful path only
+    rows = encoded.rows()
     assert rows == [spec.encode(e) for e in batch]
     assert all(type(r) is EncodedRow for r in rows)
     for row, entity in zip(rows, batch, strict=True):  # and today's decode reads them
@@ -271,3 +274,32 @@ def test_payload_dicts_of_fields_that_cannot_be_attributes_in_code_are_made_all_
     assert _values_getter(("note", "ﬁle"))(odd) == {"note": "n", "ﬁle": "f"}
     assert _values_getter(("note",))(odd) == {"note": "n"}
     assert _values_getter(())(odd) == {}
+
+
+def test_a_batch_holds_the_rows_a_column_at_a_time_and_gives_them_back() -> None:
+    rows = [EncodedRow(3, 30, b"c"), EncodedRow(1, 10, b"a"), EncodedRow(2, 20, b"b")]
+    batch = EncodedBatch.of_rows(rows)
+    assert (batch.keys, batch.at_ms, batch.payloads) == (
+        [3, 1, 2],
+        [30, 10, 20],
+        [b"c", b"a", b"b"],
+    )
+    assert batch.rows() == rows and all(type(r) is EncodedRow for r in batch.rows())
+    assert len(batch) == 3 and len(EncodedBatch.of_rows([])) == 0
+    assert batch[1:].rows() == rows[1:] and batch[:1].rows() == rows[:1]
+    assert batch[0:3] is batch and batch[:] is batch  # the whole of it is not copied
+    assert [part.rows() for part in chunks(batch, 2)] == [rows[:2], rows[2:]]
+
+
+def test_a_batch_splits_by_shard_oldest_first_keeping_its_order() -> None:
+    day = Granularity.DAY.span_ms
+    rows = [EncodedRow(1, NOW + day, b"x"), EncodedRow(2, NOW, b"y"), EncodedRow(3, NOW + 1, b"z")]
+    groups = EncodedBatch.of_rows(rows).by_shard(Granularity.DAY)
+    assert [b.start_ms for b in groups] == [
+        bucket_of(NOW, Granularity.DAY),
+        bucket_of(NOW + day, Granularity.DAY),
+    ]
+    assert [g.rows() for g in groups.values()] == [rows[1:], rows[:1]]
+    one = EncodedBatch.of_rows(rows[1:])
+    assert list(one.by_shard(Granularity.DAY).values()) == [one]
+    assert EncodedBatch.of_rows([]).by_shard(Granularity.DAY) == {}
