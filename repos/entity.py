@@ -58,6 +58,13 @@ _BIGINT = 2**63
 #: verbatim): a NUL orjson never writes itself, as it escapes control characters in strings.
 _SEPARATOR = orjson.Fragment(b"\x00")
 _BETWEEN = b",\x00,"
+#: Payload dicts made, dumped and freed at a time. The collector counts the containers made
+#: less those freed and runs a pass once the count passes 700 (gc.get_threshold()), every
+#: tenth pass one over older objects and in time the full one: a thousand dicts alive at once
+#: set off a pass per insert, and the full pass came round within W1 (20 ms over the
+#: producer's 100,000 entities; W1 client CPU 1.65 -> 1.45 us/job without). Freed a few
+#: hundred at a time, they leave the count where they found it.
+DICTS_AT_ONCE = 256
 
 
 class EncodedRow(NamedTuple):
@@ -324,19 +331,25 @@ class _Bulk:
             return None
         keys = list(map(self.key_of, entities))
         times = list(map(self.time_of, entities))
-        values = list(map(self.values_of, entities))
         if not (self._keys_valid(keys) and _aware(times)):
             return None
-        for fname in self.datetime_fields:
-            if not _aware([v for v in map(itemgetter(fname), values) if v is not None]):
-                return None
         # int(at.timestamp() * 1000) as encode() reckons it, a C call per step instead of a
         # Python loop: float.__trunc__ is int() of a float.
         at_ms = list(map(float.__trunc__, map(mul, map(datetime.timestamp, times), repeat(1000.0))))
-        payloads = _dump_all(values)
-        if payloads is None:
-            return None
+        payloads: list[bytes] = []
+        for start in range(0, len(entities), DICTS_AT_ONCE):
+            dumped = self._payloads(entities[start : start + DICTS_AT_ONCE])
+            if dumped is None:
+                return None
+            payloads += dumped
         return EncodedBatch(keys, at_ms, payloads)
+
+    def _payloads(self, entities: Sequence[Any]) -> list[bytes] | None:
+        values = list(map(self.values_of, entities))
+        for fname in self.datetime_fields:
+            if not _aware([v for v in map(itemgetter(fname), values) if v is not None]):
+                return None
+        return _dump_all(values)
 
     def _keys_valid(self, keys: list[Any]) -> bool:
         if self.int_keys:
