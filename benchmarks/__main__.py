@@ -23,13 +23,14 @@ from typing import Any
 
 import orjson
 
-from benchmarks import ceiling, memory, peer, plot, recovery, storage, workloads
+from benchmarks import ceiling, ingest, memory, peer, plot, recovery, storage, workloads
 from benchmarks.common import ROOT, Options, log
 from benchmarks.stats import Result, median_of
 
 Workload = Callable[[Options], Coroutine[Any, Any, list[Result]]]
 WORKLOADS: dict[str, Workload] = {
     "w1": workloads.w1,
+    "ingest": ingest.ingest,
     "w2": workloads.w2,
     "w3": workloads.w3,
     "w4": recovery.w4,
@@ -40,7 +41,7 @@ WORKLOADS: dict[str, Workload] = {
     "peer": peer.run,
 }
 #: `all`: every workload once, in this order, then the W3 lateness plot.
-ALL = ("ceiling", "w1", "w2", "w3", "w4", "w5", "drop", "scale", "peer")
+ALL = ("ceiling", "ingest", "w1", "w2", "w3", "w4", "w5", "drop", "scale", "peer")
 STORES = ("mysql-multi", "mysql-partitioned", "sqlite")
 DRIVERS = ("asyncmy", "aiomysql")
 #: Fields that tell two lines of one workload apart, so that --repeat takes medians per figure.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
+from repos.entity import EncodedBatch as EncodedBatch
 from repos.entity import EncodedRow as EncodedRow
 from repos.entity import EntitySpec as EntitySpec
 from repos.errors import DuplicateJob as DuplicateJob
@@ -412,6 +413,18 @@ def encode_for(
     """The rows insert() stores for `entities`: encoded and checked at `now_ms` against the
     repository's retention and ``max_payload_bytes`` (EntitySpec.encode_many)."""
     return repo.spec.encode_many(
+        entities,
+        now_ms=now_ms,
+        retention_ms=repo.policy.retention_ms,
+        max_payload_bytes=repo.max_payload_bytes,
+    )
+
+
+def encode_batch_for(
+    repo: ShardingRepository[TEntity, Any], entities: Sequence[TEntity], *, now_ms: int
+) -> EncodedBatch:
+    """encode_for's rows a column at a time (EntitySpec.encode_batch): what insert() stores."""
+    return repo.spec.encode_batch(
         entities,
         now_ms=now_ms,
         retention_ms=repo.policy.retention_ms,

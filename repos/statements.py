@@ -5,25 +5,32 @@ are in each dialect's sql module, which name their parameters alike."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from repos.base import STATUS_RANGE, Failure, Status
 
-T = TypeVar("T")
+
+class Sliceable(Protocol):
+    """What chunks cut: a list, or an EncodedBatch (a slice of either is one of its kind)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self: S, span: slice, /) -> S: ...
+
+
+S = TypeVar("S", bound=Sliceable)
 
 #: Characters of a handler's error kept in last_error.
 MAX_ERROR_CHARS = 4000
 
 
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+def chunks(items: S, size: int) -> Iterator[S]:
     """Consecutive slices of at most `size` items (itertools.batched arrives only in 3.12)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def chunks_within(
-    items: Sequence[T], size: int, max_weight: int, weights: Sequence[int]
-) -> Iterator[Sequence[T]]:
+def chunks_within(items: S, size: int, max_weight: int, weights: Sequence[int]) -> Iterator[S]:
     """Consecutive slices of at most `size` items and, where items allow, at most
     `max_weight` in total, given the items' `weights` in order (a single heavier item is a
     slice of its own)."""

@@ -11,7 +11,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
-from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
@@ -26,10 +25,10 @@ from repos.base import (
     StoredRow,
     StoreError,
     UnknownStatus,
-    encode_for,
+    encode_batch_for,
     read_status,
 )
-from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.duplicates import duplicate_entry, duplicate_of, row_of_entry
@@ -43,7 +42,7 @@ from repos.mysql.literals import (
     payload_limits,
 )
 from repos.mysql.live_shards import LiveShards
-from repos.shards import group_by_shard, shards_between
+from repos.shards import shards_between
 from repos.statements import (
     check_release,
     chunks,
@@ -139,12 +138,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        return await self.insert_rows(
-            encode_for(self, entities, now_ms=now_ms),
-            now_ms=now_ms,
-            on_duplicate=on_duplicate,
-            claimed_by=claimed_by,
-        )
+        batch = encode_batch_for(self, entities, now_ms=now_ms)
+        return await self._insert(batch, now_ms, on_duplicate, claimed_by)
 
     async def insert_rows(
         self,
@@ -154,30 +149,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        if not rows:
-            return 0
-        status, attempts, by, at = insert_state(claimed_by, now_ms)
-        # The same for every row of the call: the claim columns (the layout's ones follow).
-        state = f",{attempts},{literal(by or '')},{at or 0}"
-        statements = await self._insert_statements(rows, state)
-        insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
-        in_flight: list[EncodedRow] = []  # the statement's rows: a duplicate is among them
-
-        async def body(tx: Tx) -> int:
-            stored = 0
-            for target, tail, chunk in statements:
-                in_flight[:] = chunk
-                values = insert_values(chunk, self._key, status, tail)
-                stored += await tx.execute(insert(target=target, rows=values))
-            return stored
-
-        try:
-            alone = len(statements) == 1
-            return int(await self._ex.run("insert", body, one_statement=alone))
-        except StoreError as exc:
-            if error_code(exc.cause) == DUPLICATE_KEY:
-                raise await self._duplicate(exc, in_flight, rows) from exc
-            raise
+        return await self._insert(EncodedBatch.of_rows(rows), now_ms, on_duplicate, claimed_by)
 
     async def claim_due(
         self,
@@ -367,12 +339,44 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 extra={"action": "open", "entity": self.spec.name},
             )
 
+    async def _insert(
+        self,
+        batch: EncodedBatch,
+        now_ms: int,
+        on_duplicate: OnDuplicate,
+        claimed_by: str | None,
+    ) -> int:
+        if not batch.keys:
+            return 0
+        status, attempts, by, at = insert_state(claimed_by, now_ms)
+        # The same for every row of the call: the claim columns (the layout's ones follow).
+        state = f",{attempts},{literal(by or '')},{at or 0}"
+        statements = await self._insert_statements(batch, state)
+        insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
+        in_flight = [batch]  # the statement's rows: a duplicate is among them
+
+        async def body(tx: Tx) -> int:
+            stored = 0
+            for target, tail, chunk in statements:
+                in_flight[0] = chunk
+                values = insert_values(chunk, self._key, status, tail)
+                stored += await tx.execute(insert(target=target, rows=values))
+            return stored
+
+        try:
+            alone = len(statements) == 1
+            return int(await self._ex.run("insert", body, one_statement=alone))
+        except StoreError as exc:
+            if error_code(exc.cause) == DUPLICATE_KEY:
+                raise await self._duplicate(exc, in_flight[0].rows(), batch.rows()) from exc
+            raise
+
     async def _insert_statements(
-        self, rows: Sequence[EncodedRow], state: str
-    ) -> list[tuple[str, str, Sequence[EncodedRow]]]:
+        self, batch: EncodedBatch, state: str
+    ) -> list[tuple[str, str, EncodedBatch]]:
         """(target, the tail of each row, rows) of every INSERT the rows need, in batch_size
         rows and the payload bytes a statement takes at most; missing shards are made first."""
-        by_shard = group_by_shard(rows, _at_ms, self.policy.granularity)
+        by_shard = batch.by_shard(self.policy.granularity)
         wanted = list(by_shard)
         if not all(self._live.covers(bounds) for bounds in wanted):
             await self.ensure_shards(wanted[0].start_ms, wanted[-1].end_ms)
@@ -380,7 +384,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         for bounds, group in by_shard.items():
             target = self._live.insert_target(bounds)
             tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
-            sizes = list(map(len, map(_PAYLOAD, group)))
+            sizes = list(map(len, group.payloads))
             limit = self._insert_payload_bytes
             statements += [
                 (target, tail, c) for c in chunks_within(group, self.batch_size, limit, sizes)
@@ -458,8 +462,3 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
 def _info(shard: Shard, rows: dict[Status | int, int] | None = None) -> ShardInfo:
     return ShardInfo(name=shard.name, bounds=shard.bounds, rows=rows or {})
-
-
-#: An EncodedRow's sharding time and payload, read in C: an insert reads them for every row.
-_at_ms = attrgetter("at_ms")
-_PAYLOAD = attrgetter("payload")

@@ -30,10 +30,10 @@ from repos.base import (
     StoredRow,
     StoreError,
     UnknownStatus,
-    encode_for,
+    encode_batch_for,
     read_status,
 )
-from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedRow, EntitySpec
+from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
 from repos.shards import (
     ShardBounds,
     bounds_of,
@@ -128,12 +128,8 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        return await self.insert_rows(
-            encode_for(self, entities, now_ms=now_ms),
-            now_ms=now_ms,
-            on_duplicate=on_duplicate,
-            claimed_by=claimed_by,
-        )
+        batch = encode_batch_for(self, entities, now_ms=now_ms)
+        return await self._insert(batch, now_ms, on_duplicate, claimed_by)
 
     async def insert_rows(
         self,
@@ -143,10 +139,19 @@ class SqliteRepository(Generic[TEntity, TKey]):
         on_duplicate: OnDuplicate = "error",
         claimed_by: str | None = None,
     ) -> int:
-        if not rows:
+        return await self._insert(EncodedBatch.of_rows(rows), now_ms, on_duplicate, claimed_by)
+
+    async def _insert(
+        self,
+        batch: EncodedBatch,
+        now_ms: int,
+        on_duplicate: OnDuplicate,
+        claimed_by: str | None,
+    ) -> int:
+        if not batch.keys:
             return 0
         state = insert_state(claimed_by, now_ms)
-        groups = group_by_shard(rows, _at_ms, self.policy.granularity)
+        groups = batch.by_shard(self.policy.granularity)
         insert = sql.INSERT_IGNORE if on_duplicate == "ignore" else sql.INSERT
 
         def work(db: sqlite3.Connection) -> int:
@@ -407,7 +412,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
             db.execute(self._q(create, table))
             db.execute(self._q(sql.CREATE_DUE_INDEX, table))
 
-    async def _duplicate(self, groups: dict[ShardBounds, list[EncodedRow]]) -> DuplicateJob:
+    async def _duplicate(self, groups: dict[ShardBounds, EncodedBatch]) -> DuplicateJob:
         """Name the id that broke the (rolled back) insert: already stored, or twice in it."""
 
         def work(db: sqlite3.Connection) -> DuplicateJob:
@@ -415,7 +420,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
             for bounds, group in groups.items():
                 table = self._table(bounds)
                 if table in live:
-                    for chunk in chunks([r.key for r in group], MAX_VARIABLES):
+                    for chunk in chunks(group.keys, MAX_VARIABLES):
                         stmt = self._q(sql.EXISTING_IDS, table, keys=marks(len(chunk)))
                         for key, status in db.execute(stmt, chunk):
                             return DuplicateJob(
@@ -424,7 +429,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                                 table,
                                 status=getattr(read_status(status), "name", str(status)),
                             )
-                repeated = _repeated_key(group)
+                repeated = _repeated_key(group.keys)
                 if repeated is not None:
                     return DuplicateJob(self.spec.name, repeated, table, in_batch=True)
             return DuplicateJob(self.spec.name, "?", "?")
@@ -463,20 +468,35 @@ def _count(db: sqlite3.Connection, stmt: str) -> dict[Status | int, int]:
     return {read_status(status): int(n) for status, n in db.execute(stmt)}
 
 
-def _insert_values(rows: Sequence[EncodedRow], state: tuple[Any, ...]) -> list[Any]:
-    """INSERT's values for `rows`, column by column; `state`: repos.statements.insert_state."""
-    status, *claim = state
-    return [v for r in rows for v in (r.key, r.at_ms, r.payload, status, r.at_ms, *claim)]
+def _insert_values(rows: EncodedBatch, state: tuple[Any, ...]) -> list[Any]:
+    """INSERT's values for `rows`, row after row, laid out a column at a time (a slice
+    assignment each); `state`: repos.statements.insert_state."""
+    status, attempts, claimed_by, claimed_at = state
+    n = len(rows)
+    columns: tuple[list[Any], ...] = (
+        rows.keys,
+        rows.at_ms,
+        rows.payloads,
+        [status] * n,
+        rows.at_ms,  # due_at
+        [attempts] * n,
+        [claimed_by] * n,
+        [claimed_at] * n,
+    )
+    values: list[Any] = [None] * (sql.INSERT_WIDTH * n)
+    for i, column in enumerate(columns):
+        values[i :: sql.INSERT_WIDTH] = column
+    return values
 
 
-def _repeated_key(rows: Sequence[EncodedRow]) -> int | str | None:
+def _repeated_key(keys: Sequence[int | str]) -> int | str | None:
     seen: set[int | str] = set()
-    for row in rows:
-        if row.key in seen:
-            return row.key
-        seen.add(row.key)
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
     return None
 
 
-#: The sharding time of an EncodedRow or a RowRef, read in C (group_by_shard).
+#: The sharding time of a RowRef, read in C (group_by_shard).
 _at_ms = attrgetter("at_ms")

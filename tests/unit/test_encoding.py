@@ -3,6 +3,7 @@ rows, and raise exactly the error, that encoding entity by entity gives (the ora
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,9 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from repos.entity import EncodedRow, EntitySpec, _values_getter
+from repos.entity import DICTS_AT_ONCE, EncodedBatch, EncodedRow, EntitySpec, _values_getter
 from repos.errors import PayloadTooLarge, SchedulerError, ShardExpired
 from repos.examples import NOTIFICATIONS, ORDERS, SMS, NotificationEntity, OrderEntity, SmsEntity
+from repos.shards import Granularity, bucket_of
+from repos.statements import chunks
 
 NOW = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
 WEEK_MS = 7 * 86_400_000
@@ -250,8 +253,9 @@ def test_each_flaw_is_met_as_encoding_one_by_one_meets_it(
 def test_the_usual_batch_is_encoded_in_bulk_to_the_same_bytes(
     spec: EntitySpec[Any, Any], batch: list[Any]
 ) -> None:
-    rows = spec._bulk.encode(batch)
-    assert rows is not None  # else the property above tests the careful path only
+    encoded = spec._bulk.encode(batch)
+    assert encoded is not None  # else the property above tests the careful path only
+    rows = encoded.rows()
     assert rows == [spec.encode(e) for e in batch]
     assert all(type(r) is EncodedRow for r in rows)
     for row, entity in zip(rows, batch, strict=True):  # and today's decode reads them
@@ -271,3 +275,98 @@ def test_payload_dicts_of_fields_that_cannot_be_attributes_in_code_are_made_all_
     assert _values_getter(("note", "ﬁle"))(odd) == {"note": "n", "ﬁle": "f"}
     assert _values_getter(("note",))(odd) == {"note": "n"}
     assert _values_getter(())(odd) == {}
+
+
+def test_a_batch_holds_the_rows_a_column_at_a_time_and_gives_them_back() -> None:
+    rows = [EncodedRow(3, 30, b"c"), EncodedRow(1, 10, b"a"), EncodedRow(2, 20, b"b")]
+    batch = EncodedBatch.of_rows(rows)
+    assert (batch.keys, batch.at_ms, batch.payloads) == (
+        [3, 1, 2],
+        [30, 10, 20],
+        [b"c", b"a", b"b"],
+    )
+    assert batch.rows() == rows and all(type(r) is EncodedRow for r in batch.rows())
+    assert len(batch) == 3 and len(EncodedBatch.of_rows([])) == 0
+    assert batch[1:].rows() == rows[1:] and batch[:1].rows() == rows[:1]
+    assert batch[0:3] is batch and batch[:] is batch  # the whole of it is not copied
+    assert [part.rows() for part in chunks(batch, 2)] == [rows[:2], rows[2:]]
+
+
+def test_a_batch_splits_by_shard_oldest_first_keeping_its_order() -> None:
+    day = Granularity.DAY.span_ms
+    rows = [EncodedRow(1, NOW + day, b"x"), EncodedRow(2, NOW, b"y"), EncodedRow(3, NOW + 1, b"z")]
+    groups = EncodedBatch.of_rows(rows).by_shard(Granularity.DAY)
+    assert [b.start_ms for b in groups] == [
+        bucket_of(NOW, Granularity.DAY),
+        bucket_of(NOW + day, Granularity.DAY),
+    ]
+    assert [g.rows() for g in groups.values()] == [rows[1:], rows[:1]]
+    one = EncodedBatch.of_rows(rows[1:])
+    assert list(one.by_shard(Granularity.DAY).values()) == [one]
+    assert EncodedBatch.of_rows([]).by_shard(Granularity.DAY) == {}
+
+
+def long_batches() -> list[Any]:
+    """Batches of several DICTS_AT_ONCE: good, or with a flaw in a later slice of dicts."""
+    n = 3 * DICTS_AT_ONCE
+    sms_jobs = [
+        SmsEntity(id=k, scheduled_at=GOOD_TIMES[0], phone="+1", message="m") for k in range(n)
+    ]
+    orders = [
+        OrderEntity(order_id=f"o-{k}", expires_at=GOOD_TIMES[0], customer_id=1, amount_cents=5)
+        for k in range(n)
+    ]
+    orders[-2] = OrderEntity(
+        order_id="o-x",
+        expires_at=GOOD_TIMES[0],
+        customer_id=1,
+        amount_cents=5,
+        created_at=BAD_TIMES[1],  # naive
+    )
+    notes = [
+        NotificationEntity(id=k, deliver_at=GOOD_TIMES[0], user_id=3, title="t") for k in range(n)
+    ]
+    notes[2 * DICTS_AT_ONCE + 1] = NotificationEntity(
+        id=1, deliver_at=GOOD_TIMES[0], user_id=3, title="t", data={"s": {1}}
+    )
+    return [
+        pytest.param(SMS, sms_jobs, id="good"),
+        pytest.param(ORDERS, orders, id="naive-late"),
+        pytest.param(NOTIFICATIONS, notes, id="unserialisable-late"),
+    ]
+
+
+@pytest.mark.parametrize(("spec", "batch"), long_batches())
+def test_a_batch_of_several_slices_of_dicts_is_met_as_encoding_one_by_one_meets_it(
+    spec: EntitySpec[Any, Any], batch: list[Any]
+) -> None:
+    expected = outcome(lambda: one_by_one(spec, batch))
+    got = outcome(
+        lambda: spec.encode_many(batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT)
+    )
+    assert got == expected
+    assert (spec._bulk.encode(batch) is None) == (expected[0] != "rows")  # good: in bulk
+
+
+def test_encoding_a_batch_sets_off_no_garbage_collection() -> None:
+    """Its payload dicts are freed a few hundred at a time, before the collector's count of
+    new containers reaches its threshold (DICTS_AT_ONCE)."""
+    batch = [
+        SmsEntity(id=k, scheduled_at=GOOD_TIMES[0], phone="+1", message="m") for k in range(2000)
+    ]
+    passes: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # CPython's defaults
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        SMS.encode_batch(batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT)
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+    assert passes == []
