@@ -63,7 +63,7 @@ class Parts:
     """Everything one run of the engine uses; made by compose() alone, all of it at once."""
 
     lanes: Mapping[str, Lane]  #: by entity type name, in registration order
-    by_model: Mapping[type, Lane]  #: by the entity class, for schedule()
+    by_model: Mapping[type, str]  #: lane names by the entity class, for schedule()
     acker: Acker
     dispatcher: Dispatcher
     payloads: PayloadReader
@@ -108,7 +108,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     )
     return Parts(
         lanes=lanes,
-        by_model={lane.spec.model: lane for lane in lanes.values()},
+        by_model={lane.spec.model: lane.name for lane in lanes.values()},
         acker=acker,
         dispatcher=dispatcher,
         payloads=payloads,
