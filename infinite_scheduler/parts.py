@@ -183,6 +183,7 @@ def _fetch_settings(c: SchedulerConfig, node_id: str) -> FetchSettings:
     return FetchSettings(
         node_id=node_id,
         fetch_interval_s=c.fetch_interval_s,
+        near_poll_interval_s=c.near_poll_interval_s,
         lookahead_ms=int(c.lookahead_s * 1000),
         payload_ahead_ms=int(c.payload_ahead_s * 1000),
         horizon_ms=int(c.misfire_horizon_s * 1000),

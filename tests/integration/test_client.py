@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +13,8 @@ from infinite_scheduler import (
     ClientNotOpen,
     DuplicateJob,
     EntitySpecError,
+    InfiniteScheduler,
+    JobContext,
     SchedulerClient,
     SchedulerConfig,
     Status,
@@ -88,3 +92,34 @@ async def test_a_client_not_open_refuses_every_operation(config: SchedulerConfig
 def test_a_client_without_entity_types_is_refused() -> None:
     with pytest.raises(EntitySpecError, match="at least one EntitySpec"):
         SchedulerClient(load_config(None, metrics_port=0))
+
+
+async def test_a_job_stored_by_a_client_inside_a_nodes_window_fires_on_time(
+    backend: Any, backend_url: str
+) -> None:
+    """The node's rounds are 5 s apart; the near poll (0.1 s) claims the client's job, due
+    0.6 s after it was stored inside the window claimed already, and it fires on time."""
+    store = {"url": backend_url, "layout": backend.layout, "driver": backend.driver}
+    config = load_config(
+        None,
+        store=store,
+        metrics_port=0,
+        fetch_interval_s=5,
+        lookahead_s=6,
+        near_poll_interval_s=0.1,
+    )
+    fired: asyncio.Queue[tuple[int | str, float]] = asyncio.Queue()
+
+    async def handler(ctx: JobContext[SmsEntity]) -> None:
+        fired.put_nowait((ctx.job_id, time.time()))
+
+    engine = InfiniteScheduler(config)
+    engine.register(SMS, handler)
+    async with engine, SchedulerClient(config, SMS) as client:
+        await asyncio.sleep(0.3)  # the start's round has claimed its window
+        job = sms(1, in_s=0.6)
+        await client.schedule([job])
+        async with asyncio.timeout(3):
+            job_id, at = await fired.get()
+    assert job_id == 1
+    assert at - job.scheduled_at.timestamp() < 0.5  # not the next round, 5 s on
