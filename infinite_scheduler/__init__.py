@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from infinite_scheduler.client import SchedulerClient as SchedulerClient
 from infinite_scheduler.config import SchedulerConfig as SchedulerConfig
 from infinite_scheduler.config import load_config as load_config
 from infinite_scheduler.engine import InfiniteScheduler as InfiniteScheduler
+from infinite_scheduler.errors import ClientNotOpen as ClientNotOpen
 from infinite_scheduler.errors import ConfigError as ConfigError
 from infinite_scheduler.errors import DuplicateJob as DuplicateJob
 from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
@@ -35,6 +37,7 @@ except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "ClientNotOpen",
     "ConfigError",
     "DuplicateJob",
     "EngineNotRunning",
@@ -44,6 +47,7 @@ __all__ = [
     "InfiniteScheduler",
     "InvalidIdentifier",
     "JobContext",
+    "SchedulerClient",
     "SchedulerConfig",
     "SchedulerError",
     "ShardExpired",

@@ -151,6 +151,7 @@ class SchedulerConfig(BaseSettings):
 
     node_id: str = AUTO
     fetch_interval_s: PositiveFloat = 25.0
+    near_poll_interval_s: PositiveFloat = 0.5
     lookahead_s: PositiveFloat = 30.0
     payload_ahead_s: PositiveFloat = 10.0
     max_jobs_per_fetch: PositiveInt = 10_000

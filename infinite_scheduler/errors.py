@@ -13,6 +13,7 @@
     │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     ├── HandlerMissing             an entity type the engine has no handler for
     ├── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
+    ├── ClientNotOpen              a SchedulerClient used outside ``async with client:``
     └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
@@ -90,16 +91,24 @@ class EngineNotRunning(SchedulerError):
     soon into its wheel or take a cancelled one out. The repository works without an engine.
     """
 
-    #: operation -> (what it does, the repository method doing it without an engine)
-    _WITHOUT_ENGINE = {"schedule": ("store jobs", "insert"), "cancel": ("cancel jobs", "cancel")}
+    #: operation -> what it does
+    _PURPOSE = {"schedule": "store jobs", "cancel": "cancel jobs"}
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
-        purpose, method = self._WITHOUT_ENGINE[operation]
         super().__init__(
             f"{operation}() needs a running engine: call it inside `async with engine:` "
-            f"(to {purpose} without an engine, use the repository's {method}())"
+            f"(to {self._PURPOSE[operation]} without an engine, use SchedulerClient.{operation}())"
         )
+
+
+class ClientNotOpen(SchedulerError):
+    """Raised by a SchedulerClient used before ``async with client:`` or after it, before
+    anything is stored or changed."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(f"{operation}() needs an open client: call it inside `async with client:`")
 
 
 class DropRefused(SchedulerError):

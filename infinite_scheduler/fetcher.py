@@ -54,6 +54,7 @@ BURST_BATCHES = 5
 class FetchSettings:
     node_id: str
     fetch_interval_s: float
+    near_poll_interval_s: float
     lookahead_ms: int
     payload_ahead_ms: int
     horizon_ms: int
@@ -110,10 +111,16 @@ class Fetcher:
         return max(0, self.settings.max_held - self.held())
 
     async def run(self, stop: asyncio.Event) -> None:
+        """A round every fetch_interval_s, which claims the next window; between rounds, a near
+        poll every near_poll_interval_s claims only what was stored since inside the window
+        claimed already (by a SchedulerClient, another process): it fires on time, not at the
+        next round. A backlog or a wake (room appeared, a retry came due) means a round now."""
+        next_round_s = 0.0
         while not stop.is_set():
             started = time.monotonic()
+            full = started >= next_round_s
             try:
-                await self.fetch_once()
+                await self.fetch_once(extend=full)
             except StoreError as exc:
                 logger.warning(
                     "fetch failed, retrying in %.1fs: %s",
@@ -124,18 +131,22 @@ class Fetcher:
                 await self.backoff.wait(stop, self._wake)
                 continue
             self.backoff.succeeded()
-            # Drift-free cadence: the round's own duration comes off the sleep.
-            delay_s = self.settings.fetch_interval_s - (time.monotonic() - started)
+            if full:  # drift-free cadence: the round's own duration comes off the wait
+                next_round_s = started + self.settings.fetch_interval_s
+            delay_s = min(self.settings.near_poll_interval_s, next_round_s - time.monotonic())
             if self.backlog:
-                delay_s = BACKLOG_POLL_S
+                delay_s, next_round_s = BACKLOG_POLL_S, 0.0
             await wait_any(stop, self._wake, timeout_s=max(0.0, delay_s))
+            if self._wake.is_set():
+                next_round_s = 0.0
 
-    async def fetch_once(self) -> int:
-        """One round over every lane; returns the number of rows claimed."""
+    async def fetch_once(self, *, extend: bool = True) -> int:
+        """One round over every lane, claiming up to now + lookahead (`extend`), or only up to
+        the end of the window claimed already (a near poll); returns the rows claimed."""
         self._wake.clear()
         now_ms = self.clock.now_ms()
         started = time.perf_counter()
-        window_end_ms = now_ms + self.settings.lookahead_ms
+        window_end_ms = now_ms + self.settings.lookahead_ms if extend else self.window_end_ms
         budget = self.settings.max_jobs_per_fetch
         claimed, self.backlog = 0, False
         for lane in self.lanes:

@@ -63,7 +63,7 @@ class Parts:
     """Everything one run of the engine uses; made by compose() alone, all of it at once."""
 
     lanes: Mapping[str, Lane]  #: by entity type name, in registration order
-    by_model: Mapping[type, Lane]  #: by the entity class, for schedule()
+    by_model: Mapping[type, str]  #: lane names by the entity class, for schedule()
     acker: Acker
     dispatcher: Dispatcher
     payloads: PayloadReader
@@ -108,7 +108,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     )
     return Parts(
         lanes=lanes,
-        by_model={lane.spec.model: lane for lane in lanes.values()},
+        by_model={lane.spec.model: lane.name for lane in lanes.values()},
         acker=acker,
         dispatcher=dispatcher,
         payloads=payloads,
@@ -183,6 +183,7 @@ def _fetch_settings(c: SchedulerConfig, node_id: str) -> FetchSettings:
     return FetchSettings(
         node_id=node_id,
         fetch_interval_s=c.fetch_interval_s,
+        near_poll_interval_s=c.near_poll_interval_s,
         lookahead_ms=int(c.lookahead_s * 1000),
         payload_ahead_ms=int(c.payload_ahead_s * 1000),
         horizon_ms=int(c.misfire_horizon_s * 1000),

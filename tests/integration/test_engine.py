@@ -560,11 +560,11 @@ async def test_missing_handler_is_refused_at_start_and_nothing_changes(
 
 SCHEDULE_NOT_RUNNING = (
     "schedule() needs a running engine: call it inside `async with engine:` "
-    "(to store jobs without an engine, use the repository's insert())"
+    "(to store jobs without an engine, use SchedulerClient.schedule())"
 )
 CANCEL_NOT_RUNNING = (
     "cancel() needs a running engine: call it inside `async with engine:` "
-    "(to cancel jobs without an engine, use the repository's cancel())"
+    "(to cancel jobs without an engine, use SchedulerClient.cancel())"
 )
 
 

@@ -1,0 +1,103 @@
+"""Jobs stored, cancelled and looked up without an engine: for a web app, a batch job, a script.
+
+A client writes PENDING rows and never claims one, so it needs no node id, no heartbeat and no
+handler, and runs beside any number of engine nodes on the same store. Whichever node polls
+next claims a new job: one due inside a node's claimed window is picked up by its near poll
+(`near_poll_interval_s`, about a second late at most), a later one by the fetch that reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from infinite_scheduler.clock import Clock, SystemClock
+from infinite_scheduler.config import SchedulerConfig
+from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
+from infinite_scheduler.jobs import by_type
+from infinite_scheduler.parts import Repo, store_repository
+from repos.base import EntitySpec, OnDuplicate, StoredRow
+
+
+class SchedulerClient:
+    """Stores, cancels and looks up jobs of the given entity types on the configured store.
+
+    ``async with SchedulerClient(config, SMS) as client: await client.schedule([...])``
+    """
+
+    def __init__(
+        self, config: SchedulerConfig, *specs: EntitySpec[Any, Any], clock: Clock | None = None
+    ) -> None:
+        if not specs:
+            raise EntitySpecError(None, "SchedulerClient needs at least one EntitySpec")
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._specs = {spec.name: spec for spec in specs}
+        self._names = {spec.model: spec.name for spec in specs}
+        self._repos: dict[str, Repo] = {}
+        self._stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> SchedulerClient:
+        async with AsyncExitStack() as stack:
+            for name, spec in self._specs.items():
+                repo = store_repository(self.config, spec)
+                await repo.open()
+                stack.push_async_callback(repo.close)
+                self._repos[name] = repo
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._repos = {}
+        if stack is not None:
+            await stack.aclose()
+
+    async def schedule(
+        self, entities: Iterable[Any], *, on_duplicate: OnDuplicate = "error"
+    ) -> int:
+        """Store new jobs PENDING; returns rows stored. Entities of a type this client was not
+        given are refused before anything is stored."""
+        self._open("schedule")
+        now_ms = self.clock.now_ms()
+        stored = 0
+        for name, batch in by_type(list(entities), self._names, _not_given).items():
+            stored += await self._repos[name].insert(
+                batch, now_ms=now_ms, on_duplicate=on_duplicate
+            )
+        return stored
+
+    async def cancel(self, spec: EntitySpec[Any, Any], keys: Sequence[Any]) -> int:
+        """Cancel PENDING or CLAIMED jobs by id; returns rows cancelled. A node holding one
+        with its payload read already (due within payload_ahead_s) may still fire it."""
+        return await self._repo(spec, "cancel").cancel(list(keys))
+
+    async def get(self, spec: EntitySpec[Any, Any], key: Any) -> list[StoredRow]:
+        """The stored rows of this id (one per shard that holds it), oldest first."""
+        return await self._repo(spec, "get").get(key)
+
+    def _open(self, operation: str) -> None:
+        if self._stack is None:
+            raise ClientNotOpen(operation)
+
+    def _repo(self, spec: EntitySpec[Any, Any], operation: str) -> Repo:
+        self._open(operation)
+        repo = self._repos.get(spec.name)
+        if repo is None:
+            raise _not_given([spec.name])
+        return repo
+
+
+def _not_given(names: list[str]) -> EntitySpecError:
+    return EntitySpecError(
+        None,
+        f"entity type(s) {', '.join(map(repr, names))} not given to this SchedulerClient; "
+        "pass their EntitySpec when making it",
+    )
