@@ -1,4 +1,5 @@
-"""The one place that picks an adapter for a store URL: to make the store, or a repository."""
+"""The one place that picks an adapter for a store URL: to make the store, a repository, or the
+store's membership (its nodes table)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from repos.base import ShardingRepository, ShardPolicy
+from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
@@ -92,4 +94,30 @@ def make_repository(
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
         max_payload_bytes=max_payload_bytes,
+    )
+
+
+def make_membership(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+) -> Membership:
+    """Build (not open) the nodes table's adapter for the store `url` names; its own small
+    pool on MySQL (two connections: a heartbeat and a listing), its own connection on SQLite."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.cluster import SqliteMembership
+
+        return SqliteMembership(target.path, create_missing=create_missing)
+    from repos.mysql.cluster import MysqlMembership
+
+    return MysqlMembership(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
     )
