@@ -185,12 +185,15 @@ class SingleNodeStore(NodeRefused):
     """Raised by join on the embedded SQLite store while a live node of another id is on it:
     one file on one machine serves one node."""
 
-    def __init__(self, node_id: str, holder: LiveNode) -> None:
+    def __init__(self, node_id: str, holder: LiveNode, *, node_timeout_ms: int) -> None:
+        self.node_timeout_ms = node_timeout_ms
         super().__init__(
             node_id,
             holder,
             f"the embedded SQLite store runs one node, and {holder} is live on it; stop it"
-            f" before starting node {node_id!r}, or use MySQL/MariaDB for several nodes",
+            f" before starting node {node_id!r}, or use MySQL/MariaDB for several nodes. If that"
+            f" process is gone, the store is free once its heartbeat is"
+            f" {node_timeout_ms / 1000:g} s old (cluster.node_timeout_s)",
         )
 
 

@@ -33,23 +33,31 @@ async def create_store(
     url: str, *, driver: Driver = "asyncmy", connect_timeout_s: float = 5.0
 ) -> StoreCreated:
     """Create the store `url` names unless it exists: the MySQL database (utf8mb4), or the
-    SQLite file and its directory. The shard tables inside are the engine's business."""
+    SQLite file and its directory; then its nodes table, if missing. The shard tables inside
+    are the engine's business."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.connection import create_file
 
         path = Path(target.path)
         created, directory = await asyncio.to_thread(create_file, path)
-        return StoreCreated(
+        done = StoreCreated(
             store=f"SQLite file {str(path)!r}",
             created=created,
             directory=None if directory is None else str(directory),
         )
-    from repos.mysql.driver import Executor
+    else:
+        from repos.mysql.driver import Executor
 
-    executor = Executor(target, driver=driver, connect_timeout_s=connect_timeout_s)
-    created = await executor.create_database()
-    return StoreCreated(store=f"database {target.database!r} on {target.address}", created=created)
+        executor = Executor(target, driver=driver, connect_timeout_s=connect_timeout_s)
+        created = await executor.create_database()
+        done = StoreCreated(
+            store=f"database {target.database!r} on {target.address}", created=created
+        )
+    membership = make_membership(url, driver=driver, connect_timeout_s=connect_timeout_s)
+    await membership.open()  # makes the nodes table
+    await membership.close()
+    return done
 
 
 def make_repository(

@@ -156,4 +156,4 @@ def _refuse(node_id: str, live: Sequence[Any], node_timeout_ms: int) -> None:
     found = holder.as_live(int(live[-1]))
     if holder.node_id == node_id:
         raise NodeIdInUse(node_id, found, node_timeout_ms=node_timeout_ms)
-    raise SingleNodeStore(node_id, found)
+    raise SingleNodeStore(node_id, found, node_timeout_ms=node_timeout_ms)

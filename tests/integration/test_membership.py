@@ -149,7 +149,8 @@ async def test_sqlite_takes_one_live_node_and_mysql_several(
     assert str(refused.value) == (
         f"the embedded SQLite store runs one node, and node 'node-a' (epoch {first} on host"
         " host-1 pid 7, heartbeat 0.0 s ago) is live on it; stop it before starting node"
-        " 'node-b', or use MySQL/MariaDB for several nodes"
+        " 'node-b', or use MySQL/MariaDB for several nodes. If that process is gone, the store"
+        " is free once its heartbeat is 10 s old (cluster.node_timeout_s)"
     )
     await age(raw_sql, a, first, TIMEOUT_MS + 1_000)  # crashed: the file is free again
     assert await join(b, "node-b") > first

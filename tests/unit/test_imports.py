@@ -27,6 +27,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.config",
         "infinite_scheduler.demo",
         "infinite_scheduler.shard_commands",
+        "infinite_scheduler.node_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})
