@@ -99,20 +99,21 @@ def engine_factory(backend: Backend, backend_url: str, clock: FakeClock) -> Engi
         node_id: str = "node-a",
         wall: bool = False,
         repository: Repo | None = None,
+        **settings: Any,
     ) -> InfiniteScheduler:
-        config = load_config(
-            None,
-            node_id=node_id,
-            fetch_interval_s=0.2,
-            lookahead_s=0.6,
-            metrics_port=0,
-            store={"url": backend_url, "layout": backend.layout, "driver": backend.driver},
-            handlers={"drain_timeout_s": 1.0},
-            cluster={
+        defaults: dict[str, Any] = {
+            "node_id": node_id,
+            "fetch_interval_s": 0.2,
+            "lookahead_s": 0.6,
+            "metrics_port": 0,
+            "handlers": {"drain_timeout_s": 1.0},
+            "cluster": {
                 "heartbeat_interval_s": INTERVAL_MS / 1000,
                 "node_timeout_s": TIMEOUT_MS / 1000,
             },
-        )
+        }
+        store = {"url": backend_url, "layout": backend.layout, "driver": backend.driver}
+        config = load_config(None, store=store, **{**defaults, **settings})
         engine = (
             InfiniteScheduler(config)
             if wall
@@ -377,3 +378,28 @@ async def test_wall_the_heartbeat_loop_renews_and_a_hanging_renewal_is_fenced_on
             assert node.lag_ms() >= TIMEOUT_MS - INTERVAL_MS
         await eventually(lambda: not dispatcher.paused)
     assert (await node_row(members, epoch)).state == NodeState.LEFT
+
+
+@pytest.mark.parametrize("backend", [StoreBackend("sqlite")], indirect=True, ids=["sqlite"])
+async def test_wall_a_failed_renewal_is_tried_again_well_within_the_interval(
+    engine_factory: EngineFactory, repo: Repo, raw_sql: Any
+) -> None:
+    """Heartbeats every 2 s: once one fails, the next try comes 0.1 s later, then 0.2 s, ...
+    (at most 1 s apart), not 2 s later; and the first that gets through ends the tries."""
+    engine = engine_factory(
+        wall=True,
+        fetch_interval_s=5,
+        lookahead_s=10,
+        cluster={"heartbeat_interval_s": 2, "node_timeout_s": 6},
+    )
+    async with engine:
+        node = engine.parts.node
+        await rename_nodes(raw_sql, repo, away=True)
+        await eventually(lambda: node.backoff.failures >= 1)
+        async with asyncio.timeout(1):  # well before the next regular beat, 2 s later
+            await eventually(lambda: node.backoff.failures >= 3)
+        renewals = node.renewals
+        await rename_nodes(raw_sql, repo, away=False)
+        async with asyncio.timeout(1.5):
+            await eventually(lambda: node.renewals > renewals)
+        assert node.backoff.failures == 0
