@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from benchmarks import ceiling
 from benchmarks.common import Options, bar, log, now_ms, result, sms
@@ -27,7 +28,12 @@ from benchmarks.store import bench_store, make_repo, opened
 
 HOUR_MS = 3_600_000
 #: W2's engine fetches every second, so a burst waits at most that long to be noticed.
-W2_SETTINGS = {"fetch_interval_s": 1, "lookahead_s": 2}
+W2_SETTINGS: dict[str, Any] = {
+    "fetch_interval_s": 1,
+    "lookahead_s": 2,
+    # node_timeout_s may not exceed the lookahead
+    "cluster": {"heartbeat_interval_s": 0.5, "node_timeout_s": 2},
+}
 W3_RATES = (1000, 5000)
 W3_GRACE_S = 5.0
 

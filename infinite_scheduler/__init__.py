@@ -10,8 +10,6 @@ Everything a user needs is importable from here; the modules behind it are inter
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from infinite_scheduler.client import SchedulerClient as SchedulerClient
 from infinite_scheduler.config import SchedulerConfig as SchedulerConfig
 from infinite_scheduler.config import load_config as load_config
@@ -23,18 +21,17 @@ from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
 from infinite_scheduler.errors import HandlerMissing as HandlerMissing
 from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
+from infinite_scheduler.errors import NodeIdInUse as NodeIdInUse
+from infinite_scheduler.errors import NodeRefused as NodeRefused
 from infinite_scheduler.errors import SchedulerError as SchedulerError
 from infinite_scheduler.errors import ShardExpired as ShardExpired
+from infinite_scheduler.errors import SingleNodeStore as SingleNodeStore
 from infinite_scheduler.errors import StoreError as StoreError
 from infinite_scheduler.errors import StoreUnavailable as StoreUnavailable
 from infinite_scheduler.jobs import JobContext as JobContext
+from infinite_scheduler.version import __version__ as __version__
 from repos.base import Status as Status
 from repos.entity import EntitySpec as EntitySpec
-
-try:
-    __version__ = version("infinite-scheduler")
-except PackageNotFoundError:  # a source checkout that was never installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "ClientNotOpen",
@@ -47,10 +44,13 @@ __all__ = [
     "InfiniteScheduler",
     "InvalidIdentifier",
     "JobContext",
+    "NodeIdInUse",
+    "NodeRefused",
     "SchedulerClient",
     "SchedulerConfig",
     "SchedulerError",
     "ShardExpired",
+    "SingleNodeStore",
     "Status",
     "StoreError",
     "StoreUnavailable",

@@ -1,7 +1,8 @@
-"""The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired`` and
-``store init``.
+"""The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired``,
+``nodes list`` and ``store init``.
 
-Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, 3 ``shards drop-expired``
+Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, or ``run`` refused by the
+store (a live node has its node id; a second node on SQLite), 3 ``shards drop-expired``
 refused to drop unfinished rows (not confirmed, no ``--force``): nothing was dropped, 130
 interrupted by SIGINT before the engine was running. The message goes to stderr, without a
 traceback. 3 is apart from 1 so that a script can tell a broken store from a drop that only
@@ -32,7 +33,8 @@ from infinite_scheduler.demo import (
     show_status,
 )
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import ConfigError, DropRefused, SchedulerError
+from infinite_scheduler.errors import ConfigError, DropRefused, NodeRefused, SchedulerError
+from infinite_scheduler.node_commands import nodes_main
 from infinite_scheduler.shard_commands import DropOptions, shards_main
 from repos.registry import create_store
 from repos.urls import SqliteUrl
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
     if args.command == "shards":
         return shards(config, args.action, dry_run=args.dry_run, force=args.force, app=args.app)
+    if args.command == "nodes":
+        return nodes(config, app=args.app)
     if args.command == "store":
         return store_init(config)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
@@ -85,7 +89,8 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     try:
         run_loop(_serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
-        return _failed(exc, EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STORE)
+        refused = isinstance(exc, ConfigError | NodeRefused)
+        return _failed(exc, EXIT_CONFIG if refused else EXIT_STORE)
     return EXIT_OK
 
 
@@ -103,6 +108,15 @@ def shards(
         shards_main(config, action, options=options, setup=load_app(app) if app else None)
     except DropRefused as exc:
         return _failed(exc, EXIT_REFUSED)
+    except SchedulerError as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
+def nodes(config: SchedulerConfig, *, app: str | None) -> int:
+    """List the store's nodes: live ones, timed out ones, the last that left or died."""
+    try:
+        nodes_main(config, setup=load_app(app) if app else None)
     except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
@@ -255,6 +269,11 @@ def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
         ("fetch", f"every {config.fetch_interval_s:g} s, lookahead {config.lookahead_s:g} s"),
         ("misfire", f"{config.misfire_policy}, looking back {config.misfire_horizon_s} s"),
         ("shards", f"per {config.shards.granularity}, kept {config.shards.retention_s} s"),
+        (
+            "cluster",
+            f"heartbeat every {config.cluster.heartbeat_interval_s:g} s,"
+            f" dead after {config.cluster.node_timeout_s:g} s",
+        ),
         ("metrics", f"port {config.metrics_port}" if config.metrics_port else "off"),
     ]
     body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
@@ -298,6 +317,16 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the settings and exit")
     check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     _add_shards_commands(commands)
+    nodes_cmd = commands.add_parser("nodes", help="list the nodes sharing the store")
+    nodes_actions = nodes_cmd.add_subparsers(dest="action", required=True)
+    nodes_list = nodes_actions.add_parser(
+        "list",
+        help="nodes, epochs, heartbeat ages (the database's clock) and claims held",
+    )
+    nodes_list.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    nodes_list.add_argument(
+        "--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)"
+    )
     store_cmd = commands.add_parser("store", help="create the configured store")
     store_actions = store_cmd.add_subparsers(dest="action", required=True)
     init = store_actions.add_parser(

@@ -28,3 +28,9 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self._now_ms += ms
+
+
+def monotonic_ms() -> int:
+    """This process's monotonic clock in milliseconds: how long since something, never when.
+    A node's self-fencing measures on it (a wall clock may jump)."""
+    return time.monotonic_ns() // 1_000_000

@@ -50,6 +50,7 @@ from infinite_scheduler.config_errors import (
     validation_problems,
 )
 from infinite_scheduler.errors import ConfigError, EntitySpecError
+from infinite_scheduler.membership import timing_conflicts
 from repos.base import ShardPolicy
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, PAYLOAD_BYTES_CEILING
 from repos.shards import Granularity
@@ -138,6 +139,17 @@ class HandlersConfig(_Section):
         return self
 
 
+class ClusterConfig(_Section):
+    """``[cluster]``: how nodes sharing a store watch each other (heartbeat_interval_s <
+    node_timeout_s <= lookahead_s, checked with the top-level settings)."""
+
+    #: Every node renews its row in the store's nodes table this often.
+    heartbeat_interval_s: PositiveFloat = 2.0
+    #: A node whose heartbeat is this old by the database's clock is dead; a node that could
+    #: not renew for this long minus one interval stops firing until it renews.
+    node_timeout_s: PositiveFloat = 10.0
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -165,6 +177,7 @@ class SchedulerConfig(BaseSettings):
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     handlers: HandlersConfig = Field(default_factory=HandlersConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -213,6 +226,11 @@ class SchedulerConfig(BaseSettings):
             conflicts.append(
                 Conflict("shards.retention_s", self.shards.retention_s, reason, related)
             )
+        conflicts += timing_conflicts(
+            heartbeat_interval_s=self.cluster.heartbeat_interval_s,
+            node_timeout_s=self.cluster.node_timeout_s,
+            lookahead_s=self.lookahead_s,
+        )
         if conflicts:
             raise ConflictingSettings(conflicts)
         return self
@@ -316,7 +334,7 @@ def _unknown_env_keys(env: Mapping[str, str], environ: Mapping[str, str]) -> lis
 
 def _section_hint(key: str) -> str:
     """``store_url`` is the likely typo for ``STORE__URL``: say so."""
-    for section in ("shards", "store", "handlers"):
+    for section in ("shards", "store", "handlers", "cluster"):
         if key.startswith(section + "_"):
             rest = key[len(section) + 1 :]
             return f"; section keys take a double underscore: {ENV_PREFIX}{section.upper()}__{rest.upper()}"

@@ -82,6 +82,8 @@ class Dispatcher:
         self._timed_out: set[asyncio.Task[None]] = set()
         self._grow_pending = False
         self._closing = False
+        #: Self-fenced (the node could not renew its heartbeat): no handler starts.
+        self._paused = False
         self._watch: asyncio.TimerHandle | None = None
         #: Threads are started on demand, so a pool as large as `concurrency` costs nothing idle.
         self._threads = ThreadPoolExecutor(
@@ -99,7 +101,8 @@ class Dispatcher:
         metrics.overrunning.set_function(lambda: self.overrunning)
 
     def __repr__(self) -> str:
-        return f"<Dispatcher running={self.running} waiting={len(self._ready)} fired={self.fired}>"
+        paused = " paused" if self._paused else ""
+        return f"<Dispatcher running={self.running} waiting={len(self._ready)} fired={self.fired}{paused}>"
 
     @property
     def backlog(self) -> int:
@@ -115,10 +118,25 @@ class Dispatcher:
         self._grow_if_all_wait()
 
     async def settle(self) -> None:
-        """Wait until every job handed over has finished (an engine in manual mode). A worker
-        exits only once the FIFO is empty, so no job waits when none is left."""
+        """Wait until every job handed over has finished (an engine in manual mode), or, while
+        paused, until the handlers running have. A worker exits only once the FIFO is empty
+        (or the dispatcher paused), so no job waits when none is left unless paused."""
         while self._workers:
             await asyncio.wait(set(self._workers))
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Start no handler until resume(): jobs handed over wait in the FIFO, in due order
+        (those running go on). The node's self-fencing calls this when it may no longer fire."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Start handlers again, for the jobs that waited first."""
+        self._paused = False
+        self._grow_if_all_wait()
 
     def take_waiting(self) -> list[tuple[Lane, ClaimedJob]]:
         """Remove and return the jobs not started yet (shutdown hands them back to the store)."""
@@ -166,7 +184,7 @@ class Dispatcher:
         """One more worker if jobs wait in the FIFO while every worker waits inside a handler
         (a worker between jobs takes the next one itself). The new worker's first handler
         asks again, so workers grow one per loop turn while handlers keep waiting."""
-        if self._closing:
+        if self._closing or self._paused:
             return
         if self._ready and self.running >= len(self._workers) < self.concurrency:
             self._spawn()
@@ -194,7 +212,7 @@ class Dispatcher:
         ready, workers = self._ready, self._workers
         finished = 0
         try:
-            while ready:
+            while ready and not self._paused:
                 lane, job = ready.popleft()
                 self.running += 1
                 if not self._grow_pending:

@@ -5,12 +5,14 @@
     async with engine:                      # builds the parts, opens stores, recovers, loops
         await engine.run()                  # until stop() or a loop dies
 
-The parts (lanes, fetcher, payload reader, dispatcher, acker, maintenance) are built together
-by infinite_scheduler/parts.py when the engine starts, once the registered types are final.
-Start-up order matters: stores open, claims left by a previous run are released, the first
-fetch runs, then the loops start; overdue rows found by that first fetch fire once, now.
-Shutdown is the reverse: stop fetching, drain handlers (bounded), flush acks, hand unfired
-claims back to the store, close the stores.
+The parts (lanes, fetcher, payload reader, dispatcher, acker, maintenance, the node's
+heartbeat) are built together by infinite_scheduler/parts.py when the engine starts, once the
+registered types are final. Start-up order matters: the process joins the store's membership
+(a new epoch; refused while a live node has its id), its heartbeat starts, stores open, claims
+left by a previous run are released, the first fetch runs, then the loops start; overdue rows
+found by that first fetch fire once, now. Shutdown is the reverse: stop fetching, drain
+handlers (bounded), flush acks, hand unfired claims back to the store, stop the heartbeat and
+mark the epoch LEFT, close the stores.
 
 Manual mode (``InfiniteScheduler(config, clock=FakeClock(...), manual=True)``, like arq's
 burst mode) starts everything but the loops; ``await engine.run_until_idle()`` then does their
@@ -27,19 +29,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
-from infinite_scheduler.clock import Clock, SystemClock
+from infinite_scheduler.clock import Clock, SystemClock, monotonic_ms
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.jobs import Handler, Lane, by_type
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.parts import Parts, Registration, Wiring, compose, store_repository
-from repos.base import ClaimedJob, EntitySpec, HeldJob, RowRef, ShardingRepository
+from infinite_scheduler.node import Identity, join
+from infinite_scheduler.parts import (
+    Parts,
+    Registration,
+    Wiring,
+    check_handlers,
+    compose,
+    store_membership,
+    store_repository,
+)
+from infinite_scheduler.version import __version__
+from repos.base import ClaimedJob, EntitySpec, HeldJob, RowRef, ShardingRepository, StoreError
+from repos.cluster import Membership, NodeState
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -74,12 +89,20 @@ class InfiniteScheduler:
         self._running = False
         self._manual = manual
         self._failure: BaseException | None = None
+        #: The node's self-fencing clock: monotonic, or in manual mode the engine's own clock.
+        self._monotonic_ms = self.clock.now_ms if manual else monotonic_ms
+        self._epoch: int | None = None
+        self._declared_dead = asyncio.Event()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat_stop = asyncio.Event()
+        #: The start reached its first claim: from then on only a drained stop may leave.
+        self._claiming = False
 
     def __repr__(self) -> str:
         if self._parts is None:
             return f"<InfiniteScheduler node={self.node_id} not started>"
         parts = self._parts
-        return f"<InfiniteScheduler node={self.node_id} held={parts.held()} {parts.dispatcher!r} {parts.acker!r}>"
+        return f"<InfiniteScheduler node={self.node_id} epoch={self._epoch} held={parts.held()} {parts.dispatcher!r} {parts.acker!r}>"
 
     # -- registration -----------------------------------------------------------------------
 
@@ -123,22 +146,38 @@ class InfiniteScheduler:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> InfiniteScheduler:
-        parts = compose(list(self._registrations.values()), self._wiring())
+        registrations = list(self._registrations.values())
+        check_handlers(registrations)
+        membership = store_membership(self.config)
+        self._claiming = False
+        self._declared_dead.clear()
         async with AsyncExitStack() as stack:
             # First: a port already taken must stop the start before any store is opened
             # or any job claimed (claims would only be handed back by the next start).
             self.metrics.serve(self.config.metrics_port)
             stack.callback(self.metrics.shutdown)
+            await membership.open()
+            stack.push_async_callback(membership.close)
+            joined_ms = self._monotonic_ms()  # when sent: the fence counts from before the write
+            joined = await join(membership, self._identity(), node_timeout_ms=self._node_timeout_ms)
+            self._epoch = joined.epoch
+            stack.push_async_callback(self._leave_unless_claiming, membership)
+            parts = compose(registrations, self._wiring(membership, joined_ms))
+            if not self._manual:
+                self._start_heartbeat(parts)
+                stack.push_async_callback(self._stop_heartbeat)
             parts.loop_lag.start()
             stack.callback(parts.loop_lag.stop)
             for lane in parts.lanes.values():
                 await lane.repo.open()
                 stack.push_async_callback(lane.repo.close)
                 await self._recover(lane)
+            self._claiming = True
             await parts.fetcher.fetch_once()
             self._parts = parts
             if not self._manual:
                 self._start_loops(parts)
+            stack.push_async_exit(self._leave)
             stack.push_async_callback(self._shutdown, parts)
             self._stack = stack.pop_all()
         self._running = True
@@ -155,15 +194,75 @@ class InfiniteScheduler:
         stack, self._stack = self._stack, AsyncExitStack()
         await stack.aclose()
 
-    def _wiring(self) -> Wiring:
+    def _wiring(self, membership: Membership, joined_ms: int) -> Wiring:
+        assert self._epoch is not None
         return Wiring(
             config=self.config,
             node_id=self.node_id,
+            epoch=self._epoch,
+            membership=membership,
             clock=self.clock,
+            monotonic_ms=self._monotonic_ms,
+            joined_ms=joined_ms,
             metrics=self.metrics,
             stop=self._stop,
             on_added=self._wheel_changed.set,
+            on_declared_dead=self._declared_dead.set,
         )
+
+    def _identity(self) -> Identity:
+        return Identity(
+            node_id=self.node_id, host=socket.gethostname(), pid=os.getpid(), version=__version__
+        )
+
+    @property
+    def _node_timeout_ms(self) -> int:
+        return int(self.config.cluster.node_timeout_s * 1000)
+
+    @property
+    def epoch(self) -> int:
+        """This process's epoch in the store's membership, from the start on (the last run's
+        after it): the fencing token of its claims."""
+        if self._epoch is None:
+            raise RuntimeError("the engine has not started: `async with engine:` joins the store")
+        return self._epoch
+
+    @property
+    def declared_dead(self) -> asyncio.Event:
+        """Set when a heartbeat found this epoch declared dead by another node (which may be
+        taking its claims over): the engine fires nothing more from then on."""
+        return self._declared_dead
+
+    def _start_heartbeat(self, parts: Parts) -> None:
+        self._heartbeat_stop = asyncio.Event()
+        task = asyncio.create_task(
+            parts.node.run(self._heartbeat_stop), name="infinite-scheduler:heartbeat"
+        )
+        task.add_done_callback(self._loop_ended)
+        self._heartbeat = task
+
+    async def _stop_heartbeat(self) -> None:
+        """Last of the loops to stop: the node stays live while it drains and hands back."""
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            self._heartbeat_stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _leave_unless_claiming(self, membership: Membership) -> None:
+        """A start that failed before its first claim holds nothing: its epoch leaves, and the
+        node id is free at once. Past that point only a drained stop leaves (_shutdown); a
+        failed one's epoch ages out and is taken over."""
+        if self._claiming or self._epoch is None:
+            return
+        try:
+            await membership.set_state(self._epoch, NodeState.LEFT)
+        except StoreError as exc:
+            logger.warning(
+                "could not mark epoch %d LEFT after a failed start: %s",
+                self._epoch,
+                exc,
+                extra={"action": "leave", "node": self.node_id, "epoch": self._epoch},
+            )
 
     def stop(self) -> None:
         """Ask the engine to stop; run() returns and the context exit drains."""
@@ -213,7 +312,7 @@ class InfiniteScheduler:
             self._tasks.append(task)
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stop.is_set():
+        if task.cancelled() or self._stop.is_set() or self._heartbeat_stop.is_set():
             return
         self._failure = task.exception() or RuntimeError(f"{task.get_name()} returned early")
         logger.critical(
@@ -245,6 +344,19 @@ class InfiniteScheduler:
             cancelled,
             extra={"action": "stop", "node": self.node_id},
         )
+
+    async def _leave(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Right after _shutdown: stop the heartbeat (the node stayed live while it drained and
+        handed back) and, if _shutdown handed everything back, mark the epoch LEFT. A stop that
+        failed leaves the epoch to age out: its claims are taken over."""
+        await self._stop_heartbeat()
+        if exc is None and self._parts is not None:
+            await self._parts.node.leave()
 
     # -- the wheel loop -----------------------------------------------------------------------
 
@@ -287,6 +399,7 @@ class InfiniteScheduler:
 
     async def _turn(self, parts: Parts) -> bool:
         """What every loop does once, in the order a job travels; True if anything moved."""
+        await parts.node.beat_if_due()
         claimed = await parts.fetcher.fetch_once()
         await parts.payloads.read_due()
         fired, _ = _fire_due(parts, self.clock.now_ms())

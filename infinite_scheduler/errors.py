@@ -6,6 +6,9 @@
     │   ├── DuplicateJob           an id already in its shard, or twice in one insert
     │   ├── ShardExpired           a sharding time older than the retention horizon
     │   └── PayloadTooLarge        an encoded payload over the store's size limit
+    ├── NodeRefused                the store will not take this process as a node (at start)
+    │   ├── NodeIdInUse            a live node has the same node id
+    │   └── SingleNodeStore        the SQLite store has a live node already
     ├── StoreError                 the database refused or failed a statement
     │   ├── StoreUnavailable       the database cannot be reached at all
     │   └── StoreMissing           the database or SQLite file does not exist (and is not created)
@@ -29,9 +32,12 @@ from infinite_scheduler.config_errors import ConfigProblem
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import InvalidIdentifier as InvalidIdentifier
+from repos.errors import NodeIdInUse as NodeIdInUse
+from repos.errors import NodeRefused as NodeRefused
 from repos.errors import PayloadTooLarge as PayloadTooLarge
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
+from repos.errors import SingleNodeStore as SingleNodeStore
 from repos.errors import StoreError as StoreError
 from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable

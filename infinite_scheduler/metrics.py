@@ -36,6 +36,7 @@ class Metrics:
         self._job_series()
         self._engine_series()
         self._store_series()
+        self._cluster_series()
 
     def _job_series(self) -> None:
         """What happens to jobs, by entity type."""
@@ -89,6 +90,17 @@ class Metrics:
             "rows_unknown_status",
             "Rows in live shards whose status this version does not know: never fired.",
             "entity",
+        )
+
+    def _cluster_series(self) -> None:
+        """The nodes sharing the store, as this node's heartbeat sees them."""
+        self.nodes_live = self._gauge(
+            "nodes_live", "Nodes whose heartbeat was recent at this node's last renewal."
+        )
+        self.heartbeat_lag = self._gauge(
+            "heartbeat_lag_seconds",
+            "Seconds since this node last renewed its heartbeat (when the renewal was sent);"
+            " at cluster.node_timeout_s minus one interval it stops firing.",
         )
 
     def _counter(self, name: str, doc: str) -> Counter:

@@ -2,11 +2,13 @@
 
 Registration (``engine.register``) records entity types, their handlers and repositories (made
 by :func:`store_repository` unless given; the shard commands use them without an engine), and
-goes on until the engine starts. So the other parts are built then, by :func:`compose`, at the
-top of ``__aenter__``: the lanes with their wheels, the acker, the dispatcher, the payload
-reader, the fetcher, shard maintenance and the loop-lag watcher, wired to each other. Building
-them does no I/O, starts nothing and installs no signal handler; the engine opens and starts
-them afterwards. A part never exists half-built: either the engine has all of them or none.
+goes on until the engine starts. So the other parts are built then, by :func:`compose`, in
+``__aenter__`` once the process has joined the store's membership (:func:`store_membership`)
+and so has its epoch: the lanes with their wheels, the acker, the dispatcher, the payload
+reader, the fetcher, shard maintenance, the loop-lag watcher and the node's heartbeat, wired to
+each other. Building them does no I/O, starts nothing and installs no signal handler; the
+engine opens and starts them afterwards. A part never exists half-built: either the engine has
+all of them or none.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from infinite_scheduler.fetcher import Fetcher, FetchSettings
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.loop_lag import LoopLagMonitor
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
+from infinite_scheduler.membership import Fence
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.node import Node
 from infinite_scheduler.payloads import PayloadReader
-from infinite_scheduler.waits import Backoff, StoreBack
+from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import EntitySpec, ShardingRepository
+from repos.cluster import Membership
 
 Repo = ShardingRepository[Any, Any]
 
@@ -50,12 +55,22 @@ class Wiring:
 
     config: SchedulerConfig
     node_id: str
+    #: This process's epoch in the store's membership: the fencing token of its claims.
+    epoch: int
+    #: The store's nodes table, joined already.
+    membership: Membership
     clock: Clock
+    #: Where the node's self-fencing reads the time (monotonic; in manual mode, the clock's).
+    monotonic_ms: Callable[[], int]
+    #: When the join was sent, on monotonic_ms: the node's first renewal.
+    joined_ms: int
     metrics: Metrics
     #: The engine's stop event: set, the payload reader stops retrying held-back reads.
     stop: asyncio.Event
     #: Called when jobs enter a wheel: wakes the wheel loop.
     on_added: Callable[[], None]
+    #: Called when a heartbeat finds this epoch declared dead.
+    on_declared_dead: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +85,7 @@ class Parts:
     fetcher: Fetcher
     maintenance: Maintenance
     loop_lag: LoopLagMonitor
+    node: Node
 
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
@@ -80,8 +96,16 @@ def _held(lanes: Iterable[Lane], dispatcher: Dispatcher, payloads: PayloadReader
     return sum(len(lane.wheel) for lane in lanes) + dispatcher.backlog + payloads.held_back
 
 
+def check_handlers(registrations: Sequence[Registration]) -> None:
+    """Raise HandlerMissing if a type has no handler: before the engine opens anything."""
+    missing = [reg.spec.name for reg in registrations if reg.handler is None]
+    if missing:
+        raise HandlerMissing(missing)
+
+
 def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     """Build every part; raises HandlerMissing, building nothing, if a type has no handler."""
+    check_handlers(registrations)
     lanes = _lanes(registrations, wiring)
     # Shared by the loops that retry the store: once one finds it back, all of them go.
     store_back = StoreBack()
@@ -115,6 +139,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         fetcher=fetcher,
         maintenance=_maintenance(wiring, lanes),
         loop_lag=_loop_lag(wiring),
+        node=_node(wiring, dispatcher, store_back),
     )
 
 
@@ -122,11 +147,8 @@ def _lanes(registrations: Sequence[Registration], wiring: Wiring) -> dict[str, L
     now_ms = wiring.clock.now_ms()
     slots = _wheel_slots(wiring.config.lookahead_s)
     lanes: dict[str, Lane] = {}
-    missing: list[str] = []
     for reg in registrations:
-        if reg.handler is None:
-            missing.append(reg.spec.name)
-            continue
+        assert reg.handler is not None  # check_handlers
         lanes[reg.spec.name] = Lane(
             spec=reg.spec,
             repo=reg.repo,
@@ -134,8 +156,6 @@ def _lanes(registrations: Sequence[Registration], wiring: Wiring) -> dict[str, L
             metrics=wiring.metrics.for_entity(reg.spec.name),
             wheel=TimerWheel(now_ms=now_ms, tick_ms=1, slots=slots),
         )
-    if missing:
-        raise HandlerMissing(missing)
     return lanes
 
 
@@ -206,6 +226,32 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
     return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics)
 
 
+def _node(wiring: Wiring, dispatcher: Dispatcher, store_back: StoreBack) -> Node:
+    c = wiring.config
+    # A failed renewal is tried again within the interval (and at least once a second).
+    retry_s = min(STORE_RETRY_MAX_S, c.cluster.heartbeat_interval_s)
+    fence = Fence(
+        heartbeat_interval_ms=int(c.cluster.heartbeat_interval_s * 1000),
+        node_timeout_ms=int(c.cluster.node_timeout_s * 1000),
+    )
+    horizon_ms = c.misfire_horizon_s * 1000
+    return Node(
+        wiring.membership,
+        node_id=wiring.node_id,
+        epoch=wiring.epoch,
+        fence=fence,
+        monotonic_ms=wiring.monotonic_ms,
+        renewed_ms=wiring.joined_ms,
+        gate=dispatcher,
+        # The earliest due time this epoch may hold claims for until its next heartbeat: a
+        # claim takes rows overdue back to the misfire horizon, so that far back.
+        holds_from_ms=lambda: wiring.clock.now_ms() - horizon_ms,
+        on_declared_dead=wiring.on_declared_dead,
+        metrics=wiring.metrics,
+        backoff=Backoff(min(0.1, retry_s), retry_s, store_back=store_back),
+    )
+
+
 def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Repo:
     """The repository of `spec` on the configured store (built, not opened)."""
     from repos.registry import make_repository
@@ -223,6 +269,20 @@ def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Rep
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
         max_payload_bytes=store.max_payload_bytes,
+    )
+
+
+def store_membership(config: SchedulerConfig) -> Membership:
+    """The configured store's nodes table (built, not opened)."""
+    from repos.registry import make_membership
+
+    store = config.store
+    return make_membership(
+        config.store_url,
+        driver=store.driver,
+        pool_recycle_s=store.pool_recycle_s,
+        connect_timeout_s=store.connect_timeout_s,
+        create_missing=store.create_missing,
     )
 
 

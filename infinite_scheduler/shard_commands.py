@@ -67,18 +67,34 @@ def shards_main(
 ) -> None:
     """Run one shards subcommand; store errors propagate (the caller maps them to exit 1), and
     so does DropRefused (exit 3)."""
+    if missing_sqlite_store(config, "shards", out):
+        return
+    repos = served_repositories(config, setup)
+    asyncio.run(_shards(config, repos, action, options=options or DropOptions(), out=out))
+
+
+def missing_sqlite_store(config: SchedulerConfig, what: str, out: TextIO) -> bool:
+    """Say so, and return True, when the store is a SQLite file that does not exist: a command
+    that only looks must not create one."""
     target = config.store.target
     if isinstance(target, SqliteUrl) and not Path(target.path).exists():
-        out.write(f"no store at {target.path}: no shards\n")  # and do not create one
-        return
+        out.write(f"no store at {target.path}: no {what}\n")
+        return True
+    return False
+
+
+def served_repositories(
+    config: SchedulerConfig, setup: Callable[[InfiniteScheduler], None] | None
+) -> list[Repo]:
+    """The repositories of the entity types `setup` registers (None: the examples), made as
+    the engine would make them, not opened."""
     engine = InfiniteScheduler(config)
     if setup is not None:
         setup(engine)
     else:
         for spec in EXAMPLES:
             engine.register(spec)
-    repos = list(engine.repositories.values())
-    asyncio.run(_shards(config, repos, action, options=options or DropOptions(), out=out))
+    return list(engine.repositories.values())
 
 
 async def _shards(

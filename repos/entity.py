@@ -22,6 +22,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 from pydantic import BaseModel
 
+from repos.cluster import NODES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
 from repos.shards import (
     MAX_PREFIX,
@@ -35,6 +36,8 @@ from repos.shards import (
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 
+#: Tables of the store itself (repos/cluster.py NODES_TABLE), which no entity's may be.
+STORE_TABLES = frozenset({NODES_TABLE})
 #: Columns the engine owns; an entity may not map a field onto them.
 ENGINE_COLUMNS = frozenset(
     {
@@ -154,6 +157,11 @@ class EntitySpec(Generic[TEntity, TKey]):
         prefix = check_identifier(
             "table prefix", table_prefix or name, max_length=MAX_PREFIX, entity=name
         )
+        if prefix in STORE_TABLES:
+            # The partitioned layout names an entity's one table by its prefix.
+            raise EntitySpecError(
+                name, f"table prefix {prefix!r} is reserved: the store's own table has that name"
+            )
         hints = _field_types(model, name)
         for role, fname in (("id", id_field), ("sharding time", time_field)):
             if fname not in hints:

@@ -1,6 +1,6 @@
 """The errors the store raises on purpose: the root SchedulerError, an entity that does not fit
-its spec (EntitySpecError and its kinds), a statement the database failed (StoreError and its
-kinds).
+its spec (EntitySpecError and its kinds), a node the store will not take (NodeRefused and its
+kinds), a statement the database failed (StoreError and its kinds).
 
 They live here because the adapters raise them and must not import the engine;
 ``infinite_scheduler.errors`` re-exports them and draws the whole tree, the engine's own errors
@@ -12,6 +12,7 @@ callers raise them with fields, never with preformatted text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -129,6 +130,70 @@ class PayloadTooLarge(EntitySpecError):
             f"encoded size {size} bytes is over the limit of {limit} bytes",
             field="payload",
             job_id=job_id,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveNode:
+    """The live node a join ran into, as the refusal names it."""
+
+    node_id: str
+    epoch: int
+    host: str
+    pid: int
+    heartbeat_age_ms: int  #: by the database's clock
+
+    def __str__(self) -> str:
+        return (
+            f"node {self.node_id!r} (epoch {self.epoch} on host {self.host} pid {self.pid},"
+            f" heartbeat {self.heartbeat_age_ms / 1000:.1f} s ago)"
+        )
+
+
+class NodeRefused(SchedulerError):
+    """Raised when the store will not take this process as a node: at the engine's start,
+    before anything is claimed, and nothing was written. `node_id` is the id refused, `holder`
+    the live node in the way; the kinds say what to do instead."""
+
+    def __init__(self, node_id: str, holder: LiveNode, reason: str) -> None:
+        self.node_id = node_id
+        self.holder = holder
+        super().__init__(reason)
+
+
+class NodeIdInUse(NodeRefused):
+    """Raised by join when a live node (ACTIVE or DRAINING, heartbeat younger than the node
+    timeout) has the same node id: two processes must never act under one id at once.
+
+    The id is free again once the other process stops gracefully, or once its heartbeat is
+    older than the node timeout (it crashed): a restart within that time is refused too.
+    """
+
+    def __init__(self, node_id: str, holder: LiveNode, *, node_timeout_ms: int) -> None:
+        self.node_timeout_ms = node_timeout_ms
+        super().__init__(
+            node_id,
+            holder,
+            f"node id {node_id!r} is in use by a live {holder}; stop that process, or give this"
+            " one another node_id (AUTO makes a unique one). If that process is gone, the id is"
+            f" free once its heartbeat is {node_timeout_ms / 1000:g} s old"
+            " (cluster.node_timeout_s)",
+        )
+
+
+class SingleNodeStore(NodeRefused):
+    """Raised by join on the embedded SQLite store while a live node of another id is on it:
+    one file on one machine serves one node."""
+
+    def __init__(self, node_id: str, holder: LiveNode, *, node_timeout_ms: int) -> None:
+        self.node_timeout_ms = node_timeout_ms
+        super().__init__(
+            node_id,
+            holder,
+            f"the embedded SQLite store runs one node, and {holder} is live on it; stop it"
+            f" before starting node {node_id!r}, or use MySQL/MariaDB for several nodes. If that"
+            f" process is gone, the store is free once its heartbeat is"
+            f" {node_timeout_ms / 1000:g} s old (cluster.node_timeout_s)",
         )
 
 

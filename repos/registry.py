@@ -1,4 +1,5 @@
-"""The one place that picks an adapter for a store URL: to make the store, or a repository."""
+"""The one place that picks an adapter for a store URL: to make the store, a repository, or the
+store's membership (its nodes table)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from repos.base import ShardingRepository, ShardPolicy
+from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
@@ -31,23 +33,31 @@ async def create_store(
     url: str, *, driver: Driver = "asyncmy", connect_timeout_s: float = 5.0
 ) -> StoreCreated:
     """Create the store `url` names unless it exists: the MySQL database (utf8mb4), or the
-    SQLite file and its directory. The shard tables inside are the engine's business."""
+    SQLite file and its directory; then its nodes table, if missing. The shard tables inside
+    are the engine's business."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.connection import create_file
 
         path = Path(target.path)
         created, directory = await asyncio.to_thread(create_file, path)
-        return StoreCreated(
+        done = StoreCreated(
             store=f"SQLite file {str(path)!r}",
             created=created,
             directory=None if directory is None else str(directory),
         )
-    from repos.mysql.driver import Executor
+    else:
+        from repos.mysql.driver import Executor
 
-    executor = Executor(target, driver=driver, connect_timeout_s=connect_timeout_s)
-    created = await executor.create_database()
-    return StoreCreated(store=f"database {target.database!r} on {target.address}", created=created)
+        executor = Executor(target, driver=driver, connect_timeout_s=connect_timeout_s)
+        created = await executor.create_database()
+        done = StoreCreated(
+            store=f"database {target.database!r} on {target.address}", created=created
+        )
+    membership = make_membership(url, driver=driver, connect_timeout_s=connect_timeout_s)
+    await membership.open()  # makes the nodes table
+    await membership.close()
+    return done
 
 
 def make_repository(
@@ -92,4 +102,30 @@ def make_repository(
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
         max_payload_bytes=max_payload_bytes,
+    )
+
+
+def make_membership(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+) -> Membership:
+    """Build (not open) the nodes table's adapter for the store `url` names; its own small
+    pool on MySQL (two connections: a heartbeat and a listing), its own connection on SQLite."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.cluster import SqliteMembership
+
+        return SqliteMembership(target.path, create_missing=create_missing)
+    from repos.mysql.cluster import MysqlMembership
+
+    return MysqlMembership(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
     )

@@ -11,8 +11,10 @@
 - ``backend``, ``backend_url``, ``make_repo`` and ``repo``: a fresh store and opened
   repositories over every adapter (``sqlite``, ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``);
   teardown fails a test that leaves a connection checked out.
-- ``raw_sql``: runs a statement on a repository's store behind its back, as a DBA (or a bug,
-  or a newer version) would.
+- ``open_membership``: opened memberships (the nodes table) on the same fresh store of
+  ``backend``, each on a connection of its own, as separate nodes would have.
+- ``raw_sql``: runs a statement on a repository's (or a membership's) store behind its back, as
+  a DBA (or a bug, or a newer version) would.
 
 Test modules reach all of this through fixtures only: ``tests`` is not a package, so nothing
 here is importable at run time.
@@ -34,9 +36,10 @@ import pytest
 
 from infinite_scheduler.config import ENV_PREFIX
 from repos.base import ShardingRepository, ShardPolicy
+from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.examples import SMS
-from repos.registry import make_repository
+from repos.registry import make_membership, make_repository
 from repos.urls import Driver, LayoutName
 
 START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
@@ -45,7 +48,7 @@ DEFAULT_POLICY = ShardPolicy()
 
 Repo = ShardingRepository[Any, Any]
 MysqlDatabases = Callable[[], Awaitable[str]]
-RawSql = Callable[[Repo, str], Awaitable[None]]
+RawSql = Callable[[Any, str], Awaitable[None]]
 
 
 # -- hermetic environment ---------------------------------------------------------------------
@@ -307,12 +310,35 @@ async def repo(make_repo: MakeRepo) -> Repo:
     return await make_repo()
 
 
+OpenMembership = Callable[[], Awaitable[Membership]]
+
+
+@pytest.fixture
+async def open_membership(backend: Backend, backend_url: str) -> AsyncIterator[OpenMembership]:
+    """Factory of opened memberships on the test's fresh store of `backend` (its driver), each
+    with connections of its own; all closed at teardown, after checking none leaked one."""
+    opened: list[Membership] = []
+    async with AsyncExitStack() as stack:
+
+        async def open_one() -> Membership:
+            membership = make_membership(backend_url, driver=backend.driver)
+            await membership.open()
+            stack.push_async_callback(membership.close)
+            opened.append(membership)
+            return membership
+
+        yield open_one
+        leaked = [cast(Any, m).checked_out() for m in opened]
+    assert not any(leaked), f"connections still checked out after the test: {leaked}"
+
+
 @pytest.fixture
 def raw_sql() -> RawSql:
-    """``await raw_sql(repo, statement)``: one statement on the repository's store, outside it
-    (SQLite: its own connection to the file; MySQL: the repository's pool, no adapter code)."""
+    """``await raw_sql(repo, statement)``: one statement on the repository's (or membership's)
+    store, outside it (SQLite: its own connection to the file; MySQL: its pool, no adapter
+    code)."""
 
-    async def run(repo: Repo, statement: str) -> None:
+    async def run(repo: Any, statement: str) -> None:
         path = getattr(repo, "path", None)
         if path is not None:
             with closing(sqlite3.connect(path)) as db:

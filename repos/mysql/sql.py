@@ -167,6 +167,78 @@ UNKNOWN_STATUS_PART = """(SELECT {shard_no} AS shard_no, `{id}`, status, COUNT(*
  FROM {target} WHERE status < %(first)s OR status > %(last)s ORDER BY `{id}` LIMIT %(limit)s)"""
 
 
+# -- membership (repos/mysql/cluster.py): the nodes table, beside the shards ------------------
+# Times are the server's clock, read inside each statement: no node's clock decides whether
+# another node is dead. UTC_TIMESTAMP, so that the session's time zone (and its DST) is moot.
+# Node ids compare byte for byte (ascii_bin), as claimed_by does.
+_NOW_MS = "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000)"
+_NODE_COLUMNS = (
+    "epoch, node_id, host, pid, version, started_at_ms, heartbeat_at_ms, state, holds_from_ms"
+)
+
+# live_id is the node id while the row may be live (ACTIVE, DRAINING) and NULL once it is
+# not: its unique key lets one process at a time join under an id, races included.
+CREATE_NODES = """CREATE TABLE IF NOT EXISTS nodes (
+    epoch BIGINT NOT NULL AUTO_INCREMENT,
+    node_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    live_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
+    host VARCHAR(255) NOT NULL,
+    pid INT NOT NULL,
+    version VARCHAR(64) NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    heartbeat_at_ms BIGINT NOT NULL,
+    state TINYINT NOT NULL,
+    holds_from_ms BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (epoch),
+    UNIQUE KEY ux_live (live_id),
+    KEY ix_node (node_id, state),
+    KEY ix_state (state)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+DB_NOW = "SELECT " + _NOW_MS
+# A join: free the id's slot if its holder's heartbeat is too old, then take it (a duplicate
+# key: a live node holds it, LIVE_HOLDER names it), then read the epoch the insert made.
+FREE_STALE_ID = (
+    "UPDATE nodes SET live_id = NULL WHERE live_id = %(node_id)s"
+    " AND heartbeat_at_ms < " + _NOW_MS + " - %(node_timeout_ms)s"
+)
+INSERT_NODE = (
+    "INSERT INTO nodes (node_id, live_id, host, pid, version, started_at_ms, heartbeat_at_ms,"
+    " state, holds_from_ms) VALUES (%(node_id)s, %(node_id)s, %(host)s, %(pid)s, %(version)s, "
+    + _NOW_MS
+    + ", "
+    + _NOW_MS
+    + ", 0, 0)"
+)
+LAST_EPOCH = "SELECT LAST_INSERT_ID()"
+LIVE_HOLDER = "SELECT " + _NODE_COLUMNS + ", " + _NOW_MS + " FROM nodes WHERE live_id = %(node_id)s"
+# The id's earlier epochs that may hold claims and are not live: a crashed run's.
+EARLIER_EPOCHS = (
+    "SELECT " + _NODE_COLUMNS + " FROM nodes WHERE node_id = %(node_id)s AND state IN (0, 1)"
+    " AND epoch < %(epoch)s AND heartbeat_at_ms < " + _NOW_MS + " - %(node_timeout_ms)s"
+    " ORDER BY epoch"
+)
+# Strictly later than the last heartbeat: the row always changes, so the affected-row count
+# (changed rows, the drivers' default) says whether the epoch is still ACTIVE or DRAINING.
+HEARTBEAT = (
+    "UPDATE nodes SET heartbeat_at_ms = GREATEST(" + _NOW_MS + ", heartbeat_at_ms + 1),"
+    " holds_from_ms = %(holds_from_ms)s WHERE epoch = %(epoch)s AND state IN (0, 1)"
+)
+DECLARE_DEAD = (
+    "UPDATE nodes SET state = 3, live_id = NULL WHERE epoch = %(epoch)s AND state IN (0, 1)"
+    " AND heartbeat_at_ms < " + _NOW_MS + " - %(node_timeout_ms)s"
+)
+# DRAINING keeps the id's slot; LEFT frees it.
+SET_STATE = """
+UPDATE nodes SET state = %(state)s, live_id = IF(%(state)s = 1, live_id, NULL)
+WHERE epoch = %(epoch)s AND state IN (0, 1) AND state <> %(state)s"""
+LIST_NODES = (
+    "(SELECT " + _NODE_COLUMNS + " FROM nodes WHERE state IN (0, 1)) UNION ALL"
+    " (SELECT " + _NODE_COLUMNS + " FROM nodes WHERE state NOT IN (0, 1)"
+    " ORDER BY epoch DESC LIMIT %(finished)s) ORDER BY epoch DESC"
+)
+
+
 def union_all(part: str, targets: Sequence[str], **names: str) -> str:
     """`part` once per shard target, numbered by ``{shard_no}`` (the row's shard in the result),
     joined by UNION ALL: the ``{parts}`` of a statement over several shards, or one itself."""

@@ -117,6 +117,64 @@ SELECT "{id}", status, COUNT(*) OVER () FROM "{table}" WHERE status < :first OR 
 ORDER BY "{id}" LIMIT :limit"""
 
 
+# -- membership (repos/sqlite/cluster.py): the nodes table, beside the shards -----------------
+# SQLite serves one machine: its clock is the local one, read inside each statement as the
+# MySQL statements read the server's. AUTOINCREMENT: an epoch is never handed out twice.
+_NOW_MS = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
+_NODE_COLUMNS = (
+    "epoch, node_id, host, pid, version, started_at_ms, heartbeat_at_ms, state, holds_from_ms"
+)
+CREATE_NODES = """CREATE TABLE IF NOT EXISTS nodes (
+    epoch INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    heartbeat_at_ms INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    holds_from_ms INTEGER NOT NULL DEFAULT 0
+)"""
+CREATE_NODES_STATE_INDEX = "CREATE INDEX IF NOT EXISTS ix_nodes_state ON nodes (state)"
+DB_NOW = "SELECT " + _NOW_MS
+# A join, in one write transaction: the live node in the way (one of this id first), if any;
+# else the insert, and the id's earlier epochs that may hold claims and are not live.
+LIVE_NODE = (
+    "SELECT " + _NODE_COLUMNS + ", " + _NOW_MS + " FROM nodes WHERE state IN (0, 1)"
+    " AND heartbeat_at_ms >= " + _NOW_MS + " - :node_timeout_ms"
+    " ORDER BY node_id = :node_id DESC, epoch DESC LIMIT 1"
+)
+INSERT_NODE = (
+    "INSERT INTO nodes (node_id, host, pid, version, started_at_ms, heartbeat_at_ms, state,"
+    " holds_from_ms) VALUES (:node_id, :host, :pid, :version, "
+    + _NOW_MS
+    + ", "
+    + _NOW_MS
+    + ", 0, 0)"
+)
+EARLIER_EPOCHS = (
+    "SELECT " + _NODE_COLUMNS + " FROM nodes WHERE node_id = :node_id AND state IN (0, 1)"
+    " AND epoch < :epoch AND heartbeat_at_ms < " + _NOW_MS + " - :node_timeout_ms"
+    " ORDER BY epoch"
+)
+HEARTBEAT = (
+    "UPDATE nodes SET heartbeat_at_ms = MAX(" + _NOW_MS + ", heartbeat_at_ms + 1),"
+    " holds_from_ms = :holds_from_ms WHERE epoch = :epoch AND state IN (0, 1)"
+)
+DECLARE_DEAD = (
+    "UPDATE nodes SET state = 3 WHERE epoch = :epoch AND state IN (0, 1)"
+    " AND heartbeat_at_ms < " + _NOW_MS + " - :node_timeout_ms"
+)
+SET_STATE = (
+    "UPDATE nodes SET state = :state WHERE epoch = :epoch AND state IN (0, 1) AND state <> :state"
+)
+LIST_NODES = (
+    "SELECT * FROM (SELECT " + _NODE_COLUMNS + " FROM nodes WHERE state IN (0, 1)) UNION ALL"
+    " SELECT * FROM (SELECT " + _NODE_COLUMNS + " FROM nodes WHERE state NOT IN (0, 1)"
+    " ORDER BY epoch DESC LIMIT :finished) ORDER BY epoch DESC"
+)
+
+
 def marks(n: int) -> str:
     """The ``{keys}`` of an ``IN (...)`` list of `n` values."""
     return ", ".join(["?"] * n)

@@ -88,6 +88,9 @@ def write_config(path: Path, store_url: str) -> Path:
         "[handlers]\n"
         "backoff_base_s = 0.1\n"
         "drain_timeout_s = 2\n"
+        "[cluster]\n"
+        "heartbeat_interval_s = 0.25\n"
+        "node_timeout_s = 1\n"
     )
     return path
 

@@ -107,6 +107,7 @@ async def test_a_job_stored_by_a_client_inside_a_nodes_window_fires_on_time(
         fetch_interval_s=5,
         lookahead_s=6,
         near_poll_interval_s=0.1,
+        cluster={"heartbeat_interval_s": 1, "node_timeout_s": 5},
     )
     fired: asyncio.Queue[tuple[int | str, float]] = asyncio.Queue()
 

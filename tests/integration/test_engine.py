@@ -168,13 +168,18 @@ async def engine_factory(
             "drain_timeout_s": 1.0,
         }
         handlers.update(settings.pop("handlers", {}))
+        # Inside the 0.6 s window; a manual engine measures them on the fake clock.
+        cluster = {"heartbeat_interval_s": 0.1, "node_timeout_s": 0.5}
+        cluster.update(settings.pop("cluster", {}))
         store = {
             "url": backend_url,
             "layout": backend.layout,
             "driver": backend.driver,
             **settings.pop("store", {}),
         }
-        config = load_config(None, store=store, handlers=handlers, **{**defaults, **settings})
+        config = load_config(
+            None, store=store, handlers=handlers, cluster=cluster, **{**defaults, **settings}
+        )
         engine = (
             InfiniteScheduler(config)
             if wall

@@ -77,6 +77,7 @@ def engine_config(
         fetch_interval_s=0.2,
         lookahead_s=0.6,
         misfire_horizon_s=3600,
+        cluster={"heartbeat_interval_s": 0.1, "node_timeout_s": 0.5},
         shards={
             "retention_s": 86_400,
             "create_ahead": create_ahead,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("repos", "infinite_scheduler")
-#: What the engine's loops may import from repos/: the contract, and the factory of adapters.
-ENGINE_MAY_IMPORT = frozenset({"repos.base", "repos.registry"})
+#: What the engine's loops may import from repos/: the contracts (shards, membership), and the
+#: factory of adapters.
+ENGINE_MAY_IMPORT = frozenset({"repos.base", "repos.cluster", "repos.registry"})
 #: infinite_scheduler's modules outside the engine: the front ends (they parse store URLs, make
 #: stores, seed the examples) and the public errors module (it re-exports the store's errors).
 NOT_THE_ENGINE = frozenset(
@@ -26,6 +27,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.config",
         "infinite_scheduler.demo",
         "infinite_scheduler.shard_commands",
+        "infinite_scheduler.node_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})

@@ -1,0 +1,250 @@
+"""This process as a node of its store: the join, the heartbeat loop, self-fencing, the leave.
+
+The engine joins before it claims anything (:func:`join`), which gives the process its epoch.
+:class:`Node` then renews the epoch's heartbeat every ``cluster.heartbeat_interval_s``, again
+sooner after a failure, and keeps the fence (infinite_scheduler/membership.py): once its last
+renewal was sent ``node_timeout_s - heartbeat_interval_s`` ago, the dispatcher starts no handler
+(the jobs wait, none is lost) until a renewal gets through. A timer closes the fence on time
+even while a renewal hangs on a store that does not answer. A heartbeat that finds the epoch
+DEAD (another node declared it so and may be taking its claims over) closes the fence for good
+and calls ``on_declared_dead``: the engine's to act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from infinite_scheduler.membership import Fence, live_nodes
+from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.waits import Backoff, wait_any
+from repos.base import StoreError
+from repos.cluster import Joined, Membership, NodeState
+
+logger = logging.getLogger(__name__)
+
+
+class Gate(Protocol):
+    """What the fence opens and closes: the dispatcher."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who joins: the row a process start adds to the nodes table."""
+
+    node_id: str
+    host: str
+    pid: int
+    version: str
+
+
+async def join(membership: Membership, identity: Identity, *, node_timeout_ms: int) -> Joined:
+    """Join the store as a new epoch (NodeIdInUse, SingleNodeStore: refused); log it."""
+    joined = await membership.join(
+        identity.node_id,
+        host=identity.host,
+        pid=identity.pid,
+        version=identity.version,
+        node_timeout_ms=node_timeout_ms,
+    )
+    earlier = ", ".join(str(n.epoch) for n in joined.earlier) or "none"
+    logger.info(
+        "joined as node %s epoch %d (host %s pid %d); earlier epochs of this id still holding"
+        " claims: %s",
+        identity.node_id,
+        joined.epoch,
+        identity.host,
+        identity.pid,
+        earlier,
+        extra={"action": "join", "node": identity.node_id, "epoch": joined.epoch},
+    )
+    return joined
+
+
+class Node:
+    """One epoch's heartbeat and fence. Times are this process's monotonic clock, in ms."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        *,
+        node_id: str,
+        epoch: int,
+        fence: Fence,
+        monotonic_ms: Callable[[], int],
+        renewed_ms: int,
+        gate: Gate,
+        holds_from_ms: Callable[[], int],
+        on_declared_dead: Callable[[], None],
+        metrics: Metrics,
+        backoff: Backoff,
+    ) -> None:
+        self.membership = membership
+        self.node_id = node_id
+        self.epoch = epoch
+        self.fence = fence
+        self.monotonic_ms = monotonic_ms
+        #: When the last renewal that got through was sent (the join's, at first).
+        self.renewed_ms = renewed_ms
+        #: When the last renewal was sent, whatever came of it.
+        self.attempted_ms = renewed_ms
+        self.gate = gate
+        self.holds_from_ms = holds_from_ms
+        self.on_declared_dead = on_declared_dead
+        self.metrics = metrics
+        self.backoff = backoff
+        self.declared_dead = False
+        self.renewals = 0
+        self._open = True
+        self._timer: asyncio.TimerHandle | None = None
+        metrics.heartbeat_lag.set_function(lambda: self.lag_ms() / 1000)
+
+    def __repr__(self) -> str:
+        state = "dead" if self.declared_dead else "firing" if self._open else "fenced"
+        return f"<Node {self.node_id} epoch={self.epoch} {state} renewals={self.renewals}>"
+
+    def lag_ms(self) -> int:
+        """How long ago the last renewal that got through was sent."""
+        return max(0, self.monotonic_ms() - self.renewed_ms)
+
+    @property
+    def may_fire(self) -> bool:
+        if self.declared_dead:
+            return False
+        return self.fence.may_fire(renewed_ms=self.renewed_ms, now_ms=self.monotonic_ms())
+
+    async def beat(self) -> bool | None:
+        """Renew once: True renewed, False the epoch is no longer ACTIVE or DRAINING (declared
+        dead), None the store failed (logged; the fence decides whether firing goes on)."""
+        if self.declared_dead:
+            return False
+        sent_ms = self.attempted_ms = self.monotonic_ms()
+        try:
+            renewed = await self.membership.heartbeat(self.epoch, self.holds_from_ms())
+        except StoreError as exc:
+            logger.warning(
+                "heartbeat failed, %.1f s since the last renewal: %s",
+                self.lag_ms() / 1000,
+                exc,
+                extra=self._extra("heartbeat"),
+            )
+            self.check_fence()
+            return None
+        if not renewed:
+            self._dead()
+            return False
+        self.renewals += 1
+        self.renewed_ms = max(self.renewed_ms, sent_ms)
+        self.check_fence()
+        await self._count_live()
+        return True
+
+    async def beat_if_due(self) -> None:
+        """Manual mode: renew if an interval passed since the last try (on the engine's clock),
+        as the loop would have; a failure is logged, not raised, as in the loop."""
+        if self.fence.heartbeat_due(attempted_ms=self.attempted_ms, now_ms=self.monotonic_ms()):
+            await self.beat()
+        else:
+            self.check_fence()
+
+    def check_fence(self) -> None:
+        """Close or open the gate as the fence now says; say so when it changes."""
+        may_fire = self.may_fire
+        if may_fire == self._open:
+            return
+        self._open = may_fire
+        if may_fire:
+            logger.warning("heartbeat renewed: firing again", extra=self._extra("fence"))
+            self.gate.resume()
+            return
+        if not self.declared_dead:
+            logger.error(
+                "no heartbeat renewal for %.1f s (node_timeout_s %g, margin %g s): this node"
+                " stops firing until it renews, in case others take its claims over",
+                self.lag_ms() / 1000,
+                self.fence.node_timeout_ms / 1000,
+                self.fence.margin_ms / 1000,
+                extra=self._extra("fence"),
+            )
+        self.gate.pause()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The heartbeat loop, until `stop`: a renewal every interval, drift-free; after a
+        failure, again after a backoff of at most a second (or the interval, if shorter)."""
+        try:
+            while not stop.is_set():
+                self._arm_fence_timer()
+                outcome = await self.beat()
+                if outcome is False:
+                    await stop.wait()  # declared dead: nothing is left to renew
+                    return
+                if outcome is None:
+                    await self.backoff.wait(stop)
+                    continue
+                self.backoff.succeeded()
+                elapsed_ms = self.monotonic_ms() - self.attempted_ms
+                delay_s = (self.fence.heartbeat_interval_ms - elapsed_ms) / 1000
+                await wait_any(stop, timeout_s=max(0.0, delay_s))
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    async def leave(self) -> None:
+        """Mark the epoch LEFT (it holds nothing any more): a graceful stop's last word."""
+        left = await self.membership.set_state(self.epoch, NodeState.LEFT)
+        logger.info(
+            "left: node %s epoch %d%s",
+            self.node_id,
+            self.epoch,
+            "" if left else " (its row was no longer ACTIVE or DRAINING)",
+            extra=self._extra("leave"),
+        )
+
+    def _arm_fence_timer(self) -> None:
+        """Call check_fence at the fence's deadline: a renewal hanging on a silent store must
+        not keep the gate open past it. Armed again if it fires a little early."""
+        if self._timer is not None:
+            self._timer.cancel()
+        left_ms = self.fence.deadline_ms(self.renewed_ms) - self.monotonic_ms()
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.001, left_ms / 1000), self._on_fence_timer
+        )
+
+    def _on_fence_timer(self) -> None:
+        self._timer = None
+        self.check_fence()
+        if self._open:
+            self._arm_fence_timer()
+
+    def _dead(self) -> None:
+        self.declared_dead = True
+        logger.critical(
+            "node %s epoch %d was declared dead (its heartbeat was %.1f s old by this node's"
+            " clock): another node may be taking its claims over; it fires nothing more",
+            self.node_id,
+            self.epoch,
+            self.lag_ms() / 1000,
+            extra=self._extra("death"),
+        )
+        self.check_fence()
+        self.on_declared_dead()
+
+    async def _count_live(self) -> None:
+        try:
+            roster = await self.membership.list_nodes(finished=0)
+        except StoreError as exc:
+            logger.debug("listing nodes failed: %s", exc, extra=self._extra("heartbeat"))
+            return
+        live = live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms)
+        self.metrics.nodes_live.set(len(live))
+
+    def _extra(self, action: str) -> dict[str, object]:
+        return {"action": action, "node": self.node_id, "epoch": self.epoch}

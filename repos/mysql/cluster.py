@@ -1,0 +1,115 @@
+"""Membership over MySQL/MariaDB: the nodes table, on a small pool of its own.
+
+Both layouts and both drivers share it. Every time in it is the server's clock, read inside the
+statements (repos/mysql/sql.py), so nodes whose clocks disagree still agree on who is dead.
+"""
+
+from __future__ import annotations
+
+from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, check_settable
+from repos.errors import StoreError
+from repos.mysql import sql
+from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
+from repos.urls import Driver, MysqlUrl
+
+#: Joins retried when the live node in the way turned out not to be live after all (its
+#: heartbeat aged past the timeout between the insert and the look at it).
+JOIN_ATTEMPTS = 3
+
+
+class MysqlMembership:
+    """Membership (repos.cluster) on one MySQL database."""
+
+    def __init__(
+        self,
+        url: MysqlUrl,
+        *,
+        driver: Driver = "asyncmy",
+        pool_size: int = 2,
+        pool_recycle_s: int = 3600,
+        connect_timeout_s: float = 5.0,
+        create_missing: bool = False,
+    ) -> None:
+        self._ex = Executor(
+            url,
+            driver=driver,
+            pool_size=pool_size,
+            pool_recycle_s=pool_recycle_s,
+            connect_timeout_s=connect_timeout_s,
+            create_missing=create_missing,
+        )
+
+    def __repr__(self) -> str:
+        return f"<MysqlMembership {self._ex.url.address}/{self._ex.url.database}>"
+
+    async def open(self) -> None:
+        await self._ex.open()
+        await self._ex.execute_ddl("create nodes table", sql.CREATE_NODES)
+
+    async def close(self) -> None:
+        await self._ex.close()
+
+    def checked_out(self) -> int:
+        return self._ex.checked_out()
+
+    async def join(
+        self, node_id: str, *, host: str, pid: int, version: str, node_timeout_ms: int
+    ) -> Joined:
+        names = {"node_id": node_id, "node_timeout_ms": node_timeout_ms}
+        row = {**names, "host": host, "pid": pid, "version": version}
+        for attempt in range(1, JOIN_ATTEMPTS + 1):
+            await self._ex.run("join", lambda tx: tx.execute(sql.FREE_STALE_ID, names))
+            try:
+                epoch = int(await self._ex.run("join", lambda tx: _insert(tx, row)))
+            except StoreError as exc:
+                if error_code(exc.cause) != DUPLICATE_KEY:
+                    raise
+                await self._refuse(node_id, node_timeout_ms, last=attempt == JOIN_ATTEMPTS)
+                continue
+            async with self._ex.transaction("join") as tx:
+                rows = await tx.fetch_all(sql.EARLIER_EPOCHS, {**names, "epoch": epoch})
+            return Joined(epoch=epoch, earlier=tuple(map(NodeInfo.from_row, rows)))
+        raise StoreError("join", RuntimeError(f"node id {node_id!r} kept changing hands"))
+
+    async def heartbeat(self, epoch: int, holds_from_ms: int) -> bool:
+        args = {"epoch": epoch, "holds_from_ms": holds_from_ms}
+        return bool(await self._ex.run("heartbeat", lambda tx: tx.execute(sql.HEARTBEAT, args)))
+
+    async def declare_dead(self, epoch: int, node_timeout_ms: int) -> bool:
+        args = {"epoch": epoch, "node_timeout_ms": node_timeout_ms}
+        changed = await self._ex.run("declare dead", lambda tx: tx.execute(sql.DECLARE_DEAD, args))
+        return bool(changed)
+
+    async def set_state(self, epoch: int, state: NodeState) -> bool:
+        check_settable(state)
+        args = {"epoch": epoch, "state": int(state)}
+        return bool(
+            await self._ex.run("set node state", lambda tx: tx.execute(sql.SET_STATE, args))
+        )
+
+    async def list_nodes(self, *, finished: int = 20) -> Roster:
+        async with self._ex.transaction("list nodes") as tx:
+            [(now_ms,)] = await tx.fetch_all(sql.DB_NOW)
+            rows = await tx.fetch_all(sql.LIST_NODES, {"finished": max(0, finished)})
+        return Roster(now_ms=int(now_ms), nodes=tuple(map(NodeInfo.from_row, rows)))
+
+    async def db_now(self) -> int:
+        async with self._ex.transaction("read the database's clock") as tx:
+            [(now_ms,)] = await tx.fetch_all(sql.DB_NOW)
+        return int(now_ms)
+
+    async def _refuse(self, node_id: str, node_timeout_ms: int, *, last: bool) -> None:
+        """Raise NodeIdInUse naming the live holder of `node_id`; return if it is not live
+        (any more), for the join to try again, unless this was the `last` try."""
+        async with self._ex.transaction("join") as tx:
+            rows = await tx.fetch_all(sql.LIVE_HOLDER, {"node_id": node_id})
+        if rows:
+            holder, now_ms = NodeInfo.from_row(rows[0]), int(rows[0][-1])
+            if holder.heartbeat_age_ms(now_ms) <= node_timeout_ms or last:
+                raise NodeIdInUse(node_id, holder.as_live(now_ms), node_timeout_ms=node_timeout_ms)
+
+
+async def _insert(tx: Tx, row: dict[str, object]) -> int:
+    await tx.execute(sql.INSERT_NODE, row)
+    [(epoch,)] = await tx.fetch_all(sql.LAST_EPOCH)
+    return int(epoch)

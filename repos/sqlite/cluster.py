@@ -1,0 +1,159 @@
+"""Membership over the embedded SQLite store: the nodes table in the same file as the shards.
+
+One file on one machine serves one node: join refuses a second live node of any id
+(SingleNodeStore). Like the repository, every statement runs on one thread that owns the
+connection; a join is one write transaction (``BEGIN IMMEDIATE``), so two processes joining at
+once take turns and the second sees the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from repos.cluster import (
+    Joined,
+    NodeIdInUse,
+    NodeInfo,
+    NodeState,
+    Roster,
+    SingleNodeStore,
+    check_settable,
+)
+from repos.errors import StoreError
+from repos.sqlite import sql
+from repos.sqlite.connection import connect, translate, write
+
+T = TypeVar("T")
+
+
+class SqliteMembership:
+    """Membership (repos.cluster) on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, create_missing: bool = False) -> None:
+        self.path = Path(path)
+        self.create_missing = create_missing
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._busy = 0
+
+    def __repr__(self) -> str:
+        return f"<SqliteMembership {self.path}>"
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-nodes")
+        try:
+            self._conn = await self._run("open", self._connect)
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+        self._thread.shutdown(wait=True)
+        self._thread = None
+
+    def checked_out(self) -> int:
+        return self._busy
+
+    async def join(
+        self, node_id: str, *, host: str, pid: int, version: str, node_timeout_ms: int
+    ) -> Joined:
+        names = {"node_id": node_id, "node_timeout_ms": node_timeout_ms}
+
+        def work(db: sqlite3.Connection) -> Joined:
+            with write(db):
+                live = db.execute(sql.LIVE_NODE, names).fetchone()
+                if live is not None:
+                    _refuse(node_id, live, node_timeout_ms)
+                row = {**names, "host": host, "pid": pid, "version": version}
+                epoch = db.execute(sql.INSERT_NODE, row).lastrowid
+                assert epoch is not None
+                earlier = db.execute(sql.EARLIER_EPOCHS, {**names, "epoch": epoch}).fetchall()
+            return Joined(epoch=epoch, earlier=tuple(map(NodeInfo.from_row, earlier)))
+
+        return await self._run("join", work)
+
+    async def heartbeat(self, epoch: int, holds_from_ms: int) -> bool:
+        args = {"epoch": epoch, "holds_from_ms": holds_from_ms}
+        return await self._update("heartbeat", sql.HEARTBEAT, args)
+
+    async def declare_dead(self, epoch: int, node_timeout_ms: int) -> bool:
+        args = {"epoch": epoch, "node_timeout_ms": node_timeout_ms}
+        return await self._update("declare dead", sql.DECLARE_DEAD, args)
+
+    async def set_state(self, epoch: int, state: NodeState) -> bool:
+        check_settable(state)
+        args = {"epoch": epoch, "state": int(state)}
+        return await self._update("set node state", sql.SET_STATE, args)
+
+    async def list_nodes(self, *, finished: int = 20) -> Roster:
+        def work(db: sqlite3.Connection) -> Roster:
+            [(now_ms,)] = db.execute(sql.DB_NOW).fetchall()
+            rows = db.execute(sql.LIST_NODES, {"finished": max(0, finished)}).fetchall()
+            return Roster(now_ms=now_ms, nodes=tuple(map(NodeInfo.from_row, rows)))
+
+        return await self._run("list nodes", work)
+
+    async def db_now(self) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            [(now_ms,)] = db.execute(sql.DB_NOW).fetchall()
+            return int(now_ms)
+
+        return await self._run("read the database's clock", work)
+
+    # -- internals (the functions below run on the connection's thread) ------------------
+
+    def _connect(self, _: None) -> sqlite3.Connection:
+        db = connect(self.path, create_missing=self.create_missing)
+        try:
+            with write(db):
+                db.execute(sql.CREATE_NODES)
+                db.execute(sql.CREATE_NODES_STATE_INDEX)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    async def _update(self, operation: str, statement: str, args: dict[str, int]) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            with write(db):
+                return db.execute(statement, args).rowcount > 0
+
+        return await self._run(operation, work)
+
+    async def _run(self, operation: str, work: Callable[[Any], T]) -> T:
+        if self._thread is None:
+            raise StoreError(operation, RuntimeError(f"{self!r} is not open"))
+        conn = self._conn
+
+        def call() -> T:
+            self._busy += 1
+            try:
+                return work(conn)
+            finally:
+                self._busy -= 1
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        except (sqlite3.Error, OSError) as exc:
+            raise translate(operation, exc, self.path) from exc
+
+
+def _refuse(node_id: str, live: Sequence[Any], node_timeout_ms: int) -> None:
+    holder = NodeInfo.from_row(live)
+    found = holder.as_live(int(live[-1]))
+    if holder.node_id == node_id:
+        raise NodeIdInUse(node_id, found, node_timeout_ms=node_timeout_ms)
+    raise SingleNodeStore(node_id, found, node_timeout_ms=node_timeout_ms)

@@ -1,0 +1,405 @@
+"""The engine as a node of its store: join at start, heartbeat, self-fencing, leave at stop.
+
+Every test runs on each store of tests/conftest.py's ``backend``, the engine in manual mode on
+a fake clock (its heartbeat is a turn's first step, once an interval has passed on that clock,
+and the fence measures on it too) unless it says ``wall``. A heartbeat that cannot get through
+is made real: the nodes table is renamed away behind the engine's back, then back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from infinite_scheduler.clock import FakeClock
+from infinite_scheduler.config import load_config
+from infinite_scheduler.engine import InfiniteScheduler
+from infinite_scheduler.errors import NodeIdInUse, SingleNodeStore, StoreMissing
+from infinite_scheduler.jobs import JobContext
+from repos.base import ShardingRepository, Status
+from repos.cluster import Membership, NodeInfo, NodeState
+from repos.examples import SMS, SmsEntity
+from repos.registry import make_membership, make_repository
+
+pytestmark = pytest.mark.timeout(30)
+
+Repo = ShardingRepository[Any, Any]
+T0 = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
+INTERVAL_MS = 100  #: cluster.heartbeat_interval_s of these tests
+TIMEOUT_MS = 500  #: cluster.node_timeout_s: the fence closes 400 ms after the last renewal
+
+
+class Backend(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def layout(self) -> Any: ...
+
+    @property
+    def driver(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StoreBackend:
+    kind: str
+    layout: str = "multi-table"
+    driver: str = "asyncmy"
+
+
+#: For the wall-clock tests, which take real time: one SQLite and one MySQL store suffice.
+TWO_STORES = pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(StoreBackend("sqlite"), id="sqlite"),
+        pytest.param(StoreBackend("mysql"), id="mysql-multi-asyncmy", marks=pytest.mark.mysql),
+    ],
+    indirect=True,
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.fires: list[tuple[Any, int, int]] = []  #: (id, attempt, fired_ms)
+
+    async def __call__(self, ctx: JobContext[Any]) -> None:
+        self.fires.append((ctx.job_id, ctx.attempt, ctx.fired_ms))
+
+
+def sms(i: int, at_ms: int) -> SmsEntity:
+    return SmsEntity(
+        id=i, scheduled_at=datetime.fromtimestamp(at_ms / 1000, UTC), phone="+1555", message="m"
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+EngineFactory = Callable[..., InfiniteScheduler]
+
+
+@pytest.fixture
+def engine_factory(backend: Backend, backend_url: str, clock: FakeClock) -> EngineFactory:
+    def build(
+        *,
+        handler: Any = None,
+        node_id: str = "node-a",
+        wall: bool = False,
+        repository: Repo | None = None,
+        **settings: Any,
+    ) -> InfiniteScheduler:
+        defaults: dict[str, Any] = {
+            "node_id": node_id,
+            "fetch_interval_s": 0.2,
+            "lookahead_s": 0.6,
+            "metrics_port": 0,
+            "handlers": {"drain_timeout_s": 1.0},
+            "cluster": {
+                "heartbeat_interval_s": INTERVAL_MS / 1000,
+                "node_timeout_s": TIMEOUT_MS / 1000,
+            },
+        }
+        store = {"url": backend_url, "layout": backend.layout, "driver": backend.driver}
+        config = load_config(None, store=store, **{**defaults, **settings})
+        engine = (
+            InfiniteScheduler(config)
+            if wall
+            else InfiniteScheduler(config, clock=clock, manual=True)
+        )
+        engine.register(SMS, handler or Recorder(), repository=repository)
+        return engine
+
+    return build
+
+
+@pytest.fixture
+async def members(backend: Backend, backend_url: str) -> AsyncIterator[Membership]:
+    """The test's own look at the nodes table, as another node (or an operator) has."""
+    membership = make_membership(backend_url, driver=backend.driver)
+    await membership.open()
+    try:
+        yield membership
+    finally:
+        await membership.close()
+
+
+async def node_row(members: Membership, epoch: int) -> NodeInfo:
+    [found] = [n for n in (await members.list_nodes(finished=50)).nodes if n.epoch == epoch]
+    return found
+
+
+async def rename_nodes(raw_sql: Any, repo: Repo, away: bool) -> None:
+    """Take the nodes table away (every heartbeat fails), or bring it back."""
+    names = ("nodes", "nodes_away") if away else ("nodes_away", "nodes")
+    await raw_sql(repo, f"ALTER TABLE {names[0]} RENAME TO {names[1]}")
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 3) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.01)
+
+
+def gauge(engine: InfiniteScheduler, name: str) -> float | None:
+    return engine.metrics.registry.get_sample_value(f"infinite_scheduler_{name}")
+
+
+# -- join and leave ----------------------------------------------------------------------------
+
+
+async def test_an_engine_joins_at_start_renews_as_its_clock_moves_and_leaves_at_stop(
+    engine_factory: EngineFactory, members: Membership, clock: FakeClock
+) -> None:
+    engine = engine_factory()
+    with pytest.raises(RuntimeError, match="has not started"):
+        _ = engine.epoch
+    async with engine:
+        epoch = engine.epoch
+        joined = await node_row(members, epoch)
+        assert (joined.node_id, joined.state) == ("node-a", NodeState.ACTIVE)
+        assert (joined.host, joined.pid) == (socket.gethostname(), os.getpid())
+        await engine.run_until_idle()
+        assert (await node_row(members, epoch)).heartbeat_at_ms == joined.heartbeat_at_ms
+        clock.advance(INTERVAL_MS)  # a turn renews once an interval passed on the clock
+        await engine.run_until_idle()
+        assert (await node_row(members, epoch)).heartbeat_at_ms > joined.heartbeat_at_ms
+        assert gauge(engine, "nodes_live") == 1
+        assert gauge(engine, "heartbeat_lag_seconds") == 0
+        assert engine.parts.node.renewals == 1
+    assert (await node_row(members, epoch)).state == NodeState.LEFT
+    assert engine.epoch == epoch  # still readable after the run
+
+
+async def test_a_second_engine_with_the_same_node_id_is_refused_while_the_first_runs(
+    engine_factory: EngineFactory, members: Membership, repo: Repo
+) -> None:
+    await repo.insert([sms(1, T0)], now_ms=T0)
+    first = engine_factory(handler=Recorder())
+    second = engine_factory(handler=Recorder())
+    async with first:
+        with pytest.raises(NodeIdInUse) as refused:
+            async with second:
+                pytest.fail("started beside a live node of its own id")
+        assert str(refused.value).startswith(
+            f"node id 'node-a' is in use by a live node 'node-a' (epoch {first.epoch} on host"
+            f" {socket.gethostname()} pid {os.getpid()}, heartbeat "
+        )
+        assert [n.epoch for n in (await members.list_nodes(finished=0)).nodes] == [first.epoch]
+        [row] = await repo.get(1)  # the first's start claimed it; the refused one took nothing
+        assert (row.status, row.claimed_by) == (Status.CLAIMED, "node-a")
+        await first.run_until_idle()
+    async with second:  # the first left: the id is free
+        assert second.epoch > first.epoch
+
+
+async def test_sqlite_refuses_a_second_node_and_mysql_takes_it(
+    engine_factory: EngineFactory, backend: Backend
+) -> None:
+    async with engine_factory(node_id="node-a") as first:
+        other = engine_factory(node_id="node-b")
+        if backend.kind == "mysql":
+            async with other:
+                assert other.epoch > first.epoch
+                assert gauge(first, "nodes_live") is not None
+            return
+        with pytest.raises(SingleNodeStore, match="use MySQL/MariaDB for several nodes"):
+            async with other:
+                pass
+
+
+async def test_auto_node_ids_get_a_new_epoch_at_every_start(
+    backend: Backend, backend_url: str, members: Membership, clock: FakeClock
+) -> None:
+    config = load_config(
+        None,
+        node_id="AUTO",
+        fetch_interval_s=0.2,
+        lookahead_s=0.6,
+        metrics_port=0,
+        store={"url": backend_url, "layout": backend.layout, "driver": backend.driver},
+        cluster={"heartbeat_interval_s": 0.1, "node_timeout_s": 0.5},
+    )
+    started = []
+    for _ in range(3):
+        engine = InfiniteScheduler(config.model_copy(), clock=clock, manual=True)
+        engine.register(SMS, Recorder())
+        async with engine:
+            started.append((engine.node_id, engine.epoch))
+    ids, epochs = zip(*started, strict=True)
+    assert len(set(ids)) == 3 and list(epochs) == sorted(set(epochs))
+    rows = {n.epoch: n for n in (await members.list_nodes()).nodes}
+    assert {(rows[e].node_id, rows[e].state) for e in epochs} == {(i, NodeState.LEFT) for i in ids}
+
+
+async def test_a_start_that_fails_before_claiming_leaves_so_its_id_is_free(
+    engine_factory: EngineFactory, members: Membership, tmp_path: Path
+) -> None:
+    """The node joined, then a store it serves was missing: its epoch left at once."""
+    missing = make_repository(
+        f"sqlite:///{tmp_path}/elsewhere/missing.db", SMS, load_config(None).shard_policy
+    )
+    broken = engine_factory(repository=missing)
+    with pytest.raises(StoreMissing):
+        async with broken:
+            pass
+    assert (await node_row(members, broken.epoch)).state == NodeState.LEFT
+    async with engine_factory() as engine:
+        assert engine.epoch > broken.epoch
+
+
+# -- declared dead, self-fencing ---------------------------------------------------------------
+
+
+async def test_a_node_declared_dead_learns_it_on_its_next_heartbeat_and_fires_nothing(
+    engine_factory: EngineFactory,
+    members: Membership,
+    repo: Repo,
+    raw_sql: Any,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        epoch = engine.epoch
+        await raw_sql(
+            repo,
+            f"UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 60000 WHERE epoch = {epoch}",
+        )
+        assert await members.declare_dead(epoch, TIMEOUT_MS)  # another node won its claims
+        await repo.insert([sms(1, T0 + 200)], now_ms=T0)
+        clock.advance(200)
+        with caplog.at_level(logging.INFO):
+            await engine.run_until_idle()
+        assert engine.declared_dead.is_set()
+        assert recorder.fires == []
+        assert engine.parts.dispatcher.paused
+        [death] = [r for r in caplog.records if getattr(r, "action", None) == "death"]
+        assert death.levelno == logging.CRITICAL
+        assert (getattr(death, "node", None), getattr(death, "epoch", None)) == ("node-a", epoch)
+        assert f"node node-a epoch {epoch} was declared dead" in death.getMessage()
+    assert (await node_row(members, epoch)).state == NodeState.DEAD  # a stop does not revive it
+
+
+async def test_a_node_that_cannot_renew_stops_firing_and_resumes_once_it_renews(
+    engine_factory: EngineFactory,
+    repo: Repo,
+    raw_sql: Any,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    await repo.insert([sms(1, T0 + 1_000)], now_ms=T0)
+    async with engine_factory(handler=recorder) as engine:
+        await rename_nodes(raw_sql, repo, away=True)
+        clock.advance(1_000)  # past the fence (400 ms), the renewal failing
+        with caplog.at_level(logging.INFO):
+            await engine.run_until_idle()
+            assert recorder.fires == []  # claimed, handed over, waiting: not started
+            [row] = await repo.get(1)
+            assert (row.status, row.attempts) == (Status.CLAIMED, 1)
+            assert engine.parts.dispatcher.paused
+            assert gauge(engine, "heartbeat_lag_seconds") == 1.0
+
+            await rename_nodes(raw_sql, repo, away=False)
+            clock.advance(INTERVAL_MS)
+            await engine.run_until_idle()
+        assert recorder.fires == [(1, 1, T0 + 1_000 + INTERVAL_MS)]
+        assert not engine.parts.dispatcher.paused and not engine.declared_dead.is_set()
+    [row] = await repo.get(1)
+    assert row.status == Status.DONE
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.endswith(".node")]
+    assert said[0][0] == "WARNING" and said[0][1].startswith("heartbeat failed, 1.0 s since")
+    assert (
+        "ERROR",
+        "no heartbeat renewal for 1.0 s (node_timeout_s 0.5, margin 0.1 s): this node stops"
+        " firing until it renews, in case others take its claims over",
+    ) in said
+    assert ("WARNING", "heartbeat renewed: firing again") in said
+
+
+@asynccontextmanager
+async def nodes_locked(backend: Backend, url: str) -> AsyncIterator[None]:
+    """Hold a lock every heartbeat waits for (SQLite: the file's write lock; MySQL: the rows of
+    the nodes table), as a store that stopped answering would keep a renewal hanging."""
+    if backend.kind == "sqlite":
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                db.execute("ROLLBACK")
+        return
+    import asyncmy
+
+    conn = await asyncmy.connect(host="127.0.0.1", user="root", db=url.rsplit("/", 1)[1])
+    try:
+        await conn.begin()
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT epoch FROM nodes FOR UPDATE")
+        yield
+    finally:
+        await conn.rollback()
+        conn.close()
+
+
+@TWO_STORES
+async def test_wall_the_heartbeat_loop_renews_and_a_hanging_renewal_is_fenced_on_time(
+    engine_factory: EngineFactory, members: Membership, backend: Backend, backend_url: str
+) -> None:
+    """Wall clock: the loop renews every interval. A renewal that hangs (the store holds it)
+    cannot close the fence itself: its timer does, 400 ms after the last renewal; the first
+    renewal to get through afterwards opens it again."""
+    async with engine_factory(wall=True) as engine:
+        epoch = engine.epoch
+        first = (await node_row(members, epoch)).heartbeat_at_ms
+        await asyncio.sleep(3 * INTERVAL_MS / 1000)
+        assert (await node_row(members, epoch)).heartbeat_at_ms > first
+        assert engine.parts.node.renewals >= 2
+        assert gauge(engine, "nodes_live") == 1
+
+        dispatcher, node = engine.parts.dispatcher, engine.parts.node
+        async with nodes_locked(backend, backend_url):  # the renewal waits, it does not fail
+            await eventually(lambda: dispatcher.paused)
+            assert node.lag_ms() >= TIMEOUT_MS - INTERVAL_MS
+        await eventually(lambda: not dispatcher.paused)
+    assert (await node_row(members, epoch)).state == NodeState.LEFT
+
+
+@pytest.mark.parametrize("backend", [StoreBackend("sqlite")], indirect=True, ids=["sqlite"])
+async def test_wall_a_failed_renewal_is_tried_again_well_within_the_interval(
+    engine_factory: EngineFactory, repo: Repo, raw_sql: Any
+) -> None:
+    """Heartbeats every 2 s: once one fails, the next try comes 0.1 s later, then 0.2 s, ...
+    (at most 1 s apart), not 2 s later; and the first that gets through ends the tries."""
+    engine = engine_factory(
+        wall=True,
+        fetch_interval_s=5,
+        lookahead_s=10,
+        cluster={"heartbeat_interval_s": 2, "node_timeout_s": 6},
+    )
+    async with engine:
+        node = engine.parts.node
+        await rename_nodes(raw_sql, repo, away=True)
+        await eventually(lambda: node.backoff.failures >= 1)
+        async with asyncio.timeout(1):  # well before the next regular beat, 2 s later
+            await eventually(lambda: node.backoff.failures >= 3)
+        renewals = node.renewals
+        await rename_nodes(raw_sql, repo, away=False)
+        async with asyncio.timeout(1.5):
+            await eventually(lambda: node.renewals > renewals)
+        assert node.backoff.failures == 0
