@@ -21,19 +21,22 @@ class Acker:
     """Buffers handler outcomes and writes them in batches; never drops one.
 
     If the store is down the outcomes stay buffered and the flush is retried with backoff: the
-    rows stay CLAIMED meanwhile, so a crash then re-fires only those jobs (invariant 2).
+    rows stay CLAIMED meanwhile, so a crash then re-fires only those jobs (invariant 2). Writes
+    are made under this node's epoch: a row taken over meanwhile is left alone.
     """
 
     def __init__(
         self,
         *,
         node_id: str,
+        epoch: int,
         clock: Clock,
         batch_size: int,
         on_retry: Callable[[int], None] = lambda at_ms: None,
         backoff: Backoff | None = None,
     ) -> None:
         self.node_id = node_id
+        self.epoch = epoch
         self.clock = clock
         self.batch_size = batch_size
         self.on_retry = on_retry
@@ -104,7 +107,7 @@ class Acker:
         now_ms = self.clock.now_ms()
         while done:
             name, (lane, refs) = next(iter(done.items()))
-            await lane.repo.mark_done(self.node_id, refs, fired_at_ms=now_ms)
+            await lane.repo.mark_done(self.epoch, refs, fired_at_ms=now_ms)
             lane.in_hand.difference_update(refs)  # a RowRef equals its (key, at_ms)
             del done[name]
             self._written(len(refs))
@@ -113,7 +116,7 @@ class Acker:
             # A retried row is PENDING again the moment this commits, and a fetch of this
             # node may claim it before this coroutine resumes: it must not look held then.
             lane.in_hand.difference_update([f.ref for f in failures if f.retry_at_ms is not None])
-            await lane.repo.mark_failed(self.node_id, failures, now_ms=now_ms)
+            await lane.repo.mark_failed(self.epoch, failures, now_ms=now_ms)
             lane.in_hand.difference_update([f.ref for f in failures])
             del failed[name]
             self._written(len(failures))

@@ -7,8 +7,9 @@
 
 The parts (lanes, fetcher, payload reader, dispatcher, acker, maintenance) are built together
 by infinite_scheduler/parts.py when the engine starts, once the registered types are final.
-Start-up order matters: stores open, claims left by a previous run are released, the first
-fetch runs, then the loops start; overdue rows found by that first fetch fire once, now.
+Start-up order matters: the run gets its epoch (the fencing token of its claims), stores open,
+claims left by a previous run are taken over, the first fetch runs, then the loops start;
+overdue rows found by that first fetch fire once, now.
 Shutdown is the reverse: stop fetching, drain handlers (bounded), flush acks, hand unfired
 claims back to the store, close the stores.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -74,6 +76,8 @@ class InfiniteScheduler:
         self._running = False
         self._manual = manual
         self._failure: BaseException | None = None
+        #: This run's epoch (_join), 0 until the engine starts.
+        self.epoch = 0
 
     def __repr__(self) -> str:
         if self._parts is None:
@@ -123,6 +127,7 @@ class InfiniteScheduler:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> InfiniteScheduler:
+        self.epoch = await self._join()
         parts = compose(list(self._registrations.values()), self._wiring())
         async with AsyncExitStack() as stack:
             # First: a port already taken must stop the start before any store is opened
@@ -134,7 +139,7 @@ class InfiniteScheduler:
             for lane in parts.lanes.values():
                 await lane.repo.open()
                 stack.push_async_callback(lane.repo.close)
-                await self._recover(lane)
+                await self._take_over_leftovers(lane)
             await parts.fetcher.fetch_once()
             self._parts = parts
             if not self._manual:
@@ -159,6 +164,7 @@ class InfiniteScheduler:
         return Wiring(
             config=self.config,
             node_id=self.node_id,
+            epoch=self.epoch,
             clock=self.clock,
             metrics=self.metrics,
             stop=self._stop,
@@ -188,15 +194,33 @@ class InfiniteScheduler:
             raise RuntimeError("the engine has not started: `async with engine:` builds its parts")
         return self._parts
 
-    async def _recover(self, lane: Lane) -> None:
-        # Single node: every claim in the store is a leftover of a previous run of this engine.
-        released = await lane.repo.release(None)
+    async def _join(self) -> int:
+        """This run's epoch: a positive int no other engine start uses, the fencing token of
+        its claims (repos/base.py). The one place the cluster's membership (issue 12) replaces
+        with the epoch the store's ``nodes`` table allocates; until then the wall clock in
+        nanoseconds, unique to a process start."""
+        return time.time_ns()
+
+    async def _take_over_leftovers(self, lane: Lane) -> None:
+        """Claims left by earlier runs go back to PENDING: they fire once, now, with the
+        attempt number they had. Single node: every claim in the store not of this epoch is
+        such a leftover. Those due before the misfire horizon are left CLAIMED (no fetch looks
+        that far back; the shard's drop reports them): the bound keeps the statement in the
+        claim index's recent part. The membership merge switches this to take_over() of this
+        node's own earlier epochs."""
+        from_ms = self.clock.now_ms() - int(self.config.misfire_horizon_s * 1000)
+        released = await lane.repo.take_over_others(self.epoch, from_ms=from_ms)
         if released:
             logger.warning(
                 "%s: released %d claims left by a previous run; they fire once, now",
                 lane.name,
                 released,
-                extra={"action": "recover", "entity": lane.name, "node": self.node_id},
+                extra={
+                    "action": "recover",
+                    "entity": lane.name,
+                    "node": self.node_id,
+                    "epoch": self.epoch,
+                },
             )
 
     def _start_loops(self, parts: Parts) -> None:
@@ -230,14 +254,11 @@ class InfiniteScheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Before the drain: a payload read finishing during it would hand the dispatcher
         # jobs that neither run to their ack nor are handed back.
-        held_back = parts.payloads.take_held_back()
+        parts.payloads.take_held_back()
         cancelled = await parts.dispatcher.drain(self.config.handlers.drain_timeout_s)
         await parts.acker.flush()
-        for name, refs in _unfired(parts, held_back).items():
-            await parts.lanes[name].repo.release(self.node_id, refs)
-        if cancelled:  # handlers cut off mid-run: hand back their claims, attempts counted
-            for lane in parts.lanes.values():
-                await lane.repo.release(self.node_id)
+        for name, refs in _unfired(parts).items():
+            await parts.lanes[name].repo.release(self.epoch, refs)
         logger.info(
             "stopped: %d fired, %d acked, %d handlers cut off",
             parts.dispatcher.fired,
@@ -355,18 +376,16 @@ def _forget_twins(lane: Lane, due: list[tuple[Any, HeldJob]]) -> None:
                     del lane.twins[key[0]]
 
 
-def _unfired(
-    parts: Parts, held_back: list[tuple[Lane, list[ClaimedJob]]]
-) -> dict[str, list[RowRef]]:
-    """The jobs claimed and never handed to a handler, by entity type: waiting, held back
-    for their payload, or still in a wheel."""
-    unfired: dict[str, list[RowRef]] = {name: [] for name in parts.lanes}
-    for lane, job in parts.dispatcher.take_waiting():
-        unfired[lane.name].append(job.ref)
-    for lane, jobs in held_back:
-        unfired[lane.name].extend(job.ref for job in jobs)
-    for lane in parts.lanes.values():
-        unfired[lane.name].extend(RowRef(*held[:2]) for _, held in lane.wheel.pop_due(2**62))
+def _unfired(parts: Parts) -> dict[str, list[RowRef]]:
+    """The jobs claimed whose outcome is not written (once the drain and the last flush are
+    over), by entity type: still in a wheel, or out of it (lane.in_hand): waiting for a
+    handler or for their payload, or cut off mid-run by the drain."""
+    parts.dispatcher.take_waiting()  # none of them may start now
+    unfired = {
+        name: [RowRef(*held[:2]) for _, held in lane.wheel.pop_due(2**62)]
+        + [RowRef(*ref) for ref in lane.in_hand]
+        for name, lane in parts.lanes.items()
+    }
     return {name: refs for name, refs in unfired.items() if refs}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 #: Extra fields a record may carry (set through `extra=` by the engine's loops).
-CONTEXT_FIELDS = ("action", "job_id", "entity", "shard", "shard_at_ms", "node")
+CONTEXT_FIELDS = ("action", "job_id", "entity", "shard", "shard_at_ms", "node", "epoch")
 
 
 class JsonFormatter(logging.Formatter):

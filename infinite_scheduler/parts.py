@@ -50,6 +50,8 @@ class Wiring:
 
     config: SchedulerConfig
     node_id: str
+    #: This run's epoch: the fencing token of every claim and every write about one.
+    epoch: int
     clock: Clock
     metrics: Metrics
     #: The engine's stop event: set, the payload reader stops retrying held-back reads.
@@ -87,6 +89,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     store_back = StoreBack()
     acker = Acker(
         node_id=wiring.node_id,
+        epoch=wiring.epoch,
         clock=wiring.clock,
         batch_size=wiring.config.batch_size,
         # The fetcher is built below, before any outcome can be written.
@@ -97,7 +100,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     payloads = _payloads(wiring, dispatcher, acker, Backoff(store_back=store_back))
     fetcher = Fetcher(
         list(lanes.values()),
-        _fetch_settings(wiring.config, wiring.node_id),
+        _fetch_settings(wiring),
         clock=wiring.clock,
         payloads=payloads,
         acker=acker,
@@ -165,6 +168,7 @@ def _payloads(
         acker=acker,
         ahead_ms=int(wiring.config.payload_ahead_s * 1000),
         node_id=wiring.node_id,
+        epoch=wiring.epoch,
         stop=wiring.stop,
         backoff=backoff,
     )
@@ -179,9 +183,11 @@ def _loop_lag(wiring: Wiring) -> LoopLagMonitor:
     )
 
 
-def _fetch_settings(c: SchedulerConfig, node_id: str) -> FetchSettings:
+def _fetch_settings(wiring: Wiring) -> FetchSettings:
+    c = wiring.config
     return FetchSettings(
-        node_id=node_id,
+        node_id=wiring.node_id,
+        epoch=wiring.epoch,
         fetch_interval_s=c.fetch_interval_s,
         lookahead_ms=int(c.lookahead_s * 1000),
         payload_ahead_ms=int(c.payload_ahead_s * 1000),

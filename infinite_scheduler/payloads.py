@@ -6,7 +6,7 @@ held job: ~400 bytes per job with it, ~240 without, in W5) and are read here, on
 claim batch, once the batch's earliest job is within `payload_ahead_s`. A job that comes due
 before its read went through (the store was down) is held back until it is read, then fires: it
 is late, never lost. A job whose row is no longer claimed by this node by then (cancelled,
-handed back, or dropped with its shard) is not fired.
+handed back, taken over by another node, or dropped with its shard) is not fired.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class PayloadReader:
         acker: Acker,
         ahead_ms: int,
         node_id: str,
+        epoch: int,
         stop: asyncio.Event,
         backoff: Backoff | None = None,
     ) -> None:
@@ -47,6 +48,7 @@ class PayloadReader:
         self.acker = acker
         self.ahead_ms = ahead_ms
         self.node_id = node_id
+        self.epoch = epoch
         #: Claim batches with jobs held without their payload: the earliest due time and the
         #: jobs' wheel keys (the wheel holds the jobs themselves, as plain tuples).
         self._batches: list[tuple[Lane, int, list[object]]] = []
@@ -122,11 +124,11 @@ class PayloadReader:
 
     async def read(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
         """Fill in the payloads these jobs lack; a job whose row is no longer claimed here
-        (cancelled, handed back, dropped with its shard) keeps None."""
+        (cancelled, handed back, taken over, dropped with its shard) keeps None."""
         missing = [job for job in jobs if job.payload is None]
         if not missing:
             return
-        found = await lane.repo.read_payloads(self.node_id, [job.ref for job in missing])
+        found = await lane.repo.read_payloads(self.epoch, [job.ref for job in missing])
         self.reads += 1
         for job in missing:
             job.payload = found.get(job.ref)
@@ -139,7 +141,7 @@ class PayloadReader:
         unread = [(key, held) for key in keys if (held := wheel.get(key)) and held[4] is None]
         if not unread:
             return
-        found = await lane.repo.read_payloads(self.node_id, [RowRef(*h[:2]) for _, h in unread])
+        found = await lane.repo.read_payloads(self.epoch, [RowRef(*h[:2]) for _, h in unread])
         self.reads += 1
         for key, held in unread:
             payload = found.get(RowRef(*held[:2]))

@@ -35,7 +35,7 @@ from infinite_scheduler.errors import (
 )
 from infinite_scheduler.fetcher import BURST_BATCHES
 from infinite_scheduler.jobs import JobContext
-from repos.base import ShardingRepository, Status
+from repos.base import Claimant, ShardingRepository, Status
 from repos.entity import EntitySpec
 from repos.errors import StoreUnavailable
 from repos.examples import ORDERS, SMS, NotificationEntity, OrderEntity, SmsEntity
@@ -328,13 +328,59 @@ async def test_claims_left_by_a_crashed_run_fire_once_at_start(
     engine_factory: EngineFactory, repo: Repo
 ) -> None:
     ids = list(range(5))
-    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0, claimed_by="crashed")
+    crashed = Claimant("crashed", 1)
+    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0, claimed_by=crashed)
     recorder = Recorder()
     async with engine_factory(handler=recorder) as engine:
         await engine.run_until_idle()
     # The crashed run's attempt was handed back: the fire carries its number (and key).
     assert sorted((i, attempt) for i, attempt, *_ in recorder.fires) == [(i, 1) for i in ids]
     assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+
+
+async def test_claims_left_by_a_run_before_the_misfire_horizon_stay_claimed(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """The start-up takeover reads the claim index from now - misfire_horizon_s on: a claim
+    older than that stays CLAIMED (the shard's drop reports it) instead of firing a job that
+    late, as a fetch would never look back that far for a PENDING one either."""
+    crashed = Claimant("crashed", 1)
+    await repo.insert([sms(1, T0 - 2 * 3_600_000)], now_ms=T0, claimed_by=crashed)  # 2 h ago
+    await repo.insert([sms(2, T0 - 30 * 60_000)], now_ms=T0, claimed_by=crashed)  # 30 min ago
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, misfire_horizon_s=3600) as engine:
+        await engine.run_until_idle()
+    assert recorder.ids() == [2]
+    assert await statuses(repo, [1, 2]) == {1: Status.CLAIMED, 2: Status.DONE}
+    [row] = await repo.get(1)
+    assert (row.claimed_by, row.claim_epoch) == ("crashed", 1)
+    assert engine.epoch > 0 and engine.epoch != crashed.epoch
+
+
+async def test_a_handler_cut_off_by_the_drain_hands_its_claim_back(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """Wall: the job a handler held when the drain timed out goes back to PENDING, its attempt
+    handed back, with the jobs still in the wheel; the jobs that finished stay DONE."""
+    now = wall_ms()
+    await repo.insert([sms(1, now), sms(2, now), sms(3, now + 60_000)], now_ms=now)
+    started = asyncio.Event()
+
+    async def handler(ctx: JobContext[Any]) -> None:
+        if ctx.job_id == 1:
+            started.set()
+            await asyncio.Event().wait()  # never returns: cut off at shutdown
+
+    engine = engine_factory(
+        handler=handler, wall=True, lookahead_s=90, handlers={"drain_timeout_s": 0.2}
+    )
+    async with engine:
+        await asyncio.wait_for(started.wait(), 3)
+        async with asyncio.timeout(3):
+            while (await statuses(repo, [2]))[2] is not Status.DONE:  # noqa: ASYNC110 - its ack
+                await asyncio.sleep(0.02)
+    assert await rows_of(repo, [1, 3]) == {(Status.PENDING, None, 0)}
+    assert await statuses(repo, [2]) == {2: Status.DONE}
 
 
 # -- retries and failures ---------------------------------------------------------------------
@@ -597,9 +643,9 @@ class ClaimSpy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
 
-    async def claim_due(self, node_id: str, **kwargs: Any) -> Any:
+    async def claim_due(self, claimant: Claimant, **kwargs: Any) -> Any:
         self.limits.append(kwargs["limit"])
-        return await self.repo.claim_due(node_id, **kwargs)
+        return await self.repo.claim_due(claimant, **kwargs)
 
 
 async def test_a_burst_of_due_rows_is_claimed_in_larger_batches_and_fires_once(
@@ -729,12 +775,12 @@ class FlakyReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
 
-    async def read_payloads(self, node_id: str, refs: Any) -> Any:
+    async def read_payloads(self, epoch: int, refs: Any) -> Any:
         self.reads += 1
         if self.reads <= self.failures:
             refused = ConnectionRefusedError("connection refused")
             raise StoreUnavailable("read payloads", refused, address="127.0.0.1:3306")
-        return await self.repo.read_payloads(node_id, refs)
+        return await self.repo.read_payloads(epoch, refs)
 
 
 async def test_jobs_held_without_payload_are_read_just_in_time_and_fire_on_time(
@@ -857,13 +903,13 @@ async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fir
 async def test_a_held_job_handed_back_and_claimed_again_fires_once(
     engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Another process hands back every claim (release(None)) while this engine holds job 1
-    in its wheel and job 2 in hand (fired, its outcome not written yet); the next fetch claims
-    both again."""
+    """Another process hands back this engine's claims (a takeover) while it holds job 1 in
+    its wheel and job 2 in hand (fired, its outcome not written yet); the next fetch claims
+    both again, under the same epoch."""
     await repo.insert([sms(1, T0 + 500), sms(2, T0)], now_ms=T0)
     recorder = Recorder()
     async with engine_factory(handler=recorder) as engine:
-        assert await repo.release(None) == 2
+        assert await repo.take_over(engine.epoch, from_ms=0) == 2
         await engine.run_until_idle()
         clock.advance(500)
         await engine.run_until_idle()
