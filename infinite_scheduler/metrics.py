@@ -25,6 +25,7 @@ class EntityMetrics:
     retried: Counter
     missed: Counter
     overran: Counter
+    fenced: Counter
 
 
 class Metrics:
@@ -49,6 +50,11 @@ class Metrics:
         self.missed = counter("jobs_missed", "Overdue jobs dropped by misfire policy do_nothing.")
         self.overran = counter(
             "handler_overruns", "Sync handler calls still running past handlers.timeout_s."
+        )
+        self.fenced = counter(
+            "fenced_writes",
+            "Writes about this node's claims (ack, failure, payload read) that found the row"
+            " taken over by another node: left unchanged.",
         )
         self.lateness = self._histogram(
             "fire_lateness_seconds", "How long after its due time a job was handed to its handler."
@@ -87,7 +93,8 @@ class Metrics:
         self.shards_live = self._gauge("shards_live", "Shards in the store.", "entity")
         self.unknown_status = self._gauge(
             "rows_unknown_status",
-            "Rows in live shards whose status this version does not know: never fired.",
+            "Rows due by now (or in shards being dropped) whose status this version does not"
+            " know: never fired.",
             "entity",
         )
 
@@ -110,6 +117,7 @@ class Metrics:
             self.retried,
             self.missed,
             self.overran,
+            self.fenced,
         )
         return EntityMetrics(*(c.labels(name) for c in counters))
 

@@ -898,6 +898,8 @@ async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fir
         Status.CANCELLED,
         Status.DONE,
     ]
+    # Its failure changed nothing (the row is CANCELLED), but no other node has it: not fenced.
+    assert sample(engine, "infinite_scheduler_fenced_writes_total", entity="sms") == 0
 
 
 async def test_a_held_job_handed_back_and_claimed_again_fires_once(
@@ -920,6 +922,81 @@ async def test_a_held_job_handed_back_and_claimed_again_fires_once(
         f"sms {i} claimed again while held here (its claim was handed back meanwhile); held once"
         for i in (2, 1)
     ]
+
+
+async def _taken_over(repo: Repo, engine: InfiniteScheduler, n: int) -> Claimant:
+    """Another node takes this engine's claims over (as if it had been declared dead) and
+    claims them itself: they are node-b's, epoch 7, from now on."""
+    assert await repo.take_over(engine.epoch, from_ms=0) == n
+    other = Claimant("node-b", 7)
+    claimed = await repo.claim_due(other, now_ms=T0, before_ms=T0 + 60_000, since_ms=T0, limit=9)
+    assert len(claimed) == n
+    return other
+
+
+def fenced_logs(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
+    return [
+        (r.job_id, r.shard, r.node, r.epoch, r.getMessage())  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "action", None) == "fenced"
+    ]
+
+
+async def test_an_ack_of_a_job_taken_over_meanwhile_is_fenced_counted_and_logged(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This engine still holds job 1 and fires it (a stall the cluster's self-fencing is for),
+    but its ack changes nothing: the row is node-b's claim. The ack of job 2 goes through."""
+    await repo.insert([sms(1, T0 + 500), sms(2, T0 + 500)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        assert engine.held() == 2
+        assert await repo.take_over(engine.epoch, from_ms=0) == 2
+        other = Claimant("node-b", 7)
+        [job] = await repo.claim_due(other, now_ms=T0, before_ms=T0 + 501, since_ms=T0, limit=1)
+        assert job.key == 1
+        # Job 2 is PENDING again: this engine's next fetch claims it (held once, acked once).
+        clock.advance(500)
+        await engine.run_until_idle()
+    assert sorted(recorder.ids()) == [1, 2]
+    [row] = await repo.get(1)
+    assert (row.status, row.claimed_by, row.claim_epoch) == (Status.CLAIMED, "node-b", 7)
+    assert (await repo.get(2))[0].status is Status.DONE
+    assert sample(engine, "infinite_scheduler_fenced_writes_total", entity="sms") == 1
+    assert fenced_logs(caplog) == [
+        (
+            1,
+            row.shard,
+            "node-a",
+            engine.epoch,
+            f"sms 1: ack fenced: taken over from node-a (epoch {engine.epoch}),"
+            " now CLAIMED by node-b (epoch 7)",
+        )
+    ]
+
+
+async def test_a_job_taken_over_before_its_payload_is_read_is_not_fired_and_is_reported(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Held without its payload, the job comes due: the read finds the row another node's,
+    so the job does not fire here, nothing is written about it, and the read is reported."""
+    await repo.insert([sms(1, T0 + 1500)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, **PAYLOAD_WINDOW) as engine:
+        assert engine.held() == 1
+        await _taken_over(repo, engine, 1)
+        clock.advance(1500)
+        await engine.run_until_idle()
+        assert engine.held() == 0
+    assert recorder.fires == []
+    [row] = await repo.get(1)
+    assert (row.status, row.claimed_by, row.last_error) == (Status.CLAIMED, "node-b", None)
+    assert sample(engine, "infinite_scheduler_fenced_writes_total", entity="sms") == 1
+    assert sample(engine, "infinite_scheduler_jobs_failed_total", entity="sms") == 0
+    assert [(i, node, epoch) for i, _, node, epoch, _ in fenced_logs(caplog)] == [
+        (1, "node-a", engine.epoch)
+    ]
+    assert "payload read fenced" in fenced_logs(caplog)[0][4]
 
 
 # -- sync handlers on threads, and async handlers that block the loop: real time, SQLite only --
