@@ -199,6 +199,28 @@ UNKNOWN_STATUS_DUE_PART = """(SELECT {shard_no} AS shard_no, `{id}`, status, COU
  FROM {target} WHERE claim_epoch = 0 AND due_at < %(due_before_ms)s
  AND (status < %(first)s OR status > %(last)s) ORDER BY `{id}` LIMIT %(limit)s)"""
 
+# Shards made by the version before epoch claims (no claim_epoch, KEY ix_status_due), brought
+# to this shape when an adapter finds them: the column (-1, "no epoch", for the rows that
+# finished already, so they stay out of the PENDING range), PENDING rows to 0 and the rows it
+# left CLAIMED back to PENDING (both through the old index, in bounded steps), then the index.
+OLD_SHARDS = """
+SELECT DISTINCT table_name FROM information_schema.statistics
+WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s AND index_name = 'ix_status_due'"""
+HAS_CLAIM_EPOCH = """
+SELECT 1 FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = %(table)s AND column_name = 'claim_epoch'"""
+UPGRADE_ADD_EPOCH = "ALTER TABLE `{table}` ADD COLUMN claim_epoch BIGINT NOT NULL DEFAULT -1"
+UPGRADE_PENDING = (
+    "UPDATE `{table}` SET claim_epoch = 0 WHERE status = 0 AND claim_epoch <> 0 LIMIT %(limit)s"
+)
+UPGRADE_RELEASE = """
+UPDATE `{table}` SET status = 0, claim_epoch = 0, claimed_by = '', claimed_at = 0,
+    attempts = GREATEST(attempts - 1, 0)
+WHERE status = 1 AND claim_epoch <= 0 LIMIT %(limit)s"""
+UPGRADE_INDEX = """
+ALTER TABLE `{table}` ALTER COLUMN claim_epoch SET DEFAULT 0,
+    ADD KEY ix_claim (claim_epoch, due_at), DROP KEY ix_status_due"""
+
 
 def union_all(part: str | Sequence[str], targets: Sequence[str], **names: str) -> str:
     """`part` once per shard target (or the target's own part, given one each), numbered by

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -57,6 +58,7 @@ from repos.statements import (
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class SqliteRepository(Generic[TEntity, TKey]):
@@ -377,7 +379,36 @@ class SqliteRepository(Generic[TEntity, TKey]):
     # -- internals (the functions below run on the connection's thread) ------------------
 
     def _connect(self, _: None) -> sqlite3.Connection:
-        return connect(self.path, create_missing=self.create_missing)
+        db = connect(self.path, create_missing=self.create_missing)
+        try:
+            self._upgrade(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Bring the tables of the version before epoch claims to this shape (sql.UPGRADE).
+        At open only: the embedded store is one process, so no older one makes tables later."""
+        old = [
+            table
+            for table in self._tables(db).values()
+            if "claim_epoch" not in {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
+        ]
+        for table in old:
+            with write(db):
+                db.execute(self._q(sql.UPGRADE_ADD_EPOCH, table))
+                released = db.execute(self._q(sql.UPGRADE_RELEASE, table)).rowcount
+                db.execute(self._q(sql.UPGRADE_FINISHED, table))
+                db.execute(self._q(sql.DROP_OLD_INDEX, table))
+                db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
+            logger.warning(
+                "shard %s upgraded to epoch claims; %d rows it held CLAIMED are PENDING again"
+                " and fire once, now",
+                table,
+                released,
+                extra={"action": "upgrade", "shard": table},
+            )
 
     async def _every_table(self, operation: str, template: str, args: dict[str, Any]) -> int:
         def work(db: sqlite3.Connection) -> int:

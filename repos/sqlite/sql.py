@@ -140,6 +140,16 @@ SELECT "{id}", status, COUNT(*) OVER () FROM "{table}"
 WHERE claim_epoch = 0 AND due_at < :due_before_ms AND (status < :first OR status > :last)
 ORDER BY "{id}" LIMIT :limit"""
 
+# Tables made by the version before epoch claims (no claim_epoch, index ix_{table}_due on
+# (status, due_at)), brought to this shape in one transaction when the store is opened: the
+# rows it left CLAIMED back to PENDING (attempt handed back), finished rows out of the PENDING
+# range (-1: no epoch), then the index.
+TABLE_COLUMNS = "SELECT name FROM pragma_table_info(:table)"
+UPGRADE_ADD_EPOCH = 'ALTER TABLE "{table}" ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0'
+UPGRADE_RELEASE = _RELEASE + "status = 1"
+UPGRADE_FINISHED = 'UPDATE "{table}" SET claim_epoch = -1 WHERE status <> 0'
+DROP_OLD_INDEX = 'DROP INDEX IF EXISTS "ix_{table}_due"'
+
 
 def marks(n: int) -> str:
     """The ``{keys}`` of an ``IN (...)`` list of `n` values."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytest
 
@@ -1161,6 +1163,69 @@ async def test_racing_ensure_shards_on_the_same_day_warns_about_nothing(
             assert [starts(shards) for shards in made] == [[day]] * len(repos)
     assert [str(w.message) for w in issued] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- upgrade of the version before epoch claims ---------------------------------------------
+
+
+async def _indexes(repo: Repo, backend: Backend) -> set[str]:
+    """The names of the shard tables' secondary indexes (SQLite: without the table's name)."""
+    if backend.kind == "sqlite":
+        path = cast(Any, repo).path
+        with closing(sqlite3.connect(path)) as db:
+            found = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        return {re.sub(r"^ix_sms_\d+_", "ix_", name) for (name,) in found}
+    async with cast(Any, repo)._ex.transaction("test") as tx:
+        rows = await tx.fetch_all(
+            "SELECT DISTINCT index_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'"
+        )
+    return {name for (name,) in rows}
+
+
+@pytest.mark.parametrize("cut_short", [False, True], ids=["whole", "cut-short"])
+async def test_a_shard_of_the_version_before_epoch_claims_is_upgraded_when_found(
+    make_repo: MakeRepo,
+    backend: Backend,
+    old_shard: Callable[..., Awaitable[None]],
+    cut_short: bool,
+) -> None:
+    """Its PENDING and CLAIMED rows are claimed once each, the claimed one with the attempt
+    it had; its finished rows are left as they were, out of the claim index's PENDING range.
+    An upgrade cut short (MySQL: DDL commits step by step) is finished by the next handle."""
+    if cut_short and backend.kind == "sqlite":
+        pytest.skip("SQLite upgrades a table in one transaction")
+    done, failed, cancelled = Status.DONE, Status.FAILED, Status.CANCELLED
+    await old_shard(
+        bounds_of(D22, Granularity.DAY),
+        [
+            (1, D22 + HOUR, P, 0, "", 0, 0),
+            (2, D22 + 2 * HOUR, C, 2, "old-node", NOW - 5, 0),  # its second attempt, held
+            (3, D22 + 3 * HOUR, done, 1, "old-node", NOW - 9, NOW - 8),
+            (4, D22 + 4 * HOUR, cancelled, 0, "", 0, 0),
+            (5, D22 + 5 * HOUR, failed, 3, "old-node", NOW - 20, NOW - 19),
+        ],
+        cut_short=cut_short,
+    )
+    repo = await make_repo()
+    assert await _indexes(repo, backend) == {"ix_claim"}
+    rows = {r.key: r for r in await every_row(repo)}
+    assert {k: (r.status, r.claim_epoch, r.attempts, r.claimed_by) for k, r in rows.items()} == {
+        1: (P, 0, 0, None),
+        2: (P, 0, 1, None),
+        3: (done, -1, 1, "old-node"),
+        4: (cancelled, -1, 0, None),
+        5: (failed, -1, 3, "old-node"),
+    }
+    assert (rows[3].fired_at_ms, rows[3].claimed_at_ms) == (NOW - 8, NOW - 9)
+    again = await make_repo()  # another handle finds it done: nothing changes
+    assert await every_row(again) == list(rows.values())
+    assert [(j.key, j.attempts) for j in await claim(again, N1, FAR)] == [(1, 1), (2, 2)]
+    assert await claim(repo, N2, FAR) == []
+    await seed(repo, [sms(6, D22 + 6 * HOUR), sms(7, D23)])  # old and new shards alike
+    assert keys(await claim(repo, N2, FAR)) == [6, 7]
+    assert await repo.mark_done(N1.epoch, [RowRef(1, D22 + HOUR)], fired_at_ms=NOW) == 1
+    await _check_epochs(repo)
 
 
 # -- reachability -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from repos.entity import EntitySpec
 from repos.errors import StoreUnavailable
 from repos.examples import ORDERS, SMS, NotificationEntity, OrderEntity, SmsEntity
 from repos.registry import make_repository
+from repos.shards import Granularity, bounds_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -381,6 +382,32 @@ async def test_a_handler_cut_off_by_the_drain_hands_its_claim_back(
                 await asyncio.sleep(0.02)
     assert await rows_of(repo, [1, 3]) == {(Status.PENDING, None, 0)}
     assert await statuses(repo, [2]) == {2: Status.DONE}
+
+
+async def test_a_shard_of_the_version_before_epoch_claims_fires_what_it_left_once(
+    engine_factory: EngineFactory, old_shard: Callable[..., Awaitable[None]]
+) -> None:
+    """Upgraded when the engine opens the store: its PENDING job and the job it left CLAIMED
+    fire once (the latter with the attempt it had), its DONE job is left as it was."""
+    day = bounds_of(T0, Granularity.DAY)
+    p, c, d = Status.PENDING, Status.CLAIMED, Status.DONE
+    await old_shard(
+        day,
+        [
+            (1, T0 - 5 * SECOND, p, 0, "", 0, 0),
+            (2, T0 - 4 * SECOND, c, 2, "old-node", T0 - 9 * SECOND, 0),
+            (3, T0 - 3 * SECOND, d, 1, "old-node", T0 - 8 * SECOND, T0 - 7 * SECOND),
+        ],
+    )
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        await engine.run_until_idle()
+        repo = engine.parts.lanes["sms"].repo
+        rows = {r.key: r for r in await repo.page(start_ms=day.start_ms, end_ms=day.end_ms)}
+    assert [(i, attempt) for i, attempt, *_ in recorder.fires] == [(1, 1), (2, 2)]
+    assert {k: r.status for k, r in rows.items()} == {1: d, 2: d, 3: d}
+    assert (rows[3].fired_at_ms, rows[3].claim_epoch) == (T0 - 7 * SECOND, -1)
+    assert rows[1].claim_epoch == rows[2].claim_epoch == engine.epoch
 
 
 # -- retries and failures ---------------------------------------------------------------------
