@@ -483,8 +483,12 @@ class MysqlRepository(Generic[TEntity, TKey]):
         self, shards: list[Shard], args: dict[str, Any], claim: dict[str, Any], tx: Tx
     ) -> list[Row]:
         """Select the due rows over `shards` and claim them, in the caller's transaction."""
-        parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
-        rows = await tx.fetch_all(sql.CLAIM_SELECT.format(parts=parts), args)
+        if len(shards) == 1:
+            select = sql.CLAIM_SELECT_ONE.format(target=shards[0].target, shard_no=0, **self._fmt)
+        else:
+            parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
+            select = sql.CLAIM_SELECT.format(parts=parts)
+        rows = await tx.fetch_all(select, args)
         by_shard: dict[int, list[Any]] = defaultdict(list)
         for row in rows:
             by_shard[row[5]].append(row[0])

@@ -109,15 +109,17 @@ INSERT_IGNORE = INSERT + _IGNORE
 INSERT_PARTITIONED = "INSERT INTO {target} (" + _INSERT_COLUMNS + ", shard_at) VALUES {rows}"
 INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 
-# One subselect per shard: a window spanning shards is one statement. PENDING rows are the
-# claim index's (0, due_at) range; status = 0 only filters out a row of a status this version
-# does not know. The payload only for rows due before payload_before_ms: the rest are read
-# when nearly due.
-CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
-CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts,
+# The claim of one shard. PENDING rows are the claim index's (0, due_at) range; status = 0
+# only filters out a row of a status this version does not know. The payload only for rows
+# due before payload_before_ms: the rest are read when nearly due.
+CLAIM_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
  IF(due_at < %(payload_before_ms)s, payload, NULL), {shard_no} AS shard_no FROM {target}
  WHERE claim_epoch = 0 AND status = 0
- AND due_at < %(before_ms)s ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"""
+ AND due_at < %(before_ms)s ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+# Over several shards, one subselect each, merged: one statement however many the window
+# spans (the merge costs a derived table and a sort of its rows, which one shard needs not).
+CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
+CLAIM_SELECT_PART = "(" + CLAIM_SELECT_ONE + ")"
 
 CLAIM_UPDATE = """
 UPDATE {target} SET status = 1, claim_epoch = %(epoch)s, claimed_by = %(node_id)s,

@@ -388,7 +388,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         return db
 
     def _upgrade(self, db: sqlite3.Connection) -> None:
-        """Bring the tables of the version before epoch claims to this shape (sql.UPGRADE).
+        """Bring the tables of the version before epoch claims to this shape (sql.UPGRADE_*).
         At open only: the embedded store is one process, so no older one makes tables later."""
         old = [
             table
