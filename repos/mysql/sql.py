@@ -178,7 +178,9 @@ GET_PART = (
     "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target} WHERE `{id}` = %(key)s)"
 )
 
-# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given.
+# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given
+# (a filter: status is in no index, and the sharding time neither, so a page reads the
+# window's shards either way).
 PAGE = "{parts} ORDER BY `{at}`, `{id}` LIMIT %(limit)s"
 PAGE_PART = (
     "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target}"

@@ -119,7 +119,8 @@ _ROW_COLUMNS = (
 # The rows named that another epoch than the caller's (?1) holds now.
 FENCED = "SELECT " + _ROW_COLUMNS + ' FROM "{table}" WHERE claim_epoch <> ?1 AND "{id}" IN ({keys})'
 GET = "SELECT " + _ROW_COLUMNS + ' FROM "{table}" WHERE "{id}" = :key'
-# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given.
+# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given
+# (a filter: status is in no index).
 PAGE = (
     "SELECT " + _ROW_COLUMNS + ' FROM "{table}"'
     ' WHERE "{at}" >= :start_ms AND "{at}" < :end_ms'
