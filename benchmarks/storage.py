@@ -33,7 +33,7 @@ from benchmarks.store import (
     shard_target,
     sql_names,
 )
-from repos.base import ShardingRepository
+from repos.base import Claimant, ShardingRepository
 from repos.mysql import sql
 from repos.shards import ShardBounds, bounds_of
 
@@ -43,7 +43,9 @@ WINDOW_MS = 30_000
 FETCH_REPEATS = 5
 SEED_ROWS = 10_000
 COPY_CHUNK = 500_000
-NODE = "scale-node"
+#: The fetch's claimant; and the epoch of the DONE filler rows (a claim's rows keep its epoch).
+CLAIMANT = Claimant("scale-node", 2)
+FILLER_EPOCH = 1
 #: Filler shards, in days from the window's: DONE in the past, PENDING in the future.
 PAST_DAYS = (-3, -2, -1)
 FUTURE_DAYS = (1, 2, 3, 4)
@@ -95,7 +97,7 @@ async def fetch_ms(repo: ShardingRepository[Any, Any], window_ms: int, opts: Opt
     while claimed < WINDOW_ROWS:
         limit = min(opts.batch_size, WINDOW_ROWS - claimed)
         jobs = await repo.claim_due(
-            NODE,
+            CLAIMANT,
             now_ms=window_ms,
             before_ms=window_ms + WINDOW_MS,
             since_ms=window_ms - DAY_MS,
@@ -105,7 +107,7 @@ async def fetch_ms(repo: ShardingRepository[Any, Any], window_ms: int, opts: Opt
         if len(jobs) < limit:
             break
     elapsed = time.perf_counter() - started
-    await repo.release(NODE)
+    await repo.take_over(CLAIMANT.epoch, from_ms=window_ms)
     return elapsed * 1000
 
 
@@ -178,16 +180,21 @@ async def grow(
     shard_at = ", shard_at" if extra else ""
     copy = (
         f"INSERT INTO {insert_target} (`{names['id']}`, `{names['at']}`, payload, status, due_at,"
-        f" attempts, claimed_by, claimed_at{shard_at})"
+        f" attempts, claim_epoch, claimed_by, claimed_at{shard_at})"
         f" SELECT `{names['id']}` + %s, `{names['at']}` + %s, payload, %s, due_at + %s,"
-        f" attempts, claimed_by, claimed_at{shard_at} FROM {target} WHERE `{names['id']}` < %s"
+        f" attempts, %s, claimed_by, claimed_at{shard_at} FROM {target}"
+        f" WHERE `{names['id']}` < %s"
     )
-    status = 2 if done else 0
+    # DONE rows carry the epoch of the claim that fired them: the claim index's PENDING range
+    # (claim_epoch 0) holds PENDING rows only.
+    status, epoch = (2, FILLER_EPOCH) if done else (0, 0)
     if have and done:
-        await conn.execute(f"UPDATE {target} SET status = 2 WHERE status <> 2")
+        await conn.execute(
+            f"UPDATE {target} SET status = 2, claim_epoch = %s WHERE status <> 2", (epoch,)
+        )
     while have < want:
         add = min(have, want - have, COPY_CHUNK)
-        await conn.execute(copy, (have, have, status, have, add))
+        await conn.execute(copy, (have, have, status, have, epoch, add))
         have += add
         progress.update(add)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from infinite_scheduler.clock import Clock
+from infinite_scheduler.fencing import report_fenced
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import Failure, RowRef, StoreError
@@ -21,19 +22,23 @@ class Acker:
     """Buffers handler outcomes and writes them in batches; never drops one.
 
     If the store is down the outcomes stay buffered and the flush is retried with backoff: the
-    rows stay CLAIMED meanwhile, so a crash then re-fires only those jobs (invariant 2).
+    rows stay CLAIMED meanwhile, so a crash then re-fires only those jobs (invariant 2). Writes
+    are made under this node's epoch: a row taken over meanwhile is left alone, and reported
+    (infinite_scheduler/fencing.py).
     """
 
     def __init__(
         self,
         *,
         node_id: str,
+        epoch: int,
         clock: Clock,
         batch_size: int,
         on_retry: Callable[[int], None] = lambda at_ms: None,
         backoff: Backoff | None = None,
     ) -> None:
         self.node_id = node_id
+        self.epoch = epoch
         self.clock = clock
         self.batch_size = batch_size
         self.on_retry = on_retry
@@ -104,7 +109,9 @@ class Acker:
         now_ms = self.clock.now_ms()
         while done:
             name, (lane, refs) = next(iter(done.items()))
-            await lane.repo.mark_done(self.node_id, refs, fired_at_ms=now_ms)
+            changed = await lane.repo.mark_done(self.epoch, refs, fired_at_ms=now_ms)
+            if changed < len(refs):
+                await self._fenced(lane, refs, "ack")
             lane.in_hand.difference_update(refs)  # a RowRef equals its (key, at_ms)
             del done[name]
             self._written(len(refs))
@@ -113,13 +120,20 @@ class Acker:
             # A retried row is PENDING again the moment this commits, and a fetch of this
             # node may claim it before this coroutine resumes: it must not look held then.
             lane.in_hand.difference_update([f.ref for f in failures if f.retry_at_ms is not None])
-            await lane.repo.mark_failed(self.node_id, failures, now_ms=now_ms)
+            changed = await lane.repo.mark_failed(self.epoch, failures, now_ms=now_ms)
+            if changed < len(failures):
+                await self._fenced(lane, [f.ref for f in failures], "failure")
             lane.in_hand.difference_update([f.ref for f in failures])
             del failed[name]
             self._written(len(failures))
             for f in failures:
                 if f.retry_at_ms is not None:
                     self.on_retry(f.retry_at_ms)
+
+    async def _fenced(self, lane: Lane, refs: list[RowRef], write: str) -> None:
+        """A write changed fewer rows than it named: report those taken over. A retry of the
+        flush after a failure here writes nothing twice (the rows are no longer CLAIMED)."""
+        await report_fenced(lane, refs, node_id=self.node_id, epoch=self.epoch, write=write)
 
     def _written(self, n: int) -> None:
         self._pending -= n

@@ -8,9 +8,9 @@
 The parts (lanes, fetcher, payload reader, dispatcher, acker, maintenance, the node's
 heartbeat) are built together by infinite_scheduler/parts.py when the engine starts, once the
 registered types are final. Start-up order matters: the process joins the store's membership
-(a new epoch; refused while a live node has its id), its heartbeat starts, stores open, claims
-left by a previous run are released, the first fetch runs, then the loops start; overdue rows
-found by that first fetch fire once, now. Shutdown is the reverse: stop fetching, drain
+(a new epoch, the fencing token of its claims; refused while a live node has its id), its
+heartbeat starts, stores open, claims left by this node id's earlier runs are taken over, the
+first fetch runs, then the loops start; overdue rows found by that first fetch fire once, now. Shutdown is the reverse: stop fetching, drain
 handlers (bounded), flush acks, hand unfired claims back to the store, stop the heartbeat and
 mark the epoch LEFT, close the stores.
 
@@ -171,7 +171,7 @@ class InfiniteScheduler:
             for lane in parts.lanes.values():
                 await lane.repo.open()
                 stack.push_async_callback(lane.repo.close)
-                await self._recover(lane)
+            await parts.takeover.at_start(await membership.list_nodes(finished=0))
             self._claiming = True
             await parts.fetcher.fetch_once()
             self._parts = parts
@@ -287,17 +287,6 @@ class InfiniteScheduler:
             raise RuntimeError("the engine has not started: `async with engine:` builds its parts")
         return self._parts
 
-    async def _recover(self, lane: Lane) -> None:
-        # Single node: every claim in the store is a leftover of a previous run of this engine.
-        released = await lane.repo.release(None)
-        if released:
-            logger.warning(
-                "%s: released %d claims left by a previous run; they fire once, now",
-                lane.name,
-                released,
-                extra={"action": "recover", "entity": lane.name, "node": self.node_id},
-            )
-
     def _start_loops(self, parts: Parts) -> None:
         loops = {
             "fetcher": parts.fetcher.run(self._stop),
@@ -329,14 +318,11 @@ class InfiniteScheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Before the drain: a payload read finishing during it would hand the dispatcher
         # jobs that neither run to their ack nor are handed back.
-        held_back = parts.payloads.take_held_back()
+        parts.payloads.take_held_back()
         cancelled = await parts.dispatcher.drain(self.config.handlers.drain_timeout_s)
         await parts.acker.flush()
-        for name, refs in _unfired(parts, held_back).items():
-            await parts.lanes[name].repo.release(self.node_id, refs)
-        if cancelled:  # handlers cut off mid-run: hand back their claims, attempts counted
-            for lane in parts.lanes.values():
-                await lane.repo.release(self.node_id)
+        for name, refs in _unfired(parts).items():
+            await parts.lanes[name].repo.release(self.epoch, refs)
         logger.info(
             "stopped: %d fired, %d acked, %d handlers cut off",
             parts.dispatcher.fired,
@@ -468,18 +454,16 @@ def _forget_twins(lane: Lane, due: list[tuple[Any, HeldJob]]) -> None:
                     del lane.twins[key[0]]
 
 
-def _unfired(
-    parts: Parts, held_back: list[tuple[Lane, list[ClaimedJob]]]
-) -> dict[str, list[RowRef]]:
-    """The jobs claimed and never handed to a handler, by entity type: waiting, held back
-    for their payload, or still in a wheel."""
-    unfired: dict[str, list[RowRef]] = {name: [] for name in parts.lanes}
-    for lane, job in parts.dispatcher.take_waiting():
-        unfired[lane.name].append(job.ref)
-    for lane, jobs in held_back:
-        unfired[lane.name].extend(job.ref for job in jobs)
-    for lane in parts.lanes.values():
-        unfired[lane.name].extend(RowRef(*held[:2]) for _, held in lane.wheel.pop_due(2**62))
+def _unfired(parts: Parts) -> dict[str, list[RowRef]]:
+    """The jobs claimed whose outcome is not written (once the drain and the last flush are
+    over), by entity type: still in a wheel, or out of it (lane.in_hand): waiting for a
+    handler or for their payload, or cut off mid-run by the drain."""
+    parts.dispatcher.take_waiting()  # none of them may start now
+    unfired = {
+        name: [RowRef(*held[:2]) for _, held in lane.wheel.pop_due(2**62)]
+        + [RowRef(*ref) for ref in lane.in_hand]
+        for name, lane in parts.lanes.items()
+    }
     return {name: refs for name, refs in unfired.items() if refs}
 
 

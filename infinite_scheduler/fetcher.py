@@ -9,8 +9,9 @@ remains, rounds follow each other as fast as the handlers make room. Rows due la
 shortly before they are due.
 
 This class owns the claim protocol: every claim, a round's claim_due or the insert of already
-claimed rows by which schedule() holds new jobs due inside the window (store_new), gets a stamp
-of its own, and a claim whose outcome the store never told is released before the next one.
+claimed rows by which schedule() holds new jobs due inside the window (store_new), is made under
+this node's epoch and gets a stamp of its own, and a claim whose outcome the store never told is
+released before the next one.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import (
+    Claimant,
     ClaimedJob,
     EncodedRow,
     Failure,
     Status,
     StoreError,
+    bucket_of,
     encode_for,
 )
 
@@ -53,6 +56,8 @@ BURST_BATCHES = 5
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchSettings:
     node_id: str
+    #: This process's epoch: every claim is stamped with it (repos/base.py, Claimant).
+    epoch: int
     fetch_interval_s: float
     near_poll_interval_s: float
     lookahead_ms: int
@@ -93,6 +98,7 @@ class Fetcher:
         self._wake = asyncio.Event()
         self.rounds = 0
         self._last_stamp_ms = 0
+        self.claimant = Claimant(settings.node_id, settings.epoch)
 
     def __repr__(self) -> str:
         return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
@@ -173,10 +179,8 @@ class Fetcher:
         if later:
             stored += await lane.repo.insert_rows(later, now_ms=now_ms)
         if soon:
-            async with self._claiming(lane) as stamp:
-                stored += await lane.repo.insert_rows(
-                    soon, now_ms=stamp, claimed_by=self.settings.node_id
-                )
+            async with self._claiming(lane, min(r.at_ms for r in soon)) as stamp:
+                stored += await lane.repo.insert_rows(soon, now_ms=stamp, claimed_by=self.claimant)
             jobs = [ClaimedJob(r.key, r.at_ms, r.at_ms, 1, r.payload) for r in soon]
             self._place(lane, jobs, now_ms)
         return stored
@@ -192,15 +196,16 @@ class Fetcher:
         return soon, later
 
     @asynccontextmanager
-    async def _claiming(self, lane: Lane) -> AsyncIterator[int]:
-        """The stamp of one claim of `lane` (a claim_due, or an insert of claimed rows). If the
-        store fails without saying whether it committed, the stamp is kept in doubt, and
-        settle_doubts releases whatever rows the claim may have left CLAIMED."""
+    async def _claiming(self, lane: Lane, from_ms: int) -> AsyncIterator[int]:
+        """The stamp of one claim of `lane` (a claim_due, or an insert of claimed rows) of rows
+        due at or after from_ms. If the store fails without saying whether it committed, the
+        stamp is kept in doubt, and settle_doubts releases whatever rows the claim may have
+        left CLAIMED."""
         stamp = self._claim_stamp()
         try:
             yield stamp
         except StoreError:
-            lane.claims_in_doubt.add(stamp)
+            lane.claims_in_doubt[stamp] = from_ms
             raise
 
     def _claim_stamp(self) -> int:
@@ -213,9 +218,11 @@ class Fetcher:
         """Release the rows of claims whose outcome is unknown (the connection died around
         their COMMIT): if they committed, nothing here holds those rows, so hand them back
         to be claimed again, instead of leaving them CLAIMED until this node restarts."""
-        for stamp in sorted(lane.claims_in_doubt):
-            released = await lane.repo.release(self.settings.node_id, claimed_at_ms=stamp)
-            lane.claims_in_doubt.discard(stamp)
+        for stamp, from_ms in sorted(lane.claims_in_doubt.items()):
+            released = await lane.repo.take_over(
+                self.settings.epoch, from_ms=from_ms, claimed_at_ms=stamp
+            )
+            del lane.claims_in_doubt[stamp]
             if released:
                 logger.warning(
                     "released %d rows of a claim whose reply was lost (claimed_at %d)",
@@ -227,17 +234,22 @@ class Fetcher:
     async def _fetch_lane(self, lane: Lane, now_ms: int, window_end_ms: int, budget: int) -> int:
         await self.settle_doubts(lane)
         claimed, batch = 0, self.settings.batch_size
+        since_ms = now_ms - self.settings.horizon_ms
+        # The rows a claim takes are due from the start of the window's oldest shard on (but
+        # for rows older than a partitioned table's oldest partition, kept in it: a claim of
+        # those in doubt stays this epoch's until its claims are taken over).
+        from_ms = bucket_of(since_ms, lane.repo.policy.granularity)
         while True:
             limit = min(batch, budget - claimed, self._room())
             if limit <= 0:
                 self.backlog = True
                 return claimed
-            async with self._claiming(lane) as stamp:
+            async with self._claiming(lane, from_ms) as stamp:
                 jobs = await lane.repo.claim_due(
-                    self.settings.node_id,
+                    self.claimant,
                     now_ms=stamp,
                     before_ms=window_end_ms,
-                    since_ms=now_ms - self.settings.horizon_ms,
+                    since_ms=since_ms,
                     limit=limit,
                     payload_before_ms=now_ms + self.settings.payload_ahead_ms,
                 )

@@ -75,9 +75,10 @@ class Lane:
     #: Whether the handler is awaited on the loop (else it runs on the dispatcher's threads):
     #: asked once here, not per job.
     is_async: bool = field(init=False)
-    #: Claim stamps (claimed_at) of claims that failed without telling whether they committed:
-    #: rows they may have left CLAIMED by this node are released before the next claim.
-    claims_in_doubt: set[int] = field(init=False, default_factory=set)
+    #: Claim stamps (claimed_at) of claims that failed without telling whether they committed,
+    #: and the earliest due time of the rows each could take: rows they may have left CLAIMED
+    #: by this node are released before the next claim.
+    claims_in_doubt: dict[int, int] = field(init=False, default_factory=dict)
     #: (id, sharding time) of the jobs out of the wheel whose outcome is not written yet:
     #: with the wheel, what this node holds, so that a row claimed again is not held twice.
     in_hand: set[tuple[int | str, int]] = field(init=False, default_factory=set)

@@ -11,9 +11,10 @@ finished are logged with the shard's name and added to
 ``infinite_scheduler_unfinished_rows_dropped_total``. Config validation keeps retention at least
 misfire horizon + lookahead, so no shard the fetcher can still claim from is ever old enough.
 Rows whose status this version does not know (``repos.base.read_status``) are never fired: each
-pass logs them with shard and ids and sets ``infinite_scheduler_rows_unknown_status``; dropped,
-they count as unfinished. A pass that fails for one entity type, whatever the error, is logged
-and retried by the next pass: it never ends maintenance, nor the engine.
+pass logs those due by now, and those in the shards it drops, with shard and ids, and sets
+``infinite_scheduler_rows_unknown_status``; dropped, they count as unfinished. A pass that fails
+for one entity type, whatever the error, is logged and retried by the next pass: it never ends
+maintenance, nor the engine.
 
 One node runs this today. Once nodes share a store, one pass at a time should run under a
 database lock (MySQL ``GET_LOCK('infinite_scheduler:maintenance', 0)``, skip the pass when
@@ -162,8 +163,14 @@ class Maintenance:
 
     async def _maintain(self, repo: Repo, now_ms: int) -> EntityReport:
         name = repo.spec.name
-        # Before the drop, so that the ids of such rows in expired shards are named too.
-        unknown = await repo.find_unknown_status(limit=UNKNOWN_IDS_SHOWN)
+        # Before the drop, so that the ids of such rows in expired shards are named too. Status
+        # is in no index: a pass reads the rows due by now that no claim takes, and every row
+        # of the shards it drops (which it counts anyway); `shards list` reads them all.
+        unknown = await repo.find_unknown_status(
+            limit=UNKNOWN_IDS_SHOWN,
+            due_before_ms=now_ms,
+            cutoff_ms=expiry_cutoff_ms(now_ms, repo.policy),
+        )
         self._warn_unknown(name, unknown)
         # Drop first: after a long stop, the partitioned layout would otherwise make every
         # partition between its newest one and now, only to drop most of them.

@@ -25,6 +25,7 @@ class EntityMetrics:
     retried: Counter
     missed: Counter
     overran: Counter
+    fenced: Counter
 
 
 class Metrics:
@@ -50,6 +51,11 @@ class Metrics:
         self.missed = counter("jobs_missed", "Overdue jobs dropped by misfire policy do_nothing.")
         self.overran = counter(
             "handler_overruns", "Sync handler calls still running past handlers.timeout_s."
+        )
+        self.fenced = counter(
+            "fenced_writes",
+            "Writes about this node's claims (ack, failure, payload read) that found the row"
+            " taken over by another node: left unchanged.",
         )
         self.lateness = self._histogram(
             "fire_lateness_seconds", "How long after its due time a job was handed to its handler."
@@ -88,7 +94,8 @@ class Metrics:
         self.shards_live = self._gauge("shards_live", "Shards in the store.", "entity")
         self.unknown_status = self._gauge(
             "rows_unknown_status",
-            "Rows in live shards whose status this version does not know: never fired.",
+            "Rows due by now (or in shards being dropped) whose status this version does not"
+            " know: never fired.",
             "entity",
         )
 
@@ -96,6 +103,16 @@ class Metrics:
         """The nodes sharing the store, as this node's heartbeat sees them."""
         self.nodes_live = self._gauge(
             "nodes_live", "Nodes whose heartbeat was recent at this node's last renewal."
+        )
+        self.takeovers = Counter(
+            f"{PREFIX}_takeovers",
+            "Dead nodes (epochs) whose claims this node took over.",
+            registry=self.registry,
+        )
+        self.claims_taken_over = self._counter(
+            "claims_taken_over",
+            "CLAIMED rows of dead nodes (or of runs that ended without handing back) that this"
+            " node moved back to PENDING: they fire once, now, wherever claimed next.",
         )
         self.heartbeat_lag = self._gauge(
             "heartbeat_lag_seconds",
@@ -122,6 +139,7 @@ class Metrics:
             self.retried,
             self.missed,
             self.overran,
+            self.fenced,
         )
         return EntityMetrics(*(c.labels(name) for c in counters))
 

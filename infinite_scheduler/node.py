@@ -7,7 +7,8 @@ renewal was sent ``node_timeout_s - heartbeat_interval_s`` ago, the dispatcher s
 (the jobs wait, none is lost) until a renewal gets through. A timer closes the fence on time
 even while a renewal hangs on a store that does not answer. A heartbeat that finds the epoch
 DEAD (another node declared it so and may be taking its claims over) closes the fence for good
-and calls ``on_declared_dead``: the engine's to act on.
+and calls ``on_declared_dead``: the engine's to act on. After each renewal the node looks at
+the roster and takes over the claims of nodes that died (infinite_scheduler/takeover.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 
 from infinite_scheduler.membership import Fence, live_nodes
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import StoreError
 from repos.cluster import Joined, Membership, NodeState
@@ -83,6 +85,7 @@ class Node:
         gate: Gate,
         holds_from_ms: Callable[[], int],
         on_declared_dead: Callable[[], None],
+        takeover: Takeover,
         metrics: Metrics,
         backoff: Backoff,
     ) -> None:
@@ -98,6 +101,7 @@ class Node:
         self.gate = gate
         self.holds_from_ms = holds_from_ms
         self.on_declared_dead = on_declared_dead
+        self.takeover = takeover
         self.metrics = metrics
         self.backoff = backoff
         self.declared_dead = False
@@ -143,7 +147,7 @@ class Node:
         self.renewals += 1
         self.renewed_ms = max(self.renewed_ms, sent_ms)
         self.check_fence()
-        await self._count_live()
+        await self._look_around()
         return True
 
     async def beat_if_due(self) -> None:
@@ -237,14 +241,19 @@ class Node:
         self.check_fence()
         self.on_declared_dead()
 
-    async def _count_live(self) -> None:
+    async def _look_around(self) -> None:
+        """After a renewal: count the live nodes, and take over the claims of dead ones."""
         try:
             roster = await self.membership.list_nodes(finished=0)
+            live = live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms)
+            self.metrics.nodes_live.set(len(live))
+            await self.takeover.of_dead(roster)
         except StoreError as exc:
-            logger.debug("listing nodes failed: %s", exc, extra=self._extra("heartbeat"))
-            return
-        live = live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms)
-        self.metrics.nodes_live.set(len(live))
+            logger.warning(
+                "looking for dead nodes failed (tried again at the next heartbeat): %s",
+                exc,
+                extra=self._extra("takeover"),
+            )
 
     def _extra(self, action: str) -> dict[str, object]:
         return {"action": action, "node": self.node_id, "epoch": self.epoch}

@@ -32,6 +32,7 @@ from infinite_scheduler.membership import Fence
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Node
 from infinite_scheduler.payloads import PayloadReader
+from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import EntitySpec, ShardingRepository
@@ -85,6 +86,7 @@ class Parts:
     fetcher: Fetcher
     maintenance: Maintenance
     loop_lag: LoopLagMonitor
+    takeover: Takeover
     node: Node
 
     def held(self) -> int:
@@ -111,6 +113,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     store_back = StoreBack()
     acker = Acker(
         node_id=wiring.node_id,
+        epoch=wiring.epoch,
         clock=wiring.clock,
         batch_size=wiring.config.batch_size,
         # The fetcher is built below, before any outcome can be written.
@@ -121,7 +124,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     payloads = _payloads(wiring, dispatcher, acker, Backoff(store_back=store_back))
     fetcher = Fetcher(
         list(lanes.values()),
-        _fetch_settings(wiring.config, wiring.node_id),
+        _fetch_settings(wiring),
         clock=wiring.clock,
         payloads=payloads,
         acker=acker,
@@ -130,6 +133,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         on_added=wiring.on_added,
         backoff=Backoff(store_back=store_back),
     )
+    takeover = _takeover(wiring, lanes, fetcher)
     return Parts(
         lanes=lanes,
         by_model={lane.spec.model: lane.name for lane in lanes.values()},
@@ -139,7 +143,8 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         fetcher=fetcher,
         maintenance=_maintenance(wiring, lanes),
         loop_lag=_loop_lag(wiring),
-        node=_node(wiring, dispatcher, store_back),
+        takeover=takeover,
+        node=_node(wiring, dispatcher, store_back, takeover),
     )
 
 
@@ -185,6 +190,7 @@ def _payloads(
         acker=acker,
         ahead_ms=int(wiring.config.payload_ahead_s * 1000),
         node_id=wiring.node_id,
+        epoch=wiring.epoch,
         stop=wiring.stop,
         backoff=backoff,
     )
@@ -199,9 +205,11 @@ def _loop_lag(wiring: Wiring) -> LoopLagMonitor:
     )
 
 
-def _fetch_settings(c: SchedulerConfig, node_id: str) -> FetchSettings:
+def _fetch_settings(wiring: Wiring) -> FetchSettings:
+    c = wiring.config
     return FetchSettings(
-        node_id=node_id,
+        node_id=wiring.node_id,
+        epoch=wiring.epoch,
         fetch_interval_s=c.fetch_interval_s,
         near_poll_interval_s=c.near_poll_interval_s,
         lookahead_ms=int(c.lookahead_s * 1000),
@@ -226,7 +234,24 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
     return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics)
 
 
-def _node(wiring: Wiring, dispatcher: Dispatcher, store_back: StoreBack) -> Node:
+def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Takeover:
+    c = wiring.config
+    return Takeover(
+        wiring.membership,
+        lanes.values(),
+        node_id=wiring.node_id,
+        epoch=wiring.epoch,
+        node_timeout_ms=int(c.cluster.node_timeout_s * 1000),
+        horizon_ms=int(c.misfire_horizon_s * 1000),
+        clock=wiring.clock,
+        wake=fetcher.wake,
+        metrics=wiring.metrics,
+    )
+
+
+def _node(
+    wiring: Wiring, dispatcher: Dispatcher, store_back: StoreBack, takeover: Takeover
+) -> Node:
     c = wiring.config
     # A failed renewal is tried again within the interval (and at least once a second).
     retry_s = min(STORE_RETRY_MAX_S, c.cluster.heartbeat_interval_s)
@@ -247,6 +272,7 @@ def _node(wiring: Wiring, dispatcher: Dispatcher, store_back: StoreBack) -> Node
         # claim takes rows overdue back to the misfire horizon, so that far back.
         holds_from_ms=lambda: wiring.clock.now_ms() - horizon_ms,
         on_declared_dead=wiring.on_declared_dead,
+        takeover=takeover,
         metrics=wiring.metrics,
         backoff=Backoff(min(0.1, retry_s), retry_s, store_back=store_back),
     )

@@ -6,7 +6,8 @@ held job: ~400 bytes per job with it, ~240 without, in W5) and are read here, on
 claim batch, once the batch's earliest job is within `payload_ahead_s`. A job that comes due
 before its read went through (the store was down) is held back until it is read, then fires: it
 is late, never lost. A job whose row is no longer claimed by this node by then (cancelled,
-handed back, or dropped with its shard) is not fired.
+handed back, taken over by another node, or dropped with its shard) is not fired; one taken
+over is reported as a fenced read (infinite_scheduler/fencing.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.dispatch import Dispatcher
+from infinite_scheduler.fencing import report_fenced
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import ClaimedJob, Failure, RowRef, StoreError
@@ -39,6 +41,7 @@ class PayloadReader:
         acker: Acker,
         ahead_ms: int,
         node_id: str,
+        epoch: int,
         stop: asyncio.Event,
         backoff: Backoff | None = None,
     ) -> None:
@@ -47,6 +50,7 @@ class PayloadReader:
         self.acker = acker
         self.ahead_ms = ahead_ms
         self.node_id = node_id
+        self.epoch = epoch
         #: Claim batches with jobs held without their payload: the earliest due time and the
         #: jobs' wheel keys (the wheel holds the jobs themselves, as plain tuples).
         self._batches: list[tuple[Lane, int, list[object]]] = []
@@ -122,11 +126,11 @@ class PayloadReader:
 
     async def read(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> None:
         """Fill in the payloads these jobs lack; a job whose row is no longer claimed here
-        (cancelled, handed back, dropped with its shard) keeps None."""
+        (cancelled, handed back, taken over, dropped with its shard) keeps None."""
         missing = [job for job in jobs if job.payload is None]
         if not missing:
             return
-        found = await lane.repo.read_payloads(self.node_id, [job.ref for job in missing])
+        found = await lane.repo.read_payloads(self.epoch, [job.ref for job in missing])
         self.reads += 1
         for job in missing:
             job.payload = found.get(job.ref)
@@ -139,7 +143,7 @@ class PayloadReader:
         unread = [(key, held) for key in keys if (held := wheel.get(key)) and held[4] is None]
         if not unread:
             return
-        found = await lane.repo.read_payloads(self.node_id, [RowRef(*h[:2]) for _, h in unread])
+        found = await lane.repo.read_payloads(self.epoch, [RowRef(*h[:2]) for _, h in unread])
         self.reads += 1
         for key, held in unread:
             payload = found.get(RowRef(*held[:2]))
@@ -160,6 +164,7 @@ class PayloadReader:
                 return  # stopping: the engine hands these jobs back to the store
             try:
                 await self.read(lane, jobs)
+                fenced = await self._fenced(lane, jobs)
                 backoff.succeeded()
                 break
             except Exception as exc:  # whatever failed, these jobs must not be dropped
@@ -167,9 +172,21 @@ class PayloadReader:
                 await backoff.wait(self._stop)
         self._held_back = [e for e in self._held_back if e is not entry]
         for job in jobs:
-            if job.payload is None:
+            if job.ref in fenced:  # another node has it: nothing of it is this node's to write
+                lane.in_hand.discard(job.ref)
+            elif job.payload is None:
                 self._give_up(lane, job)
         self.dispatcher.submit(lane, [job for job in jobs if job.payload is not None])
+
+    async def _fenced(self, lane: Lane, jobs: Sequence[ClaimedJob]) -> set[RowRef]:
+        """The jobs left without their payload whose rows another node holds now, reported."""
+        unread = [job.ref for job in jobs if job.payload is None]
+        if not unread:
+            return set()
+        rows = await report_fenced(
+            lane, unread, node_id=self.node_id, epoch=self.epoch, write="payload read"
+        )
+        return {RowRef(row.key, row.at_ms) for row in rows}
 
     def _give_up(self, lane: Lane, job: ClaimedJob) -> None:
         error = (

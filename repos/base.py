@@ -9,8 +9,16 @@ Row life cycle (engine columns in brackets)::
     PENDING --claim_due--> CLAIMED --mark_done--> DONE                       [fired_at]
                               |  \\--mark_failed(retry_at)--> PENDING         [due_at, last_error]
                               |  \\--mark_failed(None)-----> FAILED          [last_error]
-                              \\--release--> PENDING (attempt handed back; fires once, now)
+                              \\--release/take_over--> PENDING (attempt handed back; fires once, now)
     PENDING/CLAIMED --cancel--> CANCELLED
+
+Claims carry the claiming process's **epoch** (``claim_epoch``), the fencing token: positive,
+unique per engine start. ``claim_epoch = 0`` exactly when the row is PENDING (insert, release,
+retry and take_over set 0; a claim sets the epoch; a cancel of a PENDING row sets -1; a claimed
+row that finishes keeps its epoch). Every write about a claim (mark_done, mark_failed,
+read_payloads, release) is conditional on the caller's epoch: once a row was taken over, a
+stale process's writes change nothing, and it can tell (:meth:`ShardingRepository.fenced`).
+The claim index is ``(claim_epoch, due_at)``: an ack (status 1 -> 2) moves no index entry.
 
 Times are epoch milliseconds (UTC), always passed in by the caller: adapters never read a clock,
 so that the engine's fake clock reaches the rows too.
@@ -18,7 +26,7 @@ so that the engine's fake clock reaches the rows too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
@@ -80,6 +88,14 @@ class ShardPolicy:
 
     granularity: Granularity = Granularity.DAY
     retention_ms: int = 7 * 86_400_000
+
+
+class Claimant(NamedTuple):
+    """Who claims: the node id (``claimed_by``, for people) and its epoch (``claim_epoch``,
+    positive: the fencing token every later write about the claim is conditional on)."""
+
+    node_id: str
+    epoch: int
 
 
 class RowRef(NamedTuple):
@@ -151,11 +167,13 @@ class StoredRow:
     last_error: str | None
     payload: bytes
     shard: str
+    #: The epoch of the row's claim: 0 while PENDING, -1 if cancelled while PENDING.
+    claim_epoch: int = 0
 
     @classmethod
     def from_row(cls, r: Sequence[Any], shard: str) -> StoredRow:
         """From the adapters' row tuple: id, at, status, due_at, attempts, claimed_by,
-        claimed_at, fired_at, last_error, payload."""
+        claimed_at, fired_at, last_error, payload, claim_epoch."""
         return cls(
             key=r[0],
             at_ms=r[1],
@@ -168,6 +186,7 @@ class StoredRow:
             last_error=r[8],
             payload=bytes(r[9]),
             shard=shard,
+            claim_epoch=r[10],
         )
 
 
@@ -256,7 +275,7 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
-        claimed_by: str | None = None,
+        claimed_by: Claimant | None = None,
     ) -> int:
         """Encode and check every entity, then store them as insert_rows does; return rows stored.
 
@@ -273,7 +292,7 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
-        claimed_by: str | None = None,
+        claimed_by: Claimant | None = None,
     ) -> int:
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
@@ -287,14 +306,15 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         or is left as it was (on_duplicate="ignore"; it does not count). Ids are unique per
         shard: the same id with a sharding time in another shard is another row.
 
-        With ``claimed_by`` the rows are stored already CLAIMED by that node (attempts 1,
-        claimed_at = now_ms): the engine uses it for jobs due inside its current window.
+        With ``claimed_by`` the rows are stored already CLAIMED by that claimant (its node id
+        and epoch, attempts 1, claimed_at = now_ms): the engine uses it for jobs due inside its
+        current window. An epoch that is not positive raises ValueError, storing nothing.
         """
         ...
 
     async def claim_due(
         self,
-        node_id: str,
+        claimant: Claimant,
         *,
         now_ms: int,
         before_ms: int,
@@ -302,11 +322,12 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         limit: int,
         payload_before_ms: int | None = None,
     ) -> list[ClaimedJob]:
-        """Claim up to `limit` PENDING rows with due_at < before_ms for `node_id`, oldest first.
+        """Claim up to `limit` PENDING rows with due_at < before_ms for `claimant`, oldest first.
 
         Looks in the shards whose sharding time overlaps [since_ms, before_ms), so overdue rows
-        back to `since_ms` are found too. Claimed rows become CLAIMED with claimed_by=node_id,
-        claimed_at=now_ms and attempts+1, in the same transaction that selected them: two
+        back to `since_ms` are found too. Claimed rows become CLAIMED with the claimant's node
+        id (claimed_by) and epoch (claim_epoch), claimed_at=now_ms and attempts+1, in the same
+        transaction that selected them (an epoch that is not positive raises ValueError): two
         concurrent claimers never get the same row, and neither waits for the other's rows.
         Returned in due_at order. A shard missing from the window is empty, not an error.
         Rows due at or after `payload_before_ms` come without their payload (None): read it
@@ -314,49 +335,70 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """
         ...
 
-    async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
-        """The payloads of the rows named that are still CLAIMED by node_id. A row cancelled,
-        handed back, taken over or gone with its shard meanwhile is absent from the answer: its
-        job must not fire here."""
+    async def read_payloads(self, epoch: int, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+        """The payloads of the rows named that are still CLAIMED under `epoch`. A row
+        cancelled, handed back, taken over or gone with its shard meanwhile is absent from the
+        answer: its job must not fire here."""
         ...
 
-    async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
-        """Set DONE and fired_at on those rows still CLAIMED by node_id; return rows changed.
+    async def mark_done(self, epoch: int, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+        """Set DONE and fired_at on those rows still CLAIMED under `epoch`; return rows changed.
 
-        Rows another node has taken over (or that were cancelled) are left alone.
+        Rows taken over (or cancelled) meanwhile are left alone: fewer rows changed than named.
         """
         ...
 
-    async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
-        """Record handler failures on rows still CLAIMED by node_id; return rows changed.
+    async def mark_failed(self, epoch: int, failures: Sequence[Failure], *, now_ms: int) -> int:
+        """Record handler failures on rows still CLAIMED under `epoch`; return rows changed.
 
-        With retry_at_ms the row goes back to PENDING with due_at = retry_at_ms; without, it
-        takes the failure's status (FAILED, or MISSED). Either way last_error = error, fired_at = now_ms and the claim is
-        cleared (claimed_by kept for the record).
+        With retry_at_ms the row goes back to PENDING (claim_epoch 0) with due_at =
+        retry_at_ms; without, it takes the failure's status (FAILED, or MISSED) and keeps its
+        epoch. Either way last_error = error and fired_at = now_ms (claimed_by kept for the
+        record).
         """
         ...
 
-    async def release(
-        self,
-        node_id: str | None,
-        refs: Sequence[RowRef] | None = None,
-        *,
-        claimed_at_ms: int | None = None,
-    ) -> int:
-        """Give CLAIMED rows of node_id back (PENDING, claimed_by NULL); return rows released.
+    async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
+        """Give those rows back if still CLAIMED under `epoch` (PENDING, claim_epoch 0,
+        claimed_by NULL); return rows released.
 
         The claim's attempt is handed back (attempts-1), so the next claim fires the job with
         the attempt number, hence the idempotency key, it had: a repeat after a crash carries
-        the key of the fire it may repeat. With `refs`, only those rows (claimed, never fired);
-        without, every claim of the node in every live shard, as after a crash. node_id None
-        means every node's claims (a single-node engine starting up); it cannot go with `refs`.
-        With `claimed_at_ms`, only the node's claims made at that instant: the rows of one
-        claim whose outcome the caller never learnt.
+        the key of the fire it may repeat.
         """
         ...
 
+    async def take_over(self, epoch: int, *, from_ms: int, claimed_at_ms: int | None = None) -> int:
+        """Give back every row CLAIMED under `epoch` due at or after from_ms, in every live
+        shard that can hold one, as release() does (attempt handed back); return rows moved.
+
+        One statement per shard, reading the claim index from (epoch, from_ms) on: from_ms
+        bounds the scan to the rows the epoch may still hold (its rows that finished keep their
+        epoch, and stay in the index). With `claimed_at_ms`, only the rows of the claim made at
+        that instant: a claim whose outcome the caller never learnt.
+        """
+        ...
+
+    async def take_over_earlier(self, epoch: int, *, keep: Collection[int], from_ms: int) -> int:
+        """take_over() of every epoch below `epoch` holding claims but those in `keep`, due at
+        or after from_ms: a node starting up (`epoch`, newer than any node joined before it)
+        keeps the running nodes' epochs and hands back the rest, leftovers of runs that ended
+        without handing back. Epochs above its own joined after it: never touched.
+
+        The epochs holding claims are read from the claim index first (one entry per epoch),
+        then each one's range from from_ms on, as take_over() does.
+        """
+        ...
+
+    async def fenced(self, epoch: int, refs: Sequence[RowRef]) -> list[StoredRow]:
+        """The rows named whose claim is no longer `epoch`'s, as stored now: taken over (and
+        maybe claimed elsewhere since). A write of `epoch` about them was fenced. Rows
+        cancelled, finished or gone with their shard are not among them."""
+        ...
+
     async def cancel(self, keys: Sequence[TKey]) -> int:
-        """Set CANCELLED on PENDING or CLAIMED rows with these ids, in every live shard.
+        """Set CANCELLED on PENDING or CLAIMED rows with these ids, in every live shard (a
+        PENDING row's claim_epoch becomes -1: out of the claim index's PENDING range).
 
         An id not of the entity's id type raises EntitySpecError and cancels nothing."""
         ...
@@ -385,13 +427,20 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Live shards, oldest first; with `counts`, rows by status in each."""
         ...
 
-    async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
-        """Rows whose status is none of Status, in every live shard.
+    async def find_unknown_status(
+        self, *, limit: int, due_before_ms: int | None = None, cutoff_ms: int | None = None
+    ) -> list[UnknownStatus]:
+        """Rows whose status is none of Status.
 
         One UnknownStatus per shard holding any, oldest shard first: how many, and the id and
         status of up to `limit` of them, lowest ids first. Such rows are never claimed, fired
-        or finished, so the caller reports them. Cheap enough for every maintenance pass: the
-        adapters read two ranges of the (status, due_at) index (STATUS_RANGE), not the rows.
+        or finished, so the caller reports them.
+
+        Status is in no index (an ack must move no index entry), so finding them all scans
+        every row. Without `due_before_ms`, it does (the shards CLI, which counts every row
+        anyway). With it, cheap enough for every maintenance pass: only the rows waiting to be
+        claimed (claim_epoch 0, the claim index) due before due_before_ms, and every row of
+        the shards ending at or before `cutoff_ms` (about to be dropped, counted anyway).
         """
         ...
 

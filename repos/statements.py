@@ -1,5 +1,5 @@
 """What both SQL adapters do alike around their statements: batches, the state of new rows,
-the arguments of release(), mark_failed() and find_unknown_status(). The statements themselves
+the claimant's check, the arguments of mark_failed() and find_unknown_status(). The statements themselves
 are in each dialect's sql module, which name their parameters alike."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from repos.base import STATUS_RANGE, Failure, Status
+from repos.base import STATUS_RANGE, Claimant, Failure, Status
 
 
 class Sliceable(Protocol):
@@ -51,36 +51,43 @@ def chunks_within(items: S, size: int, max_weight: int, weights: Sequence[int]) 
         start = end
 
 
-def insert_state(claimed_by: str | None, now_ms: int) -> tuple[int, int, str | None, int | None]:
-    """(status, attempts, claimed_by, claimed_at) of newly inserted rows: PENDING, or already
-    CLAIMED by the inserting node when it will hold them itself (the engine's schedule())."""
-    if claimed_by:
-        return (Status.CLAIMED, 1, claimed_by, now_ms)
-    return (Status.PENDING, 0, None, None)
+def check_claimant(claimant: Claimant) -> Claimant:
+    """A claim's epoch must be positive: 0 means PENDING, so a claim under it would be one no
+    write could tell from a row waiting to be claimed (the claim index's PENDING range)."""
+    if claimant.epoch <= 0:
+        raise ValueError(f"a claim needs a positive epoch, not {claimant.epoch}")
+    return claimant
 
 
-def check_release(node_id: str | None, refs: object, claimed_at_ms: int | None) -> None:
-    """Refuse a release() narrowed to rows or to a claim instant without the node that claimed:
-    those only mean something within one node's claims (ShardingRepository.release)."""
-    if node_id is None and (refs is not None or claimed_at_ms is not None):
-        raise ValueError("release(refs=..., claimed_at_ms=...) needs the node_id that claimed")
+def insert_state(
+    claimed_by: Claimant | None, now_ms: int
+) -> tuple[int, int, int, str | None, int | None]:
+    """(status, attempts, claim_epoch, claimed_by, claimed_at) of newly inserted rows: PENDING,
+    or already CLAIMED by the inserting node when it will hold them itself (schedule())."""
+    if claimed_by is not None:
+        node_id, epoch = check_claimant(claimed_by)
+        return (Status.CLAIMED, 1, epoch, node_id, now_ms)
+    return (Status.PENDING, 0, 0, None, None)
 
 
-def failure_args(failure: Failure, node_id: str, now_ms: int) -> dict[str, Any]:
-    """MARK_FAILED's values for one failure: PENDING again at its retry time, or its status."""
-    status = failure.status if failure.retry_at_ms is None else Status.PENDING
+def failure_args(failure: Failure, epoch: int, now_ms: int) -> dict[str, Any]:
+    """MARK_FAILED's values for one failure: PENDING again at its retry time (claim_epoch 0),
+    or its status (keeping the epoch)."""
+    retry = failure.retry_at_ms is not None
     return {
-        "status": int(status),
+        "status": int(Status.PENDING if retry else failure.status),
         "retry_at_ms": failure.retry_at_ms,
         "error": failure.error[:MAX_ERROR_CHARS],
         "now_ms": now_ms,
-        "node_id": node_id,
+        "epoch": epoch,
+        "new_epoch": 0 if retry else epoch,
         "key": failure.ref.key,
     }
 
 
-def unknown_status_args(limit: int) -> dict[str, int]:
-    """UNKNOWN_STATUS's values: the two index ranges outside STATUS_RANGE, and a row at least
-    per shard, whose count column says how many there are."""
+def unknown_status_args(limit: int, due_before_ms: int | None = None) -> dict[str, int | None]:
+    """UNKNOWN_STATUS's values: the status values outside STATUS_RANGE, the due time the rows
+    waiting to be claimed are looked at before, and a row at least per shard, whose count
+    column says how many there are."""
     first, last = STATUS_RANGE
-    return {"first": first, "last": last, "limit": max(1, limit)}
+    return {"first": first, "last": last, "limit": max(1, limit), "due_before_ms": due_before_ms}

@@ -15,6 +15,7 @@
   ``backend``, each on a connection of its own, as separate nodes would have.
 - ``raw_sql``: runs a statement on a repository's (or a membership's) store behind its back, as
   a DBA (or a bug, or a newer version) would.
+- ``old_shard``: makes a shard as the version before epoch claims did, with rows in it.
 
 Test modules reach all of this through fixtures only: ``tests`` is not a package, so nothing
 here is importable at run time.
@@ -26,9 +27,10 @@ import asyncio
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol, cast
 
@@ -38,8 +40,9 @@ from infinite_scheduler.config import ENV_PREFIX
 from repos.base import ShardingRepository, ShardPolicy
 from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
-from repos.examples import SMS
+from repos.examples import SMS, SmsEntity
 from repos.registry import make_membership, make_repository
+from repos.shards import ShardBounds
 from repos.urls import Driver, LayoutName
 
 START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
@@ -348,3 +351,90 @@ def raw_sql() -> RawSql:
             await cast(Any, repo)._ex.execute_ddl("test setup", statement)
 
     return run
+
+
+# -- shards of the version before epoch claims ----------------------------------------------
+
+#: A row of such a shard: (id, sharding time, status, attempts, claimed_by, claimed_at,
+#: fired_at); its due_at is its sharding time, its payload the SMS example's.
+OldRow = tuple[int, int, int, int, str, int, int]
+OldShard = Callable[..., Awaitable[None]]
+
+# The DDL of the SMS example's shards as the version before epoch claims made them: no
+# claim_epoch, and the claim index on (status, due_at).
+_OLD_COLUMNS = """
+    `id` BIGINT NOT NULL, `scheduled_at` BIGINT NOT NULL, payload MEDIUMBLOB NOT NULL,
+    status TINYINT NOT NULL, due_at BIGINT NOT NULL, attempts INT NOT NULL,
+    claimed_by CHAR(64) CHARACTER SET ascii NOT NULL DEFAULT '',
+    claimed_at BIGINT NOT NULL DEFAULT 0, fired_at BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT NULL"""
+_OLD_MYSQL_TABLE = (
+    "CREATE TABLE `sms_{suffix}` (" + _OLD_COLUMNS + ", PRIMARY KEY (`id`),"
+    " KEY ix_status_due (status, due_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+)
+_OLD_MYSQL_PARTITIONED = (
+    "CREATE TABLE `sms` (" + _OLD_COLUMNS + ", shard_at BIGINT NOT NULL,"
+    " PRIMARY KEY (`id`, shard_at), KEY ix_status_due (status, due_at))"
+    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " PARTITION BY RANGE (shard_at) (PARTITION `p{suffix}` VALUES LESS THAN ({end_ms}))"
+)
+_OLD_SQLITE = (
+    'CREATE TABLE "sms_{suffix}" ("id" INTEGER PRIMARY KEY NOT NULL,'
+    ' "scheduled_at" INTEGER NOT NULL, payload BLOB NOT NULL, status INTEGER NOT NULL,'
+    " due_at INTEGER NOT NULL, attempts INTEGER NOT NULL, claimed_by TEXT, claimed_at INTEGER,"
+    " fired_at INTEGER, last_error TEXT)",
+    'CREATE INDEX "ix_sms_{suffix}_due" ON "sms_{suffix}" (status, due_at)',
+)
+
+
+@pytest.fixture
+def old_shard(backend: Backend, backend_url: str) -> OldShard:
+    """``await old_shard(bounds, rows)``: make one SMS shard on the test's store as the version
+    before epoch claims made it, holding `rows` (before any repository is opened on it). With
+    ``cut_short=True`` (MySQL), as an upgrade cut short after its first step left it."""
+
+    async def make(bounds: ShardBounds, rows: Sequence[OldRow], *, cut_short: bool = False) -> None:
+        payload = SMS.encode(
+            SmsEntity(id=0, scheduled_at=_utc(bounds.start_ms), phone="+1555", message="old")
+        ).payload
+        values = [
+            (k, at, payload, st, at, n, by, c, f, bounds.start_ms)
+            for k, at, st, n, by, c, f in rows
+        ]
+        if backend.kind == "sqlite":
+            assert not cut_short, "SQLite upgrades a table in one transaction"
+            with closing(sqlite3.connect(backend_url.removeprefix("sqlite:///"))) as db:
+                for ddl in _OLD_SQLITE:
+                    db.execute(ddl.format(suffix=bounds.suffix))
+                db.executemany(
+                    f'INSERT INTO "sms_{bounds.suffix}" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)',
+                    [(*v[:6], v[6] or None, v[7] or None, v[8] or None) for v in values],
+                )
+                db.commit()
+            return
+        partitioned = backend.layout == "partitioned"
+        ddl = _OLD_MYSQL_PARTITIONED if partitioned else _OLD_MYSQL_TABLE
+        table = "sms" if partitioned else f"sms_{bounds.suffix}"
+        columns = "id, scheduled_at, payload, status, due_at, attempts, claimed_by, claimed_at"
+        columns += ", fired_at, shard_at" if partitioned else ", fired_at"
+        marks = ", ".join(["%s"] * (10 if partitioned else 9))
+        conn = await _mysql_connect()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(f"USE `{backend_url.rsplit('/', 1)[1]}`")
+                await cur.execute(ddl.format(suffix=bounds.suffix, end_ms=bounds.end_ms))
+                for v in values:
+                    insert = f"INSERT INTO `{table}` ({columns}) VALUES ({marks})"
+                    await cur.execute(insert, v if partitioned else v[:9])
+                if cut_short:
+                    await cur.execute(
+                        f"ALTER TABLE `{table}` ADD COLUMN claim_epoch BIGINT NOT NULL DEFAULT -1"
+                    )
+        finally:
+            conn.close()
+
+    return make
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
+    Claimant,
     ClaimedJob,
     DuplicateJob,
     Failure,
@@ -36,15 +37,16 @@ from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.mysql.literals import (
     MAX_INSERT_PAYLOAD_BYTES,
     insert_values,
+    int_literal,
     key_literal,
     literal,
     literal_list,
     payload_limits,
 )
 from repos.mysql.live_shards import LiveShards
-from repos.shards import shards_between
+from repos.shards import bounds_of, shards_between
 from repos.statements import (
-    check_release,
+    check_claimant,
     chunks,
     chunks_within,
     failure_args,
@@ -136,7 +138,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
-        claimed_by: str | None = None,
+        claimed_by: Claimant | None = None,
     ) -> int:
         batch = encode_batch_for(self, entities, now_ms=now_ms)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by)
@@ -147,13 +149,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
-        claimed_by: str | None = None,
+        claimed_by: Claimant | None = None,
     ) -> int:
         return await self._insert(EncodedBatch.of_rows(rows), now_ms, on_duplicate, claimed_by)
 
     async def claim_due(
         self,
-        node_id: str,
+        claimant: Claimant,
         *,
         now_ms: int,
         before_ms: int,
@@ -166,7 +168,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
             "before_ms": before_ms,
             "limit": limit,
         }
-        claim = {"node_id": node_id, "now_ms": now_ms}
+        node_id, epoch = check_claimant(claimant)
+        claim = {"node_id": node_id, "epoch": epoch, "now_ms": now_ms}
 
         async def attempt(_: bool) -> list[Row]:
             # After a shard was dropped elsewhere, the window of the list read again skips it.
@@ -178,7 +181,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         rows = await self._live.again_if_dropped(attempt)
         return [ClaimedJob.from_claim(r) for r in rows]
 
-    async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+    async def read_payloads(self, epoch: int, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         async def attempt(fallback: bool) -> dict[RowRef, bytes]:
             found: dict[RowRef, bytes] = {}
             by_target = self._live.keys_by_target(refs, fallback=fallback)
@@ -190,7 +193,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                         stmt = sql.READ_PAYLOADS.format(
                             target=target, keys=literal_list(self._key, chunk), **self._fmt
                         )
-                        rows = await tx.fetch_all(stmt, {"node_id": node_id})
+                        rows = await tx.fetch_all(stmt, {"epoch": epoch})
                         for key, at_ms, payload in rows:
                             found[RowRef(key, at_ms)] = payload
             return found
@@ -199,11 +202,11 @@ class MysqlRepository(Generic[TEntity, TKey]):
         # Only the rows named: a partitioned shard's oldest partition may hold others too.
         return {ref: found[ref] for ref in refs if ref in found}
 
-    async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
-        args = {"fired_at_ms": fired_at_ms, "node_id": node_id}
+    async def mark_done(self, epoch: int, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+        args = {"fired_at_ms": fired_at_ms, "epoch": epoch}
         return await self._update_refs("mark done", sql.MARK_DONE, refs, args)
 
-    async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
+    async def mark_failed(self, epoch: int, failures: Sequence[Failure], *, now_ms: int) -> int:
         async def body(tx: Tx, fallback: bool) -> int:
             changed = 0
             for f in failures:
@@ -211,7 +214,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 if target is None:
                     continue
                 stmt = sql.MARK_FAILED.format(target=target, **self._fmt)
-                changed += await tx.execute(stmt, failure_args(f, node_id, now_ms))
+                changed += await tx.execute(stmt, failure_args(f, epoch, now_ms))
             return changed
 
         if not failures:
@@ -220,24 +223,49 @@ class MysqlRepository(Generic[TEntity, TKey]):
             lambda fallback: self._ex.run("mark failed", lambda tx: body(tx, fallback))
         )
 
-    async def release(
-        self,
-        node_id: str | None,
-        refs: Sequence[RowRef] | None = None,
-        *,
-        claimed_at_ms: int | None = None,
-    ) -> int:
-        check_release(node_id, refs, claimed_at_ms)
-        args = {"node_id": node_id, "claimed_at_ms": claimed_at_ms}
-        if refs is not None:
-            return await self._update_refs("release", sql.RELEASE_KEYS, refs, args)
+    async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
+        return await self._update_refs("release", sql.RELEASE, refs, {"epoch": epoch})
+
+    async def take_over(self, epoch: int, *, from_ms: int, claimed_at_ms: int | None = None) -> int:
+        # Every shard: a retried row is due after its shard's end.
         shards = await self._live.refresh()
+        return await self._take_over([(s, [epoch]) for s in shards], from_ms, claimed_at_ms)
 
-        async def body(tx: Tx) -> int:
-            statements = (sql.RELEASE.format(target=s.target) for s in shards)
-            return sum([await tx.execute(stmt, args) for stmt in statements])
+    async def take_over_earlier(self, epoch: int, *, keep: Collection[int], from_ms: int) -> int:
+        shards = await self._live.refresh()
+        if not shards:
+            return 0
+        stmt = sql.union_all(sql.CLAIM_EPOCHS_PART, [s.target for s in shards])
+        async with self._ex.transaction("list claim epochs") as tx:
+            rows = await tx.fetch_all(stmt)
+        others: dict[int, list[int]] = defaultdict(list)
+        for shard_no, claim_epoch in rows:
+            if claim_epoch < epoch and claim_epoch not in keep:
+                others[shard_no].append(claim_epoch)
+        work = [(shards[no], epochs) for no, epochs in others.items()]
+        return await self._take_over(work, from_ms, None)
 
-        return int(await self._ex.run("release", body))
+    async def fenced(self, epoch: int, refs: Sequence[RowRef]) -> list[StoredRow]:
+        async def attempt(fallback: bool) -> list[Row]:
+            by_target = self._live.keys_by_target(refs, fallback=fallback)
+            found: list[Row] = []
+            async with self._ex.transaction("read fenced rows") as tx:
+                for target, keys in by_target.items():
+                    for chunk in chunks(keys, MAX_IN):
+                        keys_sql = literal_list(self._key, chunk)
+                        stmt = sql.FENCED.format(target=target, keys=keys_sql, **self._fmt)
+                        found += await tx.fetch_all(stmt, {"epoch": epoch})
+            return found
+
+        rows = await self._live.again_if_dropped(attempt) if refs else []
+        # Only the rows named, each once: the partitioned layout's fallback to the whole table
+        # (a ref older than its oldest partition) finds other shards' rows of the id too.
+        found = {RowRef(r[0], r[1]): r for r in rows}
+        return [
+            StoredRow.from_row(found[ref], self._shard_name(ref.at_ms))
+            for ref in dict.fromkeys(refs)
+            if ref in found
+        ]
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
         keys = self.spec.check_keys(keys)
@@ -295,13 +323,23 @@ class MysqlRepository(Generic[TEntity, TKey]):
         tallies = await self._count(shards) if counts and shards else {}
         return [_info(s, tallies.get(i, {})) for i, s in enumerate(shards)]
 
-    async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
+    async def find_unknown_status(
+        self, *, limit: int, due_before_ms: int | None = None, cutoff_ms: int | None = None
+    ) -> list[UnknownStatus]:
         shards = await self._live.refresh()
         if not shards:
             return []
-        stmt = sql.union_all(sql.UNKNOWN_STATUS_PART, [s.target for s in shards], **self._fmt)
+
+        def part(shard: Shard) -> str:
+            whole = due_before_ms is None or (
+                cutoff_ms is not None and shard.bounds.end_ms <= cutoff_ms
+            )
+            return sql.UNKNOWN_STATUS_PART if whole else sql.UNKNOWN_STATUS_DUE_PART
+
+        targets = [s.target for s in shards]
+        stmt = sql.union_all([part(s) for s in shards], targets, **self._fmt)
         async with self._ex.transaction("find unknown status") as tx:
-            rows = await tx.fetch_all(stmt, unknown_status_args(limit))
+            rows = await tx.fetch_all(stmt, unknown_status_args(limit, due_before_ms))
         by_shard: dict[int, list[Row]] = defaultdict(list)
         for row in rows:
             by_shard[row[0]].append(row[1:])
@@ -344,13 +382,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
         batch: EncodedBatch,
         now_ms: int,
         on_duplicate: OnDuplicate,
-        claimed_by: str | None,
+        claimed_by: Claimant | None,
     ) -> int:
         if not batch.keys:
             return 0
-        status, attempts, by, at = insert_state(claimed_by, now_ms)
+        status, attempts, epoch, by, at = insert_state(claimed_by, now_ms)
         # The same for every row of the call: the claim columns (the layout's ones follow).
-        state = f",{attempts},{literal(by or '')},{at or 0}"
+        state = f",{attempts},{epoch},{literal(by or '')},{at or 0}"
         statements = await self._insert_statements(batch, state)
         insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
         in_flight = [batch]  # the statement's rows: a duplicate is among them
@@ -427,12 +465,34 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         return await self._live.again_if_dropped(attempt)
 
+    async def _take_over(
+        self, work: list[tuple[Shard, list[int]]], from_ms: int, claimed_at_ms: int | None
+    ) -> int:
+        """One UPDATE per shard, over the claim index's ranges of its epochs from from_ms on."""
+        args = {"from_ms": from_ms, "claimed_at_ms": claimed_at_ms}
+        statements = [
+            sql.TAKE_OVER.format(target=shard.target, epochs=literal_list(int_literal, epochs))
+            for shard, epochs in work
+        ]
+
+        async def body(tx: Tx) -> int:
+            return sum([await tx.execute(stmt, args) for stmt in statements])
+
+        return int(await self._ex.run("take over", body)) if statements else 0
+
+    def _shard_name(self, at_ms: int) -> str:
+        return self._layout.shard(bounds_of(at_ms, self.policy.granularity)).name
+
     async def _claim(
         self, shards: list[Shard], args: dict[str, Any], claim: dict[str, Any], tx: Tx
     ) -> list[Row]:
         """Select the due rows over `shards` and claim them, in the caller's transaction."""
-        parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
-        rows = await tx.fetch_all(sql.CLAIM_SELECT.format(parts=parts), args)
+        if len(shards) == 1:
+            select = sql.CLAIM_SELECT_ONE.format(target=shards[0].target, shard_no=0, **self._fmt)
+        else:
+            parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
+            select = sql.CLAIM_SELECT.format(parts=parts)
+        rows = await tx.fetch_all(select, args)
         by_shard: dict[int, list[Any]] = defaultdict(list)
         for row in rows:
             by_shard[row[5]].append(row[0])
@@ -448,7 +508,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
     ) -> list[StoredRow]:
         async with self._ex.transaction(operation) as tx:
             rows = await tx.fetch_all(stmt, args)
-        return [StoredRow.from_row(r, shards[r[10]].name) for r in rows]
+        return [StoredRow.from_row(r, shards[r[11]].name) for r in rows]
 
     async def _count(self, shards: list[Shard]) -> dict[int, dict[Status | int, int]]:
         stmt = sql.union_all(sql.COUNT_PART, [s.target for s in shards])

@@ -15,6 +15,7 @@ from repos.base import OnDuplicate
 from repos.errors import StoreError
 from repos.mysql import sql
 from repos.mysql.driver import Executor, error_code
+from repos.mysql.upgrade import Upgrades
 from repos.shards import (
     Granularity,
     ShardBounds,
@@ -60,7 +61,9 @@ class Layout(Protocol):
         """Where rows of a shard missing from the live list would be, if anywhere."""
         ...
 
-    async def discover(self, ex: Executor) -> list[Shard]: ...
+    async def discover(self, ex: Executor) -> list[Shard]:
+        """The shards in the catalogue; those of the earlier version's shape upgraded first."""
+        ...
 
     async def create(self, ex: Executor, wanted: list[ShardBounds], live: list[Shard]) -> None: ...
 
@@ -77,6 +80,7 @@ class MultiTable:
         self.granularity = granularity
         self.columns = columns
         self.ignored: frozenset[str] = frozenset()
+        self._upgrades = Upgrades()
 
     def extra_values(self, bounds: ShardBounds) -> tuple[int, ...]:
         return ()
@@ -101,7 +105,9 @@ class MultiTable:
         found, self.ignored = read_shard_names(
             (r[0] for r in rows), f"{self.prefix}_", self.granularity
         )
-        return [self.shard(bounds) for bounds in found]
+        shards = [self.shard(bounds) for bounds in found]
+        await self._upgrades.check(ex, [s.name for s in shards], pattern)
+        return shards
 
     async def create(self, ex: Executor, wanted: list[ShardBounds], live: list[Shard]) -> None:
         have = {s.bounds.start_ms for s in live}
@@ -134,6 +140,7 @@ class Partitioned:
         self.granularity = granularity
         self.columns = columns
         self.ignored: frozenset[str] = frozenset()
+        self._upgrades = Upgrades()
 
     def extra_values(self, bounds: ShardBounds) -> tuple[int, ...]:
         return (bounds.start_ms,)
@@ -158,6 +165,8 @@ class Partitioned:
         async with ex.transaction("list shards") as tx:
             rows = await tx.fetch_all(sql.LIST_PARTITIONS, {"table": self.table})
         found, self.ignored = read_shard_names((r[0] for r in rows), "p", self.granularity)
+        if rows:  # the table exists
+            await self._upgrades.check(ex, [self.table], self.table.replace("_", "\\_"))
         return [self.shard(bounds) for bounds in found]
 
     async def create(self, ex: Executor, wanted: list[ShardBounds], live: list[Shard]) -> None:

@@ -4,8 +4,8 @@ Placeholders in braces are identifiers only, and only ones that passed
 ``repos.shards.check_identifier``: ``{target}`` is a shard (TABLE_TARGET or PARTITION_TARGET),
 ``{table}``, ``{name}`` and ``{database}`` are names, ``{id}`` and ``{at}`` the entity's id
 and sharding-time columns (``{id_type}``: ID_TYPE's type for that id). Lists are rendered by
-the caller: ``{rows}`` of INSERT and ``{keys}`` of ``IN (...)`` as literals (repos/mysql/
-literals.py: type-checked, digits and hex only), ``{partitions}`` as PARTITION_DEFs (their
+the caller: ``{rows}`` of INSERT, and ``{keys}`` and ``{epochs}`` of ``IN (...)``, as literals
+(repos/mysql/literals.py: type-checked, digits and hex only), ``{partitions}`` as PARTITION_DEFs (their
 ``{end_ms}``: the shard's end, an int) joined by commas, and ``{parts}`` by :func:`union_all`.
 
 Values are ``%(name)s`` parameters, bound from a dict: both drivers (asyncmy, aiomysql) format
@@ -30,6 +30,7 @@ COLUMNS = """
     status TINYINT NOT NULL,
     due_at BIGINT NOT NULL,
     attempts INT NOT NULL,
+    claim_epoch BIGINT NOT NULL DEFAULT 0,
     claimed_by CHAR(64) CHARACTER SET ascii NOT NULL DEFAULT '',
     claimed_at BIGINT NOT NULL DEFAULT 0,
     fired_at BIGINT NOT NULL DEFAULT 0,
@@ -54,12 +55,16 @@ CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8
 # wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
 
+# The claim index: PENDING rows are the (0, due_at) range, each epoch's claims its own range.
+# Status is in no index, so that an ack (status 1 -> 2, fired_at) moves no index entry: with
+# (status, due_at) the claim and the ack each moved one, and the server spent a fifth of its
+# work per job on that (benchmarks/RESULTS.md, "W2's server CPU").
 CREATE_SHARD_TABLE = (
     "CREATE TABLE IF NOT EXISTS `{table}` ("
     + COLUMNS
     + """,
     PRIMARY KEY (`{id}`),
-    KEY ix_status_due (status, due_at)
+    KEY ix_claim (claim_epoch, due_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 )
 
@@ -71,7 +76,7 @@ CREATE_PARTITIONED_TABLE = (
     + """,
     shard_at BIGINT NOT NULL,
     PRIMARY KEY (`{id}`, shard_at),
-    KEY ix_status_due (status, due_at)
+    KEY ix_claim (claim_epoch, due_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 PARTITION BY RANGE (shard_at) ({partitions})"""
 )
@@ -94,7 +99,9 @@ SELECT partition_name FROM information_schema.partitions
 WHERE table_schema = DATABASE() AND table_name = %(table)s AND partition_name IS NOT NULL
 ORDER BY partition_ordinal_position"""
 
-_INSERT_COLUMNS = "`{id}`, `{at}`, payload, status, due_at, attempts, claimed_by, claimed_at"
+_INSERT_COLUMNS = (
+    "`{id}`, `{at}`, payload, status, due_at, attempts, claim_epoch, claimed_by, claimed_at"
+)
 _IGNORE = " ON DUPLICATE KEY UPDATE `{id}` = `{id}`"
 INSERT = "INSERT INTO {target} (" + _INSERT_COLUMNS + ") VALUES {rows}"
 INSERT_IGNORE = INSERT + _IGNORE
@@ -102,53 +109,78 @@ INSERT_IGNORE = INSERT + _IGNORE
 INSERT_PARTITIONED = "INSERT INTO {target} (" + _INSERT_COLUMNS + ", shard_at) VALUES {rows}"
 INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 
-# One subselect per shard: a window spanning shards is one statement. The payload only for
-# rows due before payload_before_ms: the rest are read when nearly due.
-CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
-CLAIM_SELECT_PART = """(SELECT `{id}`, `{at}`, due_at, attempts,
+# The claim of one shard. PENDING rows are the claim index's (0, due_at) range; status = 0
+# only filters out a row of a status this version does not know. The payload only for rows
+# due before payload_before_ms: the rest are read when nearly due.
+CLAIM_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
  IF(due_at < %(payload_before_ms)s, payload, NULL), {shard_no} AS shard_no FROM {target}
- WHERE status = 0 AND due_at < %(before_ms)s ORDER BY due_at LIMIT %(limit)s
- FOR UPDATE SKIP LOCKED)"""
-
-READ_PAYLOADS = """
-SELECT `{id}`, `{at}`, payload FROM {target}
-WHERE status = 1 AND claimed_by = %(node_id)s AND `{id}` IN ({keys})"""
+ WHERE claim_epoch = 0 AND status = 0
+ AND due_at < %(before_ms)s ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+# Over several shards, one subselect each, merged: one statement however many the window
+# spans (the merge costs a derived table and a sort of its rows, which one shard needs not).
+CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
+CLAIM_SELECT_PART = "(" + CLAIM_SELECT_ONE + ")"
 
 CLAIM_UPDATE = """
-UPDATE {target} SET status = 1, claimed_by = %(node_id)s, claimed_at = %(now_ms)s,
-    attempts = attempts + 1
+UPDATE {target} SET status = 1, claim_epoch = %(epoch)s, claimed_by = %(node_id)s,
+    claimed_at = %(now_ms)s, attempts = attempts + 1
 WHERE `{id}` IN ({keys})"""
+
+# Every write about a claim is conditional on the claim's epoch: a row taken over is left
+# alone. By primary key (the ids listed), never by the epoch's range of the claim index.
+READ_PAYLOADS = """
+SELECT `{id}`, `{at}`, payload FROM {target}
+WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"""
 
 MARK_DONE = """
 UPDATE {target} SET status = 2, fired_at = %(fired_at_ms)s
-WHERE status = 1 AND claimed_by = %(node_id)s AND `{id}` IN ({keys})"""
+WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"""
 
+# A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch.
 MARK_FAILED = """
-UPDATE {target} SET status = %(status)s, due_at = COALESCE(%(retry_at_ms)s, due_at),
-    last_error = %(error)s, fired_at = %(now_ms)s
-WHERE status = 1 AND claimed_by = %(node_id)s AND `{id}` = %(key)s"""
+UPDATE {target} SET status = %(status)s, claim_epoch = %(new_epoch)s,
+    due_at = COALESCE(%(retry_at_ms)s, due_at), last_error = %(error)s, fired_at = %(now_ms)s
+WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` = %(key)s"""
 
-# Every claim, or one node's (node_id), or its claims of one instant (claimed_at_ms too); the
-# _KEYS variant only the ids listed.
-RELEASE = """
-UPDATE {target} SET status = 0, claimed_by = '', claimed_at = 0,
+# Back to PENDING, the claim's attempt handed back: the next claim gives the same attempt.
+_RELEASE = """
+UPDATE {target} SET status = 0, claim_epoch = 0, claimed_by = '', claimed_at = 0,
     attempts = GREATEST(attempts - 1, 0)
-WHERE status = 1 AND (%(node_id)s IS NULL OR claimed_by = %(node_id)s)
-    AND (%(claimed_at_ms)s IS NULL OR claimed_at = %(claimed_at_ms)s)"""
-RELEASE_KEYS = RELEASE + " AND `{id}` IN ({keys})"
+WHERE """
+RELEASE = _RELEASE + "claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"
+# The claim index's ranges of the epochs listed ({epochs}: ints), from from_ms on; the rows
+# of one claim only, if claimed_at_ms.
+TAKE_OVER = (
+    _RELEASE + "claim_epoch IN ({epochs}) AND due_at >= %(from_ms)s AND status = 1"
+    " AND (%(claimed_at_ms)s IS NULL OR claimed_at = %(claimed_at_ms)s)"
+)
+# The epochs of a shard's claims: one index entry read per epoch (a loose index scan), not
+# every row ever claimed (a claim's rows keep its epoch when they finish).
+CLAIM_EPOCHS_PART = """(SELECT {shard_no} AS shard_no, claim_epoch FROM {target}
+ WHERE claim_epoch > 0 GROUP BY claim_epoch)"""
 
-CANCEL = "UPDATE {target} SET status = 4 WHERE status IN (0, 1) AND `{id}` IN ({keys})"
+# MySQL assigns left to right, each assignment seeing the ones before: claim_epoch first, while
+# status is still the old one. A PENDING row leaves the claim index's PENDING range (-1).
+CANCEL = """
+UPDATE {target} SET claim_epoch = IF(status = 0, -1, claim_epoch), status = 4
+WHERE status IN (0, 1) AND `{id}` IN ({keys})"""
 
 ROW_COLUMNS = (
     "`{id}`, `{at}`, status, due_at, attempts, NULLIF(claimed_by, ''), NULLIF(claimed_at, 0),"
-    " NULLIF(fired_at, 0), last_error, payload"
+    " NULLIF(fired_at, 0), last_error, payload, claim_epoch"
+)
+# The rows named that another epoch than the caller's holds now (StoredRow columns).
+FENCED = (
+    "SELECT " + ROW_COLUMNS + " FROM {target} WHERE claim_epoch <> %(epoch)s AND `{id}` IN ({keys})"
 )
 GET = "{parts} ORDER BY `{at}`"
 GET_PART = (
     "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target} WHERE `{id}` = %(key)s)"
 )
 
-# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given.
+# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given
+# (a filter: status is in no index, and the sharding time neither, so a page reads the
+# window's shards either way).
 PAGE = "{parts} ORDER BY `{at}`, `{id}` LIMIT %(limit)s"
 PAGE_PART = (
     "(SELECT " + ROW_COLUMNS + ", {shard_no} AS shard_no FROM {target}"
@@ -159,12 +191,39 @@ PAGE_PART = (
     " ORDER BY `{at}`, `{id}` LIMIT %(limit)s)"
 )
 
+# A scan of each shard (status is in no index): for the shards CLI and shards about to drop.
 COUNT_PART = "(SELECT {shard_no} AS shard_no, status, COUNT(*) FROM {target} GROUP BY status)"
 
-# Two ranges of the (status, due_at) index, bound to repos.base.STATUS_RANGE; the count is of
-# every such row of the shard, the LIMIT only cuts the ids listed.
+# Status outside repos.base.STATUS_RANGE: every row of the shard (a scan), or only the rows
+# waiting to be claimed due before due_before_ms (the claim index's PENDING range, rows read
+# for their status). The count is of every such row, the LIMIT only cuts the ids listed.
 UNKNOWN_STATUS_PART = """(SELECT {shard_no} AS shard_no, `{id}`, status, COUNT(*) OVER ()
  FROM {target} WHERE status < %(first)s OR status > %(last)s ORDER BY `{id}` LIMIT %(limit)s)"""
+UNKNOWN_STATUS_DUE_PART = """(SELECT {shard_no} AS shard_no, `{id}`, status, COUNT(*) OVER ()
+ FROM {target} WHERE claim_epoch = 0 AND due_at < %(due_before_ms)s
+ AND (status < %(first)s OR status > %(last)s) ORDER BY `{id}` LIMIT %(limit)s)"""
+
+# Shards made by the version before epoch claims (no claim_epoch, KEY ix_status_due), brought
+# to this shape when an adapter finds them: the column (-1, "no epoch", for the rows that
+# finished already, so they stay out of the PENDING range), PENDING rows to 0 and the rows it
+# left CLAIMED back to PENDING (both through the old index, in bounded steps), then the index.
+OLD_SHARDS = """
+SELECT DISTINCT table_name FROM information_schema.statistics
+WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s AND index_name = 'ix_status_due'"""
+HAS_CLAIM_EPOCH = """
+SELECT 1 FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = %(table)s AND column_name = 'claim_epoch'"""
+UPGRADE_ADD_EPOCH = "ALTER TABLE `{table}` ADD COLUMN claim_epoch BIGINT NOT NULL DEFAULT -1"
+UPGRADE_PENDING = (
+    "UPDATE `{table}` SET claim_epoch = 0 WHERE status = 0 AND claim_epoch <> 0 LIMIT %(limit)s"
+)
+UPGRADE_RELEASE = """
+UPDATE `{table}` SET status = 0, claim_epoch = 0, claimed_by = '', claimed_at = 0,
+    attempts = GREATEST(attempts - 1, 0)
+WHERE status = 1 AND claim_epoch <= 0 LIMIT %(limit)s"""
+UPGRADE_INDEX = """
+ALTER TABLE `{table}` ALTER COLUMN claim_epoch SET DEFAULT 0,
+    ADD KEY ix_claim (claim_epoch, due_at), DROP KEY ix_status_due"""
 
 
 # -- membership (repos/mysql/cluster.py): the nodes table, beside the shards ------------------
@@ -239,9 +298,12 @@ LIST_NODES = (
 )
 
 
-def union_all(part: str, targets: Sequence[str], **names: str) -> str:
-    """`part` once per shard target, numbered by ``{shard_no}`` (the row's shard in the result),
-    joined by UNION ALL: the ``{parts}`` of a statement over several shards, or one itself."""
+def union_all(part: str | Sequence[str], targets: Sequence[str], **names: str) -> str:
+    """`part` once per shard target (or the target's own part, given one each), numbered by
+    ``{shard_no}`` (the row's shard in the result), joined by UNION ALL: the ``{parts}`` of a
+    statement over several shards, or one itself."""
+    parts = [part] * len(targets) if isinstance(part, str) else part
     return " UNION ALL ".join(
-        part.format(target=target, shard_no=no, **names) for no, target in enumerate(targets)
+        p.format(target=target, shard_no=no, **names)
+        for no, (p, target) in enumerate(zip(parts, targets, strict=True))
     )

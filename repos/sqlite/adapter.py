@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import orjson
+
 from repos.base import (
+    Claimant,
     ClaimedJob,
     DuplicateJob,
     Failure,
@@ -46,7 +50,7 @@ from repos.sqlite import sql
 from repos.sqlite.connection import connect, reclaim, translate, write
 from repos.sqlite.sql import MAX_VARIABLES, marks
 from repos.statements import (
-    check_release,
+    check_claimant,
     chunks,
     failure_args,
     insert_state,
@@ -56,6 +60,7 @@ from repos.statements import (
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class SqliteRepository(Generic[TEntity, TKey]):
@@ -126,7 +131,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
-        claimed_by: str | None = None,
+        claimed_by: Claimant | None = None,
     ) -> int:
         batch = encode_batch_for(self, entities, now_ms=now_ms)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by)
@@ -137,7 +142,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
-        claimed_by: str | None = None,
+        claimed_by: Claimant | None = None,
     ) -> int:
         return await self._insert(EncodedBatch.of_rows(rows), now_ms, on_duplicate, claimed_by)
 
@@ -146,7 +151,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         batch: EncodedBatch,
         now_ms: int,
         on_duplicate: OnDuplicate,
-        claimed_by: str | None,
+        claimed_by: Claimant | None,
     ) -> int:
         if not batch.keys:
             return 0
@@ -174,7 +179,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
     async def claim_due(
         self,
-        node_id: str,
+        claimant: Claimant,
         *,
         now_ms: int,
         before_ms: int,
@@ -182,6 +187,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         limit: int,
         payload_before_ms: int | None = None,
     ) -> list[ClaimedJob]:
+        node_id, epoch = check_claimant(claimant)
         if limit <= 0:
             return []
         args = {
@@ -203,12 +209,12 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     by_table[r[5]].append(r[0])
                 for table, keys in by_table.items():
                     stmt = self._q(sql.CLAIM_UPDATE, table, keys=marks(len(keys)))
-                    db.execute(stmt, (node_id, now_ms, *keys))
+                    db.execute(stmt, (epoch, node_id, now_ms, *keys))
             return [ClaimedJob.from_claim(r) for r in picked]
 
         return await self._run("claim", work)
 
-    async def read_payloads(self, node_id: str, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
+    async def read_payloads(self, epoch: int, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         by_table = self._keys_by_table(refs)
 
         def work(db: sqlite3.Connection) -> dict[RowRef, bytes]:
@@ -219,17 +225,17 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     continue
                 for chunk in chunks(keys, MAX_VARIABLES - 1):
                     stmt = self._q(sql.READ_PAYLOADS, table, keys=marks(len(chunk)))
-                    for key, at_ms, payload in db.execute(stmt, (node_id, *chunk)):
+                    for key, at_ms, payload in db.execute(stmt, (epoch, *chunk)):
                         found[RowRef(key, at_ms)] = payload
             # Only the rows named: a partitioned shard's oldest partition may hold others too.
             return {ref: found[ref] for ref in refs if ref in found}
 
         return await self._run("read payloads", work) if refs else {}
 
-    async def mark_done(self, node_id: str, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
-        return await self._update_refs("mark done", sql.MARK_DONE, refs, (fired_at_ms, node_id))
+    async def mark_done(self, epoch: int, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+        return await self._update_refs("mark done", sql.MARK_DONE, refs, (epoch, fired_at_ms))
 
-    async def mark_failed(self, node_id: str, failures: Sequence[Failure], *, now_ms: int) -> int:
+    async def mark_failed(self, epoch: int, failures: Sequence[Failure], *, now_ms: int) -> int:
         if not failures:
             return 0
 
@@ -241,31 +247,40 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     table = self._table(bounds_of(f.ref.at_ms, self.policy.granularity))
                     if table not in live:
                         continue
-                    args = failure_args(f, node_id, now_ms)
+                    args = failure_args(f, epoch, now_ms)
                     changed += db.execute(self._q(sql.MARK_FAILED, table), args).rowcount
             return changed
 
         return await self._run("mark failed", work)
 
-    async def release(
-        self,
-        node_id: str | None,
-        refs: Sequence[RowRef] | None = None,
-        *,
-        claimed_at_ms: int | None = None,
-    ) -> int:
-        check_release(node_id, refs, claimed_at_ms)
-        if refs is not None:
-            lead = (node_id, claimed_at_ms)
-            return await self._update_refs("release", sql.RELEASE_KEYS, refs, lead)
-        args = {"node_id": node_id, "claimed_at_ms": claimed_at_ms}
+    async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
+        return await self._update_refs("release", sql.RELEASE, refs, (epoch,))
 
-        def work(db: sqlite3.Connection) -> int:
-            with write(db):
-                tables = self._tables(db).values()
-                return sum(db.execute(self._q(sql.RELEASE, t), args).rowcount for t in tables)
+    async def take_over(self, epoch: int, *, from_ms: int, claimed_at_ms: int | None = None) -> int:
+        args = {"epoch": epoch, "from_ms": from_ms, "claimed_at_ms": claimed_at_ms}
+        return await self._every_table("take over", sql.TAKE_OVER, args)
 
-        return await self._run("release", work)
+    async def take_over_earlier(self, epoch: int, *, keep: Collection[int], from_ms: int) -> int:
+        args = {"epoch": epoch, "keep": orjson.dumps(sorted(keep)).decode(), "from_ms": from_ms}
+        return await self._every_table("take over", sql.TAKE_OVER_EARLIER, args)
+
+    async def fenced(self, epoch: int, refs: Sequence[RowRef]) -> list[StoredRow]:
+        by_table = self._keys_by_table(refs)
+        named = set(refs)
+
+        def work(db: sqlite3.Connection) -> list[StoredRow]:
+            live = set(self._tables(db).values())
+            found = []
+            for table, keys in by_table.items():
+                if table not in live:
+                    continue
+                for chunk in chunks(keys, MAX_VARIABLES - 1):
+                    stmt = self._q(sql.FENCED, table, keys=marks(len(chunk)))
+                    rows = db.execute(stmt, (epoch, *chunk))
+                    found += [StoredRow.from_row(r, table) for r in rows]
+            return [r for r in found if RowRef(r.key, r.at_ms) in named]
+
+        return await self._run("read fenced rows", work) if refs else []
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
         keys = self.spec.check_keys(keys)
@@ -336,12 +351,18 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run("list shards", work)
 
-    async def find_unknown_status(self, *, limit: int) -> list[UnknownStatus]:
+    async def find_unknown_status(
+        self, *, limit: int, due_before_ms: int | None = None, cutoff_ms: int | None = None
+    ) -> list[UnknownStatus]:
+        def statement(bounds: ShardBounds) -> str:
+            whole = due_before_ms is None or (cutoff_ms is not None and bounds.end_ms <= cutoff_ms)
+            return sql.UNKNOWN_STATUS if whole else sql.UNKNOWN_STATUS_DUE
+
         def work(db: sqlite3.Connection) -> list[UnknownStatus]:
-            args = unknown_status_args(limit)
+            args = unknown_status_args(limit, due_before_ms)
             per_table = {
-                table: db.execute(self._q(sql.UNKNOWN_STATUS, table), args).fetchall()
-                for table in self._tables(db).values()
+                table: db.execute(self._q(statement(bounds), table), args).fetchall()
+                for bounds, table in self._tables(db).items()
             }
             return [UnknownStatus.of(t, rows, limit) for t, rows in per_table.items() if rows]
 
@@ -365,7 +386,44 @@ class SqliteRepository(Generic[TEntity, TKey]):
     # -- internals (the functions below run on the connection's thread) ------------------
 
     def _connect(self, _: None) -> sqlite3.Connection:
-        return connect(self.path, create_missing=self.create_missing)
+        db = connect(self.path, create_missing=self.create_missing)
+        try:
+            self._upgrade(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Bring the tables of the version before epoch claims to this shape (sql.UPGRADE_*).
+        At open only: the embedded store is one process, so no older one makes tables later."""
+        old = [
+            table
+            for table in self._tables(db).values()
+            if "claim_epoch" not in {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
+        ]
+        for table in old:
+            with write(db):
+                db.execute(self._q(sql.UPGRADE_ADD_EPOCH, table))
+                released = db.execute(self._q(sql.UPGRADE_RELEASE, table)).rowcount
+                db.execute(self._q(sql.UPGRADE_FINISHED, table))
+                db.execute(self._q(sql.DROP_OLD_INDEX, table))
+                db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
+            logger.warning(
+                "shard %s upgraded to epoch claims; %d rows it held CLAIMED are PENDING again"
+                " and fire once, now",
+                table,
+                released,
+                extra={"action": "upgrade", "shard": table},
+            )
+
+    async def _every_table(self, operation: str, template: str, args: dict[str, Any]) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            with write(db):
+                tables = self._tables(db).values()
+                return sum(db.execute(self._q(template, t), args).rowcount for t in tables)
+
+        return await self._run(operation, work)
 
     async def _run(self, operation: str, work: Callable[[Any], T]) -> T:
         if self._thread is None:
@@ -410,7 +468,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
         for bounds in wanted:
             table = self._table(bounds)
             db.execute(self._q(create, table))
-            db.execute(self._q(sql.CREATE_DUE_INDEX, table))
+            db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
 
     async def _duplicate(self, groups: dict[ShardBounds, EncodedBatch]) -> DuplicateJob:
         """Name the id that broke the (rolled back) insert: already stored, or twice in it."""
@@ -471,7 +529,7 @@ def _count(db: sqlite3.Connection, stmt: str) -> dict[Status | int, int]:
 def _insert_values(rows: EncodedBatch, state: tuple[Any, ...]) -> list[Any]:
     """INSERT's values for `rows`, row after row, laid out a column at a time (a slice
     assignment each); `state`: repos.statements.insert_state."""
-    status, attempts, claimed_by, claimed_at = state
+    status, attempts, epoch, claimed_by, claimed_at = state
     n = len(rows)
     columns: tuple[list[Any], ...] = (
         rows.keys,
@@ -480,6 +538,7 @@ def _insert_values(rows: EncodedBatch, state: tuple[Any, ...]) -> list[Any]:
         [status] * n,
         rows.at_ms,  # due_at
         [attempts] * n,
+        [epoch] * n,
         [claimed_by] * n,
         [claimed_at] * n,
     )

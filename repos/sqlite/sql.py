@@ -36,6 +36,7 @@ _COLUMNS = """
     status INTEGER NOT NULL,
     due_at INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
+    claim_epoch INTEGER NOT NULL DEFAULT 0,
     claimed_by TEXT,
     claimed_at INTEGER,
     fired_at INTEGER,
@@ -48,7 +49,10 @@ CREATE_SHARD = {
     int: _CREATE_SHARD + "INTEGER PRIMARY KEY NOT NULL," + _COLUMNS,
     str: _CREATE_SHARD + "TEXT PRIMARY KEY NOT NULL," + _COLUMNS + " WITHOUT ROWID",
 }
-CREATE_DUE_INDEX = 'CREATE INDEX IF NOT EXISTS "ix_{table}_due" ON "{table}" (status, due_at)'
+# The claim index, as in MySQL (repos/mysql/sql.py): PENDING rows are its (0, due_at) range.
+CREATE_CLAIM_INDEX = (
+    'CREATE INDEX IF NOT EXISTS "ix_{table}_claim" ON "{table}" (claim_epoch, due_at)'
+)
 LIST_TABLES = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE :pattern ESCAPE '\\'"
 )
@@ -57,51 +61,69 @@ DROP_TABLE = 'DROP TABLE IF EXISTS "{table}"'
 RECLAIM = "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
 
 INSERT = (
-    'INSERT INTO "{table}" ("{id}", "{at}", payload, status, due_at, attempts, claimed_by,'
-    " claimed_at) VALUES {rows}"
+    'INSERT INTO "{table}" ("{id}", "{at}", payload, status, due_at, attempts, claim_epoch,'
+    " claimed_by, claimed_at) VALUES {rows}"
 )
 INSERT_IGNORE = INSERT + ' ON CONFLICT ("{id}") DO NOTHING'
 #: Values in one row of INSERT's {rows}.
-INSERT_WIDTH = 8
+INSERT_WIDTH = 9
 EXISTING_IDS = 'SELECT "{id}", status FROM "{table}" WHERE "{id}" IN ({keys})'
 
-# The payload only for rows due before payload_before_ms: the rest are read when nearly due.
+# PENDING rows are the claim index's (0, due_at) range; status = 0 only filters out a row of a
+# status this version does not know. The payload only for rows due before payload_before_ms:
+# the rest are read when nearly due.
 CLAIM_SELECT = """
 SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms THEN payload END
-FROM "{table}" WHERE status = 0 AND due_at < :before_ms ORDER BY due_at LIMIT :limit"""
+FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
+ORDER BY due_at LIMIT :limit"""
+CLAIM_UPDATE = """
+UPDATE "{table}" SET status = 1, claim_epoch = ?1, claimed_by = ?2, claimed_at = ?3,
+    attempts = attempts + 1
+WHERE "{id}" IN ({keys})"""
+# Every write about a claim is conditional on the claim's epoch (?1 / :epoch).
 READ_PAYLOADS = """
 SELECT "{id}", "{at}", payload FROM "{table}"
-WHERE status = 1 AND claimed_by = ?1 AND "{id}" IN ({keys})"""
-CLAIM_UPDATE = """
-UPDATE "{table}" SET status = 1, claimed_by = ?1, claimed_at = ?2, attempts = attempts + 1
-WHERE "{id}" IN ({keys})"""
+WHERE claim_epoch = ?1 AND status = 1 AND "{id}" IN ({keys})"""
 MARK_DONE = """
-UPDATE "{table}" SET status = 2, fired_at = ?1
-WHERE status = 1 AND claimed_by = ?2 AND "{id}" IN ({keys})"""
+UPDATE "{table}" SET status = 2, fired_at = ?2
+WHERE claim_epoch = ?1 AND status = 1 AND "{id}" IN ({keys})"""
+# A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch.
 MARK_FAILED = """
-UPDATE "{table}" SET status = :status, due_at = COALESCE(:retry_at_ms, due_at),
-    last_error = :error, fired_at = :now_ms
-WHERE status = 1 AND claimed_by = :node_id AND "{id}" = :key"""
-# Every claim, or one node's (node_id), or its claims of one instant (claimed_at_ms too); the
-# _KEYS variant only the ids listed, with node_id and claimed_at_ms as ?1 and ?2.
-RELEASE = """
-UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL,
+UPDATE "{table}" SET status = :status, claim_epoch = :new_epoch,
+    due_at = COALESCE(:retry_at_ms, due_at), last_error = :error, fired_at = :now_ms
+WHERE claim_epoch = :epoch AND status = 1 AND "{id}" = :key"""
+# Back to PENDING, the claim's attempt handed back: the next claim gives the same attempt.
+_RELEASE = """
+UPDATE "{table}" SET status = 0, claim_epoch = 0, claimed_by = NULL, claimed_at = NULL,
     attempts = MAX(attempts - 1, 0)
-WHERE status = 1 AND (:node_id IS NULL OR claimed_by = :node_id)
-    AND (:claimed_at_ms IS NULL OR claimed_at = :claimed_at_ms)"""
-RELEASE_KEYS = """
-UPDATE "{table}" SET status = 0, claimed_by = NULL, claimed_at = NULL,
-    attempts = MAX(attempts - 1, 0)
-WHERE status = 1 AND (?1 IS NULL OR claimed_by = ?1) AND (?2 IS NULL OR claimed_at = ?2)
-    AND "{id}" IN ({keys})"""
-CANCEL = 'UPDATE "{table}" SET status = 4 WHERE status IN (0, 1) AND "{id}" IN ({keys})'
+WHERE """
+RELEASE = _RELEASE + 'claim_epoch = ?1 AND status = 1 AND "{id}" IN ({keys})'
+# The epoch's range of the claim index from from_ms on; of one claim, if claimed_at_ms.
+TAKE_OVER = (
+    _RELEASE + "claim_epoch = :epoch AND due_at >= :from_ms AND status = 1"
+    " AND (:claimed_at_ms IS NULL OR claimed_at = :claimed_at_ms)"
+)
+# Every claimed epoch below :epoch but those kept (:keep, a JSON array of ints).
+TAKE_OVER_EARLIER = (
+    _RELEASE
+    + "claim_epoch > 0 AND claim_epoch < :epoch"
+    + " AND claim_epoch NOT IN (SELECT value FROM json_each(:keep))"
+    + " AND due_at >= :from_ms AND status = 1"
+)
+# Assignments see the row as it was: a PENDING row leaves the PENDING range (-1).
+CANCEL = """
+UPDATE "{table}" SET status = 4, claim_epoch = CASE WHEN status = 0 THEN -1 ELSE claim_epoch END
+WHERE status IN (0, 1) AND "{id}" IN ({keys})"""
 
 _ROW_COLUMNS = (
     '"{id}", "{at}", status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error,'
-    " payload"
+    " payload, claim_epoch"
 )
+# The rows named that another epoch than the caller's (?1) holds now.
+FENCED = "SELECT " + _ROW_COLUMNS + ' FROM "{table}" WHERE claim_epoch <> ?1 AND "{id}" IN ({keys})'
 GET = "SELECT " + _ROW_COLUMNS + ' FROM "{table}" WHERE "{id}" = :key'
-# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given.
+# Keyset pagination: rows after (after_at_ms, after_key), if given; of one status, if given
+# (a filter: status is in no index).
 PAGE = (
     "SELECT " + _ROW_COLUMNS + ' FROM "{table}"'
     ' WHERE "{at}" >= :start_ms AND "{at}" < :end_ms'
@@ -110,11 +132,27 @@ PAGE = (
     ' OR ("{at}" = :after_at_ms AND "{id}" > :after_key))'
     ' ORDER BY "{at}", "{id}" LIMIT :limit'
 )
+# A scan of the shard (status is in no index): for the shards CLI and shards about to drop.
 COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'
-# Two ranges of the (status, due_at) index, bound to STATUS_RANGE; the count is of them all.
+# Status outside STATUS_RANGE: every row (a scan), or only the rows waiting to be claimed due
+# before due_before_ms (the claim index's PENDING range); the count is of them all.
 UNKNOWN_STATUS = """
 SELECT "{id}", status, COUNT(*) OVER () FROM "{table}" WHERE status < :first OR status > :last
 ORDER BY "{id}" LIMIT :limit"""
+UNKNOWN_STATUS_DUE = """
+SELECT "{id}", status, COUNT(*) OVER () FROM "{table}"
+WHERE claim_epoch = 0 AND due_at < :due_before_ms AND (status < :first OR status > :last)
+ORDER BY "{id}" LIMIT :limit"""
+
+# Tables made by the version before epoch claims (no claim_epoch, index ix_{table}_due on
+# (status, due_at)), brought to this shape in one transaction when the store is opened: the
+# rows it left CLAIMED back to PENDING (attempt handed back), finished rows out of the PENDING
+# range (-1: no epoch), then the index.
+TABLE_COLUMNS = "SELECT name FROM pragma_table_info(:table)"
+UPGRADE_ADD_EPOCH = 'ALTER TABLE "{table}" ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0'
+UPGRADE_RELEASE = _RELEASE + "status = 1"
+UPGRADE_FINISHED = 'UPDATE "{table}" SET claim_epoch = -1 WHERE status <> 0'
+DROP_OLD_INDEX = 'DROP INDEX IF EXISTS "ix_{table}_due"'
 
 
 # -- membership (repos/sqlite/cluster.py): the nodes table, beside the shards -----------------

@@ -499,7 +499,7 @@ class StoreProxy:
             if not payload or payload[0] != 0x03:  # COM_QUERY
                 continue
             query = payload[1:].strip().upper()
-            if query.startswith(b"UPDATE") and b"SET STATUS = 1, CLAIMED_BY" in query:
+            if query.startswith(b"UPDATE") and b"SET STATUS = 1, CLAIM_EPOCH" in query:
                 link.claim_in_tx = True
             elif query in (b"BEGIN", b"ROLLBACK"):
                 link.claim_in_tx = False

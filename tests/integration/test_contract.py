@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytest
 
 from repos.base import (
+    Claimant,
     ClaimedJob,
     DuplicateJob,
     EntitySpecError,
@@ -62,6 +65,8 @@ D20, D21, D23, D24, D25 = D22 - 2 * DAY, D22 - DAY, D22 + DAY, D22 + 2 * DAY, D2
 #: The store's "now" for writes and claims: retention (7 days) reaches back to Nov 15.
 NOW = D22 + 12 * HOUR
 FAR = D22 + 365 * DAY
+#: Claimants: a node id and an epoch each (an epoch is unique per engine start).
+N1, N2, N3 = Claimant("n1", 11), Claimant("n2", 12), Claimant("n3", 13)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -94,7 +99,7 @@ async def one(repo: Repo, key: int | str) -> StoredRow:
 
 async def claim(
     repo: Repo,
-    node: str,
+    node: Claimant,
     before_ms: int,
     *,
     since_ms: int = D20,
@@ -247,7 +252,7 @@ async def test_str_keyed_entities_round_trip_and_order_by_key(
     assert keys(rows) == ["ord-1", "ord-10", "ord-2"]  # (at_ms, key), keys compared as text
     assert [ORDERS.decode(r.key, r.at_ms, r.payload) for r in rows] == orders[::-1]
     assert rows[0].shard == shard_name(backend, bounds_of(D22, Granularity.DAY), "orders")
-    claimed = await claim(repo, "n1", D22 + 2 * HOUR)  # equal due times: any order
+    claimed = await claim(repo, N1, D22 + 2 * HOUR)  # equal due times: any order
     assert sorted(keys(claimed)) == ["ord-1", "ord-10", "ord-2"]
 
 
@@ -278,10 +283,10 @@ async def test_ids_and_payloads_with_quotes_and_escapes_survive_every_statement(
     assert {r.key: ORDERS.decode(r.key, r.at_ms, r.payload).order_id for r in rows} == {
         k: k for k in HOSTILE
     }
-    claimed = await claim(repo, "n1", D22 + 2 * HOUR)
+    claimed = await claim(repo, N1, D22 + 2 * HOUR)
     assert sorted(keys(claimed)) == sorted(HOSTILE)
-    assert await repo.mark_done("n1", refs(claimed[:2]), fired_at_ms=D22 + HOUR) == 2
-    assert await repo.release("n1", refs(claimed[2:4])) == 2
+    assert await repo.mark_done(N1.epoch, refs(claimed[:2]), fired_at_ms=D22 + HOUR) == 2
+    assert await repo.release(N1.epoch, refs(claimed[2:4])) == 2
     assert await repo.cancel([str(k) for k in keys(claimed[4:])]) == 2
     by_key = {r.key: r.status for r in await every_row(repo)}
     assert sorted(by_key.values()) == sorted(
@@ -498,7 +503,7 @@ async def test_same_id_in_another_shard_is_another_row(repo: Repo) -> None:
 
 @BOTH_INSERTS
 async def test_insert_claimed_by_stores_rows_claimed_for_that_node(repo: Repo, via: str) -> None:
-    assert await insert_via(via, repo, [sms(1, D22 + HOUR), sms(2, D23)], claimed_by="n1") == 2
+    assert await insert_via(via, repo, [sms(1, D22 + HOUR), sms(2, D23)], claimed_by=N1) == 2
     for row in await every_row(repo):
         assert (row.status, row.attempts, row.claimed_by, row.claimed_at_ms) == (
             Status.CLAIMED,
@@ -506,7 +511,9 @@ async def test_insert_claimed_by_stores_rows_claimed_for_that_node(repo: Repo, v
             "n1",
             NOW,
         )
-    assert await claim(repo, "n2", FAR) == []
+        assert row.claim_epoch == N1.epoch
+    assert await claim(repo, N2, FAR) == []
+    assert await repo.mark_done(N1.epoch, [RowRef(1, D22 + HOUR)], fired_at_ms=NOW) == 1
 
 
 # -- claim_due --------------------------------------------------------------------------------
@@ -515,11 +522,11 @@ async def test_insert_claimed_by_stores_rows_claimed_for_that_node(repo: Repo, v
 async def test_claim_due_takes_due_rows_oldest_first_up_to_limit(repo: Repo) -> None:
     due = {3: D22 + 3 * HOUR, 1: D22 + HOUR, 4: D22 + 4 * HOUR, 2: D22 + 2 * HOUR}
     await seed(repo, (sms(k, t) for k, t in due.items()))
-    first = await claim(repo, "n1", D22 + 4 * HOUR, since_ms=D22, limit=2)
+    first = await claim(repo, N1, D22 + 4 * HOUR, since_ms=D22, limit=2)
     assert first == [ClaimedJob(k, due[k], due[k], 1, (await one(repo, k)).payload) for k in (1, 2)]
     assert first[0].payload is not None
     assert SMS.decode(first[0].key, first[0].at_ms, first[0].payload) == sms(1, due[1])
-    assert keys(await claim(repo, "n1", D22 + 4 * HOUR, since_ms=D22)) == [3]  # 4: due == before
+    assert keys(await claim(repo, N1, D22 + 4 * HOUR, since_ms=D22)) == [3]  # 4: due == before
     for key in (1, 2, 3):
         row = await one(repo, key)
         assert (row.status, row.attempts, row.claimed_by, row.claimed_at_ms) == (
@@ -528,7 +535,9 @@ async def test_claim_due_takes_due_rows_oldest_first_up_to_limit(repo: Repo) -> 
             "n1",
             NOW,
         )
+        assert row.claim_epoch == N1.epoch
     assert (await one(repo, 4)).status is Status.PENDING
+    await _check_epochs(repo)
 
 
 async def test_claim_due_leaves_out_payloads_due_later_and_read_payloads_finds_them(
@@ -538,7 +547,7 @@ async def test_claim_due_leaves_out_payloads_due_later_and_read_payloads_finds_t
     due = {1: D22 + HOUR, 2: D22 + 2 * HOUR, 3: D23 - 1, 4: D23 + HOUR}
     await seed(repo, (sms(k, t, message=f"m{k}") for k, t in due.items()))
     jobs = await repo.claim_due(
-        "n1", now_ms=NOW, before_ms=D24, since_ms=D22, limit=10, payload_before_ms=D22 + 2 * HOUR
+        N1, now_ms=NOW, before_ms=D24, since_ms=D22, limit=10, payload_before_ms=D22 + 2 * HOUR
     )
     assert [(j.key, j.payload is not None) for j in jobs] == [
         (1, True),
@@ -546,27 +555,27 @@ async def test_claim_due_leaves_out_payloads_due_later_and_read_payloads_finds_t
         (3, False),
         (4, False),
     ]
-    found = await repo.read_payloads("n1", [j.ref for j in jobs[1:]] + [RowRef(99, D22 + HOUR)])
+    found = await repo.read_payloads(N1.epoch, [j.ref for j in jobs[1:]] + [RowRef(99, D22 + HOUR)])
     assert {r: SMS.decode(r.key, r.at_ms, p).message for r, p in found.items()} == {
         RowRef(2, due[2]): "m2",
         RowRef(3, due[3]): "m3",  # across the day boundary: another shard
         RowRef(4, due[4]): "m4",
     }
     assert jobs[0].payload == (await one(repo, 1)).payload
-    assert await repo.read_payloads("n1", []) == {}
-    assert await repo.read_payloads("n1", [RowRef(1, D20 - HOUR)]) == {}  # no such shard
-    assert await repo.read_payloads("n2", [jobs[1].ref]) == {}  # claimed by another node
+    assert await repo.read_payloads(N1.epoch, []) == {}
+    assert await repo.read_payloads(N1.epoch, [RowRef(1, D20 - HOUR)]) == {}  # no such shard
+    assert await repo.read_payloads(N2.epoch, [jobs[1].ref]) == {}  # claimed by another node
     assert await repo.cancel([3]) == 1
-    assert await repo.release("n1", [jobs[1].ref]) == 1
-    assert await repo.read_payloads("n1", [j.ref for j in jobs[1:]]) == {
+    assert await repo.release(N1.epoch, [jobs[1].ref]) == 1
+    assert await repo.read_payloads(N1.epoch, [j.ref for j in jobs[1:]]) == {
         jobs[3].ref: found[jobs[3].ref]
     }
 
 
 async def test_read_payloads_tells_same_id_in_two_shards_apart(repo: Repo) -> None:
     await seed(repo, [sms(7, D22 + HOUR, message="first"), sms(7, D23 + HOUR, message="second")])
-    await claim(repo, "n1", D24, since_ms=D22)
-    found = await repo.read_payloads("n1", [RowRef(7, D23 + HOUR), RowRef(7, D22 + HOUR)])
+    await claim(repo, N1, D24, since_ms=D22)
+    found = await repo.read_payloads(N1.epoch, [RowRef(7, D23 + HOUR), RowRef(7, D22 + HOUR)])
     assert {ref.at_ms: SMS.decode(7, ref.at_ms, p).message for ref, p in found.items()} == {
         D22 + HOUR: "first",
         D23 + HOUR: "second",
@@ -576,32 +585,32 @@ async def test_read_payloads_tells_same_id_in_two_shards_apart(repo: Repo) -> No
 async def test_claim_due_spans_shards_in_due_order(repo: Repo) -> None:
     due = {1: D21 + 23 * HOUR, 2: D22 - 1, 3: D22, 4: D23 - 1, 5: D23, 6: D23 + 1}
     await seed(repo, (sms(k, t) for k, t in reversed(due.items())))
-    jobs = await claim(repo, "n1", D23 + 1, since_ms=D21)
+    jobs = await claim(repo, N1, D23 + 1, since_ms=D21)
     assert keys(jobs) == [1, 2, 3, 4, 5]
     assert [j.due_ms for j in jobs] == sorted(j.due_ms for j in jobs)
-    assert keys(await claim(repo, "n1", D24, since_ms=D21, limit=1)) == [6]
+    assert keys(await claim(repo, N1, D24, since_ms=D21, limit=1)) == [6]
 
 
 async def test_claim_due_looks_back_to_since(repo: Repo) -> None:
     """Overdue rows are found in every shard the window overlaps, and only there."""
     await seed(repo, [sms(1, D20 + HOUR), sms(2, D21 + HOUR), sms(3, D22 + HOUR)])
-    assert keys(await claim(repo, "n1", NOW, since_ms=D21 + 2 * HOUR)) == [2, 3]
+    assert keys(await claim(repo, N1, NOW, since_ms=D21 + 2 * HOUR)) == [2, 3]
     assert (await one(repo, 1)).status is Status.PENDING
-    assert keys(await claim(repo, "n1", NOW, since_ms=D20)) == [1]
+    assert keys(await claim(repo, N1, NOW, since_ms=D20)) == [1]
 
 
 async def test_claim_due_over_missing_shards_is_empty(repo: Repo) -> None:
-    assert await claim(repo, "n1", D25, since_ms=D20) == []
+    assert await claim(repo, N1, D25, since_ms=D20) == []
     await seed(repo, [sms(1, D22 + HOUR)])
-    assert keys(await claim(repo, "n1", D25, since_ms=D20)) == [1]
-    assert await claim(repo, "n1", D25 + 10 * DAY, since_ms=D24) == []
+    assert keys(await claim(repo, N1, D25, since_ms=D20)) == [1]
+    assert await claim(repo, N1, D25 + 10 * DAY, since_ms=D24) == []
 
 
 async def test_claimed_rows_are_not_claimed_again(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR), sms(2, D23 + HOUR)])
-    assert keys(await claim(repo, "n1", D24)) == [1, 2]
-    assert await claim(repo, "n1", D24) == []
-    assert await claim(repo, "n2", D24) == []
+    assert keys(await claim(repo, N1, D24)) == [1, 2]
+    assert await claim(repo, N1, D24) == []
+    assert await claim(repo, N2, D24) == []
     assert [r.attempts for r in await every_row(repo)] == [1, 1]
 
 
@@ -612,13 +621,13 @@ async def test_concurrent_claimers_never_share_a_row(make_repo: MakeRepo) -> Non
     await seed(first, (sms(k, t) for k, t in due.items()))
     second = await make_repo()
 
-    async def drain(repo: Repo, node: str) -> list[int | str]:
+    async def drain(repo: Repo, node: Claimant) -> list[int | str]:
         got: list[int | str] = []
         while batch := await claim(repo, node, D24, limit=3):
             got += keys(batch)
         return got
 
-    a, b = await asyncio.gather(drain(first, "n1"), drain(second, "n2"))
+    a, b = await asyncio.gather(drain(first, N1), drain(second, N2))
     assert sorted(a + b) == sorted(due)  # all rows, none twice
     rows = {r.key: r for r in await every_row(first)}
     assert all(rows[k].claimed_by == "n1" for k in a)
@@ -631,29 +640,33 @@ async def test_concurrent_claimers_never_share_a_row(make_repo: MakeRepo) -> Non
 
 async def test_mark_done_finishes_only_rows_still_claimed_by_the_node(repo: Repo) -> None:
     await seed(repo, [sms(k, D22 + k * HOUR) for k in (1, 2, 3, 4)] + [sms(5, D23 + HOUR)])
-    mine = await claim(repo, "n1", D22 + 3 * HOUR)  # 1, 2
-    mine += await claim(repo, "n1", D24, since_ms=D23)  # 5, in the next shard
-    theirs = await claim(repo, "n2", D22 + 4 * HOUR)  # 3
-    cancelled = await claim(repo, "n1", D22 + 5 * HOUR)  # 4, then cancelled
+    mine = await claim(repo, N1, D22 + 3 * HOUR)  # 1, 2
+    mine += await claim(repo, N1, D24, since_ms=D23)  # 5, in the next shard
+    theirs = await claim(repo, N2, D22 + 4 * HOUR)  # 3
+    cancelled = await claim(repo, N1, D22 + 5 * HOUR)  # 4, then cancelled
     assert await repo.cancel([4]) == 1
     fired = NOW + 5
-    assert await repo.mark_done("n1", refs(mine + theirs + cancelled), fired_at_ms=fired) == 3
+    assert await repo.mark_done(N1.epoch, refs(mine + theirs + cancelled), fired_at_ms=fired) == 3
     for key in keys(mine):
         row = await one(repo, key)
         assert (row.status, row.fired_at_ms, row.attempts) == (Status.DONE, fired, 1)
+        assert row.claim_epoch == N1.epoch  # an ack moves no claim index entry
     [other] = [await one(repo, k) for k in keys(theirs)]
     assert (other.status, other.claimed_by, other.fired_at_ms) == (Status.CLAIMED, "n2", None)
     assert (await one(repo, 4)).status is Status.CANCELLED
-    assert await repo.mark_done("n1", refs(mine), fired_at_ms=fired + 1) == 0
+    assert await repo.mark_done(N1.epoch, refs(mine), fired_at_ms=fired + 1) == 0
+    # Of the rows it did not change, only the one another epoch holds was fenced.
+    assert keys(await repo.fenced(N1.epoch, refs(mine + theirs + cancelled))) == [3]
+    await _check_epochs(repo)
 
 
 async def test_mark_failed_with_retry_makes_the_row_due_again(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR)])
-    [job] = await claim(repo, "n1", NOW)
+    [job] = await claim(repo, N1, NOW)
     retry_at = NOW + 30_000
     failure = Failure(ref=job.ref, error="boom: 503", retry_at_ms=retry_at)
-    assert await repo.mark_failed("n2", [failure], now_ms=NOW + 1) == 0
-    assert await repo.mark_failed("n1", [failure], now_ms=NOW + 1) == 1
+    assert await repo.mark_failed(N2.epoch, [failure], now_ms=NOW + 1) == 0
+    assert await repo.mark_failed(N1.epoch, [failure], now_ms=NOW + 1) == 1
     row = await one(repo, 1)
     assert (row.status, row.due_ms, row.at_ms, row.attempts) == (
         Status.PENDING,
@@ -662,31 +675,33 @@ async def test_mark_failed_with_retry_makes_the_row_due_again(repo: Repo) -> Non
         1,
     )
     assert (row.last_error, row.fired_at_ms) == ("boom: 503", NOW + 1)
-    assert await claim(repo, "n1", retry_at) == []
-    [again] = await claim(repo, "n1", retry_at + 1)
+    await _check_epochs(repo)
+    assert await claim(repo, N1, retry_at) == []
+    [again] = await claim(repo, N1, retry_at + 1)
     assert (again.key, again.due_ms, again.at_ms, again.attempts) == (1, retry_at, D22 + HOUR, 2)
 
 
 @pytest.mark.parametrize("status", [Status.FAILED, Status.MISSED])
 async def test_mark_failed_without_retry_finishes_the_row(repo: Repo, status: Status) -> None:
     await seed(repo, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR)])
-    [job, _] = await claim(repo, "n1", NOW)
+    [job, _] = await claim(repo, N1, NOW)
     failure = Failure(ref=job.ref, error="gave up", retry_at_ms=None, status=status)
-    assert await repo.mark_failed("n1", [failure], now_ms=NOW + 7) == 1
+    assert await repo.mark_failed(N1.epoch, [failure], now_ms=NOW + 7) == 1
     row = await one(repo, 1)
     assert (row.status, row.last_error, row.fired_at_ms) == (status, "gave up", NOW + 7)
     assert row.due_ms == D22 + HOUR
     assert (await one(repo, 2)).status is Status.CLAIMED
-    await repo.release("n1")
-    assert keys(await claim(repo, "n1", FAR)) == [2]
+    assert (row.claim_epoch, (await one(repo, 2)).claim_epoch) == (N1.epoch, N1.epoch)
+    assert await repo.take_over(N1.epoch, from_ms=D20) == 1
+    assert keys(await claim(repo, N1, FAR)) == [2]
 
 
 async def test_mark_failed_truncates_a_huge_error(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR)])
-    [job] = await claim(repo, "n1", NOW)
+    [job] = await claim(repo, N1, NOW)
     error = "Traceback ✗ " + "é" * 200_000  # well past a TEXT column's 64 KiB
     failure = Failure(ref=job.ref, error=error, retry_at_ms=None)
-    assert await repo.mark_failed("n1", [failure], now_ms=NOW) == 1
+    assert await repo.mark_failed(N1.epoch, [failure], now_ms=NOW) == 1
     stored = (await one(repo, 1)).last_error
     assert stored is not None and 0 < len(stored) < len(error)
     assert error.startswith(stored)
@@ -699,9 +714,9 @@ async def _claimed_by_two_nodes(repo: Repo) -> tuple[list[ClaimedJob], list[Clai
     """Rows 1, 2 (D22, claimed at NOW) and 4 (D23, at NOW + 1) claimed by n1; row 3 (D22, at
     NOW) by n2; row 5 left PENDING."""
     await seed(repo, [sms(k, D22 + k * HOUR) for k in (1, 2, 3)] + [sms(4, D23), sms(5, D24)])
-    n1 = await claim(repo, "n1", D22 + 3 * HOUR)
-    n2 = await claim(repo, "n2", D22 + 4 * HOUR)
-    n1 += await claim(repo, "n1", D23 + 1, now_ms=NOW + 1)
+    n1 = await claim(repo, N1, D22 + 3 * HOUR)
+    n2 = await claim(repo, N2, D22 + 4 * HOUR)
+    n1 += await claim(repo, N1, D23 + 1, now_ms=NOW + 1)
     assert (keys(n1), keys(n2)) == ([1, 2, 4], [3])
     return n1, n2
 
@@ -710,12 +725,25 @@ async def _state(repo: Repo) -> dict[int | str, tuple[Status | int, str | None, 
     return {r.key: (r.status, r.claimed_by, r.attempts) for r in await every_row(repo)}
 
 
+async def _check_epochs(repo: Repo) -> None:
+    """The invariant every write keeps: claim_epoch is 0 exactly when the row is PENDING; a
+    CLAIMED row carries its claim's epoch (-1 elsewhere: cancelled while PENDING, or finished
+    before the upgrade to epoch claims)."""
+    for row in await every_row(repo):
+        if row.status is Status.PENDING:
+            assert row.claim_epoch == 0, row
+        elif row.status is Status.CLAIMED:
+            assert row.claim_epoch > 0, row
+        else:
+            assert row.claim_epoch == -1 or row.claim_epoch > 0, row
+
+
 P, C = Status.PENDING, Status.CLAIMED
 
 
 async def test_release_refs_hands_back_those_claims_and_their_attempt(repo: Repo) -> None:
     n1, n2 = await _claimed_by_two_nodes(repo)
-    assert await repo.release("n1", refs([n1[0], n1[2], *n2])) == 2
+    assert await repo.release(N1.epoch, refs([n1[0], n1[2], *n2])) == 2
     assert await _state(repo) == {
         1: (P, None, 0),
         2: (C, "n1", 1),
@@ -725,28 +753,36 @@ async def test_release_refs_hands_back_those_claims_and_their_attempt(repo: Repo
     }
     row = await one(repo, 1)
     assert row.claimed_at_ms is None and row.due_ms == D22 + HOUR
-    assert [(j.key, j.attempts) for j in await claim(repo, "n2", D24)] == [(1, 1), (4, 1)]
+    await _check_epochs(repo)
+    assert [(j.key, j.attempts) for j in await claim(repo, N2, D24)] == [(1, 1), (4, 1)]
 
 
-async def test_release_node_gives_back_all_its_claims_and_their_attempt(repo: Repo) -> None:
+async def test_take_over_moves_that_epochs_claims_due_from_then_and_keeps_the_attempt(
+    repo: Repo,
+) -> None:
     """After a crash: the next claim fires with the attempt number (idempotency key) it had."""
-    await _claimed_by_two_nodes(repo)
-    assert await repo.release("n1") == 3
+    n1, _ = await _claimed_by_two_nodes(repo)
+    await repo.mark_done(N1.epoch, [n1[1].ref], fired_at_ms=NOW)  # 2: DONE, keeps its epoch
+    assert await repo.take_over(N1.epoch, from_ms=D22 + HOUR + 1) == 1  # 4; 1 is due before
     assert await _state(repo) == {
-        1: (P, None, 0),
-        2: (P, None, 0),
+        1: (C, "n1", 1),
+        2: (Status.DONE, "n1", 1),
         3: (C, "n2", 1),
         4: (P, None, 0),
         5: (P, None, 0),
     }
-    assert [(j.key, j.attempts) for j in await claim(repo, "n3", D24)] == [(1, 1), (2, 1), (4, 1)]
-    assert await repo.release("n1") == 0
+    assert await repo.take_over(N1.epoch, from_ms=0) == 1  # 1
+    assert await repo.take_over(N1.epoch, from_ms=0) == 0
+    assert await repo.take_over(N3.epoch, from_ms=0) == 0  # an epoch that claimed nothing
+    assert (await one(repo, 1)).claimed_at_ms is None
+    assert [(j.key, j.attempts) for j in await claim(repo, N3, D24)] == [(1, 1), (4, 1)]
+    await _check_epochs(repo)
 
 
-async def test_release_claimed_at_gives_back_one_claim_only(repo: Repo) -> None:
-    """The rows of one claim whose reply was lost: same node, same claimed_at, nothing else."""
-    n1, _ = await _claimed_by_two_nodes(repo)
-    assert await repo.release("n1", claimed_at_ms=NOW) == 2
+async def test_take_over_claimed_at_gives_back_one_claim_only(repo: Repo) -> None:
+    """The rows of one claim whose reply was lost: same epoch, same claimed_at, nothing else."""
+    await _claimed_by_two_nodes(repo)
+    assert await repo.take_over(N1.epoch, from_ms=D20, claimed_at_ms=NOW) == 2
     assert await _state(repo) == {
         1: (P, None, 0),
         2: (P, None, 0),
@@ -754,35 +790,80 @@ async def test_release_claimed_at_gives_back_one_claim_only(repo: Repo) -> None:
         4: (C, "n1", 1),
         5: (P, None, 0),
     }
-    assert await repo.release("n1", refs(n1), claimed_at_ms=NOW) == 0
-    assert await repo.release("n1", refs(n1), claimed_at_ms=NOW + 1) == 1
+    assert await repo.take_over(N1.epoch, from_ms=D20, claimed_at_ms=NOW) == 0
+    assert await repo.take_over(N1.epoch, from_ms=D20, claimed_at_ms=NOW + 1) == 1
     assert (await one(repo, 4)).status is P
+    await _check_epochs(repo)
 
 
-async def test_release_none_gives_back_every_nodes_claims(repo: Repo) -> None:
+async def test_take_over_finds_a_retried_row_due_after_its_shards_end(repo: Repo) -> None:
+    """A retry moves due_at past the end of the row's shard: a takeover from then finds it."""
+    await seed(repo, [sms(1, D23 - 1)])
+    [job] = await claim(repo, N1, D23)
+    failure = Failure(ref=job.ref, error="503", retry_at_ms=D23 + HOUR)
+    assert await repo.mark_failed(N1.epoch, [failure], now_ms=NOW) == 1
+    [again] = await claim(repo, N1, D23 + HOUR + 1, since_ms=D22)
+    assert (again.attempts, again.due_ms) == (2, D23 + HOUR)
+    assert await repo.take_over(N1.epoch, from_ms=D23 + HOUR) == 1
+    [third] = await claim(repo, N2, D24, since_ms=D22)
+    assert (third.key, third.attempts) == (1, 2)
+
+
+async def test_take_over_earlier_gives_back_the_claims_of_earlier_epochs_not_kept(
+    repo: Repo,
+) -> None:
+    """A node starting up (epoch N3): every earlier epoch's claim is a leftover unless kept."""
     await _claimed_by_two_nodes(repo)
-    await repo.mark_done("n1", [RowRef(2, D22 + 2 * HOUR)], fired_at_ms=NOW)
-    assert await repo.release(None) == 3
+    [mine] = await claim(repo, N3, D25, since_ms=D24)  # 5
+    await repo.mark_done(N1.epoch, [RowRef(2, D22 + 2 * HOUR)], fired_at_ms=NOW)
+    assert await repo.take_over_earlier(N3.epoch, keep=(), from_ms=D22 + HOUR + 1) == 2  # 3, 4
+    assert (await one(repo, 1)).status is C  # due before from_ms
+    assert await repo.take_over_earlier(N3.epoch, keep=(), from_ms=D20) == 1
     state = await _state(repo)
     assert state.pop(2)[0] is Status.DONE
-    assert state == {1: (P, None, 0), 3: (P, None, 0), 4: (P, None, 0), 5: (P, None, 0)}
+    assert state == {1: (P, None, 0), 3: (P, None, 0), 4: (P, None, 0), 5: (C, "n3", 1)}
+    assert (await one(repo, mine.key)).claim_epoch == N3.epoch
+    await _check_epochs(repo)
 
 
-@pytest.mark.parametrize(
-    "narrowed",
-    [
-        pytest.param({"refs": True}, id="refs"),
-        pytest.param({"claimed_at_ms": NOW}, id="claimed_at"),
-    ],
-)
-async def test_release_of_no_node_cannot_be_narrowed(repo: Repo, narrowed: dict[str, Any]) -> None:
-    n1, _ = await _claimed_by_two_nodes(repo)
+async def test_a_stale_epochs_writes_change_nothing_and_it_can_tell(repo: Repo) -> None:
+    """Rows of epoch 11 taken over and claimed again by the same node id under epoch 21: every
+    write of epoch 11 about them is fenced; fenced() says which, and who holds them now."""
+    n1, _ = await _claimed_by_two_nodes(repo)  # 1, 2, 4 under N1
+    await repo.cancel([2])  # cancelled, still epoch 11's: changes nothing either, not fenced
+    assert await repo.take_over(N1.epoch, from_ms=D20) == 2  # 1, 4
+    later = Claimant("n1", 21)
+    again = await claim(repo, later, D24)
+    assert keys(again) == [1, 4]
     before = await every_row(repo)
-    if narrowed.pop("refs", False):
-        narrowed["refs"] = refs(n1)
-    with pytest.raises(ValueError):
-        await repo.release(None, **narrowed)
+    failure = Failure(ref=n1[0].ref, error="late", retry_at_ms=None)
+    assert await repo.mark_done(N1.epoch, refs(n1), fired_at_ms=NOW + 9) == 0
+    assert await repo.mark_failed(N1.epoch, [failure], now_ms=NOW + 9) == 0
+    assert await repo.read_payloads(N1.epoch, refs(n1)) == {}
+    assert await repo.release(N1.epoch, refs(n1)) == 0
+    assert await repo.take_over(N1.epoch, from_ms=D20) == 0
     assert await every_row(repo) == before
+    fenced = await repo.fenced(N1.epoch, refs(n1) + [RowRef(99, D22), RowRef(1, D20 - HOUR)])
+    assert [(r.key, r.status, r.claimed_by, r.claim_epoch) for r in fenced] == [
+        (1, C, "n1", 21),
+        (4, C, "n1", 21),
+    ]
+    assert {r.key: r.shard for r in fenced} == {r.key: r.shard for r in before if r.key in (1, 4)}
+    assert await repo.fenced(later.epoch, refs(again)) == []
+    assert await repo.fenced(N1.epoch, []) == []
+    assert await repo.mark_done(later.epoch, refs(again), fired_at_ms=NOW + 9) == 2
+    await _check_epochs(repo)
+
+
+@pytest.mark.parametrize("epoch", [0, -1])
+async def test_a_claim_needs_a_positive_epoch(repo: Repo, epoch: int) -> None:
+    """Epoch 0 marks PENDING rows: a claim under it would look like a row waiting for one."""
+    await seed(repo, [sms(1, D22 + HOUR)])
+    with pytest.raises(ValueError, match="positive epoch"):
+        await claim(repo, Claimant("n1", epoch), FAR)
+    with pytest.raises(ValueError, match="positive epoch"):
+        await repo.insert([sms(2, D22)], now_ms=NOW, claimed_by=Claimant("n1", epoch))
+    assert [(r.key, r.status) for r in await every_row(repo)] == [(1, P)]
 
 
 # -- cancel -----------------------------------------------------------------------------------
@@ -791,8 +872,8 @@ async def test_release_of_no_node_cannot_be_narrowed(repo: Repo, narrowed: dict[
 async def test_cancel_pending_and_claimed_rows_in_every_shard(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR), sms(3, D22 + 3 * HOUR)])
     await seed(repo, [sms(1, D23 + HOUR), sms(4, D24)])  # id 1 again, next shard
-    await claim(repo, "n1", D22 + 2 * HOUR + 1)  # 1 (D22), 2
-    await repo.mark_done("n1", [RowRef(2, D22 + 2 * HOUR)], fired_at_ms=NOW)
+    await claim(repo, N1, D22 + 2 * HOUR + 1)  # 1 (D22), 2
+    await repo.mark_done(N1.epoch, [RowRef(2, D22 + 2 * HOUR)], fired_at_ms=NOW)
     assert await repo.cancel([1, 2, 3, 99]) == 3  # 1 twice (two shards), 3; 2 is DONE
     states = {(r.key, r.at_ms): r.status for r in await every_row(repo)}
     assert states == {
@@ -802,9 +883,24 @@ async def test_cancel_pending_and_claimed_rows_in_every_shard(repo: Repo) -> Non
         (1, D23 + HOUR): Status.CANCELLED,
         (4, D24): Status.PENDING,
     }
-    assert keys(await claim(repo, "n1", FAR)) == [4]
-    assert await repo.release(None) == 1  # only 4: cancelled claims stay cancelled
+    assert keys(await claim(repo, N1, FAR)) == [4]
+    assert await repo.take_over(N1.epoch, from_ms=D20) == 1  # only 4: cancelled claims stay
     assert await repo.cancel([]) == 0
+    await _check_epochs(repo)
+
+
+async def test_cancel_takes_a_pending_row_out_of_the_claim_index_and_keeps_a_claims_epoch(
+    repo: Repo,
+) -> None:
+    await seed(repo, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR)])
+    await claim(repo, N1, D22 + HOUR + 1)  # 1
+    assert await repo.cancel([1, 2]) == 2
+    assert {r.key: (r.status, r.claim_epoch) for r in await every_row(repo)} == {
+        1: (Status.CANCELLED, N1.epoch),
+        2: (Status.CANCELLED, -1),
+    }
+    assert await claim(repo, N2, FAR) == []
+    assert await repo.take_over_earlier(N2.epoch, keep=(), from_ms=D20) == 0
 
 
 # -- get / page -------------------------------------------------------------------------------
@@ -832,7 +928,7 @@ async def test_page_orders_filters_and_pages_across_shards(repo: Repo) -> None:
         assert len(page) <= 3
         seen += page
     assert [(r.at_ms, r.key) for r in seen] == expected
-    await claim(repo, "n1", D23, since_ms=D22)  # 5, 3, 4, 9
+    await claim(repo, N1, D23, since_ms=D22)  # 5, 3, 4, 9
     claimed = await repo.page(start_ms=D22, end_ms=FAR, status=Status.CLAIMED)
     assert keys(claimed) == [5, 3, 4, 9]
     pending = await repo.page(start_ms=D23 - 1, end_ms=FAR, status=Status.PENDING, limit=2)
@@ -845,8 +941,8 @@ async def test_page_orders_filters_and_pages_across_shards(repo: Repo) -> None:
 
 async def test_list_shards_counts_rows_by_status(repo: Repo, backend: Backend) -> None:
     await seed(repo, [sms(k, D22 + k * HOUR) for k in (1, 2, 3, 4, 5)] + [sms(6, D24)])
-    await claim(repo, "n1", D22 + 3 * HOUR)  # 1, 2
-    await repo.mark_done("n1", [RowRef(1, D22 + HOUR)], fired_at_ms=NOW)
+    await claim(repo, N1, D22 + 3 * HOUR)  # 1, 2
+    await repo.mark_done(N1.epoch, [RowRef(1, D22 + HOUR)], fired_at_ms=NOW)
     await repo.cancel([3])
     shards = await repo.list_shards(counts=True)
     # D23 holds no row: an adapter may make it anyway (MySQL makes every shard in between).
@@ -885,7 +981,7 @@ async def test_find_unknown_status_names_rows_this_version_cannot_read_and_never
         (3, ()),
         (1, ()),
     ]
-    assert keys(await claim(repo, "n1", FAR)) == [1, 5]
+    assert keys(await claim(repo, N1, FAR)) == [1, 5]
     assert await repo.cancel([2, 3, 4, 6]) == 0
     assert [(r.key, r.status) for r in await every_row(repo)] == [
         (1, Status.CLAIMED),
@@ -905,10 +1001,36 @@ async def test_find_unknown_status_names_rows_this_version_cannot_read_and_never
     ]
 
 
+async def test_find_unknown_status_of_a_pass_reads_the_rows_due_and_the_shards_to_drop(
+    repo: Repo, backend: Backend, raw_sql: Callable[[Repo, str], Awaitable[None]]
+) -> None:
+    """Status is in no index: a maintenance pass looks only where it is cheap (rows waiting to
+    be claimed, due by now) and in the shards it is about to drop (counted anyway)."""
+    await seed(repo, [sms(1, D22 + 1), sms(2, D22 + 2), sms(3, D23 + 1), sms(4, D24)])
+    await claim(repo, N1, D22 + 2)  # 1: claimed, then set to an unknown status by hand
+    d22, d23, d24 = (shard_name(backend, bounds_of(d, Granularity.DAY)) for d in (D22, D23, D24))
+    for key, shard in ((1, d22), (2, d22), (3, d23), (4, d24)):
+        table = "sms" if is_partitioned(backend) else shard
+        await raw_sql(repo, f"UPDATE {table} SET status = 9 WHERE id = {key}")
+
+    def found(unknown: list[UnknownStatus]) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(u.shard, u.sample) for u in unknown]
+
+    everything = await repo.find_unknown_status(limit=5)
+    assert found(everything) == [(d22, ((1, 9), (2, 9))), (d23, ((3, 9),)), (d24, ((4, 9),))]
+    assert found(await repo.find_unknown_status(limit=5, due_before_ms=D23 + 2)) == [
+        (d22, ((2, 9),)),  # 1 holds a claim's epoch: not among the rows waiting to be claimed
+        (d23, ((3, 9),)),
+    ]
+    assert found(await repo.find_unknown_status(limit=5, due_before_ms=D22, cutoff_ms=D23)) == [
+        (d22, ((1, 9), (2, 9))),  # the whole shard ending by the cutoff
+    ]
+
+
 async def test_drop_shards_before_drops_whole_shards_that_ended(repo: Repo) -> None:
     await seed(repo, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR), sms(3, D23), sms(4, D24)])
-    await claim(repo, "n1", D22 + HOUR + 1)  # 1
-    await repo.mark_done("n1", [RowRef(1, D22 + HOUR)], fired_at_ms=NOW)
+    await claim(repo, N1, D22 + HOUR + 1)  # 1
+    await repo.mark_done(N1.epoch, [RowRef(1, D22 + HOUR)], fired_at_ms=NOW)
     dropped = await repo.drop_shards_before(D24 - 1)  # D23 ends at D24: kept
     assert starts(dropped) == [D22]
     assert (counts(dropped[0]), dropped[0].unfinished) == ({Status.DONE: 1, Status.PENDING: 1}, 1)
@@ -937,17 +1059,17 @@ async def test_statements_on_rows_of_a_shard_another_node_dropped_find_nothing(
         sms(1, D23 + 2 * HOUR),
     ]
     await seed(here, seeded)
-    held = await claim(here, "n1", D24, since_ms=D22)
+    held = await claim(here, N1, D24, since_ms=D22)
     assert keys(held) == [1, 2, 3, 1]
     assert starts(await other.drop_shards_before(D23)) == [D22]
     gone, kept = refs(held[:2]), refs(held[2:])
     # The first statement meets the dropped shard and runs again without it: the other
     # day's id 1 is not touched (the partitioned layout's whole-table fallback would have).
-    assert await here.mark_done("n1", gone[:1] + kept[:1], fired_at_ms=NOW) == 1
-    assert set(await here.read_payloads("n1", gone + kept)) == {kept[1]}  # 3 is DONE now
+    assert await here.mark_done(N1.epoch, gone[:1] + kept[:1], fired_at_ms=NOW) == 1
+    assert set(await here.read_payloads(N1.epoch, gone + kept)) == {kept[1]}  # 3 is DONE now
     failure = Failure(ref=gone[1], error="boom", retry_at_ms=None)
-    assert await here.mark_failed("n1", [failure], now_ms=NOW) == 0
-    assert await here.release("n1", gone[1:]) == 0
+    assert await here.mark_failed(N1.epoch, [failure], now_ms=NOW) == 0
+    assert await here.release(N1.epoch, gone[1:]) == 0
     rows = [(r.key, r.at_ms, r.status) for r in await every_row(here)]
     assert rows == [(3, D23 + HOUR, Status.DONE), (1, D23 + 2 * HOUR, Status.CLAIMED)]
 
@@ -963,7 +1085,7 @@ async def test_claims_over_a_shard_another_node_just_dropped_take_the_live_shard
     for repo in (here, reader):
         assert starts(await repo.list_shards()) == [D22, D23]  # seen just now
     assert starts(await other.drop_shards_before(D23)) == [D22]
-    assert keys(await claim(here, "n1", D24, since_ms=D22)) == [2, 3]
+    assert keys(await claim(here, N1, D24, since_ms=D22)) == [2, 3]
     page = await reader.page(start_ms=D22, end_ms=D24)
     assert [(r.key, r.status, r.claimed_by) for r in page] == [
         (2, Status.CLAIMED, "n1"),
@@ -997,7 +1119,7 @@ async def test_rows_before_the_oldest_shard_fire_in_their_own_window(
     row = await _insert_before_the_oldest_shard(repo, dropped)
     assert (row.at_ms, row.status) == (D22 + 2 * HOUR, Status.PENDING)
     assert keys(await repo.page(start_ms=D22, end_ms=D23)) == [3]
-    assert keys(await claim(repo, "n1", D22 + 3 * HOUR, since_ms=D22 + HOUR)) == [3]
+    assert keys(await claim(repo, N1, D22 + 3 * HOUR, since_ms=D22 + HOUR)) == [3]
 
 
 @pytest.mark.parametrize("dropped", BEFORE_OLDEST)
@@ -1043,6 +1165,69 @@ async def test_racing_ensure_shards_on_the_same_day_warns_about_nothing(
             assert [starts(shards) for shards in made] == [[day]] * len(repos)
     assert [str(w.message) for w in issued] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- upgrade of the version before epoch claims ---------------------------------------------
+
+
+async def _indexes(repo: Repo, backend: Backend) -> set[str]:
+    """The names of the shard tables' secondary indexes (SQLite: without the table's name)."""
+    if backend.kind == "sqlite":
+        path = cast(Any, repo).path
+        with closing(sqlite3.connect(path)) as db:
+            found = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        return {re.sub(r"^ix_sms_\d+_", "ix_", name) for (name,) in found}
+    async with cast(Any, repo)._ex.transaction("test") as tx:
+        rows = await tx.fetch_all(
+            "SELECT DISTINCT index_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND index_name <> 'PRIMARY'"
+        )
+    return {name for (name,) in rows}
+
+
+@pytest.mark.parametrize("cut_short", [False, True], ids=["whole", "cut-short"])
+async def test_a_shard_of_the_version_before_epoch_claims_is_upgraded_when_found(
+    make_repo: MakeRepo,
+    backend: Backend,
+    old_shard: Callable[..., Awaitable[None]],
+    cut_short: bool,
+) -> None:
+    """Its PENDING and CLAIMED rows are claimed once each, the claimed one with the attempt
+    it had; its finished rows are left as they were, out of the claim index's PENDING range.
+    An upgrade cut short (MySQL: DDL commits step by step) is finished by the next handle."""
+    if cut_short and backend.kind == "sqlite":
+        pytest.skip("SQLite upgrades a table in one transaction")
+    done, failed, cancelled = Status.DONE, Status.FAILED, Status.CANCELLED
+    await old_shard(
+        bounds_of(D22, Granularity.DAY),
+        [
+            (1, D22 + HOUR, P, 0, "", 0, 0),
+            (2, D22 + 2 * HOUR, C, 2, "old-node", NOW - 5, 0),  # its second attempt, held
+            (3, D22 + 3 * HOUR, done, 1, "old-node", NOW - 9, NOW - 8),
+            (4, D22 + 4 * HOUR, cancelled, 0, "", 0, 0),
+            (5, D22 + 5 * HOUR, failed, 3, "old-node", NOW - 20, NOW - 19),
+        ],
+        cut_short=cut_short,
+    )
+    repo = await make_repo()
+    assert await _indexes(repo, backend) == {"ix_claim"}
+    rows = {r.key: r for r in await every_row(repo)}
+    assert {k: (r.status, r.claim_epoch, r.attempts, r.claimed_by) for k, r in rows.items()} == {
+        1: (P, 0, 0, None),
+        2: (P, 0, 1, None),
+        3: (done, -1, 1, "old-node"),
+        4: (cancelled, -1, 0, None),
+        5: (failed, -1, 3, "old-node"),
+    }
+    assert (rows[3].fired_at_ms, rows[3].claimed_at_ms) == (NOW - 8, NOW - 9)
+    again = await make_repo()  # another handle finds it done: nothing changes
+    assert await every_row(again) == list(rows.values())
+    assert [(j.key, j.attempts) for j in await claim(again, N1, FAR)] == [(1, 1), (2, 2)]
+    assert await claim(repo, N2, FAR) == []
+    await seed(repo, [sms(6, D22 + 6 * HOUR), sms(7, D23)])  # old and new shards alike
+    assert keys(await claim(repo, N2, FAR)) == [6, 7]
+    assert await repo.mark_done(N1.epoch, [RowRef(1, D22 + HOUR)], fired_at_ms=NOW) == 1
+    await _check_epochs(repo)
 
 
 # -- reachability -----------------------------------------------------------------------------

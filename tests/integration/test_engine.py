@@ -17,7 +17,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,15 +35,19 @@ from infinite_scheduler.errors import (
 )
 from infinite_scheduler.fetcher import BURST_BATCHES
 from infinite_scheduler.jobs import JobContext
-from repos.base import ShardingRepository, Status
+from repos.base import Claimant, ShardingRepository, Status
+from repos.cluster import Membership, NodeState
 from repos.entity import EntitySpec
-from repos.errors import StoreUnavailable
+from repos.errors import SingleNodeStore, StoreUnavailable
 from repos.examples import ORDERS, SMS, NotificationEntity, OrderEntity, SmsEntity
 from repos.registry import make_repository
+from repos.shards import Granularity, bounds_of
 
 pytestmark = pytest.mark.timeout(30)
 
 Repo = ShardingRepository[Any, Any]
+OpenMembership = Callable[[], Awaitable[Membership]]
+RawSql = Callable[[Any, str], Awaitable[None]]
 #: The fake clock's start, 2026-11-22 12:00 UTC: any fixed instant, the stores take the time
 #: from the engine (and the seeding repository from the test).
 T0 = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
@@ -329,17 +333,140 @@ async def test_the_wheels_start_at_the_start_not_at_registration(
     )
 
 
-async def test_claims_left_by_a_crashed_run_fire_once_at_start(
-    engine_factory: EngineFactory, repo: Repo
+async def other_node(
+    members: Membership, raw_sql: RawSql, node_id: str, *, dead: bool = False
+) -> Claimant:
+    """Another node joined the store, live, or dead (its heartbeat a minute old by the
+    database's clock): the claimant of its claims."""
+    joined = await members.join(node_id, host="elsewhere", pid=1, version="0", node_timeout_ms=1)
+    if dead:
+        age = f"UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 60000 WHERE epoch = {joined.epoch}"
+        await raw_sql(members, age)
+    return Claimant(node_id, joined.epoch)
+
+
+async def test_claims_of_a_dead_node_fire_once_at_start_with_their_attempt(
+    engine_factory: EngineFactory, repo: Repo, open_membership: OpenMembership, raw_sql: RawSql
 ) -> None:
     ids = list(range(5))
-    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0, claimed_by="crashed")
+    crashed = await other_node(await open_membership(), raw_sql, "crashed", dead=True)
+    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0, claimed_by=crashed)
     recorder = Recorder()
     async with engine_factory(handler=recorder) as engine:
         await engine.run_until_idle()
     # The crashed run's attempt was handed back: the fire carries its number (and key).
     assert sorted((i, attempt) for i, attempt, *_ in recorder.fires) == [(i, 1) for i in ids]
     assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+    roster = await (await open_membership()).list_nodes()
+    assert {n.node_id: n.state for n in roster.nodes}["crashed"] is NodeState.DEAD
+
+
+async def test_a_node_starting_never_touches_a_live_nodes_claims(
+    engine_factory: EngineFactory,
+    repo: Repo,
+    open_membership: OpenMembership,
+    raw_sql: RawSql,
+    backend: Any,
+) -> None:
+    ids = list(range(5))
+    live = await other_node(await open_membership(), raw_sql, "node-b")
+    await repo.insert([sms(i, T0 - 5 * SECOND) for i in ids], now_ms=T0, claimed_by=live)
+    recorder = Recorder()
+    if backend.kind == "sqlite":  # one node at a time: refused before it claims anything
+        with pytest.raises(SingleNodeStore):
+            async with engine_factory(handler=recorder):
+                pass
+    else:
+        async with engine_factory(handler=recorder) as engine:
+            await engine.run_until_idle()
+    assert recorder.fires == []
+    assert await rows_of(repo, ids) == {(Status.CLAIMED, "node-b", 1)}
+
+
+async def test_claims_of_a_run_that_left_without_handing_back_fire_once_at_start(
+    engine_factory: EngineFactory, repo: Repo, open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    """An epoch no longer running (LEFT here; or DEAD with its takeover cut off) that still
+    holds claims: the next node to start hands them back."""
+    members = await open_membership()
+    gone = await other_node(members, raw_sql, "gone")
+    await repo.insert([sms(1, T0 - SECOND)], now_ms=T0, claimed_by=gone)
+    await members.set_state(gone.epoch, NodeState.LEFT)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        await engine.run_until_idle()
+    assert recorder.ids() == [1]
+
+
+async def test_claims_left_by_a_run_before_the_misfire_horizon_stay_claimed(
+    engine_factory: EngineFactory, repo: Repo, open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    """The start-up takeover reads the claim index from now - misfire_horizon_s on: a claim
+    older than that stays CLAIMED (the shard's drop reports it) instead of firing a job that
+    late, as a fetch would never look back that far for a PENDING one either."""
+    crashed = await other_node(await open_membership(), raw_sql, "crashed", dead=True)
+    await repo.insert([sms(1, T0 - 2 * 3_600_000)], now_ms=T0, claimed_by=crashed)  # 2 h ago
+    await repo.insert([sms(2, T0 - 30 * 60_000)], now_ms=T0, claimed_by=crashed)  # 30 min ago
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, misfire_horizon_s=3600) as engine:
+        await engine.run_until_idle()
+    assert recorder.ids() == [2]
+    assert await statuses(repo, [1, 2]) == {1: Status.CLAIMED, 2: Status.DONE}
+    [row] = await repo.get(1)
+    assert (row.claimed_by, row.claim_epoch) == ("crashed", crashed.epoch)
+    assert engine.epoch > crashed.epoch
+
+
+async def test_a_handler_cut_off_by_the_drain_hands_its_claim_back(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """Wall: the job a handler held when the drain timed out goes back to PENDING, its attempt
+    handed back, with the jobs still in the wheel; the jobs that finished stay DONE."""
+    now = wall_ms()
+    await repo.insert([sms(1, now), sms(2, now), sms(3, now + 60_000)], now_ms=now)
+    started = asyncio.Event()
+
+    async def handler(ctx: JobContext[Any]) -> None:
+        if ctx.job_id == 1:
+            started.set()
+            await asyncio.Event().wait()  # never returns: cut off at shutdown
+
+    engine = engine_factory(
+        handler=handler, wall=True, lookahead_s=90, handlers={"drain_timeout_s": 0.2}
+    )
+    async with engine:
+        await asyncio.wait_for(started.wait(), 3)
+        async with asyncio.timeout(3):
+            while (await statuses(repo, [2]))[2] is not Status.DONE:  # noqa: ASYNC110 - its ack
+                await asyncio.sleep(0.02)
+    assert await rows_of(repo, [1, 3]) == {(Status.PENDING, None, 0)}
+    assert await statuses(repo, [2]) == {2: Status.DONE}
+
+
+async def test_a_shard_of_the_version_before_epoch_claims_fires_what_it_left_once(
+    engine_factory: EngineFactory, old_shard: Callable[..., Awaitable[None]]
+) -> None:
+    """Upgraded when the engine opens the store: its PENDING job and the job it left CLAIMED
+    fire once (the latter with the attempt it had), its DONE job is left as it was."""
+    day = bounds_of(T0, Granularity.DAY)
+    p, c, d = Status.PENDING, Status.CLAIMED, Status.DONE
+    await old_shard(
+        day,
+        [
+            (1, T0 - 5 * SECOND, p, 0, "", 0, 0),
+            (2, T0 - 4 * SECOND, c, 2, "old-node", T0 - 9 * SECOND, 0),
+            (3, T0 - 3 * SECOND, d, 1, "old-node", T0 - 8 * SECOND, T0 - 7 * SECOND),
+        ],
+    )
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        await engine.run_until_idle()
+        repo = engine.parts.lanes["sms"].repo
+        rows = {r.key: r for r in await repo.page(start_ms=day.start_ms, end_ms=day.end_ms)}
+    assert [(i, attempt) for i, attempt, *_ in recorder.fires] == [(1, 1), (2, 2)]
+    assert {k: r.status for k, r in rows.items()} == {1: d, 2: d, 3: d}
+    assert (rows[3].fired_at_ms, rows[3].claim_epoch) == (T0 - 7 * SECOND, -1)
+    assert rows[1].claim_epoch == rows[2].claim_epoch == engine.epoch
 
 
 # -- retries and failures ---------------------------------------------------------------------
@@ -602,9 +729,9 @@ class ClaimSpy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
 
-    async def claim_due(self, node_id: str, **kwargs: Any) -> Any:
+    async def claim_due(self, claimant: Claimant, **kwargs: Any) -> Any:
         self.limits.append(kwargs["limit"])
-        return await self.repo.claim_due(node_id, **kwargs)
+        return await self.repo.claim_due(claimant, **kwargs)
 
 
 async def test_a_burst_of_due_rows_is_claimed_in_larger_batches_and_fires_once(
@@ -734,12 +861,12 @@ class FlakyReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
 
-    async def read_payloads(self, node_id: str, refs: Any) -> Any:
+    async def read_payloads(self, epoch: int, refs: Any) -> Any:
         self.reads += 1
         if self.reads <= self.failures:
             refused = ConnectionRefusedError("connection refused")
             raise StoreUnavailable("read payloads", refused, address="127.0.0.1:3306")
-        return await self.repo.read_payloads(node_id, refs)
+        return await self.repo.read_payloads(epoch, refs)
 
 
 async def test_jobs_held_without_payload_are_read_just_in_time_and_fire_on_time(
@@ -857,18 +984,20 @@ async def test_a_job_cancelled_elsewhere_while_held_without_payload_does_not_fir
         Status.CANCELLED,
         Status.DONE,
     ]
+    # Its failure changed nothing (the row is CANCELLED), but no other node has it: not fenced.
+    assert sample(engine, "infinite_scheduler_fenced_writes_total", entity="sms") == 0
 
 
 async def test_a_held_job_handed_back_and_claimed_again_fires_once(
     engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Another process hands back every claim (release(None)) while this engine holds job 1
-    in its wheel and job 2 in hand (fired, its outcome not written yet); the next fetch claims
-    both again."""
+    """Another process hands back this engine's claims (a takeover) while it holds job 1 in
+    its wheel and job 2 in hand (fired, its outcome not written yet); the next fetch claims
+    both again, under the same epoch."""
     await repo.insert([sms(1, T0 + 500), sms(2, T0)], now_ms=T0)
     recorder = Recorder()
     async with engine_factory(handler=recorder) as engine:
-        assert await repo.release(None) == 2
+        assert await repo.take_over(engine.epoch, from_ms=0) == 2
         await engine.run_until_idle()
         clock.advance(500)
         await engine.run_until_idle()
@@ -879,6 +1008,81 @@ async def test_a_held_job_handed_back_and_claimed_again_fires_once(
         f"sms {i} claimed again while held here (its claim was handed back meanwhile); held once"
         for i in (2, 1)
     ]
+
+
+async def _taken_over(repo: Repo, engine: InfiniteScheduler, n: int) -> Claimant:
+    """Another node takes this engine's claims over (as if it had been declared dead) and
+    claims them itself: they are node-b's, epoch 7, from now on."""
+    assert await repo.take_over(engine.epoch, from_ms=0) == n
+    other = Claimant("node-b", 7)
+    claimed = await repo.claim_due(other, now_ms=T0, before_ms=T0 + 60_000, since_ms=T0, limit=9)
+    assert len(claimed) == n
+    return other
+
+
+def fenced_logs(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
+    return [
+        (r.job_id, r.shard, r.node, r.epoch, r.getMessage())  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "action", None) == "fenced"
+    ]
+
+
+async def test_an_ack_of_a_job_taken_over_meanwhile_is_fenced_counted_and_logged(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This engine still holds job 1 and fires it (a stall the cluster's self-fencing is for),
+    but its ack changes nothing: the row is node-b's claim. The ack of job 2 goes through."""
+    await repo.insert([sms(1, T0 + 500), sms(2, T0 + 500)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder) as engine:
+        assert engine.held() == 2
+        assert await repo.take_over(engine.epoch, from_ms=0) == 2
+        other = Claimant("node-b", 7)
+        [job] = await repo.claim_due(other, now_ms=T0, before_ms=T0 + 501, since_ms=T0, limit=1)
+        assert job.key == 1
+        # Job 2 is PENDING again: this engine's next fetch claims it (held once, acked once).
+        clock.advance(500)
+        await engine.run_until_idle()
+    assert sorted(recorder.ids()) == [1, 2]
+    [row] = await repo.get(1)
+    assert (row.status, row.claimed_by, row.claim_epoch) == (Status.CLAIMED, "node-b", 7)
+    assert (await repo.get(2))[0].status is Status.DONE
+    assert sample(engine, "infinite_scheduler_fenced_writes_total", entity="sms") == 1
+    assert fenced_logs(caplog) == [
+        (
+            1,
+            row.shard,
+            "node-a",
+            engine.epoch,
+            f"sms 1: ack fenced: taken over from node-a (epoch {engine.epoch}),"
+            " now CLAIMED by node-b (epoch 7)",
+        )
+    ]
+
+
+async def test_a_job_taken_over_before_its_payload_is_read_is_not_fired_and_is_reported(
+    engine_factory: EngineFactory, repo: Repo, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Held without its payload, the job comes due: the read finds the row another node's,
+    so the job does not fire here, nothing is written about it, and the read is reported."""
+    await repo.insert([sms(1, T0 + 1500)], now_ms=T0)
+    recorder = Recorder()
+    async with engine_factory(handler=recorder, **PAYLOAD_WINDOW) as engine:
+        assert engine.held() == 1
+        await _taken_over(repo, engine, 1)
+        clock.advance(1500)
+        await engine.run_until_idle()
+        assert engine.held() == 0
+    assert recorder.fires == []
+    [row] = await repo.get(1)
+    assert (row.status, row.claimed_by, row.last_error) == (Status.CLAIMED, "node-b", None)
+    assert sample(engine, "infinite_scheduler_fenced_writes_total", entity="sms") == 1
+    assert sample(engine, "infinite_scheduler_jobs_failed_total", entity="sms") == 0
+    assert [(i, node, epoch) for i, _, node, epoch, _ in fenced_logs(caplog)] == [
+        (1, "node-a", engine.epoch)
+    ]
+    assert "payload read fenced" in fenced_logs(caplog)[0][4]
 
 
 # -- sync handlers on threads, and async handlers that block the loop: real time, SQLite only --

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from repos.base import ShardPolicy
+from repos.base import Claimant, ShardPolicy
 from repos.cluster import Membership, NodeState
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_membership, make_repository
@@ -65,8 +65,8 @@ async def test_nodes_list_shows_live_timed_out_and_finished_nodes_with_their_cla
     try:
         now = datetime.now(UTC)
         sms = [SmsEntity(id=i, scheduled_at=now, phone="+1", message="m") for i in range(5)]
-        await repo.insert(sms[:3], now_ms=0, claimed_by="node-a")
-        await repo.insert(sms[3:4], now_ms=0, claimed_by="node-gone")
+        await repo.insert(sms[:3], now_ms=0, claimed_by=Claimant("node-a", live))
+        await repo.insert(sms[3:4], now_ms=0, claimed_by=Claimant("node-gone", gone))
         await repo.insert(sms[4:], now_ms=0)
     finally:
         await repo.close()

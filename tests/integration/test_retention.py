@@ -19,12 +19,14 @@ from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.metrics import Metrics
-from repos.base import Failure, ShardingRepository, ShardPolicy, Status, StoreError
+from repos.base import Claimant, Failure, ShardingRepository, ShardPolicy, Status, StoreError
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 from repos.shards import Granularity
 
 pytestmark = pytest.mark.timeout(30)
+#: The claimant of the claims these tests make (a node id and its epoch).
+NODE = Claimant("node-a", 1)
 
 Repo = ShardingRepository[Any, Any]
 DAY = Granularity.DAY.span_ms
@@ -160,11 +162,11 @@ async def test_unfinished_rows_of_a_dropped_shard_are_counted_logged_and_metered
     repo = await make_repo()
     await repo.insert([sms(i, B0 + 1000 + i) for i in range(1, 9)], now_ms=B0)
     await repo.insert([sms(100, B0 + DAY + 1000)], now_ms=B0)  # in the next, live shard
-    claimed = await repo.claim_due("node-a", now_ms=B0, before_ms=B0 + DAY, since_ms=B0, limit=4)
+    claimed = await repo.claim_due(NODE, now_ms=B0, before_ms=B0 + DAY, since_ms=B0, limit=4)
     assert [job.key for job in claimed] == [1, 2, 3, 4]
-    await repo.mark_done("node-a", [claimed[0].ref, claimed[1].ref], fired_at_ms=B0)
+    await repo.mark_done(NODE.epoch, [claimed[0].ref, claimed[1].ref], fired_at_ms=B0)
     failure = Failure(ref=claimed[2].ref, error="boom", retry_at_ms=None)
-    await repo.mark_failed("node-a", [failure], now_ms=B0)
+    await repo.mark_failed(NODE.epoch, [failure], now_ms=B0)
     await repo.cancel([5])
     m = maintenance([repo])
     with caplog.at_level(logging.INFO, logger="infinite_scheduler.maintenance"):
@@ -199,7 +201,7 @@ async def test_a_drop_racing_with_claims_and_inserts_loses_no_live_row(make_repo
         for _ in range(10):
             claimed.extend(
                 await repo.claim_due(
-                    "node-a", now_ms=now, before_ms=now + 60_000, since_ms=now - HOUR, limit=60
+                    NODE, now_ms=now, before_ms=now + 60_000, since_ms=now - HOUR, limit=60
                 )
             )
             await asyncio.sleep(0)
@@ -384,13 +386,18 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[tuple[str | None, str]
 async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_unfinished(
     make_repo: Any, backend: Any, raw_sql: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A pass reads the rows due by its time (status is in no index: the claim index's
+    PENDING range is where such rows are cheap to find) and every row of the shards it drops;
+    a row not due yet is reported once it is."""
     repo = await make_repo()
     await repo.insert([sms(i, B0 + 1000 + i) for i in range(1, 5)], now_ms=B0)
-    await repo.insert([sms(i, B0 + 8 * DAY + i) for i in (10, 11, 12)], now_ms=B0)
+    await repo.insert([sms(i, B0 + 7 * DAY + i) for i in (10, 11, 12)], now_ms=B0)
+    await repo.insert([sms(13, B0 + 9 * DAY)], now_ms=B0)
     await set_status(raw_sql, repo, backend, 3, 7)  # in the shard that expires
     await set_status(raw_sql, repo, backend, 11, 9)  # in a live one
     await set_status(raw_sql, repo, backend, 10, -1)
-    [expired, live] = [(await repo.get(key))[0].shard for key in (3, 11)]
+    await set_status(raw_sql, repo, backend, 13, 9)  # not due yet
+    [expired, live, later] = [(await repo.get(key))[0].shard for key in (3, 11, 13)]
     m = maintenance([repo])
     now = B0 + DAY + repo.policy.retention_ms  # the first shard has just expired
 
@@ -429,6 +436,11 @@ async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_
         assert not (await m.run_once(now + 1)).failures
     assert [shard for shard, _ in warnings_of(caplog)] == [live]
     assert sample(m, "rows_unknown_status") == 2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="infinite_scheduler.maintenance"):
+        assert not (await m.run_once(B0 + 9 * DAY + 1)).failures  # 13 is due now
+    assert [shard for shard, _ in warnings_of(caplog)] == [live, later]
+    assert sample(m, "rows_unknown_status") == 3
 
 
 class Surprising:
@@ -489,8 +501,8 @@ async def test_the_engine_keeps_running_over_rows_of_an_unknown_status(
     await seeder.open()
     try:
         await seeder.insert([sms(i, B0 + i) for i in range(3)], now_ms=B0)  # long expired
-        await seeder.insert([sms(7, now + DAY)], now_ms=now)  # live, not due yet
-        for key, day in ((1, 0), (7, 11)):
+        await seeder.insert([sms(7, now - 1000)], now_ms=now)  # live, due: never claimed
+        for key, day in ((1, 0), (7, 10)):
             table = f"sms_{datetime.fromtimestamp((B0 + day * DAY) / 1000, UTC):%Y%m%d}"
             await raw_sql(seeder, f"UPDATE {table} SET status = 7 WHERE id = {key}")
         engine = InfiniteScheduler(config, clock=FakeClock(now))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from repos.base import ShardingRepository, ShardPolicy
+from repos.base import Claimant, ShardingRepository, ShardPolicy
 from repos.entity import EntitySpec
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
@@ -22,6 +22,8 @@ from repos.shards import Granularity, bounds_of
 
 pytestmark = pytest.mark.timeout(30)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
+#: The claimant of the claims these tests make (a node id and its epoch).
+NODE = Claimant("n", 1)
 DAY = Granularity.DAY.span_ms
 #: What an --app module may register: a type of the user's own, not one of the examples.
 REMINDERS = EntitySpec.of(SmsEntity, name="reminders")
@@ -56,8 +58,10 @@ class Seeded:
 async def seed(repo: ShardingRepository[Any, Any], now_ms: int) -> tuple[str, str, int]:
     old_ms = now_ms - 10 * DAY
     await repo.insert([sms(i, old_ms + i) for i in range(3)], now_ms=old_ms)
-    [job] = await repo.claim_due("n", now_ms=old_ms, before_ms=old_ms + 1, since_ms=old_ms, limit=1)
-    await repo.mark_done("n", [job.ref], fired_at_ms=old_ms)
+    [job] = await repo.claim_due(
+        NODE, now_ms=old_ms, before_ms=old_ms + 1, since_ms=old_ms, limit=1
+    )
+    await repo.mark_done(NODE.epoch, [job.ref], fired_at_ms=old_ms)
     await repo.insert([sms(i, now_ms + i) for i in range(4)], now_ms=now_ms)
     prefix = repo.spec.table_prefix
     expired, live = (bounds_of(at, Granularity.DAY) for at in (old_ms, now_ms))
@@ -247,9 +251,9 @@ async def test_drop_expired_drops_shards_of_finished_rows_without_asking(
         old_ms = time.time_ns() // 1_000_000 - 10 * DAY
         await repo.insert([sms(i, old_ms + i) for i in range(3)], now_ms=old_ms)
         jobs = await repo.claim_due(
-            "n", now_ms=old_ms, before_ms=old_ms + 3, since_ms=old_ms, limit=3
+            NODE, now_ms=old_ms, before_ms=old_ms + 3, since_ms=old_ms, limit=3
         )
-        await repo.mark_done("n", [job.ref for job in jobs], fired_at_ms=old_ms)
+        await repo.mark_done(NODE.epoch, [job.ref for job in jobs], fired_at_ms=old_ms)
         [expired] = [s.name for s in await repo.list_shards()]
     finally:
         await repo.close()

@@ -30,7 +30,7 @@ class RecordingAcker(Acker):
     """The real acker, remembering every failure it was handed (it never flushes here)."""
 
     def __init__(self) -> None:
-        super().__init__(node_id="node-a", clock=SystemClock(), batch_size=1000)
+        super().__init__(node_id="node-a", epoch=1, clock=SystemClock(), batch_size=1000)
         self.failures: list[Failure] = []
 
     def failed(self, lane: Lane, failure: Failure) -> None:

@@ -39,6 +39,7 @@ PLACEHOLDERS = {
     "end_ms",
     "rows",
     "keys",
+    "epochs",
     "partitions",
     "parts",
 }

@@ -1,0 +1,83 @@
+"""Shards of the version before epoch claims, brought to this version's shape when found.
+
+That version's tables have no ``claim_epoch`` and index ``(status, due_at)`` as ix_status_due.
+The first time a repository handle sees a shard table (the layouts' discover()), it asks the
+catalogue once whether the table still has ix_status_due, and if so upgrades it in place (the
+partitioned layout's one table once): see repos/mysql/sql.py, OLD_SHARDS and the UPGRADE_
+statements. Each step can run again, so an upgrade cut short is finished by the next handle; two
+handles racing through it leave one result. Engines of the earlier version must be stopped
+first: they would neither stamp nor read the epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+from repos.errors import StoreError
+from repos.mysql import sql
+from repos.mysql.driver import Executor, Tx, error_code
+
+logger = logging.getLogger(__name__)
+
+#: Rows each UPDATE of the upgrade changes at most: bounded transactions on a big shard.
+STEP_ROWS = 10_000
+#: Duplicate column / duplicate key name / can't drop the key: another handle got there first.
+_RACED = frozenset({1060, 1061, 1091})
+
+
+class Upgrades:
+    """The shard tables one handle has checked already (each is asked about once)."""
+
+    def __init__(self) -> None:
+        self._checked: set[str] = set()
+
+    async def check(self, ex: Executor, tables: Collection[str], pattern: str) -> None:
+        """Upgrade those of `tables` (a LIKE `pattern` matches them all) still of the old shape."""
+        unchecked = set(tables) - self._checked
+        if not unchecked:
+            return
+        async with ex.transaction("find old shards") as tx:
+            rows = await tx.fetch_all(sql.OLD_SHARDS, {"pattern": pattern})
+        for table in sorted({r[0] for r in rows} & unchecked):
+            await upgrade(ex, table)
+        self._checked |= unchecked
+
+
+async def upgrade(ex: Executor, table: str) -> None:
+    """Bring one table of the old shape to this one; its CLAIMED rows go back to PENDING (the
+    attempt handed back, so they fire once with the attempt number they had)."""
+    async with ex.transaction("read shard columns", shard=table) as tx:
+        has_epoch = bool(await tx.fetch_all(sql.HAS_CLAIM_EPOCH, {"table": table}))
+    if not has_epoch:
+        await _ddl(ex, sql.UPGRADE_ADD_EPOCH.format(table=table), table)
+    await _in_steps(ex, sql.UPGRADE_PENDING.format(table=table), table)
+    released = await _in_steps(ex, sql.UPGRADE_RELEASE.format(table=table), table)
+    await _ddl(ex, sql.UPGRADE_INDEX.format(table=table), table)
+    logger.warning(
+        "shard %s upgraded to epoch claims; %d rows it held CLAIMED are PENDING again and fire"
+        " once, now",
+        table,
+        released,
+        extra={"action": "upgrade", "shard": table},
+    )
+
+
+async def _ddl(ex: Executor, ddl: str, table: str) -> None:
+    try:
+        await ex.execute_ddl("upgrade shard", ddl, shard=table)
+    except StoreError as exc:
+        if error_code(exc.cause) not in _RACED:
+            raise
+
+
+async def _in_steps(ex: Executor, statement: str, table: str) -> int:
+    """Run an UPDATE ... LIMIT until it changes nothing; return the rows it changed."""
+    changed = 0
+
+    async def step(tx: Tx) -> int:
+        return await tx.execute(statement, {"limit": STEP_ROWS})
+
+    while n := int(await ex.run("upgrade shard", step, shard=table)):
+        changed += n
+    return changed
