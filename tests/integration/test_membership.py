@@ -92,7 +92,10 @@ async def test_join_refuses_an_id_a_live_node_holds_and_names_that_node(
         f"node id 'worker-1' is in use by a live node 'worker-1' (epoch {live} on host host-1"
         " pid 4242, heartbeat N s ago); stop that process"
     )
-    assert "the id is free once its heartbeat is 10 s old (cluster.node_timeout_s)" in message
+    assert message.endswith(
+        "the id is free once its heartbeat is 10 s old (cluster.node_timeout_s), at once to a"
+        " process on its host"
+    )
     assert (refused.value.holder.epoch, refused.value.holder.pid) == (live, 4242)
     assert [n.epoch for n in (await b.list_nodes()).nodes] == [live]  # nothing was written
 
@@ -151,7 +154,8 @@ async def test_sqlite_takes_one_live_node_and_mysql_several(
         f"the embedded SQLite store runs one node, and node 'node-a' (epoch {first} on host"
         " host-1 pid 7, heartbeat N s ago) is live on it; stop it before starting node"
         " 'node-b', or use MySQL/MariaDB for several nodes. If that process is gone, the store"
-        " is free once its heartbeat is 10 s old (cluster.node_timeout_s)"
+        " is free once its heartbeat is 10 s old (cluster.node_timeout_s), at once to a process"
+        " on its host"
     )
     await age(raw_sql, a, first, TIMEOUT_MS + 1_000)  # crashed: the file is free again
     assert await join(b, "node-b") > first
