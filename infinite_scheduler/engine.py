@@ -11,8 +11,9 @@ registered types are final. Start-up order matters: the process joins the store'
 (a new epoch; refused while a live node has its id), its heartbeat starts, stores open, claims
 left by a previous run are released, the first fetch runs, then the loops start; overdue rows
 found by that first fetch fire once, now. Shutdown is the reverse: stop fetching, drain
-handlers (bounded), flush acks, hand unfired claims back to the store, stop the heartbeat and
-mark the epoch LEFT, close the stores.
+handlers (bounded), flush acks, hand unfired claims back to the store, release the maintenance
+lease (another node takes it at its next pass), stop the heartbeat and mark the epoch LEFT,
+close the stores.
 
 Manual mode (``InfiniteScheduler(config, clock=FakeClock(...), manual=True)``, like arq's
 burst mode) starts everything but the loops; ``await engine.run_until_idle()`` then does their
@@ -21,8 +22,9 @@ jobs due at the clock's now out of the wheels, the handlers run to their end, th
 written; again, until a turn moves nothing. Tests then ``clock.advance(ms)`` and call it again:
 what fires, when, and in which order follows from the clock alone, never from sleeps. Not
 driven by a loop, a failing store call raises out of run_until_idle() instead of being retried,
-and shard maintenance does not run (Maintenance.run_once takes the time as argument). Handler
-timeouts and sync handlers' threads still take real time.
+and shard maintenance does not run (``engine.parts.maintenance.maintain(now_ms)`` runs a pass,
+under the lease, when a test says so). Handler timeouts and sync handlers' threads still take
+real time.
 """
 
 from __future__ import annotations
@@ -351,9 +353,12 @@ class InfiniteScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Right after _shutdown: stop the heartbeat (the node stayed live while it drained and
-        handed back) and, if _shutdown handed everything back, mark the epoch LEFT. A stop that
-        failed leaves the epoch to age out: its claims are taken over."""
+        """Right after _shutdown: release the maintenance lease (whatever happened: it holds no
+        claim), stop the heartbeat (the node stayed live while it drained and handed back) and,
+        if _shutdown handed everything back, mark the epoch LEFT. A stop that failed leaves the
+        epoch to age out: its claims are taken over."""
+        if self._parts is not None:
+            await self._parts.maintenance.release()
         await self._stop_heartbeat()
         if exc is None and self._parts is not None:
             await self._parts.node.leave()

@@ -13,6 +13,7 @@ import pytest
 from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import ENV_PREFIX, load_config
 from infinite_scheduler.errors import ConfigError
+from infinite_scheduler.lease import maintenance_lease_ttl_ms
 from infinite_scheduler.membership import Fence, gone_from_this_host, is_dead, live_nodes
 from infinite_scheduler.node import pid_running
 from repos.cluster import LiveNode, NodeInfo, NodeState, Roster
@@ -117,6 +118,14 @@ def test_pid_running_asks_the_operating_system() -> None:
     assert pid_running(os.getpid())
     assert pid_running(1)  # init: runs, as another user (PermissionError) or ours
     assert pid_running(0) and pid_running(-1)  # not a process id: cannot tell, so "running"
+
+
+# -- the maintenance lease -------------------------------------------------------------------------
+
+
+def test_the_maintenance_lease_lasts_two_intervals_and_the_node_timeout() -> None:
+    assert maintenance_lease_ttl_ms(interval_s=300, node_timeout_s=10) == 610_000
+    assert maintenance_lease_ttl_ms(interval_s=0.1, node_timeout_s=0.5) == 700
 
 
 # -- the [cluster] timings ----------------------------------------------------------------------
