@@ -44,7 +44,7 @@ from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.jobs import Handler, Lane, by_type
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.node import Identity, join
+from infinite_scheduler.node import Identity, join, stopped
 from infinite_scheduler.parts import (
     Parts,
     Registration,
@@ -163,6 +163,7 @@ class InfiniteScheduler:
             joined_ms = self._monotonic_ms()  # when sent: the fence counts from before the write
             joined = await join(membership, self._identity(), node_timeout_ms=self._node_timeout_ms)
             self._epoch = joined.epoch
+            stack.callback(stopped, self.node_id, joined.epoch)
             stack.push_async_callback(self._leave_unless_claiming, membership)
             parts = compose(registrations, self._wiring(membership, joined_ms))
             if not self._manual:

@@ -17,7 +17,7 @@ any more is dead now (:func:`gone_from_this_host`), not in node_timeout_s.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from infinite_scheduler.config_errors import Conflict
@@ -41,13 +41,24 @@ def live_nodes(roster: Roster, *, node_timeout_ms: int) -> list[NodeInfo]:
 
 
 def gone_from_this_host(
-    holder: LiveNode, *, host: str, pid: int, running: Callable[[int], bool]
+    holder: LiveNode,
+    *,
+    host: str,
+    pid: int,
+    running: Callable[[int], bool],
+    ours: Container[tuple[str, int]],
 ) -> bool:
-    """Whether the live-looking node in the way of a join (host `host`, process `pid`) is a
+    """Whether the live-looking node in the way of a join by process `pid` of host `host` is a
     process of this very host that no longer runs: a crash, restarted before its heartbeat
-    aged. Hostnames must tell machines apart (they do by default, in containers too): a pid
-    means nothing on another machine, and a node there is never judged by this one."""
-    return holder.host == host and holder.pid != pid and not running(holder.pid)
+    aged. Its pid names no `running` process; or it is `pid` itself, and none of the (node id,
+    epoch) this process runs (`ours`): an earlier process that had the same pid (a container
+    restarted, its app pid 1 again). Hostnames must tell machines and containers apart (they do
+    by default): a pid means nothing elsewhere, and a node there is never judged by this one."""
+    if holder.host != host:
+        return False
+    if holder.pid == pid:
+        return (holder.node_id, holder.epoch) not in ours
+    return not running(holder.pid)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,10 @@ from repos.cluster import Joined, LiveNode, Membership, NodeInfo, NodeRefused, N
 logger = logging.getLogger(__name__)
 #: Rows of gone processes a join declares dead before it gives up (each refusal names one).
 GONE_TRIES = 3
+#: (node id, epoch) of this process's engines, from their join until they stopped: a row in the
+#: way naming this host and this very pid, and none of these, is an earlier process's that had
+#: the same pid (see membership.gone_from_this_host).
+_RUNNING_HERE: set[tuple[str, int]] = set()
 
 
 class Gate(Protocol):
@@ -71,7 +75,8 @@ async def join(
     node_timeout_ms: int,
     running: Callable[[int], bool] = pid_running,
 ) -> Joined:
-    """Join the store as a new epoch (NodeIdInUse, SingleNodeStore: refused); log it.
+    """Join the store as a new epoch (NodeIdInUse, SingleNodeStore: refused); log it. The
+    caller calls :func:`stopped` once the epoch stopped, whatever the outcome.
 
     A live-looking node in the way that is a process of this host no longer `running` (a
     crash, restarted at once) does not refuse the join: it is declared DEAD here, and comes
@@ -89,7 +94,11 @@ async def join(
         except NodeRefused as refused:
             holder = refused.holder
             if not tries_left or not gone_from_this_host(
-                holder, host=identity.host, pid=identity.pid, running=running
+                holder,
+                host=identity.host,
+                pid=identity.pid,
+                running=running,
+                ours=_RUNNING_HERE,
             ):
                 raise
             found = await membership.declare_gone(holder.epoch)
@@ -98,9 +107,16 @@ async def join(
                 gone.append(found)
             continue
         joined = Joined(epoch=joined.epoch, earlier=(*joined.earlier, *gone))
+        _RUNNING_HERE.add((identity.node_id, joined.epoch))
         _log_join(identity, joined)
         return joined
     raise AssertionError("unreachable")
+
+
+def stopped(node_id: str, epoch: int) -> None:
+    """The engine of this epoch stopped (or never got going): a row of it still in the way of a
+    later join in this process is a leftover, no longer this process's own."""
+    _RUNNING_HERE.discard((node_id, epoch))
 
 
 def _log_gone(identity: Identity, holder: LiveNode) -> None:

@@ -28,7 +28,7 @@ from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import NodeIdInUse, SingleNodeStore, StoreMissing
 from infinite_scheduler.jobs import JobContext
-from infinite_scheduler.node import Identity, join
+from infinite_scheduler.node import Identity, join, stopped
 from repos.base import ShardingRepository, Status
 from repos.cluster import Membership, NodeInfo, NodeState
 from repos.examples import SMS, SmsEntity
@@ -287,17 +287,22 @@ async def crashed_row(members: Membership, node_id: str, *, pid: int, host: str 
     return joined.epoch
 
 
+@pytest.mark.parametrize("pid", ["ended", "this process's"])
 async def test_a_restart_on_the_host_of_a_process_that_is_gone_takes_its_row_over_at_once(
     engine_factory: EngineFactory,
     members: Membership,
     backend: Backend,
     caplog: pytest.LogCaptureFixture,
+    pid: str,
 ) -> None:
     """The crashed process's heartbeat is fresh (node_timeout_s would refuse the start), but it
-    ran on this host and its pid runs no more: it is declared dead, the start goes on. On
-    SQLite this holds for a crashed node of any id (AUTO ids differ at every start)."""
+    ran on this host and its pid runs no more, or is this process's own and no engine here
+    joined as that row (a container restarted: its app is pid 1 again): it is declared dead,
+    the start goes on. On SQLite this holds for a crashed node of any id (AUTO ids differ at
+    every start)."""
     for node_id in ("node-a", "node-b") if backend.kind == "sqlite" else ("node-a",):
-        crashed = await crashed_row(members, node_id, pid=await ended_pid())
+        crashed_pid = await ended_pid() if pid == "ended" else os.getpid()
+        crashed = await crashed_row(members, node_id, pid=crashed_pid)
         with caplog.at_level(logging.INFO, logger="infinite_scheduler.node"):
             async with engine_factory(node_id="node-a") as engine:
                 assert (await node_row(members, crashed)).state == NodeState.DEAD
@@ -332,6 +337,27 @@ async def test_join_returns_the_row_of_a_gone_process_among_the_epochs_to_take_o
         NodeState.DEAD,
         T0 - 1_000,
     )
+
+
+async def test_a_row_of_this_process_is_its_own_until_its_engine_stopped(
+    backend: Backend, backend_url: str, members: Membership
+) -> None:
+    """Same host, same pid: while this process runs that epoch the row refuses a join; once
+    its engine stopped without leaving (a failed stop), the row is a leftover to take over."""
+    membership = make_membership(backend_url, driver=backend.driver)
+    await membership.open()
+    try:
+        me = Identity(node_id="node-a", host=socket.gethostname(), pid=os.getpid(), version="v")
+        first = await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+        with pytest.raises(NodeIdInUse):
+            await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+        stopped("node-a", first.epoch)
+        again = await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+        stopped("node-a", again.epoch)
+    finally:
+        await membership.close()
+    assert [n.epoch for n in again.earlier] == [first.epoch]
+    assert (await node_row(members, first.epoch)).state == NodeState.DEAD
 
 
 async def test_a_restart_is_refused_while_the_process_in_the_way_runs_or_is_on_another_host(

@@ -103,12 +103,25 @@ def holder(host: str, pid: int) -> LiveNode:
 
 
 def test_only_a_process_of_this_host_that_no_longer_runs_is_gone() -> None:
-    running = {41}.__contains__  # pid 41 runs on this host, 42 does not
-    gone = gone_from_this_host
-    assert gone(holder("db1", 42), host="db1", pid=50, running=running)
-    assert not gone(holder("db1", 41), host="db1", pid=50, running=running)  # still runs
-    assert not gone(holder("db2", 42), host="db1", pid=50, running=running)  # not ours to ask
-    assert not gone(holder("db1", 50), host="db1", pid=50, running=lambda _: False)  # itself
+    def gone(host: str, pid: int) -> bool:  # pid 41 runs on this host, 42 does not
+        running = {41}.__contains__
+        return gone_from_this_host(holder(host, pid), host="db1", pid=50, running=running, ours=())
+
+    assert gone("db1", 42)
+    assert not gone("db1", 41)
+    assert not gone("db2", 42)  # another host's pid: not this host's to judge
+
+
+def test_a_row_of_this_very_pid_is_gone_unless_this_process_runs_it() -> None:
+    """A container restarted: its app is pid 1 again, and the crashed one's row names pid 1."""
+
+    def gone(host: str, ours: set[tuple[str, int]]) -> bool:  # every pid runs
+        mine = holder("db1", 50)  # node id "a", epoch 7
+        return gone_from_this_host(mine, host=host, pid=50, running=lambda _: True, ours=ours)
+
+    assert not gone("db1", {("a", 7)})  # this process's own engine
+    assert gone("db1", {("a", 6)})
+    assert not gone("db2", set())
 
 
 def test_pid_running_asks_the_operating_system() -> None:
@@ -120,7 +133,7 @@ def test_pid_running_asks_the_operating_system() -> None:
     assert pid_running(0) and pid_running(-1)  # not a process id: cannot tell, so "running"
 
 
-# -- the maintenance lease -------------------------------------------------------------------------
+# -- the maintenance lease ---------------------------------------------------------------------
 
 
 def test_the_maintenance_lease_lasts_two_intervals_and_the_node_timeout() -> None:
