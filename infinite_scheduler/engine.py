@@ -9,10 +9,11 @@ The parts (lanes, fetcher, payload reader, dispatcher, acker, maintenance, the n
 heartbeat) are built together by infinite_scheduler/parts.py when the engine starts, once the
 registered types are final. Start-up order matters: the process joins the store's membership
 (a new epoch, the fencing token of its claims; refused while a live node has its id), its
-heartbeat starts, stores open, claims left by this node id's earlier runs are taken over, the
-first fetch runs, then the loops start; overdue rows found by that first fetch fire once, now. Shutdown is the reverse: stop fetching, drain
-handlers (bounded), flush acks, hand unfired claims back to the store, stop the heartbeat and
-mark the epoch LEFT, close the stores.
+heartbeat starts, stores open, the claims of dead nodes and of this node id's earlier runs are
+taken over, the first fetch runs, then the loops start; overdue rows found by that first fetch
+fire once, now. Shutdown is the reverse: stop fetching, drain handlers (bounded), flush acks,
+hand unfired claims back to the store, release the maintenance lease (another node takes it at
+its next pass), stop the heartbeat and mark the epoch LEFT, close the stores.
 
 Manual mode (``InfiniteScheduler(config, clock=FakeClock(...), manual=True)``, like arq's
 burst mode) starts everything but the loops; ``await engine.run_until_idle()`` then does their
@@ -21,8 +22,9 @@ jobs due at the clock's now out of the wheels, the handlers run to their end, th
 written; again, until a turn moves nothing. Tests then ``clock.advance(ms)`` and call it again:
 what fires, when, and in which order follows from the clock alone, never from sleeps. Not
 driven by a loop, a failing store call raises out of run_until_idle() instead of being retried,
-and shard maintenance does not run (Maintenance.run_once takes the time as argument). Handler
-timeouts and sync handlers' threads still take real time.
+and shard maintenance does not run (``engine.parts.maintenance.maintain(now_ms)`` runs a pass,
+under the lease, when a test says so). Handler timeouts and sync handlers' threads still take
+real time.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
 from infinite_scheduler.jobs import Handler, Lane, by_type
 from infinite_scheduler.metrics import Metrics
-from infinite_scheduler.node import Identity, join
+from infinite_scheduler.node import Identity, join, stopped
 from infinite_scheduler.parts import (
     Parts,
     Registration,
@@ -161,6 +163,7 @@ class InfiniteScheduler:
             joined_ms = self._monotonic_ms()  # when sent: the fence counts from before the write
             joined = await join(membership, self._identity(), node_timeout_ms=self._node_timeout_ms)
             self._epoch = joined.epoch
+            stack.callback(stopped, self.node_id, joined.epoch)
             stack.push_async_callback(self._leave_unless_claiming, membership)
             parts = compose(registrations, self._wiring(membership, joined_ms))
             if not self._manual:
@@ -337,9 +340,12 @@ class InfiniteScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Right after _shutdown: stop the heartbeat (the node stayed live while it drained and
-        handed back) and, if _shutdown handed everything back, mark the epoch LEFT. A stop that
-        failed leaves the epoch to age out: its claims are taken over."""
+        """Right after _shutdown: release the maintenance lease (whatever happened: it holds no
+        claim), stop the heartbeat (the node stayed live while it drained and handed back) and,
+        if _shutdown handed everything back, mark the epoch LEFT. A stop that failed leaves the
+        epoch to age out: its claims are taken over."""
+        if self._parts is not None:
+            await self._parts.maintenance.release()
         await self._stop_heartbeat()
         if exc is None and self._parts is not None:
             await self._parts.node.leave()

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, carrying the job id, entity, shard, node and epoch."""
+"""Structured logs: one JSON object per line, carrying job id, entity, shard, node, epoch, lease."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from typing import Any
 import orjson
 
 #: Extra fields a record may carry (set through `extra=` by the engine's loops).
-CONTEXT_FIELDS = ("action", "job_id", "entity", "shard", "shard_at_ms", "node", "epoch")
+CONTEXT_FIELDS = (
+    "action",
+    "job_id",
+    "entity",
+    "shard",
+    "shard_at_ms",
+    "node",
+    "epoch",
+    "lease",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -16,10 +16,15 @@ pass logs those due by now, and those in the shards it drops, with shard and ids
 for one entity type, whatever the error, is logged and retried by the next pass: it never ends
 maintenance, nor the engine.
 
-One node runs this today. Once nodes share a store, one pass at a time should run under a
-database lock (MySQL ``GET_LOCK('infinite_scheduler:maintenance', 0)``, skip the pass when
-taken): every step is idempotent already, the lock saves the duplicate work and the errors of
-two nodes dropping the same partition.
+One node of the store runs the passes: the one holding the lease ``maintenance``
+(infinite_scheduler/lease.py), taken or renewed before each pass. A node that does not hold it
+skips the pass (a debug line) and tries again an interval later; when the holder stops
+gracefully it releases the lease, and another node takes it at its next try. Every step is
+idempotent, so two passes at once (a holder whose lease lapsed mid-pass) only cost duplicate
+work; the lease saves that work and the errors of two nodes dropping the same partition. Under
+the lease, a pass also prunes the nodes table: LEFT and DEAD rows whose heartbeat is older than
+``nodes_retention_ms`` (the shards' retention) go, so that it does not grow by one row per
+process start forever.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infinite_scheduler.clock import Clock
+from infinite_scheduler.lease import Lease
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import (
@@ -52,6 +58,8 @@ Repo = ShardingRepository[Any, Any]
 FIRST_BACKOFF_S = 1.0
 #: Ids listed per shard in the warning about rows of unknown status.
 UNKNOWN_IDS_SHOWN = 10
+#: The key of MaintenanceReport.failures for the nodes table (entity names have no spaces).
+NODES_PART = "nodes table"
 
 
 def ahead_window(now_ms: int, granularity: Granularity, create_ahead: int) -> tuple[int, int]:
@@ -70,6 +78,8 @@ class MaintenanceSettings:
     node_id: str
     create_ahead: int  #: periods made ahead of the current one
     interval_s: float
+    #: LEFT and DEAD rows of the nodes table older than this go (the shards' retention).
+    nodes_retention_ms: int = 7 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,13 +102,17 @@ class EntityReport:
 class MaintenanceReport:
     now_ms: int
     entities: dict[str, EntityReport] = field(default_factory=dict)
-    #: Entity types whose pass stopped on an error; the next pass does it again.
+    #: Entity types whose pass stopped on an error (NODES_PART: the pruning of the nodes
+    #: table); the next pass does it again.
     failures: dict[str, Exception] = field(default_factory=dict)
+    #: Rows of the nodes table deleted by this pass.
+    nodes_pruned: int = 0
 
 
 class Maintenance:
-    """Runs the shard lifecycle over some repositories; `run_once` takes the time as argument,
-    only `run` reads the clock."""
+    """Runs the shard lifecycle over some repositories; `maintain` and `run_once` take the time
+    as argument, only `run` reads the clock. With a `lease` (an engine's), passes run only while
+    this node holds it; without one (a command run by hand), `run_once` runs them regardless."""
 
     def __init__(
         self,
@@ -107,31 +121,58 @@ class Maintenance:
         *,
         clock: Clock,
         metrics: Metrics,
+        lease: Lease | None = None,
     ) -> None:
         self.repos = list(repos)
         self.settings = settings
         self.clock = clock
         self.metrics = metrics
+        self.lease = lease
         self.passes = 0
+        self.skipped = 0  #: passes left to the lease's holder
         self.dropped = 0
         self._warned: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
-        return f"<Maintenance passes={self.passes} dropped={self.dropped}>"
+        return f"<Maintenance passes={self.passes} skipped={self.skipped} dropped={self.dropped}>"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """A pass now, then one every interval; after a failed pass, retry sooner (backoff)."""
+        """A pass now, then one every interval; after a failed pass, retry sooner (backoff).
+        A pass another node holds the lease for is skipped: the next try comes an interval
+        later."""
         interval_s = self.settings.interval_s
         backoff = Backoff(min(FIRST_BACKOFF_S, interval_s), interval_s)
         while not stop.is_set():
             started = time.monotonic()
-            report = await self.run_once(self.clock.now_ms())
-            if report.failures:
+            report = await self.maintain(self.clock.now_ms())
+            if report is not None and report.failures:
                 await backoff.wait(stop)
                 continue
             backoff.succeeded()
             delay_s = interval_s - (time.monotonic() - started)
             await wait_any(stop, timeout_s=max(0.0, delay_s))
+
+    async def maintain(self, now_ms: int) -> MaintenanceReport | None:
+        """A pass if this node holds the lease (taken or renewed now), the nodes table pruned
+        too; None: another node holds it (or the store failed), and this node skips the pass."""
+        lease = self.lease
+        if lease is None:
+            return await self.run_once(now_ms)
+        if not await lease.acquire():
+            self.skipped += 1
+            logger.debug(
+                "another node holds the lease %r: no shard maintenance here this time",
+                lease.name,
+                extra={"action": "maintenance", "node": self.settings.node_id},
+            )
+            return None
+        report = await self.run_once(now_ms)
+        return replace(report, nodes_pruned=await self._prune_nodes(lease, report))
+
+    async def release(self) -> None:
+        """A graceful stop: give the lease up, so that another node takes it at its next try."""
+        if self.lease is not None:
+            await self.lease.release()
 
     async def run_once(self, now_ms: int) -> MaintenanceReport:
         """One pass over every entity type; an error stops that type's pass only."""
@@ -145,6 +186,27 @@ class Maintenance:
                 self._log_failure(name, exc)
         self.passes += 1
         return report
+
+    async def _prune_nodes(self, lease: Lease, report: MaintenanceReport) -> int:
+        """Delete the nodes table's old LEFT and DEAD rows; a failure goes into the report."""
+        retention_ms = self.settings.nodes_retention_ms
+        extra = {"action": "maintenance", "node": self.settings.node_id}
+        try:
+            pruned = await lease.membership.prune_nodes(retention_ms)
+        except StoreError as exc:
+            report.failures[NODES_PART] = exc
+            logger.warning(
+                "pruning the nodes table failed, the next pass retries: %s", exc, extra=extra
+            )
+            return 0
+        if pruned:
+            logger.info(
+                "pruned %d rows of the nodes table (left or dead, heartbeat over %g s ago)",
+                pruned,
+                retention_ms / 1000,
+                extra=extra,
+            )
+        return pruned
 
     async def expired(self, repo: Repo, now_ms: int, *, counts: bool = False) -> list[ShardInfo]:
         """The shards of `repo` a pass at now_ms would drop, oldest first (a dry run)."""

@@ -9,14 +9,19 @@ Self-fencing: a node whose last renewal was sent more than ``node_timeout - marg
 starting handlers. Others declare it dead only once its heartbeat is ``node_timeout`` old by
 the database's clock, and that heartbeat was written after the renewal was sent, so the node
 stops at least ``margin`` (one heartbeat interval) before anyone may take its claims over.
+
+One exception to "dead by the database's clock": a joiner refused because of a live-looking row
+of a process on its own host can ask the operating system, and a process that is not running
+any more is dead now (:func:`gone_from_this_host`), not in node_timeout_s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from infinite_scheduler.config_errors import Conflict
-from repos.cluster import NodeInfo, Roster
+from repos.cluster import LiveNode, NodeInfo, Roster
 
 
 def is_dead(node: NodeInfo, *, now_ms: int, node_timeout_ms: int) -> bool:
@@ -33,6 +38,27 @@ def live_nodes(roster: Roster, *, node_timeout_ms: int) -> list[NodeInfo]:
         for n in roster.nodes
         if n.running and not is_dead(n, now_ms=now_ms, node_timeout_ms=node_timeout_ms)
     ]
+
+
+def gone_from_this_host(
+    holder: LiveNode,
+    *,
+    host: str,
+    pid: int,
+    running: Callable[[int], bool],
+    ours: Container[tuple[str, int]],
+) -> bool:
+    """Whether the live-looking node in the way of a join by process `pid` of host `host` is a
+    process of this very host that no longer runs: a crash, restarted before its heartbeat
+    aged. Its pid names no `running` process; or it is `pid` itself, and none of the (node id,
+    epoch) this process runs (`ours`): an earlier process that had the same pid (a container
+    restarted, its app pid 1 again). Hostnames must tell machines and containers apart (they do
+    by default): a pid means nothing elsewhere, and a node there is never judged by this one."""
+    if holder.host != host:
+        return False
+    if holder.pid == pid:
+        return (holder.node_id, holder.epoch) not in ours
+    return not running(holder.pid)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -119,6 +119,11 @@ class Metrics:
             "Seconds since this node last renewed its heartbeat (when the renewal was sent);"
             " at cluster.node_timeout_s minus one interval it stops firing.",
         )
+        self.lease_held = self._gauge(
+            "lease_held",
+            "1 while this node holds the store-wide lease `name` (it runs that chore), else 0.",
+            "name",
+        )
 
     def _counter(self, name: str, doc: str) -> Counter:
         return Counter(f"{PREFIX}_{name}", doc, ["entity"], registry=self.registry)

@@ -1,6 +1,8 @@
 """This process as a node of its store: the join, the heartbeat loop, self-fencing, the leave.
 
-The engine joins before it claims anything (:func:`join`), which gives the process its epoch.
+The engine joins before it claims anything (:func:`join`), which gives the process its epoch;
+a live-looking row in the way whose process is gone from this host (a crash, restarted at once)
+is declared dead rather than waited out.
 :class:`Node` then renews the epoch's heartbeat every ``cluster.heartbeat_interval_s``, again
 sooner after a failure, and keeps the fence (infinite_scheduler/membership.py): once its last
 renewal was sent ``node_timeout_s - heartbeat_interval_s`` ago, the dispatcher starts no handler
@@ -15,18 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from infinite_scheduler.membership import Fence, live_nodes
+from infinite_scheduler.membership import Fence, gone_from_this_host, live_nodes
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import StoreError
-from repos.cluster import Joined, Membership, NodeState
+from repos.cluster import Joined, LiveNode, Membership, NodeInfo, NodeRefused, NodeState
 
 logger = logging.getLogger(__name__)
+#: Rows of gone processes a join declares dead before it gives up (each refusal names one).
+GONE_TRIES = 3
+#: (node id, epoch) of this process's engines, from their join until they stopped: a row in the
+#: way naming this host and this very pid, and none of these, is an earlier process's that had
+#: the same pid (see membership.gone_from_this_host).
+_RUNNING_HERE: set[tuple[str, int]] = set()
 
 
 class Gate(Protocol):
@@ -47,19 +56,84 @@ class Identity:
     version: str
 
 
-async def join(membership: Membership, identity: Identity, *, node_timeout_ms: int) -> Joined:
-    """Join the store as a new epoch (NodeIdInUse, SingleNodeStore: refused); log it."""
-    joined = await membership.join(
-        identity.node_id,
-        host=identity.host,
-        pid=identity.pid,
-        version=identity.version,
-        node_timeout_ms=node_timeout_ms,
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (signal 0: nothing is sent). Where that
+    cannot be told (not POSIX, a pid that is no process id), it counts as running."""
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+async def join(
+    membership: Membership,
+    identity: Identity,
+    *,
+    node_timeout_ms: int,
+    running: Callable[[int], bool] = pid_running,
+) -> Joined:
+    """Join the store as a new epoch (NodeIdInUse, SingleNodeStore: refused); log it. The
+    caller calls :func:`stopped` once the epoch stopped, whatever the outcome.
+
+    A live-looking node in the way that is a process of this host no longer `running` (a
+    crash, restarted at once) does not refuse the join: it is declared DEAD here, and comes
+    back among ``Joined.earlier``, its claims this process's to take over."""
+    gone: list[NodeInfo] = []
+    for tries_left in range(GONE_TRIES, -1, -1):
+        try:
+            joined = await membership.join(
+                identity.node_id,
+                host=identity.host,
+                pid=identity.pid,
+                version=identity.version,
+                node_timeout_ms=node_timeout_ms,
+            )
+        except NodeRefused as refused:
+            holder = refused.holder
+            if not tries_left or not gone_from_this_host(
+                holder,
+                host=identity.host,
+                pid=identity.pid,
+                running=running,
+                ours=_RUNNING_HERE,
+            ):
+                raise
+            found = await membership.declare_gone(holder.epoch)
+            if found is not None:
+                _log_gone(identity, holder)
+                gone.append(found)
+            continue
+        joined = Joined(epoch=joined.epoch, earlier=(*joined.earlier, *gone))
+        _RUNNING_HERE.add((identity.node_id, joined.epoch))
+        _log_join(identity, joined)
+        return joined
+    raise AssertionError("unreachable")
+
+
+def stopped(node_id: str, epoch: int) -> None:
+    """The engine of this epoch stopped (or never got going): a row of it still in the way of a
+    later join in this process is a leftover, no longer this process's own."""
+    _RUNNING_HERE.discard((node_id, epoch))
+
+
+def _log_gone(identity: Identity, holder: LiveNode) -> None:
+    logger.warning(
+        "%s is gone (no such process on this host): declared it dead; its claims are this"
+        " process's to take over",
+        holder,
+        extra={"action": "death", "node": identity.node_id, "epoch": holder.epoch},
     )
+
+
+def _log_join(identity: Identity, joined: Joined) -> None:
     earlier = ", ".join(str(n.epoch) for n in joined.earlier) or "none"
     logger.info(
-        "joined as node %s epoch %d (host %s pid %d); earlier epochs of this id still holding"
-        " claims: %s",
+        "joined as node %s epoch %d (host %s pid %d); earlier epochs to take over: %s",
         identity.node_id,
         joined.epoch,
         identity.host,
@@ -67,7 +141,6 @@ async def join(membership: Membership, identity: Identity, *, node_timeout_ms: i
         earlier,
         extra={"action": "join", "node": identity.node_id, "epoch": joined.epoch},
     )
-    return joined
 
 
 class Node:

@@ -5,10 +5,10 @@ by :func:`store_repository` unless given; the shard commands use them without an
 goes on until the engine starts. So the other parts are built then, by :func:`compose`, in
 ``__aenter__`` once the process has joined the store's membership (:func:`store_membership`)
 and so has its epoch: the lanes with their wheels, the acker, the dispatcher, the payload
-reader, the fetcher, shard maintenance, the loop-lag watcher and the node's heartbeat, wired to
-each other. Building them does no I/O, starts nothing and installs no signal handler; the
-engine opens and starts them afterwards. A part never exists half-built: either the engine has
-all of them or none.
+reader, the fetcher, shard maintenance (under the store's maintenance lease), the loop-lag
+watcher and the node's heartbeat, wired to each other. Building them does no I/O, starts
+nothing and installs no signal handler; the engine opens and starts them afterwards. A part
+never exists half-built: either the engine has all of them or none.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from infinite_scheduler.dispatch import Dispatcher, job_in_frame
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings
 from infinite_scheduler.jobs import Handler, Lane
+from infinite_scheduler.lease import MAINTENANCE, Lease, maintenance_lease_ttl_ms
 from infinite_scheduler.loop_lag import LoopLagMonitor
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.membership import Fence
@@ -229,9 +230,22 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
         node_id=wiring.node_id,
         create_ahead=shards.create_ahead,
         interval_s=shards.maintenance_interval_s,
+        nodes_retention_ms=shards.retention_s * 1000,
+    )
+    # One node of the store runs the passes: the holder of this lease.
+    lease = Lease(
+        wiring.membership,
+        name=MAINTENANCE,
+        epoch=wiring.epoch,
+        ttl_ms=maintenance_lease_ttl_ms(
+            interval_s=shards.maintenance_interval_s,
+            node_timeout_s=wiring.config.cluster.node_timeout_s,
+        ),
+        node_id=wiring.node_id,
+        metrics=wiring.metrics,
     )
     repos = [lane.repo for lane in lanes.values()]
-    return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics)
+    return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics, lease=lease)
 
 
 def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Takeover:

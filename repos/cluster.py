@@ -10,9 +10,16 @@ Row life cycle::
     join --> ACTIVE --set_state--> DRAINING --set_state--> LEFT      (a graceful stop)
                \\--------------\\--declare_dead--> DEAD                (a heartbeat too old)
 
-Times in the table are the **database's clock** (MySQL's, read inside each statement; SQLite is
-one machine's file, read with its own clock): no node's clock decides whether another is dead.
-Unlike the shard repositories' times, none of them is passed in by the caller.
+Beside it, the ``leases`` table: one row per chore that one node at a time should do (shard
+maintenance), naming its holder by epoch, with an expiry. A lease is free when it expired, or
+when its holder epoch is no longer ACTIVE or DRAINING (it left, or was declared dead); only a
+running epoch can take one. Not ``GET_LOCK``: a named lock lives in one server's memory and one
+connection's session (Galera does not replicate it), a row is seen by every node.
+
+Times in both tables are the **database's clock** (MySQL's, read inside each statement; SQLite
+is one machine's file, read with its own clock): no node's clock decides whether another is dead
+or a lease expired. Unlike the shard repositories' times, none of them is passed in by the
+caller.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from repos.errors import SingleNodeStore as SingleNodeStore
 
 #: The store's membership table (beside the shards; both MySQL layouts share it).
 NODES_TABLE = "nodes"
+#: The store's leases, made with the nodes table.
+LEASES_TABLE = "leases"
 
 
 class NodeState(IntEnum):
@@ -110,9 +119,10 @@ class Roster:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Joined:
-    """What join() returns: the new epoch, and this node id's earlier epochs that are still
-    ACTIVE or DRAINING though not live (a crashed run of the same deployment): their claims are
-    the new process's to take over."""
+    """What join() returns: the new epoch, and the earlier epochs whose claims are the new
+    process's to take over: this node id's that are still ACTIVE or DRAINING though not live (a
+    crashed run of the same deployment), and (infinite_scheduler/node.py) any the joiner found
+    gone and declared DEAD itself (declare_gone)."""
 
     epoch: int
     earlier: tuple[NodeInfo, ...]
@@ -154,6 +164,13 @@ class Membership(Protocol):
         one of any number of concurrent callers: the one that takes over its claims."""
         ...
 
+    async def declare_gone(self, epoch: int) -> NodeInfo | None:
+        """Set DEAD on the epoch if it is ACTIVE or DRAINING, whatever its heartbeat's age: the
+        caller knows its process is gone (a joiner on the same host found no such pid). The row
+        as this call left it (DEAD; holds_from_ms: where its claims start) if this call made it
+        DEAD, so that exactly one caller takes its claims over; None if it was not running."""
+        ...
+
     async def set_state(self, epoch: int, state: NodeState) -> bool:
         """Move an ACTIVE or DRAINING epoch to DRAINING or LEFT; True if it changed now (False:
         it was in that state already, or LEFT, or DEAD). A LEFT row holds nothing."""
@@ -162,6 +179,24 @@ class Membership(Protocol):
     async def list_nodes(self, *, finished: int = 20) -> Roster:
         """Every ACTIVE or DRAINING row and the `finished` newest LEFT or DEAD ones, newest
         epoch first, with the database's now."""
+        ...
+
+    async def prune_nodes(self, older_than_ms: int) -> int:
+        """Delete LEFT and DEAD rows whose heartbeat is older than older_than_ms (never an
+        ACTIVE or DRAINING one, never the newest epoch); return how many went."""
+        ...
+
+    async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
+        """Take the lease `name` for the epoch, or renew it, until the database's now + ttl_ms;
+        True if the epoch holds it now. Taken when there is no such row, when it expired, or
+        when its holder is no longer ACTIVE or DRAINING; renewed when the epoch holds it; never
+        taken by an epoch that is not ACTIVE or DRAINING. One conditional write: of any number
+        of concurrent callers, at most one (exactly one, if any may) gets True."""
+        ...
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        """Free the lease `name` if the epoch holds it (a graceful stop: another node takes it
+        at its next try); a lease someone else holds stays theirs."""
         ...
 
     async def db_now(self) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from repos.cluster import NODES_TABLE
+from repos.cluster import LEASES_TABLE, NODES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
 from repos.shards import (
     MAX_PREFIX,
@@ -36,8 +36,8 @@ from repos.shards import (
 TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 
-#: Tables of the store itself (repos/cluster.py NODES_TABLE), which no entity's may be.
-STORE_TABLES = frozenset({NODES_TABLE})
+#: Tables of the store itself (repos/cluster.py), which no entity's may be.
+STORE_TABLES = frozenset({NODES_TABLE, LEASES_TABLE})
 #: Columns the engine owns; an entity may not map a field onto them.
 ENGINE_COLUMNS = frozenset(
     {

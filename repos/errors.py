@@ -166,7 +166,9 @@ class NodeIdInUse(NodeRefused):
     timeout) has the same node id: two processes must never act under one id at once.
 
     The id is free again once the other process stops gracefully, or once its heartbeat is
-    older than the node timeout (it crashed): a restart within that time is refused too.
+    older than the node timeout (it crashed): a restart within that time is refused too, unless
+    it runs on the crashed process's host (infinite_scheduler/node.py join: it sees that the
+    process is gone).
     """
 
     def __init__(self, node_id: str, holder: LiveNode, *, node_timeout_ms: int) -> None:
@@ -177,7 +179,7 @@ class NodeIdInUse(NodeRefused):
             f"node id {node_id!r} is in use by a live {holder}; stop that process, or give this"
             " one another node_id (AUTO makes a unique one). If that process is gone, the id is"
             f" free once its heartbeat is {node_timeout_ms / 1000:g} s old"
-            " (cluster.node_timeout_s)",
+            " (cluster.node_timeout_s), at once to a process on its host",
         )
 
 
@@ -193,7 +195,8 @@ class SingleNodeStore(NodeRefused):
             f"the embedded SQLite store runs one node, and {holder} is live on it; stop it"
             f" before starting node {node_id!r}, or use MySQL/MariaDB for several nodes. If that"
             f" process is gone, the store is free once its heartbeat is"
-            f" {node_timeout_ms / 1000:g} s old (cluster.node_timeout_s)",
+            f" {node_timeout_ms / 1000:g} s old (cluster.node_timeout_s), at once to a process"
+            " on its host",
         )
 
 

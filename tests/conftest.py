@@ -11,7 +11,7 @@
 - ``backend``, ``backend_url``, ``make_repo`` and ``repo``: a fresh store and opened
   repositories over every adapter (``sqlite``, ``mysql-{multi,partitioned}-{asyncmy,aiomysql}``);
   teardown fails a test that leaves a connection checked out.
-- ``open_membership``: opened memberships (the nodes table) on the same fresh store of
+- ``open_membership``: opened memberships (nodes and leases) on the same fresh store of
   ``backend``, each on a connection of its own, as separate nodes would have.
 - ``raw_sql``: runs a statement on a repository's (or a membership's) store behind its back, as
   a DBA (or a bug, or a newer version) would.

@@ -1,6 +1,6 @@
-"""Membership over MySQL/MariaDB: the nodes table, on a small pool of its own.
+"""Membership over MySQL/MariaDB: the nodes and leases tables, on a small pool of their own.
 
-Both layouts and both drivers share it. Every time in it is the server's clock, read inside the
+Both layouts and both drivers share them. Every time in it is the server's clock, read inside the
 statements (repos/mysql/sql.py), so nodes whose clocks disagree still agree on who is dead.
 """
 
@@ -45,6 +45,7 @@ class MysqlMembership:
     async def open(self) -> None:
         await self._ex.open()
         await self._ex.execute_ddl("create nodes table", sql.CREATE_NODES)
+        await self._ex.execute_ddl("create leases table", sql.CREATE_LEASES)
 
     async def close(self) -> None:
         await self._ex.close()
@@ -80,6 +81,16 @@ class MysqlMembership:
         changed = await self._ex.run("declare dead", lambda tx: tx.execute(sql.DECLARE_DEAD, args))
         return bool(changed)
 
+    async def declare_gone(self, epoch: int) -> NodeInfo | None:
+        async def body(tx: Tx) -> NodeInfo | None:
+            if not await tx.execute(sql.DECLARE_GONE, {"epoch": epoch}):
+                return None
+            [found] = await tx.fetch_all(sql.NODE_ROW, {"epoch": epoch})
+            return NodeInfo.from_row(found)
+
+        result: NodeInfo | None = await self._ex.run("declare gone", body)
+        return result
+
     async def set_state(self, epoch: int, state: NodeState) -> bool:
         check_settable(state)
         args = {"epoch": epoch, "state": int(state)}
@@ -92,6 +103,26 @@ class MysqlMembership:
             [(now_ms,)] = await tx.fetch_all(sql.DB_NOW)
             rows = await tx.fetch_all(sql.LIST_NODES, {"finished": max(0, finished)})
         return Roster(now_ms=int(now_ms), nodes=tuple(map(NodeInfo.from_row, rows)))
+
+    async def prune_nodes(self, older_than_ms: int) -> int:
+        args = {"older_than_ms": older_than_ms}
+        return int(await self._ex.run("prune nodes", lambda tx: tx.execute(sql.PRUNE_NODES, args)))
+
+    async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
+        args = {"name": name, "epoch": epoch, "ttl_ms": ttl_ms}
+
+        async def body(tx: Tx) -> bool:
+            if not await tx.fetch_all(sql.RUNNING_EPOCH, args):
+                return False
+            if await tx.execute(sql.TAKE_LEASE, args):
+                return True
+            return await tx.execute(sql.NEW_LEASE, args) == 1
+
+        return bool(await self._ex.run("acquire lease", body))
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        args = {"name": name, "epoch": epoch}
+        await self._ex.run("release lease", lambda tx: tx.execute(sql.RELEASE_LEASE, args))
 
     async def db_now(self) -> int:
         async with self._ex.transaction("read the database's clock") as tx:

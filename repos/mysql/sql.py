@@ -296,6 +296,51 @@ LIST_NODES = (
     " (SELECT " + _NODE_COLUMNS + " FROM nodes WHERE state NOT IN (0, 1)"
     " ORDER BY epoch DESC LIMIT %(finished)s) ORDER BY epoch DESC"
 )
+# A joiner found the row's process gone (same host, no such pid): DEAD whatever its age.
+DECLARE_GONE = (
+    "UPDATE nodes SET state = 3, live_id = NULL WHERE epoch = %(epoch)s AND state IN (0, 1)"
+)
+NODE_ROW = "SELECT " + _NODE_COLUMNS + " FROM nodes WHERE epoch = %(epoch)s"
+# Never the newest row: a server that rebuilds its AUTO_INCREMENT counter from MAX(epoch) at
+# restart (MySQL 5.7) would hand that epoch out again. The derived table lets MySQL read the
+# table the statement deletes from.
+PRUNE_NODES = (
+    "DELETE FROM nodes WHERE state IN (2, 3) AND heartbeat_at_ms < "
+    + _NOW_MS
+    + " - %(older_than_ms)s"
+    " AND epoch < (SELECT newest FROM (SELECT MAX(epoch) AS newest FROM nodes) AS n)"
+)
+
+# -- leases (repos/mysql/cluster.py): one runner for a chore, beside the nodes table ----------
+CREATE_LEASES = """CREATE TABLE IF NOT EXISTS leases (
+    name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    holder_epoch BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+# An acquire, in one transaction: the taker's own row, locked shared so that no declare_dead
+# slips between this check and the write (no row: the epoch is not running, it takes nothing);
+# then renew or take over the lease row; if there is none, insert it (a duplicate key: another
+# node made it first, and it is theirs).
+RUNNING_EPOCH = "SELECT 1 FROM nodes WHERE epoch = %(epoch)s AND state IN (0, 1) LOCK IN SHARE MODE"
+# expires_at_ms first: MySQL assigns left to right, so its IF still sees the old holder. A
+# renewal always moves the expiry (+1 at least), so the changed-row count says who won.
+_LEASE_FREE = (
+    "(holder_epoch = %(epoch)s OR expires_at_ms <= " + _NOW_MS + " OR NOT EXISTS (SELECT 1 FROM"
+    " nodes WHERE nodes.epoch = leases.holder_epoch AND nodes.state IN (0, 1)))"
+)
+_LEASE_END = _NOW_MS + " + %(ttl_ms)s"
+TAKE_LEASE = (
+    "UPDATE leases SET expires_at_ms = IF(holder_epoch = %(epoch)s, GREATEST(" + _LEASE_END + ","
+    " expires_at_ms + 1), " + _LEASE_END + "), holder_epoch = %(epoch)s"
+    " WHERE name = %(name)s AND " + _LEASE_FREE
+)
+NEW_LEASE = (
+    "INSERT INTO leases (name, holder_epoch, expires_at_ms) VALUES (%(name)s, %(epoch)s, "
+    + _LEASE_END
+    + ") ON DUPLICATE KEY UPDATE holder_epoch = holder_epoch"
+)
+RELEASE_LEASE = "DELETE FROM leases WHERE name = %(name)s AND holder_epoch = %(epoch)s"
 
 
 def union_all(part: str | Sequence[str], targets: Sequence[str], **names: str) -> str:

@@ -1,4 +1,5 @@
-"""Membership over the embedded SQLite store: the nodes table in the same file as the shards.
+"""Membership over the embedded SQLite store: the nodes and leases tables in the same file as
+the shards.
 
 One file on one machine serves one node: join refuses a second live node of any id
 (SingleNodeStore). Like the repository, every statement runs on one thread that owns the
@@ -93,6 +94,17 @@ class SqliteMembership:
         args = {"epoch": epoch, "node_timeout_ms": node_timeout_ms}
         return await self._update("declare dead", sql.DECLARE_DEAD, args)
 
+    async def declare_gone(self, epoch: int) -> NodeInfo | None:
+        args = {"epoch": epoch}
+
+        def work(db: sqlite3.Connection) -> NodeInfo | None:
+            with write(db):
+                if not db.execute(sql.DECLARE_GONE, args).rowcount:
+                    return None
+                return NodeInfo.from_row(db.execute(sql.NODE_ROW, args).fetchone())
+
+        return await self._run("declare gone", work)
+
     async def set_state(self, epoch: int, state: NodeState) -> bool:
         check_settable(state)
         args = {"epoch": epoch, "state": int(state)}
@@ -105,6 +117,29 @@ class SqliteMembership:
             return Roster(now_ms=now_ms, nodes=tuple(map(NodeInfo.from_row, rows)))
 
         return await self._run("list nodes", work)
+
+    async def prune_nodes(self, older_than_ms: int) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            with write(db):
+                return db.execute(sql.PRUNE_NODES, {"older_than_ms": older_than_ms}).rowcount
+
+        return await self._run("prune nodes", work)
+
+    async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
+        args = {"name": name, "epoch": epoch, "ttl_ms": ttl_ms}
+
+        def work(db: sqlite3.Connection) -> bool:
+            with write(db):
+                if db.execute(sql.RUNNING_EPOCH, args).fetchone() is None:
+                    return False
+                if db.execute(sql.TAKE_LEASE, args).rowcount:
+                    return True
+                return db.execute(sql.NEW_LEASE, args).rowcount == 1
+
+        return await self._run("acquire lease", work)
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        await self._update("release lease", sql.RELEASE_LEASE, {"name": name, "epoch": epoch})
 
     async def db_now(self) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -121,12 +156,13 @@ class SqliteMembership:
             with write(db):
                 db.execute(sql.CREATE_NODES)
                 db.execute(sql.CREATE_NODES_STATE_INDEX)
+                db.execute(sql.CREATE_LEASES)
         except BaseException:
             db.close()
             raise
         return db
 
-    async def _update(self, operation: str, statement: str, args: dict[str, int]) -> bool:
+    async def _update(self, operation: str, statement: str, args: dict[str, Any]) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             with write(db):
                 return db.execute(statement, args).rowcount > 0

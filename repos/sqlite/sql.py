@@ -212,6 +212,37 @@ LIST_NODES = (
     " ORDER BY epoch DESC LIMIT :finished) ORDER BY epoch DESC"
 )
 
+DECLARE_GONE = "UPDATE nodes SET state = 3 WHERE epoch = :epoch AND state IN (0, 1)"
+NODE_ROW = "SELECT " + _NODE_COLUMNS + " FROM nodes WHERE epoch = :epoch"
+# Never the newest row, as on MySQL (AUTOINCREMENT never hands an epoch out twice anyway).
+PRUNE_NODES = (
+    "DELETE FROM nodes WHERE state IN (2, 3) AND heartbeat_at_ms < " + _NOW_MS + " - :older_than_ms"
+    " AND epoch < (SELECT MAX(epoch) FROM nodes)"
+)
+
+# -- leases (repos/sqlite/cluster.py): one runner for a chore, beside the nodes table ---------
+CREATE_LEASES = """CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY NOT NULL,
+    holder_epoch INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+)"""
+# An acquire, in one write transaction: is the taker running; renew or take over the lease row;
+# if there is none, insert it. SQLite counts matched rows, so a renewal needs no +1.
+RUNNING_EPOCH = "SELECT 1 FROM nodes WHERE epoch = :epoch AND state IN (0, 1)"
+TAKE_LEASE = (
+    "UPDATE leases SET holder_epoch = :epoch, expires_at_ms = " + _NOW_MS + " + :ttl_ms"
+    " WHERE name = :name AND (holder_epoch = :epoch OR expires_at_ms <= "
+    + _NOW_MS
+    + " OR NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.epoch = leases.holder_epoch"
+    " AND nodes.state IN (0, 1)))"
+)
+NEW_LEASE = (
+    "INSERT INTO leases (name, holder_epoch, expires_at_ms) VALUES (:name, :epoch, "
+    + _NOW_MS
+    + " + :ttl_ms) ON CONFLICT (name) DO NOTHING"
+)
+RELEASE_LEASE = "DELETE FROM leases WHERE name = :name AND holder_epoch = :epoch"
+
 
 def marks(n: int) -> str:
     """The ``{keys}`` of an ``IN (...)`` list of `n` values."""

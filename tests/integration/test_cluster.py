@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import NodeIdInUse, SingleNodeStore, StoreMissing
 from infinite_scheduler.jobs import JobContext
+from infinite_scheduler.node import Identity, join, stopped
 from repos.base import ShardingRepository, Status
 from repos.cluster import Membership, NodeInfo, NodeState
 from repos.examples import SMS, SmsEntity
@@ -260,6 +262,125 @@ async def test_a_start_that_fails_before_claiming_leaves_so_its_id_is_free(
     assert (await node_row(members, broken.epoch)).state == NodeState.LEFT
     async with engine_factory() as engine:
         assert engine.epoch > broken.epoch
+
+
+# -- a restart on the host of a crashed process -------------------------------------------------
+
+
+async def ended_pid() -> int:
+    """The pid of a process that ran on this host and is gone (exited, waited for)."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    assert await proc.wait() == 0
+    return proc.pid
+
+
+async def crashed_row(members: Membership, node_id: str, *, pid: int, host: str = "") -> int:
+    """A row as a process killed a moment ago leaves it: ACTIVE, its heartbeat fresh."""
+    joined = await members.join(
+        node_id,
+        host=host or socket.gethostname(),
+        pid=pid,
+        version="0.0.1",
+        node_timeout_ms=TIMEOUT_MS,
+    )
+    assert await members.heartbeat(joined.epoch, T0 - 1_000)
+    return joined.epoch
+
+
+@pytest.mark.parametrize("pid", ["ended", "this process's"])
+async def test_a_restart_on_the_host_of_a_process_that_is_gone_takes_its_row_over_at_once(
+    engine_factory: EngineFactory,
+    members: Membership,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+    pid: str,
+) -> None:
+    """The crashed process's heartbeat is fresh (node_timeout_s would refuse the start), but it
+    ran on this host and its pid runs no more, or is this process's own and no engine here
+    joined as that row (a container restarted: its app is pid 1 again): it is declared dead,
+    the start goes on. On SQLite this holds for a crashed node of any id (AUTO ids differ at
+    every start)."""
+    for node_id in ("node-a", "node-b") if backend.kind == "sqlite" else ("node-a",):
+        crashed_pid = await ended_pid() if pid == "ended" else os.getpid()
+        crashed = await crashed_row(members, node_id, pid=crashed_pid)
+        with caplog.at_level(logging.INFO, logger="infinite_scheduler.node"):
+            async with engine_factory(node_id="node-a") as engine:
+                assert (await node_row(members, crashed)).state == NodeState.DEAD
+                assert engine.epoch > crashed
+        said = [r.getMessage() for r in caplog.records]
+        assert any(
+            m.startswith(f"node {node_id!r} (epoch {crashed} on host {socket.gethostname()}")
+            and m.endswith(
+                "is gone (no such process on this host): declared it dead; its"
+                " claims are this process's to take over"
+            )
+            for m in said
+        ), said
+        assert any(f"earlier epochs to take over: {crashed}" in m for m in said), said
+        caplog.clear()
+
+
+async def test_join_returns_the_row_of_a_gone_process_among_the_epochs_to_take_over(
+    members: Membership, backend: Backend, backend_url: str
+) -> None:
+    crashed = await crashed_row(members, "node-a", pid=await ended_pid())
+    membership = make_membership(backend_url, driver=backend.driver)
+    await membership.open()
+    try:
+        me = Identity(node_id="node-a", host=socket.gethostname(), pid=os.getpid(), version="v")
+        joined = await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+    finally:
+        await membership.close()
+    [earlier] = joined.earlier
+    assert (earlier.epoch, earlier.state, earlier.holds_from_ms) == (
+        crashed,
+        NodeState.DEAD,
+        T0 - 1_000,
+    )
+
+
+async def test_a_row_of_this_process_is_its_own_until_its_engine_stopped(
+    backend: Backend, backend_url: str, members: Membership
+) -> None:
+    """Same host, same pid: while this process runs that epoch the row refuses a join; once
+    its engine stopped without leaving (a failed stop), the row is a leftover to take over."""
+    membership = make_membership(backend_url, driver=backend.driver)
+    await membership.open()
+    try:
+        me = Identity(node_id="node-a", host=socket.gethostname(), pid=os.getpid(), version="v")
+        first = await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+        with pytest.raises(NodeIdInUse):
+            await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+        stopped("node-a", first.epoch)
+        again = await join(membership, me, node_timeout_ms=TIMEOUT_MS)
+        stopped("node-a", again.epoch)
+    finally:
+        await membership.close()
+    assert [n.epoch for n in again.earlier] == [first.epoch]
+    assert (await node_row(members, first.epoch)).state == NodeState.DEAD
+
+
+async def test_a_restart_is_refused_while_the_process_in_the_way_runs_or_is_on_another_host(
+    engine_factory: EngineFactory, members: Membership
+) -> None:
+    sleeper = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(60)"
+    )
+    try:
+        running = await crashed_row(members, "node-a", pid=sleeper.pid)
+        with pytest.raises(NodeIdInUse, match=f"pid {sleeper.pid},"):
+            async with engine_factory(node_id="node-a"):
+                pytest.fail("started beside a live process of its own id on its own host")
+        assert (await node_row(members, running)).state == NodeState.ACTIVE
+    finally:
+        sleeper.kill()
+        await sleeper.wait()
+    await members.set_state(running, NodeState.LEFT)
+    elsewhere = await crashed_row(members, "node-a", pid=await ended_pid(), host="another-host")
+    with pytest.raises(NodeIdInUse, match="on host another-host"):
+        async with engine_factory(node_id="node-a"):
+            pytest.fail("judged a pid of another host by this one's processes")
+    assert (await node_row(members, elsewhere)).state == NodeState.ACTIVE
 
 
 # -- declared dead, self-fencing ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Membership contract (repos/cluster.py): the nodes table on every store.
+"""The Membership contract (repos/cluster.py): the nodes and leases tables on every store.
 
 Runs on each ``backend`` of tests/conftest.py (SQLite; MySQL multi-table and partitioned on
 asyncmy and aiomysql: both layouts share the table). Every membership of a test is its own
@@ -92,7 +92,10 @@ async def test_join_refuses_an_id_a_live_node_holds_and_names_that_node(
         f"node id 'worker-1' is in use by a live node 'worker-1' (epoch {live} on host host-1"
         " pid 4242, heartbeat N s ago); stop that process"
     )
-    assert "the id is free once its heartbeat is 10 s old (cluster.node_timeout_s)" in message
+    assert message.endswith(
+        "the id is free once its heartbeat is 10 s old (cluster.node_timeout_s), at once to a"
+        " process on its host"
+    )
     assert (refused.value.holder.epoch, refused.value.holder.pid) == (live, 4242)
     assert [n.epoch for n in (await b.list_nodes()).nodes] == [live]  # nothing was written
 
@@ -151,7 +154,8 @@ async def test_sqlite_takes_one_live_node_and_mysql_several(
         f"the embedded SQLite store runs one node, and node 'node-a' (epoch {first} on host"
         " host-1 pid 7, heartbeat N s ago) is live on it; stop it before starting node"
         " 'node-b', or use MySQL/MariaDB for several nodes. If that process is gone, the store"
-        " is free once its heartbeat is 10 s old (cluster.node_timeout_s)"
+        " is free once its heartbeat is 10 s old (cluster.node_timeout_s), at once to a process"
+        " on its host"
     )
     await age(raw_sql, a, first, TIMEOUT_MS + 1_000)  # crashed: the file is free again
     assert await join(b, "node-b") > first
@@ -279,3 +283,178 @@ async def test_open_refuses_a_missing_store_and_makes_a_file_when_asked(
             assert await join(made, "a") > 0
         finally:
             await made.close()
+
+
+# -- declare_gone, prune_nodes -----------------------------------------------------------------
+
+
+async def test_declare_gone_kills_a_fresh_running_row_once_and_returns_it(
+    open_membership: OpenMembership,
+) -> None:
+    """What a joiner does with the row of a process it found gone: DEAD at once, whatever the
+    heartbeat's age; the row comes back, for its claims to be taken over, to one caller only."""
+    a, b = await open_membership(), await open_membership()
+    epoch = await join(a, "a", pid=4242)
+    assert await a.heartbeat(epoch, 1_795_000_000_000)
+    results = await asyncio.gather(a.declare_gone(epoch), b.declare_gone(epoch))
+    [found] = [r for r in results if r is not None]
+    assert (found.epoch, found.pid, found.state) == (epoch, 4242, NodeState.DEAD)
+    assert found.holds_from_ms == 1_795_000_000_000
+    assert not await a.heartbeat(epoch, 0)
+    left = await join(b, "b")
+    await b.set_state(left, NodeState.LEFT)
+    assert await b.declare_gone(left) is None  # a row that left is not running
+
+
+async def test_prune_deletes_old_left_and_dead_rows_only(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    m = await open_membership()
+    old_ms = 3_600_000
+    epochs = {}
+    # Each row ends (or ages) before the next joins: SQLite takes one live node at a time.
+    for name in ("left", "dead", "draining", "active", "young-left"):
+        epochs[name] = epoch = await join(m, name)
+        if name == "draining":
+            await m.set_state(epoch, NodeState.DRAINING)
+        elif name.endswith("left"):
+            await m.set_state(epoch, NodeState.LEFT)
+        if name != "young-left":  # running rows stay, however old their heartbeat
+            await age(raw_sql, m, epoch, old_ms + 1_000)
+    assert await m.declare_dead(epochs["dead"], TIMEOUT_MS)
+    newest = await join(m, "newest")
+
+    assert await m.prune_nodes(old_ms) == 2
+    remaining = {n.epoch for n in (await m.list_nodes(finished=100)).nodes}
+    assert remaining == {epochs["draining"], epochs["active"], epochs["young-left"], newest}
+    assert await m.prune_nodes(old_ms) == 0
+
+
+async def test_prune_keeps_the_newest_row_so_no_epoch_is_handed_out_twice(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    m = await open_membership()
+    first = await join(m, "a")
+    await m.set_state(first, NodeState.LEFT)
+    last = await join(m, "b")
+    await m.set_state(last, NodeState.LEFT)
+    await raw_sql(m, "UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 10000")
+    assert await m.prune_nodes(1_000) == 1
+    assert [n.epoch for n in (await m.list_nodes()).nodes] == [last]
+    assert await join(m, "c") > last
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+LEASE = "maintenance"
+TTL_MS = 60_000
+
+
+async def running_nodes(
+    open_membership: OpenMembership, raw_sql: RawSql, *ids: str
+) -> list[tuple[Membership, int]]:
+    """A membership and an ACTIVE epoch for each id. Each but the last is aged past the
+    timeout before the next joins (SQLite takes one live node at a time): still ACTIVE, and
+    so, as far as leases go, running."""
+    nodes = []
+    for i, node_id in enumerate(ids):
+        m = await open_membership()
+        epoch = await join(m, node_id)
+        if i < len(ids) - 1:
+            await age(raw_sql, m, epoch, TIMEOUT_MS + 1_000)
+        nodes.append((m, epoch))
+    return nodes
+
+
+async def expire_leases(raw_sql: RawSql, m: Membership) -> None:
+    """Move every lease's expiry into the past, as if its holder had stopped renewing."""
+    await raw_sql(m, f"UPDATE leases SET expires_at_ms = expires_at_ms - {TTL_MS + 1_000}")
+
+
+async def test_a_lease_is_taken_when_free_renewed_by_its_holder_and_refused_to_others(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    (a, ea), (b, eb) = await running_nodes(open_membership, raw_sql, "a", "b")
+    assert await a.acquire_lease(LEASE, ea, TTL_MS)
+    assert not await b.acquire_lease(LEASE, eb, TTL_MS)
+    for _ in range(3):  # renewals, within a millisecond maybe: each one says so
+        assert await a.acquire_lease(LEASE, ea, TTL_MS)
+    assert not await b.acquire_lease(LEASE, eb, TTL_MS)
+    assert await b.acquire_lease("another chore", eb, TTL_MS)  # leases are by name
+
+
+async def test_an_expired_lease_goes_to_the_next_taker(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    (a, ea), (b, eb) = await running_nodes(open_membership, raw_sql, "a", "b")
+    assert await a.acquire_lease(LEASE, ea, TTL_MS)
+    await expire_leases(raw_sql, a)  # a stopped renewing (killed, say): its row is still ACTIVE
+    assert await b.acquire_lease(LEASE, eb, TTL_MS)
+    assert not await a.acquire_lease(LEASE, ea, TTL_MS)  # a comes back: the lease is b's now
+    await a.release_lease(LEASE, ea)  # a release by a non-holder frees nothing
+    assert not await a.acquire_lease(LEASE, ea, TTL_MS)
+    assert await b.acquire_lease(LEASE, eb, TTL_MS)
+
+
+async def test_a_released_lease_is_free_at_once(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    (a, ea), (b, eb) = await running_nodes(open_membership, raw_sql, "a", "b")
+    assert await a.acquire_lease(LEASE, ea, TTL_MS)
+    await a.release_lease(LEASE, ea)
+    assert await b.acquire_lease(LEASE, eb, TTL_MS)
+
+
+@pytest.mark.parametrize("ends", ["left", "declared dead"])
+async def test_a_lease_whose_holder_stopped_running_is_free_before_it_expires(
+    open_membership: OpenMembership, raw_sql: RawSql, ends: str
+) -> None:
+    (a, ea), (b, eb) = await running_nodes(open_membership, raw_sql, "a", "b")
+    assert await a.acquire_lease(LEASE, ea, TTL_MS)
+    if ends == "left":
+        await a.set_state(ea, NodeState.LEFT)
+    else:
+        assert await b.declare_dead(ea, TIMEOUT_MS)  # its heartbeat is old (running_nodes)
+    assert await b.acquire_lease(LEASE, eb, TTL_MS)
+    assert not await a.acquire_lease(LEASE, ea, TTL_MS)  # nor does a stopped epoch get it back
+
+
+async def test_an_epoch_that_is_not_running_takes_no_lease(
+    open_membership: OpenMembership,
+) -> None:
+    m = await open_membership()
+    epoch = await join(m, "a")
+    await m.set_state(epoch, NodeState.LEFT)
+    assert not await m.acquire_lease(LEASE, epoch, TTL_MS)
+    assert not await m.acquire_lease(LEASE, epoch + 1000, TTL_MS)  # no such epoch
+    newer = await join(m, "a")
+    assert await m.acquire_lease(LEASE, newer, TTL_MS)
+
+
+async def test_the_lease_expires_by_the_database_clock(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    """A ttl of 300 ms: refused to another at once, taken by it once the database's clock
+    passed the expiry (whatever this process's clock says)."""
+    (a, ea), (b, eb) = await running_nodes(open_membership, raw_sql, "a", "b")
+    assert await a.acquire_lease(LEASE, ea, 300)
+    assert not await b.acquire_lease(LEASE, eb, TTL_MS)
+    await asyncio.sleep(0.35)
+    assert await b.acquire_lease(LEASE, eb, TTL_MS)
+
+
+@pytest.mark.parametrize("lease_exists", [False, True], ids=["new", "expired"])
+async def test_concurrent_takers_of_a_free_lease_have_exactly_one_winner(
+    open_membership: OpenMembership, raw_sql: RawSql, lease_exists: bool
+) -> None:
+    """Two connections racing for a lease nobody holds: no row yet, or an expired one."""
+    (a, ea), (b, eb), (c, ec) = await running_nodes(open_membership, raw_sql, "a", "b", "c")
+    for i in range(10):
+        name = f"chore-{i}"
+        if lease_exists:
+            assert await c.acquire_lease(name, ec, TTL_MS)
+            await raw_sql(c, f"UPDATE leases SET expires_at_ms = 0 WHERE name = '{name}'")
+        wins = await asyncio.gather(
+            a.acquire_lease(name, ea, TTL_MS), b.acquire_lease(name, eb, TTL_MS)
+        )
+        assert sorted(wins) == [False, True], (i, wins)

@@ -95,7 +95,7 @@ async def tables(database: str) -> list[str]:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                 (database,),
             )
-            return [name for (name,) in await cur.fetchall()]
+            return sorted(name for (name,) in await cur.fetchall())
     finally:
         conn.close()
 
@@ -161,7 +161,7 @@ async def test_create_missing_makes_the_mysql_database(typo_database: str, drive
     async with engine_on(mysql_url(typo_database), driver=driver, create_missing=True):
         pass
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
-    assert await tables(typo_database) == ["nodes"]  # the membership table; shards come later
+    assert await tables(typo_database) == ["leases", "nodes"]  # the store's own; shards later
 
 
 async def test_create_missing_makes_the_sqlite_file_and_its_directory(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ async def test_store_init_creates_the_mysql_database_once(
     assert (first.returncode, first.stderr) == (0, "")
     assert first.stdout == f"created database {typo_database!r} on 127.0.0.1:3306\n"
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
-    assert await tables(typo_database) == ["nodes"]  # the membership table; shards come later
+    assert await tables(typo_database) == ["leases", "nodes"]  # the store's own; shards later
     again = store_init(tmp_path, mysql_url(typo_database))
     assert (again.returncode, again.stderr) == (0, "")
     assert again.stdout == (
@@ -210,7 +210,7 @@ async def test_store_init_creates_the_sqlite_file_and_its_directory_once(tmp_pat
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         names = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        assert ("nodes",) in names  # the membership table; shards come later
+        assert {("nodes",), ("leases",)} <= set(names)  # the store's own; shards come later
     again = store_init(tmp_path, f"sqlite:///{path}")
     assert (again.returncode, again.stderr) == (0, "")
     assert again.stdout == f"SQLite file {str(path)!r} already exists; nothing to do\n"

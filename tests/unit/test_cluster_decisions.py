@@ -4,6 +4,8 @@ config's cluster timing rules with the message each refusal gives."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,10 @@ import pytest
 from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import ENV_PREFIX, load_config
 from infinite_scheduler.errors import ConfigError
-from infinite_scheduler.membership import Fence, is_dead, live_nodes
-from repos.cluster import NodeInfo, NodeState, Roster
+from infinite_scheduler.lease import maintenance_lease_ttl_ms
+from infinite_scheduler.membership import Fence, gone_from_this_host, is_dead, live_nodes
+from infinite_scheduler.node import pid_running
+from repos.cluster import LiveNode, NodeInfo, NodeState, Roster
 
 T0 = 1_795_000_000_000
 TIMEOUT_MS = 10_000
@@ -89,6 +93,52 @@ def test_a_heartbeat_is_due_one_interval_after_the_last_try() -> None:
     assert not fence.heartbeat_due(attempted_ms=tried, now_ms=clock.now_ms())
     clock.advance(1)
     assert fence.heartbeat_due(attempted_ms=tried, now_ms=clock.now_ms())
+
+
+# -- a restart on the host of a crashed process ------------------------------------------------
+
+
+def holder(host: str, pid: int) -> LiveNode:
+    return LiveNode(node_id="a", epoch=7, host=host, pid=pid, heartbeat_age_ms=400)
+
+
+def test_only_a_process_of_this_host_that_no_longer_runs_is_gone() -> None:
+    def gone(host: str, pid: int) -> bool:  # pid 41 runs on this host, 42 does not
+        running = {41}.__contains__
+        return gone_from_this_host(holder(host, pid), host="db1", pid=50, running=running, ours=())
+
+    assert gone("db1", 42)
+    assert not gone("db1", 41)
+    assert not gone("db2", 42)  # another host's pid: not this host's to judge
+
+
+def test_a_row_of_this_very_pid_is_gone_unless_this_process_runs_it() -> None:
+    """A container restarted: its app is pid 1 again, and the crashed one's row names pid 1."""
+
+    def gone(host: str, ours: set[tuple[str, int]]) -> bool:  # every pid runs
+        mine = holder("db1", 50)  # node id "a", epoch 7
+        return gone_from_this_host(mine, host=host, pid=50, running=lambda _: True, ours=ours)
+
+    assert not gone("db1", {("a", 7)})  # this process's own engine
+    assert gone("db1", {("a", 6)})
+    assert not gone("db2", set())
+
+
+def test_pid_running_asks_the_operating_system() -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert ended.wait(timeout=30) == 0  # waited for: gone, not a zombie
+    assert not pid_running(ended.pid)
+    assert pid_running(os.getpid())
+    assert pid_running(1)  # init: runs, as another user (PermissionError) or ours
+    assert pid_running(0) and pid_running(-1)  # not a process id: cannot tell, so "running"
+
+
+# -- the maintenance lease ---------------------------------------------------------------------
+
+
+def test_the_maintenance_lease_lasts_two_intervals_and_the_node_timeout() -> None:
+    assert maintenance_lease_ttl_ms(interval_s=300, node_timeout_s=10) == 610_000
+    assert maintenance_lease_ttl_ms(interval_s=0.1, node_timeout_s=0.5) == 700
 
 
 # -- the [cluster] timings ----------------------------------------------------------------------

@@ -147,11 +147,13 @@ def test_spec_rejects_a_field_named_like_an_engine_column() -> None:
     assert "reserved" in str(error)
 
 
-@pytest.mark.parametrize("names", [{"name": "nodes"}, {"table_prefix": "nodes"}])
-def test_spec_rejects_the_name_of_the_stores_own_table(names: dict[str, str]) -> None:
-    """A partitioned entity's table is named by its prefix: ``nodes`` is the membership's."""
-    error = _spec_error(Job, **names)
-    assert "table prefix 'nodes' is reserved: the store's own table has that name" in str(error)
+@pytest.mark.parametrize("table", ["nodes", "leases"])
+@pytest.mark.parametrize("key", ["name", "table_prefix"])
+def test_spec_rejects_the_name_of_the_stores_own_table(key: str, table: str) -> None:
+    """A partitioned entity's table is named by its prefix: ``nodes`` is the membership's,
+    ``leases`` the chores' runner's."""
+    error = _spec_error(Job, **{key: table})
+    assert f"table prefix '{table}' is reserved: the store's own table has that name" in str(error)
 
 
 def test_spec_rejects_float_id() -> None:
