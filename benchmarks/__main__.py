@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import ceiling, ingest, memory, peer, plot, recovery, storage, workloads
+from benchmarks import ceiling, cluster, ingest, memory, peer, plot, recovery, storage, workloads
 from benchmarks.common import ROOT, Options, log
 from benchmarks.stats import Result, median_of
 
@@ -35,6 +35,8 @@ WORKLOADS: dict[str, Workload] = {
     "w3": workloads.w3,
     "w4": recovery.w4,
     "w5": memory.w5,
+    "w6": cluster.w6,
+    "w7": cluster.w7,
     "ceiling": ceiling.run,
     "scale": storage.scale,
     "drop": storage.drop,

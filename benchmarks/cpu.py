@@ -7,7 +7,7 @@ next to a rate tells whether the server's work or ours is what a faster figure w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,21 +52,27 @@ def server_process() -> psutil.Process | None:
 
 
 @contextmanager
-def cpu_use(client_pid: int | None = None, *, server: bool = True) -> Iterator[CpuUse]:
-    """Measure the server's CPU and the client's (this process unless `client_pid`) over the
-    `with` block; the yielded CpuUse is filled in when the block ends. `server=False` for an
-    embedded store (SQLite): its work is the client's, and a MariaDB nearby is not involved."""
+def cpu_use(
+    client_pid: int | Sequence[int] | None = None, *, server: bool = True
+) -> Iterator[CpuUse]:
+    """Measure the server's CPU and the client's (this process unless `client_pid`; several
+    processes' summed, for a cluster) over the `with` block; the yielded CpuUse is filled in when
+    the block ends. `server=False` for an embedded store (SQLite): its work is the client's, and
+    a MariaDB nearby is not involved."""
     server_proc = server_process() if server else None
-    client = psutil.Process(client_pid)
+    pids = [client_pid] if client_pid is None or isinstance(client_pid, int) else client_pid
+    clients = [psutil.Process(pid) for pid in pids]
     use = CpuUse()
     before_server = _cpu_s(server_proc)
-    before_client = _cpu_s(client)
+    before_clients = [_cpu_s(c) for c in clients]
     yield use
-    after_server, after_client = _cpu_s(server_proc), _cpu_s(client)
+    after_server, after_clients = _cpu_s(server_proc), [_cpu_s(c) for c in clients]
     if before_server is not None and after_server is not None:
         use.server_s = after_server - before_server
-    if before_client is not None and after_client is not None:
-        use.client_s = after_client - before_client
+    pairs = zip(before_clients, after_clients, strict=True)
+    spent = [b - a for a, b in pairs if a is not None and b is not None]
+    if len(spent) == len(clients):
+        use.client_s = sum(spent)
 
 
 def _cpu_s(proc: psutil.Process | None) -> float | None:
