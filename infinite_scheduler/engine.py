@@ -319,6 +319,7 @@ class InfiniteScheduler:
         self.stop()
         self._wheel_changed.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await parts.node.drain()
         # Before the drain: a payload read finishing during it would hand the dispatcher
         # jobs that neither run to their ack nor are handed back.
         parts.payloads.take_held_back()

@@ -274,6 +274,23 @@ class Node:
                 self._timer.cancel()
                 self._timer = None
 
+    async def drain(self) -> None:
+        """Mark the epoch DRAINING: a graceful stop's first word. It claims nothing more and
+        is still live (its heartbeat goes on) while it drains and hands its claims back; a
+        failure to say so is logged, not raised (the stop goes on, and LEFT follows)."""
+        try:
+            await self.membership.set_state(self.epoch, NodeState.DRAINING)
+        except StoreError as exc:
+            logger.warning("could not mark the epoch DRAINING: %s", exc, extra=self._extra("leave"))
+            return
+        logger.info(
+            "draining: node %s epoch %d claims nothing more, finishes its handlers and hands"
+            " its claims back",
+            self.node_id,
+            self.epoch,
+            extra=self._extra("leave"),
+        )
+
     async def leave(self) -> None:
         """Mark the epoch LEFT (it holds nothing any more): a graceful stop's last word."""
         left = await self.membership.set_state(self.epoch, NodeState.LEFT)

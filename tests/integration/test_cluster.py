@@ -14,6 +14,7 @@ import os
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -185,6 +186,40 @@ async def test_an_engine_joins_at_start_renews_as_its_clock_moves_and_leaves_at_
         assert engine.parts.node.renewals == 1
     assert (await node_row(members, epoch)).state == NodeState.LEFT
     assert engine.epoch == epoch  # still readable after the run
+
+
+async def test_a_graceful_stop_drains_as_draining_then_leaves(
+    engine_factory: EngineFactory, members: Membership, clock: FakeClock
+) -> None:
+    """While the stop waits for a running handler, the node is DRAINING (live, claiming
+    nothing more); once it handed everything back, LEFT."""
+    states: list[NodeState | int] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: JobContext[SmsEntity]) -> None:
+        started.set()
+        await release.wait()
+
+    engine = engine_factory(handler=slow, wall=True)
+    async with engine:
+        await engine.schedule([sms(1, time.time_ns() // 1_000_000)])
+        await asyncio.wait_for(started.wait(), 3)
+        epoch = engine.epoch
+        engine.stop()
+
+        async def watch() -> None:
+            for _ in range(100):
+                state = (await node_row(members, epoch)).state
+                if state == NodeState.DRAINING:
+                    states.append(state)
+                    break
+                await asyncio.sleep(0.01)
+            release.set()
+
+        watcher = asyncio.create_task(watch())
+    await watcher
+    assert states == [NodeState.DRAINING]
+    assert (await node_row(members, epoch)).state == NodeState.LEFT
 
 
 async def test_a_second_engine_with_the_same_node_id_is_refused_while_the_first_runs(
