@@ -41,15 +41,18 @@ W7_KILL_S = 10
 
 @asynccontextmanager
 async def nodes_running(
-    opts: Options, url: str, name: str, count: int, settings: dict[str, Any]
+    opts: Options, url: str, name: str, count: int, settings: dict[str, Any], *, sync: bool = False
 ) -> AsyncIterator[list[EngineProcess]]:
-    """`count` engine processes on one store, node ids ``{name}-1`` .. ``{name}-count``."""
+    """`count` engine processes on one store, node ids ``{name}-1`` .. ``{name}-count``
+    (`sync`: each records a fire before its ack, so a kill -9 loses no record of a DONE row)."""
     async with AsyncExitStack() as stack:
         engines = []
         for no in range(1, count + 1):
             node = {**settings, "node_id": f"{name}-{no}"}
             engines.append(
-                await stack.enter_async_context(engine_running(opts, url, f"{name}-{no}", node))
+                await stack.enter_async_context(
+                    engine_running(opts, url, f"{name}-{no}", node, sync=sync)
+                )
             )
         yield engines
 
@@ -118,7 +121,7 @@ async def w7(opts: Options) -> list[Result]:
     async with bench_store(opts, "w7") as url, opened(make_repo(opts, url)) as repo:
         t0 = now_ms() + int((4 + n / 10_000) * 1000)
         await load(repo, sms(ids, spread(t0, span_s * 1000, n)), opts.batch_size, "W7 load")
-        async with nodes_running(opts, url, "w7", 3, W7_SETTINGS) as engines:
+        async with nodes_running(opts, url, "w7", 3, W7_SETTINGS, sync=True) as engines:
             victim = engines[0]
             await _sleep_until(t0 + W7_KILL_S * 1000)
             victim.kill()
