@@ -51,6 +51,8 @@ BACKLOG_POLL_S = 0.005
 #: a third from 1,000-row to 5,000-row claims (benchmarks/RESULTS.md, W2), and rows already due
 #: gain nothing from the smaller statements that keep a round's pauses short.
 BURST_BATCHES = 5
+#: A node holds at most this many burst batches of rows already due and not yet handled.
+BURST_HELD_BATCHES = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +83,7 @@ class Fetcher:
         acker: Acker,
         metrics: Metrics,
         held: Callable[[], int],
+        due_in_hand: Callable[[], int],
         on_added: Callable[[], None],
         backoff: Backoff | None = None,
     ) -> None:
@@ -91,6 +94,7 @@ class Fetcher:
         self.acker = acker
         self.metrics = metrics
         self.held = held
+        self.due_in_hand = due_in_hand
         self.on_added = on_added
         self.backoff = backoff or Backoff()
         self.window_end_ms = 0
@@ -115,6 +119,14 @@ class Fetcher:
 
     def _room(self) -> int:
         return max(0, self.settings.max_held - self.held())
+
+    def _room_for_due(self) -> int:
+        """How many more rows to claim while jobs already due wait for the handlers: up to
+        BURST_HELD_BATCHES burst batches of them in hand. The rest of a burst (or a backlog the
+        handlers cannot keep up with) stays in the store meanwhile, where every node claims
+        from it: a burst is drained by all of them, not by the first to see it."""
+        burst = self.settings.batch_size * BURST_BATCHES
+        return max(0, BURST_HELD_BATCHES * burst - self.due_in_hand())
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round every fetch_interval_s, which claims the next window; between rounds, a near
@@ -240,7 +252,7 @@ class Fetcher:
         # those in doubt stays this epoch's until its claims are taken over).
         from_ms = bucket_of(since_ms, lane.repo.policy.granularity)
         while True:
-            limit = min(batch, budget - claimed, self._room())
+            limit = min(batch, budget - claimed, self._room(), self._room_for_due())
             if limit <= 0:
                 self.backlog = True
                 return claimed

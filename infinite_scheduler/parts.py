@@ -131,6 +131,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         acker=acker,
         metrics=wiring.metrics,
         held=lambda: _held(lanes.values(), dispatcher, payloads),
+        due_in_hand=lambda: dispatcher.backlog,
         on_added=wiring.on_added,
         backoff=Backoff(store_back=store_back),
     )

@@ -33,7 +33,7 @@ from infinite_scheduler.errors import (
     PayloadTooLarge,
     PortUnavailable,
 )
-from infinite_scheduler.fetcher import BURST_BATCHES
+from infinite_scheduler.fetcher import BURST_BATCHES, BURST_HELD_BATCHES
 from infinite_scheduler.jobs import JobContext
 from repos.base import Claimant, ShardingRepository, Status
 from repos.cluster import Membership, NodeState
@@ -753,6 +753,35 @@ async def test_a_burst_of_due_rows_is_claimed_in_larger_batches_and_fires_once(
     assert spy.limits[:6] == [10, burst, burst, 10, 10, 10]  # the start's round
     assert sorted(recorder.ids()) == due + ahead  # each once
     assert set((await statuses(repo, due + ahead)).values()) == {Status.DONE}
+
+
+async def test_a_burst_beyond_what_the_handlers_can_start_soon_stays_in_the_store(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """Wall: with the handlers busy, a node holds at most BURST_HELD_BATCHES burst batches of
+    due rows; the rest stays PENDING for every node to claim, and all of it fires once."""
+    ids = list(range(300))
+    await repo.insert([sms(i, wall_ms() - SECOND) for i in ids], now_ms=wall_ms())
+    release = asyncio.Event()
+    fired: list[int | str] = []
+
+    async def busy(ctx: JobContext[SmsEntity]) -> None:
+        await release.wait()
+        fired.append(ctx.job_id)
+
+    engine = engine_factory(
+        handler=busy, wall=True, batch_size=10, handlers={"timeout_s": 30, "concurrency": 5}
+    )
+    async with engine:
+        await asyncio.sleep(0.5)  # rounds go on while the handlers are stuck
+        claimed = list((await statuses(repo, ids)).values()).count(Status.CLAIMED)
+        assert 10 + 10 * BURST_BATCHES <= claimed <= 10 + BURST_HELD_BATCHES * 10 * BURST_BATCHES
+        release.set()
+        async with asyncio.timeout(10):
+            while len(fired) < len(ids):  # noqa: ASYNC110 - the handlers run on the engine's loop
+                await asyncio.sleep(0.02)
+    assert sorted(fired) == ids  # each once
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
 
 
 async def test_rows_not_yet_due_are_claimed_a_batch_at_a_time(
