@@ -21,6 +21,7 @@ from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
 from infinite_scheduler.errors import HandlerMissing as HandlerMissing
 from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
+from infinite_scheduler.errors import NodeDeclaredDead as NodeDeclaredDead
 from infinite_scheduler.errors import NodeIdInUse as NodeIdInUse
 from infinite_scheduler.errors import NodeRefused as NodeRefused
 from infinite_scheduler.errors import SchedulerError as SchedulerError
@@ -44,6 +45,7 @@ __all__ = [
     "InfiniteScheduler",
     "InvalidIdentifier",
     "JobContext",
+    "NodeDeclaredDead",
     "NodeIdInUse",
     "NodeRefused",
     "SchedulerClient",

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import gc
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -33,11 +34,19 @@ from infinite_scheduler.demo import (
     show_status,
 )
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import ConfigError, DropRefused, NodeRefused, SchedulerError
+from infinite_scheduler.errors import (
+    ConfigError,
+    DropRefused,
+    NodeDeclaredDead,
+    NodeRefused,
+    SchedulerError,
+)
 from infinite_scheduler.node_commands import nodes_main
 from infinite_scheduler.shard_commands import DropOptions, shards_main
 from repos.registry import create_store
 from repos.urls import SqliteUrl
+
+logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -153,6 +162,21 @@ async def _store_init(config: SchedulerConfig) -> None:
 
 
 async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
+    """Run the engine until a stop signal; if another node declares it dead (it stalled past
+    node_timeout_s), run a new one, which joins as a new epoch."""
+    while True:
+        try:
+            await _serve_once(config, demo=demo, setup=setup)
+            return
+        except NodeDeclaredDead as exc:
+            logger.warning(
+                "%s; rejoining as a new epoch",
+                exc,
+                extra={"action": "rejoin", "node": exc.node_id, "epoch": exc.epoch},
+            )
+
+
+async def _serve_once(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
     engine = InfiniteScheduler(config)
     lateness = LatenessWindow()
     if demo:

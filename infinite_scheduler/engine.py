@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from infinite_scheduler.clock import Clock, SystemClock, monotonic_ms
 from infinite_scheduler.config import SchedulerConfig
-from infinite_scheduler.errors import EngineNotRunning, HandlerMissing
+from infinite_scheduler.errors import EngineNotRunning, HandlerMissing, NodeDeclaredDead
 from infinite_scheduler.jobs import Handler, Lane, by_type
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Identity, join, stopped
@@ -210,7 +210,7 @@ class InfiniteScheduler:
             metrics=self.metrics,
             stop=self._stop,
             on_added=self._wheel_changed.set,
-            on_declared_dead=self._declared_dead.set,
+            on_declared_dead=self._on_declared_dead,
         )
 
     def _identity(self) -> Identity:
@@ -266,6 +266,15 @@ class InfiniteScheduler:
                 exc,
                 extra={"action": "leave", "node": self.node_id, "epoch": self._epoch},
             )
+
+    def _on_declared_dead(self) -> None:
+        """Another node declared this epoch dead and took its claims over: stop, and make
+        run() raise NodeDeclaredDead (what this engine still holds is not its own any more;
+        the stop's writes about it are fenced, and the new epoch is a new engine's)."""
+        self._declared_dead.set()
+        if self._failure is None:
+            self._failure = NodeDeclaredDead(self.node_id, self.epoch)
+        self.stop()
 
     def stop(self) -> None:
         """Ask the engine to stop; run() returns and the context exit drains."""

@@ -17,6 +17,7 @@
     ├── HandlerMissing             an entity type the engine has no handler for
     ├── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
     ├── ClientNotOpen              a SchedulerClient used outside ``async with client:``
+    ├── NodeDeclaredDead           engine.run(): another node declared this one dead
     └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
@@ -115,6 +116,20 @@ class ClientNotOpen(SchedulerError):
     def __init__(self, operation: str) -> None:
         self.operation = operation
         super().__init__(f"{operation}() needs an open client: call it inside `async with client:`")
+
+
+class NodeDeclaredDead(SchedulerError):
+    """Raised by engine.run() when another node declared this one dead (its heartbeat was too
+    old: a stall, a partition) and took its claims over. The engine fired nothing since it
+    stopped renewing, and has stopped; a new engine joins as a new epoch (the CLI does so)."""
+
+    def __init__(self, node_id: str, epoch: int) -> None:
+        self.node_id = node_id
+        self.epoch = epoch
+        super().__init__(
+            f"node {node_id!r} epoch {epoch} was declared dead by another node, which took its"
+            " claims over; this engine stopped: start a new one to rejoin as a new epoch"
+        )
 
 
 class DropRefused(SchedulerError):

@@ -12,9 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 from subprocess import PIPE
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
+
+from repos.cluster import Membership, NodeState
+from repos.registry import make_membership
 
 pytestmark = pytest.mark.timeout(60)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
@@ -229,3 +232,61 @@ def _scrape_until(port: int, wanted: str, *, timeout_s: float) -> str:
         except OSError:
             continue
     return metrics
+
+
+@pytest.mark.mysql
+async def test_a_node_declared_dead_by_another_rejoins_as_a_new_epoch(
+    tmp_path: Path, mariadb: Any, mysql_database: str, raw_sql: Any
+) -> None:
+    """Another node finds `run`'s heartbeat too old (a stall, here faked by ageing its row) and
+    declares it dead: the process stops that engine and runs a new one, a new epoch."""
+    url = mariadb.url(mysql_database)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'node_id = "cli-node"\nmetrics_port = 0\nfetch_interval_s = 1\nlookahead_s = 2\n'
+        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n"
+        f'[store]\nurl = "{url}"\n'
+    )
+    members = make_membership(url)
+    await members.open()
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "run", "--config", str(config), "--demo", stdout=PIPE, stderr=PIPE
+    )
+    try:
+        first = await _active_epoch(members, "cli-node", above=0)
+        for _ in range(20):  # between two of its renewals
+            age = (
+                f"UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 60000 WHERE epoch = {first}"
+            )
+            await raw_sql(members, age)
+            if await members.declare_dead(first, 2000):
+                break
+        else:
+            pytest.fail("could not declare the node dead between two of its renewals")
+        second = await _active_epoch(members, "cli-node", above=first)
+        proc.send_signal(signal.SIGINT)
+        _, raw_err = await asyncio.wait_for(proc.communicate(), 20)
+        err = raw_err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await members.close()
+    assert proc.returncode == 0, err
+    assert second > first
+    assert f"node 'cli-node' epoch {first} was declared dead by another node" in err
+    assert "rejoining as a new epoch" in err
+
+
+async def _active_epoch(members: Membership, node_id: str, *, above: int) -> int:
+    """The epoch of node_id's ACTIVE row newer than `above`, once there is one (10 s at most)."""
+    async with asyncio.timeout(10):
+        while True:
+            for node in (await members.list_nodes()).nodes:
+                if (
+                    node.node_id == node_id
+                    and node.epoch > above
+                    and node.state == NodeState.ACTIVE
+                ):
+                    return node.epoch
+            await asyncio.sleep(0.1)

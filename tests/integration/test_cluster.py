@@ -27,7 +27,7 @@ import pytest
 from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
-from infinite_scheduler.errors import NodeIdInUse, SingleNodeStore, StoreMissing
+from infinite_scheduler.errors import NodeDeclaredDead, NodeIdInUse, SingleNodeStore, StoreMissing
 from infinite_scheduler.jobs import JobContext
 from infinite_scheduler.node import Identity, join, stopped
 from repos.base import ShardingRepository, Status
@@ -448,6 +448,13 @@ async def test_a_node_declared_dead_learns_it_on_its_next_heartbeat_and_fires_no
         assert death.levelno == logging.CRITICAL
         assert (getattr(death, "node", None), getattr(death, "epoch", None)) == ("node-a", epoch)
         assert f"node node-a epoch {epoch} was declared dead" in death.getMessage()
+        assert engine.stopping.is_set()
+        with pytest.raises(NodeDeclaredDead) as caught:
+            await engine.run()
+        assert str(caught.value) == (
+            f"node 'node-a' epoch {epoch} was declared dead by another node, which took its"
+            " claims over; this engine stopped: start a new one to rejoin as a new epoch"
+        )
     assert (await node_row(members, epoch)).state == NodeState.DEAD  # a stop does not revive it
 
 
