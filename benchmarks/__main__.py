@@ -47,7 +47,7 @@ ALL = ("ceiling", "ingest", "w1", "w2", "w3", "w4", "w5", "drop", "scale", "peer
 STORES = ("mysql-multi", "mysql-partitioned", "sqlite")
 DRIVERS = ("asyncmy", "aiomysql")
 #: Fields that tell two lines of one workload apart, so that --repeat takes medians per figure.
-IDENTITY = ("workload", "store", "driver", "n", "rate", "system")
+IDENTITY = ("workload", "store", "driver", "n", "rate", "system", "nodes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,3 +115,19 @@ async def test_in_parallel_hands_each_batch_to_exactly_one_busy_worker() -> None
     await in_parallel(iter(range(20)), [worker("a"), worker("b")])
     assert sorted(seen["a"] + seen["b"]) == list(range(20))
     assert seen["a"] and seen["b"] and most == 2
+
+
+def test_repeated_runs_take_medians_per_node_count() -> None:
+    """W6 prints a line per node count: --repeat matches lines by it, not across counts."""
+    from benchmarks.__main__ import _medians
+
+    def line(nodes: int, rate: float) -> dict[str, Any]:
+        return {"workload": "w6", "store": "mysql-multi", "nodes": nodes, "jobs_per_s": rate}
+
+    runs = [
+        [line(1, 100.0), line(3, 90.0)],
+        [line(1, 120.0), line(3, 60.0)],
+        [line(1, 110.0), line(3, 80.0)],
+    ]
+    medians = {m["nodes"]: m["jobs_per_s"] for m in _medians(runs)}
+    assert medians == {1: 110.0, 3: 80.0}
