@@ -250,6 +250,8 @@ class InfiniteScheduler:
         if task is not None:
             self._heartbeat_stop.set()
             await asyncio.gather(task, return_exceptions=True)
+        if self._parts is not None:
+            await self._parts.node.stop_taking_over()
 
     async def _leave_unless_claiming(self, membership: Membership) -> None:
         """A start that failed before its first claim holds nothing: its epoch leaves, and the
@@ -402,6 +404,7 @@ class InfiniteScheduler:
     async def _turn(self, parts: Parts) -> bool:
         """What every loop does once, in the order a job travels; True if anything moved."""
         await parts.node.beat_if_due()
+        await parts.node.settle()  # a takeover the renewal started
         claimed = await parts.fetcher.fetch_once()
         await parts.payloads.read_due()
         fired, _ = _fire_due(parts, self.clock.now_ms())

@@ -27,7 +27,7 @@ from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import StoreError
-from repos.cluster import Joined, LiveNode, Membership, NodeInfo, NodeRefused, NodeState
+from repos.cluster import Joined, LiveNode, Membership, NodeInfo, NodeRefused, NodeState, Roster
 
 logger = logging.getLogger(__name__)
 #: Rows of gone processes a join declares dead before it gives up (each refusal names one).
@@ -181,6 +181,7 @@ class Node:
         self.renewals = 0
         self._open = True
         self._timer: asyncio.TimerHandle | None = None
+        self._taking_over: asyncio.Task[None] | None = None
         metrics.heartbeat_lag.set_function(lambda: self.lag_ms() / 1000)
 
     def __repr__(self) -> str:
@@ -332,18 +333,45 @@ class Node:
         self.on_declared_dead()
 
     async def _look_around(self) -> None:
-        """After a renewal: count the live nodes, and take over the claims of dead ones."""
+        """After a renewal: count the live nodes, and start taking over the claims of dead
+        ones. The takeover runs beside the heartbeat, one at a time: it may wait on rows a
+        frozen node still holds locked, and must not hold up this node's renewals meanwhile."""
         try:
             roster = await self.membership.list_nodes(finished=0)
-            live = live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms)
-            self.metrics.nodes_live.set(len(live))
+        except StoreError as exc:
+            self._look_failed(exc)
+            return
+        live = live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms)
+        self.metrics.nodes_live.set(len(live))
+        if self._taking_over is None or self._taking_over.done():
+            task = asyncio.create_task(self._take_over(roster), name="infinite-scheduler:takeover")
+            self._taking_over = task
+
+    async def _take_over(self, roster: Roster) -> None:
+        try:
             await self.takeover.of_dead(roster)
         except StoreError as exc:
-            logger.warning(
-                "looking for dead nodes failed (tried again at the next heartbeat): %s",
-                exc,
-                extra=self._extra("takeover"),
-            )
+            self._look_failed(exc)
+
+    def _look_failed(self, exc: StoreError) -> None:
+        logger.warning(
+            "looking for dead nodes failed (tried again after the next heartbeat): %s",
+            exc,
+            extra=self._extra("takeover"),
+        )
+
+    async def settle(self) -> None:
+        """Wait for a takeover under way (manual mode: a turn finishes what it started)."""
+        if self._taking_over is not None:
+            await asyncio.gather(self._taking_over, return_exceptions=True)
+
+    async def stop_taking_over(self) -> None:
+        """At a stop: cancel a takeover still waiting (on a frozen node's locks, say); the
+        dead node stays DEAD and its claims are the next start's or another node's."""
+        task, self._taking_over = self._taking_over, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def _extra(self, action: str) -> dict[str, object]:
         return {"action": action, "node": self.node_id, "epoch": self.epoch}
