@@ -10,7 +10,8 @@
 - ``engines``: starts ``engine_process.py`` subprocesses (each with a node id and a fires file
   of its own if asked), stops and resumes them; teardown kills whatever is left.
 - ``store_proxy``: a TCP proxy in the test's own loop between the engine and MariaDB, whose
-  ``cut()`` makes the database vanish for the engine while the shared server keeps running.
+  ``cut()`` makes the database vanish for the engine while the shared server keeps running,
+  and whose ``freeze_after()`` leaves a connection open and silent after a given statement.
 
 The test modules reach these helpers through fixtures only (``tests`` is not a package, so
 nothing here is importable at run time); they import the classes for their annotations under
@@ -454,6 +455,8 @@ class _Link:
     parse_buffer: bytearray = field(default_factory=bytearray)
     claim_in_tx: bool = False
     drop_replies: bool = False
+    #: Nothing more goes through, either way (StoreProxy.freeze_after).
+    frozen: bool = False
 
     def abort(self) -> None:
         for writer in (self.client, self.server):
@@ -483,6 +486,9 @@ class StoreProxy:
         self.refused = 0  #: connections turned away (counted in "reset" mode only)
         self.trap_fired = False
         self._trap_armed = False
+        self._freeze_after: bytes | None = None
+        #: Set once a connection froze (freeze_after).
+        self.froze = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -516,6 +522,13 @@ class StoreProxy:
         "did my commit happen?" case every network outage can produce.
         """
         self._trap_armed = True
+
+    def freeze_after(self, statement: bytes) -> None:
+        """Once a statement starting with `statement` has reached MariaDB, nothing more goes
+        through on its connection, either way, and the connection stays open: its client
+        frozen (SIGSTOP) or cut off by a silent partition right after sending it. MariaDB runs
+        the statement; whatever was to follow (a COMMIT) never comes, until close()."""
+        self._freeze_after = statement.upper()
 
     async def close(self) -> None:
         server, self._server = self._server, None
@@ -574,6 +587,8 @@ class StoreProxy:
         writer = link.server if upstream else link.client
         try:
             while data := await reader.read(65536):
+                if link.frozen:
+                    continue
                 if upstream:
                     self._inspect(link, data)
                 elif link.drop_replies:
@@ -586,7 +601,7 @@ class StoreProxy:
 
     def _inspect(self, link: _Link, data: bytes) -> None:
         """Follow the engine's MySQL packets while a trap is armed (plain text protocol)."""
-        if not self._trap_armed:
+        if not (self._trap_armed or self._freeze_after):
             link.parse_buffer.clear()
             return
         buf = link.parse_buffer
@@ -600,6 +615,10 @@ class StoreProxy:
             if not payload or payload[0] != 0x03:  # COM_QUERY
                 continue
             query = payload[1:].strip().upper()
+            if self._freeze_after and query.startswith(self._freeze_after):
+                self._freeze_after = None
+                link.frozen = True  # after this data: it holds the statement
+                self.froze.set()
             if query.startswith(b"UPDATE") and b"SET STATUS = 1, CLAIM_EPOCH" in query:
                 link.claim_in_tx = True
             elif query in (b"BEGIN", b"ROLLBACK"):
