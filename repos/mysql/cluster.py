@@ -2,6 +2,11 @@
 
 Both layouts and both drivers share them. Every time in it is the server's clock, read inside the
 statements (repos/mysql/sql.py), so nodes whose clocks disagree still agree on who is dead.
+
+A write of one statement runs under autocommit (``one_statement``), never between BEGIN and
+COMMIT: a node frozen or cut off after its renewal's UPDATE would otherwise leave its nodes row
+locked, in a transaction the server keeps open until it notices the node is gone (for a silent
+partition, hours), and no other node could declare it dead or take its claims over meanwhile.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ class MysqlMembership:
         names = {"node_id": node_id, "node_timeout_ms": node_timeout_ms}
         row = {**names, "host": host, "pid": pid, "version": version}
         for attempt in range(1, JOIN_ATTEMPTS + 1):
-            await self._ex.run("join", lambda tx: tx.execute(sql.FREE_STALE_ID, names))
+            await self._ex.run(
+                "join", lambda tx: tx.execute(sql.FREE_STALE_ID, names), one_statement=True
+            )
             try:
                 epoch = int(await self._ex.run("join", lambda tx: _insert(tx, row)))
             except StoreError as exc:
@@ -74,11 +81,16 @@ class MysqlMembership:
 
     async def heartbeat(self, epoch: int, holds_from_ms: int) -> bool:
         args = {"epoch": epoch, "holds_from_ms": holds_from_ms}
-        return bool(await self._ex.run("heartbeat", lambda tx: tx.execute(sql.HEARTBEAT, args)))
+        renewed = await self._ex.run(
+            "heartbeat", lambda tx: tx.execute(sql.HEARTBEAT, args), one_statement=True
+        )
+        return bool(renewed)
 
     async def declare_dead(self, epoch: int, node_timeout_ms: int) -> bool:
         args = {"epoch": epoch, "node_timeout_ms": node_timeout_ms}
-        changed = await self._ex.run("declare dead", lambda tx: tx.execute(sql.DECLARE_DEAD, args))
+        changed = await self._ex.run(
+            "declare dead", lambda tx: tx.execute(sql.DECLARE_DEAD, args), one_statement=True
+        )
         return bool(changed)
 
     async def declare_gone(self, epoch: int) -> NodeInfo | None:
@@ -95,7 +107,9 @@ class MysqlMembership:
         check_settable(state)
         args = {"epoch": epoch, "state": int(state)}
         return bool(
-            await self._ex.run("set node state", lambda tx: tx.execute(sql.SET_STATE, args))
+            await self._ex.run(
+                "set node state", lambda tx: tx.execute(sql.SET_STATE, args), one_statement=True
+            )
         )
 
     async def list_nodes(self, *, finished: int = 20) -> Roster:
@@ -106,7 +120,10 @@ class MysqlMembership:
 
     async def prune_nodes(self, older_than_ms: int) -> int:
         args = {"older_than_ms": older_than_ms}
-        return int(await self._ex.run("prune nodes", lambda tx: tx.execute(sql.PRUNE_NODES, args)))
+        pruned = await self._ex.run(
+            "prune nodes", lambda tx: tx.execute(sql.PRUNE_NODES, args), one_statement=True
+        )
+        return int(pruned)
 
     async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
         args = {"name": name, "epoch": epoch, "ttl_ms": ttl_ms}
@@ -122,7 +139,9 @@ class MysqlMembership:
 
     async def release_lease(self, name: str, epoch: int) -> None:
         args = {"name": name, "epoch": epoch}
-        await self._ex.run("release lease", lambda tx: tx.execute(sql.RELEASE_LEASE, args))
+        await self._ex.run(
+            "release lease", lambda tx: tx.execute(sql.RELEASE_LEASE, args), one_statement=True
+        )
 
     async def db_now(self) -> int:
         async with self._ex.transaction("read the database's clock") as tx:

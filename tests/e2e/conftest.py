@@ -5,9 +5,13 @@
   unreachable MariaDB fails under ``CI=true``, else skips.
 - ``store``: the parametrised store of a test (``mysql-multi-asyncmy``, ``sqlite``), with its
   config file and a repository handle to seed and inspect.
-- ``engines``: starts ``engine_process.py`` subprocesses; teardown kills whatever is left.
+- ``cluster_store``: a MySQL store for several engine processes (a cluster's short timings),
+  with its nodes table to inspect.
+- ``engines``: starts ``engine_process.py`` subprocesses (each with a node id and a fires file
+  of its own if asked), stops and resumes them; teardown kills whatever is left.
 - ``store_proxy``: a TCP proxy in the test's own loop between the engine and MariaDB, whose
-  ``cut()`` makes the database vanish for the engine while the shared server keeps running.
+  ``cut()`` makes the database vanish for the engine while the shared server keeps running,
+  and whose ``freeze_after()`` leaves a connection open and silent after a given statement.
 
 The test modules reach these helpers through fixtures only (``tests`` is not a package, so
 nothing here is importable at run time); they import the classes for their annotations under
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +38,9 @@ import pytest
 from infinite_scheduler.clock import SystemClock
 from infinite_scheduler.config import ENV_PREFIX, SchedulerConfig, load_config
 from repos.base import RowRef, ShardingRepository, Status, StoredRow
+from repos.cluster import Membership, NodeInfo
 from repos.examples import SMS, SmsEntity
-from repos.registry import make_repository
+from repos.registry import make_membership, make_repository
 
 ENGINE_SCRIPT = Path(__file__).with_name("engine_process.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -76,12 +82,23 @@ class MariaDB(Protocol):
     def url(self, database: str, port: int | None = None) -> str: ...
 
 
-def write_config(path: Path, store_url: str) -> Path:
-    """The e2e settings: fast cadences, no metrics server, a fixed node id."""
+def write_config(
+    path: Path,
+    store_url: str,
+    *,
+    lookahead_s: float = 2,
+    near_poll_interval_s: float = 0.5,
+    heartbeat_interval_s: float = 0.25,
+    node_timeout_s: float = 1,
+) -> Path:
+    """The e2e settings: fast cadences, no metrics server, a fixed node id (a process started
+    with ``Engines.start(node_id=...)`` gets another from its environment, as an operator would
+    run several nodes from one file)."""
     path.write_text(
         f'node_id = "{NODE_ID}"\n'
         "fetch_interval_s = 1\n"
-        "lookahead_s = 2\n"
+        f"lookahead_s = {lookahead_s}\n"
+        f"near_poll_interval_s = {near_poll_interval_s}\n"
         "metrics_port = 0\n"
         "[store]\n"
         f'url = "{store_url}"\n'
@@ -89,8 +106,8 @@ def write_config(path: Path, store_url: str) -> Path:
         "backoff_base_s = 0.1\n"
         "drain_timeout_s = 2\n"
         "[cluster]\n"
-        "heartbeat_interval_s = 0.25\n"
-        "node_timeout_s = 1\n"
+        f"heartbeat_interval_s = {heartbeat_interval_s}\n"
+        f"node_timeout_s = {node_timeout_s}\n"
     )
     return path
 
@@ -107,6 +124,8 @@ class Store:
     config_path: Path
     config: SchedulerConfig
     repo: ShardingRepository[Any, Any]
+    #: The store's nodes table (cluster_store only).
+    membership: Membership | None = None
 
     async def seed(self, due_ms: Iterable[int]) -> dict[int, int]:
         """Insert one SMS per due time (ids 1..n); return id -> due time (epoch ms)."""
@@ -141,6 +160,12 @@ class Store:
             if len(page) < 1000:
                 return rows
 
+    async def nodes(self) -> dict[int, NodeInfo]:
+        """Every row of the nodes table (finished ones too), by epoch."""
+        assert self.membership is not None, "the nodes table is cluster_store's"
+        roster = await self.membership.list_nodes(finished=1_000)
+        return {node.epoch: node for node in roster.nodes}
+
 
 @pytest.fixture(
     params=[pytest.param("mysql-multi-asyncmy", marks=pytest.mark.mysql), pytest.param("sqlite")]
@@ -158,7 +183,40 @@ async def store(
         url = f"sqlite:///{(tmp_path / 'store.db').resolve()}"
     else:
         url = mariadb.url(await mysql_databases())
-    config_path = write_config(tmp_path / "config.toml", url)
+    async with _open_store(kind, url, write_config(tmp_path / "config.toml", url)) as opened:
+        yield opened
+
+
+#: A cluster's cadences (tests/e2e/test_cluster.py): a node is declared dead 1 s after its last
+#: heartbeat, renewed every 0.2 s; a job stored inside a node's window is claimed within 0.1 s.
+CLUSTER_TIMINGS: dict[str, float] = {
+    "lookahead_s": 2,
+    "near_poll_interval_s": 0.1,
+    "heartbeat_interval_s": 0.2,
+    "node_timeout_s": 1,
+}
+
+
+@pytest.fixture
+async def cluster_store(
+    tmp_path: Path, mariadb: MariaDB, mysql_databases: MysqlDatabases
+) -> AsyncIterator[Store]:
+    """A MySQL store for several engine processes (CLUSTER_TIMINGS), with its nodes table at
+    hand (``Store.nodes``). The module using it marks its tests ``mysql``."""
+    url = mariadb.url(await mysql_databases())
+    config_path = write_config(tmp_path / "config.toml", url, **CLUSTER_TIMINGS)
+    async with _open_store("mysql-multi-asyncmy", url, config_path) as opened:
+        membership = make_membership(url)
+        await membership.open()
+        opened.membership = membership
+        try:
+            yield opened
+        finally:
+            await membership.close()
+
+
+@asynccontextmanager
+async def _open_store(kind: str, url: str, config_path: Path) -> AsyncIterator[Store]:
     config = load_config(config_path)
     repo = make_repository(url, SMS, config.shard_policy)
     await repo.open()
@@ -203,15 +261,23 @@ def read_fires(path: Path) -> list[Fire]:
     return fires
 
 
-@dataclass
+@dataclass(eq=False)
 class EngineProcess:
-    """One ``engine_process.py`` run; its stdout and stderr go to files next to the config."""
+    """One ``engine_process.py`` run; its stdout and stderr go to files next to the config.
 
+    Once READY, its epoch and node id are known (``wait_ready``)."""
+
+    name: str
     proc: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
     fires_path: Path
     ready_ms: int | None = None
+    epoch: int = 0
+    node_id: str = ""
+
+    def __repr__(self) -> str:
+        return f"<EngineProcess {self.name} pid={self.pid} node={self.node_id} epoch={self.epoch}>"
 
     @property
     def pid(self) -> int:
@@ -235,7 +301,8 @@ class EngineProcess:
         while time.monotonic() < deadline:
             for line in self.stdout_path.read_text().splitlines():
                 if line.startswith("READY"):
-                    self.ready_ms = int(line.split()[1])
+                    _, ready_ms, epoch, self.node_id = line.split()
+                    self.ready_ms, self.epoch = int(ready_ms), int(epoch)
                     return self.ready_ms
             if not self.alive():
                 pytest.fail(
@@ -246,6 +313,13 @@ class EngineProcess:
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
+
+    def sigstop(self) -> None:
+        """Freeze the process (a stall: a long GC pause, a VM migration, a debugger)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def sigcont(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     async def wait_exit(self, timeout_s: float = 20) -> int:
         deadline = time.monotonic() + timeout_s
@@ -290,15 +364,21 @@ class Engines:
     def start(
         self,
         config_path: Path,
-        fires_path: Path,
+        fires_path: Path | None = None,
         *,
+        node_id: str | None = None,
         handler_sleep_ms: int = 0,
         hold_ms: int = 0,
         loop: str = "uvloop",
     ) -> EngineProcess:
+        """One more engine process; its fires go to `fires_path` (default: a file of its own,
+        so that a test knows which process fired what). `node_id` overrides the config's, as
+        an operator running several nodes from one file would (INFINITE_SCHEDULER_NODE_ID)."""
         n = len(self.started) + 1
-        stdout_path = self.workdir / f"engine-{n}.out"
-        stderr_path = self.workdir / f"engine-{n}.err"
+        name = f"engine-{n}" if node_id is None else f"engine-{n}-{node_id}"
+        stdout_path = self.workdir / f"{name}.out"
+        stderr_path = self.workdir / f"{name}.err"
+        fires_path = fires_path or self.workdir / f"{name}.fires"
         argv = [
             sys.executable,
             str(ENGINE_SCRIPT),
@@ -314,11 +394,33 @@ class Engines:
             loop,
         ]
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+        if node_id is not None:
+            env[f"{ENV_PREFIX}NODE_ID"] = node_id
         with _open(stdout_path) as out, _open(stderr_path) as err:
             proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=PROJECT_ROOT, env=env)
-        engine = EngineProcess(proc, stdout_path, stderr_path, fires_path)
+        engine = EngineProcess(name, proc, stdout_path, stderr_path, fires_path)
         self.started.append(engine)
         return engine
+
+    def fires_by_id(self) -> dict[int, list[tuple[EngineProcess, Fire]]]:
+        """Every started process's fires (each with its own fires file), by job id: which
+        process fired what, in the order the processes were started."""
+        grouped: dict[int, list[tuple[EngineProcess, Fire]]] = {}
+        for engine in self.started:
+            for fire in engine.fires():
+                grouped.setdefault(fire.job_id, []).append((engine, fire))
+        return grouped
+
+    async def wait_fired(self, ids: Iterable[int], timeout_s: float) -> set[int]:
+        """Wait until every id is in some process's fires file or timeout_s passed; return
+        those missing."""
+        missing = set(ids)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing -= set(self.fires_by_id())
+            if not missing or time.monotonic() > deadline:
+                return missing
+            await asyncio.sleep(0.1)
 
     def kill_all(self) -> None:
         for engine in self.started:
@@ -353,6 +455,8 @@ class _Link:
     parse_buffer: bytearray = field(default_factory=bytearray)
     claim_in_tx: bool = False
     drop_replies: bool = False
+    #: Nothing more goes through, either way (StoreProxy.freeze_after).
+    frozen: bool = False
 
     def abort(self) -> None:
         for writer in (self.client, self.server):
@@ -382,6 +486,9 @@ class StoreProxy:
         self.refused = 0  #: connections turned away (counted in "reset" mode only)
         self.trap_fired = False
         self._trap_armed = False
+        self._freeze_after: bytes | None = None
+        #: Set once a connection froze (freeze_after).
+        self.froze = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -415,6 +522,13 @@ class StoreProxy:
         "did my commit happen?" case every network outage can produce.
         """
         self._trap_armed = True
+
+    def freeze_after(self, statement: bytes) -> None:
+        """Once a statement starting with `statement` has reached MariaDB, nothing more goes
+        through on its connection, either way, and the connection stays open: its client
+        frozen (SIGSTOP) or cut off by a silent partition right after sending it. MariaDB runs
+        the statement; whatever was to follow (a COMMIT) never comes, until close()."""
+        self._freeze_after = statement.upper()
 
     async def close(self) -> None:
         server, self._server = self._server, None
@@ -473,6 +587,8 @@ class StoreProxy:
         writer = link.server if upstream else link.client
         try:
             while data := await reader.read(65536):
+                if link.frozen:
+                    continue
                 if upstream:
                     self._inspect(link, data)
                 elif link.drop_replies:
@@ -485,7 +601,7 @@ class StoreProxy:
 
     def _inspect(self, link: _Link, data: bytes) -> None:
         """Follow the engine's MySQL packets while a trap is armed (plain text protocol)."""
-        if not self._trap_armed:
+        if not (self._trap_armed or self._freeze_after):
             link.parse_buffer.clear()
             return
         buf = link.parse_buffer
@@ -499,6 +615,10 @@ class StoreProxy:
             if not payload or payload[0] != 0x03:  # COM_QUERY
                 continue
             query = payload[1:].strip().upper()
+            if self._freeze_after and query.startswith(self._freeze_after):
+                self._freeze_after = None
+                link.frozen = True  # after this data: it holds the statement
+                self.froze.set()
             if query.startswith(b"UPDATE") and b"SET STATUS = 1, CLAIM_EPOCH" in query:
                 link.claim_in_tx = True
             elif query in (b"BEGIN", b"ROLLBACK"):

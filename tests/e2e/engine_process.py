@@ -7,9 +7,10 @@ It serves the example SMS entity with a handler that sleeps ``--handler-sleep-ms
 line ``"{job_id} {attempt} {due_ms} {fired_ms}"`` to the fires file (written and fsynced before
 the handler returns, so a ``kill -9`` never loses a recorded fire), then sleeps ``--hold-ms``
 (a handler whose side effect is done but which has not returned yet). SIGTERM/SIGINT stop the
-engine gracefully; "READY <epoch ms>" goes to stdout once the engine is running. Logs are the
-engine's JSON lines on stderr, at WARNING. The loop is uvloop, as the console script runs the
-engine wherever uvloop is installed, unless ``--loop asyncio``.
+engine gracefully; "READY <epoch ms> <epoch> <node id>" goes to stdout once the engine is
+running (its epoch in the store's nodes table; its node id, the config's or the one ``node_id =
+"AUTO"`` generated). Logs are the engine's JSON lines on stderr, at WARNING. The loop is uvloop,
+as the console script runs the engine wherever uvloop is installed, unless ``--loop asyncio``.
 
 Not a test module: the e2e tests start it as a subprocess, as a user would run their app.
 """
@@ -64,7 +65,8 @@ async def serve(config: SchedulerConfig, handler: Recorder) -> None:
     engine.register(SMS, handler)
     async with engine:
         with on_stop_signals(engine.stop):
-            sys.stdout.write(f"READY {time.time_ns() // 1_000_000}\n")
+            ready_ms = time.time_ns() // 1_000_000
+            sys.stdout.write(f"READY {ready_ms} {engine.epoch} {engine.node_id}\n")
             sys.stdout.flush()
             await engine.run()
 

@@ -12,11 +12,12 @@ import orjson
 import pytest
 
 from repos.base import Status, status_label
+from repos.registry import make_membership
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import EngineProcess, Engines, Store, StoreProxy, WallClock
+    from conftest import EngineProcess, Engines, MariaDB, Store, StoreProxy, WallClock
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.mysql]
 
@@ -176,3 +177,37 @@ async def all_done(
         if ids <= done or now >= deadline_ms:
             return now
         await asyncio.sleep(0.05)
+
+
+async def test_a_node_cut_off_right_after_its_heartbeat_can_be_declared_dead_at_once(
+    store_proxy: StoreProxy, mariadb: MariaDB, mysql_database: str
+) -> None:
+    """A node cut off (a silent partition; or frozen, SIGSTOP) right after its heartbeat's
+    UPDATE reached MariaDB: MariaDB keeps its connection, and any transaction open on it, until
+    it notices the node is gone (for a silent partition, hours). Were a COMMIT to follow the
+    renewal, its nodes row would stay locked all that time: no node could declare it dead,
+    nor take its claims over. A renewal is one statement, committed as it runs."""
+    timeout_ms = 300
+    cut_off = make_membership(mariadb.url(mysql_database, store_proxy.port))
+    others = make_membership(mariadb.url(mysql_database))
+    await cut_off.open()
+    await others.open()
+    try:
+        joined = await cut_off.join("c", host="h", pid=1, version="v", node_timeout_ms=timeout_ms)
+        store_proxy.freeze_after(b"UPDATE nodes SET heartbeat_at_ms")
+        beat = asyncio.create_task(cut_off.heartbeat(joined.epoch, 0))
+        try:
+            await asyncio.wait_for(store_proxy.froze.wait(), timeout=2)
+            await asyncio.sleep(2 * timeout_ms / 1000)  # its last heartbeat times out
+            declaring = asyncio.create_task(others.declare_dead(joined.epoch, timeout_ms))
+            declared, _ = await asyncio.wait({declaring}, timeout=2)
+        finally:
+            await store_proxy.cut()  # the cut ends: MariaDB drops the node's connections
+            await store_proxy.restore()
+            await asyncio.gather(beat, return_exceptions=True)
+        assert declared, "declaring it dead waited for a lock its renewal's transaction held"
+        assert declaring.result()
+        assert await cut_off.heartbeat(joined.epoch, 0) is False  # back, it learns it is dead
+    finally:
+        await cut_off.close()
+        await others.close()

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import NodeDeclaredDead, NodeIdInUse, SingleNodeStore, StoreMissing
 from infinite_scheduler.jobs import JobContext
 from infinite_scheduler.node import Identity, join, stopped
-from repos.base import ShardingRepository, Status
+from repos.base import Claimant, ShardingRepository, Status
 from repos.cluster import Membership, NodeInfo, NodeState
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_membership, make_repository
@@ -566,3 +566,77 @@ async def test_wall_a_failed_renewal_is_tried_again_well_within_the_interval(
         async with asyncio.timeout(1.5):
             await eventually(lambda: node.renewals > renewals)
         assert node.backoff.failures == 0
+
+
+# -- takeover -----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def frozen_ack(
+    url: str, shard: str, key: int, epoch: int
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """What a node frozen (SIGSTOP) or cut off between an ack's UPDATE and its COMMIT leaves
+    in MySQL: the row acked in an open transaction, locked until the node's connection ends.
+    Yields the end of that connection (the node's death, or its resume): ROLLBACK."""
+    import asyncmy
+
+    conn = await asyncmy.connect(host="127.0.0.1", user="root", db=url.rsplit("/", 1)[1])
+    try:
+        await conn.begin()
+        async with conn.cursor() as cursor:
+            await cursor.execute(
+                f"UPDATE `{shard}` SET status = 2 WHERE id = {key} AND claim_epoch = {epoch}"
+            )
+        yield conn.rollback
+    finally:
+        await conn.rollback()
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param(StoreBackend("mysql"), marks=pytest.mark.mysql)],
+    indirect=True,
+    ids=["mysql-multi-asyncmy"],
+)
+async def test_wall_a_takeover_waiting_for_a_frozen_nodes_row_locks_holds_up_no_renewal(
+    engine_factory: EngineFactory, members: Membership, repo: Repo, backend_url: str
+) -> None:
+    """A node frozen mid-ack keeps that row locked, so the takeover of its claims waits until
+    its transaction ends (for as long as it stays frozen, or innodb_lock_wait_timeout: 50 s,
+    three tries). The renewals of the node taking over must not wait with it: a renewal stuck
+    behind the takeover fences the node, and every live node alike: the whole cluster stops
+    firing because one node froze (seen in tests/e2e/test_cluster.py's SIGSTOP scenario)."""
+    recorder = Recorder()
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    frozen = await members.join("frozen", host="h", pid=1, version="v", node_timeout_ms=TIMEOUT_MS)
+    await repo.insert([sms(1, now), sms(2, now)], now_ms=now)
+    claimant = Claimant("frozen", frozen.epoch)
+    claimed = await repo.claim_due(claimant, now_ms=now, before_ms=now + 1, since_ms=now, limit=2)
+    assert len(claimed) == 2
+    [row] = await repo.get(1)
+    async with (
+        frozen_ack(backend_url, row.shard, 1, frozen.epoch) as thaw,
+        engine_factory(handler=recorder, wall=True) as engine,
+    ):
+        try:
+            node, dispatcher = engine.parts.node, engine.parts.dispatcher
+            async with asyncio.timeout(3):  # this node declares it dead; its takeover waits
+                while True:
+                    if (await node_row(members, frozen.epoch)).state == NodeState.DEAD:
+                        break
+                    await asyncio.sleep(0.01)
+            renewals = node.renewals
+            due_ms = int(datetime.now(UTC).timestamp() * 1000) + 300
+            await repo.insert([sms(3, due_ms)], now_ms=due_ms - 300)
+            await asyncio.sleep(2 * TIMEOUT_MS / 1000)
+
+            [locked] = await repo.get(1)
+            assert (locked.status, locked.claim_epoch) == (Status.CLAIMED, frozen.epoch)
+            assert node.renewals >= renewals + 5, f"{node.renewals - renewals} renewals in 1 s"
+            assert not dispatcher.paused
+            assert 3 in {i for i, _, _ in recorder.fires}  # fired, while the takeover waits
+        finally:
+            await thaw()  # the frozen node's transaction ends: the takeover goes through
+        await eventually(lambda: len(recorder.fires) == 3)
+    assert sorted((i, attempt) for i, attempt, _ in recorder.fires) == [(1, 1), (2, 1), (3, 1)]
