@@ -187,7 +187,7 @@ async def store(
         yield opened
 
 
-#: A cluster's cadences (tests/e2e/test_cluster.py): a node is declared dead 1 s after its last
+#: A cluster's cadences (tests/e2e/test_three_nodes.py): a node is declared dead 1 s after its last
 #: heartbeat, renewed every 0.2 s; a job stored inside a node's window is claimed within 0.1 s.
 CLUSTER_TIMINGS: dict[str, float] = {
     "lookahead_s": 2,

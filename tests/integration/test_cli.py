@@ -264,6 +264,7 @@ async def test_a_node_declared_dead_by_another_rejoins_as_a_new_epoch(
         else:
             pytest.fail("could not declare the node dead between two of its renewals")
         second = await _active_epoch(members, "cli-node", above=first)
+        await asyncio.sleep(2)  # its start done: a signal during a start ends it with 130
         proc.send_signal(signal.SIGINT)
         _, raw_err = await asyncio.wait_for(proc.communicate(), 20)
         err = raw_err.decode()
