@@ -120,7 +120,8 @@ class Dispatcher:
     async def settle(self) -> None:
         """Wait until every job handed over has finished (an engine in manual mode), or, while
         paused, until the handlers running have. A worker exits only once the FIFO is empty
-        (or the dispatcher paused), so no job waits when none is left unless paused."""
+        (or the dispatcher paused or draining), so no job waits when none is left unless
+        paused."""
         while self._workers:
             await asyncio.wait(set(self._workers))
 
@@ -147,8 +148,10 @@ class Dispatcher:
     async def drain(self, timeout_s: float) -> int:
         """Wait for running handlers up to timeout_s, then cancel the rest; return how many.
 
-        No worker starts from here on: one started now would take a job that neither
-        take_waiting() hands back nor this drain waits for."""
+        No worker starts from here on, and none takes another job: one started now would take
+        a job that neither take_waiting() hands back nor this drain waits for, and a job taken
+        now may still run when the drain times out, cut off after its side effect and handed
+        back, to fire again elsewhere. The jobs waiting stay for take_waiting()."""
         self._closing = True
         if self._workers:
             await asyncio.wait(set(self._workers), timeout=timeout_s)
@@ -212,7 +215,7 @@ class Dispatcher:
         ready, workers = self._ready, self._workers
         finished = 0
         try:
-            while ready and not self._paused:
+            while ready and not (self._paused or self._closing):
                 lane, job = ready.popleft()
                 self.running += 1
                 if not self._grow_pending:

@@ -174,6 +174,28 @@ async def test_drain_cancels_stuck_handlers_and_is_not_taken_for_a_timeout(tmp_p
     assert dispatcher.workers == 0 and acker.failures == []
 
 
+async def test_drain_starts_none_of_the_jobs_waiting_which_stay_for_take_waiting(
+    tmp_path: Path,
+) -> None:
+    """A graceful stop drains the handlers running, then hands back the jobs still waiting
+    (the engine's _unfired: take_waiting). A worker done with its job during the drain must
+    not start a waiting one: started late, it may still run when the drain times out, be cut
+    off after its side effect, handed back, and fired again by another node."""
+    started: list[int | str] = []
+
+    async def handler(ctx: JobContext[SmsEntity]) -> None:
+        started.append(ctx.job_id)
+        await asyncio.sleep(0.2)
+
+    dispatcher, lane, _ = setup(tmp_path, handler, concurrency=1)
+    dispatcher.submit(lane, jobs(5))
+    await asyncio.sleep(0.05)
+    assert started == [0]
+    assert await dispatcher.drain(0.5) == 0  # job 0 ran to its end
+    assert started == [0]
+    assert [job.key for _, job in dispatcher.take_waiting()] == [1, 2, 3, 4]
+
+
 async def test_a_job_handed_over_as_the_last_worker_leaves_still_runs(tmp_path: Path) -> None:
     seen: list[int | str] = []
 
