@@ -8,13 +8,11 @@ the same file claim in turn and never get the same row.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -47,7 +45,7 @@ from repos.shards import (
     shards_between,
 )
 from repos.sqlite import sql
-from repos.sqlite.connection import connect, reclaim, translate, write
+from repos.sqlite.connection import ConnectionThread, connect, reclaim, write
 from repos.sqlite.sql import MAX_VARIABLES, marks
 from repos.statements import (
     check_claimant,
@@ -83,37 +81,21 @@ class SqliteRepository(Generic[TEntity, TKey]):
         self.max_payload_bytes = max_payload_bytes
         self.batch_size = max(1, min(batch_size, MAX_VARIABLES // sql.INSERT_WIDTH))
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
-        self._thread: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._busy = 0
+        self._db = ConnectionThread(self.path, spec.name)
         self.ignored_names: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"<SqliteRepository {self.spec.name} {self.path}>"
 
     async def open(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{self.spec.name}")
-        try:
-            self._conn = await self._run("open", self._connect)
-        except BaseException:
-            self._thread.shutdown(wait=False)
-            self._thread = None
-            raise
+        await self._db.open(self._connect)
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
-        self._thread.shutdown(wait=True)
-        self._thread = None
+        await self._db.close()
 
     def checked_out(self) -> int:
         """Operations running on the connection right now (0 when idle)."""
-        return self._busy
+        return self._db.busy
 
     async def ensure_shards(self, start_ms: int, end_ms: int) -> list[ShardInfo]:
         wanted = shards_between(start_ms, end_ms, self.policy.granularity)
@@ -385,7 +367,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
     # -- internals (the functions below run on the connection's thread) ------------------
 
-    def _connect(self, _: None) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         db = connect(self.path, create_missing=self.create_missing)
         try:
             self._upgrade(db)
@@ -425,22 +407,8 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run(operation, work)
 
-    async def _run(self, operation: str, work: Callable[[Any], T]) -> T:
-        if self._thread is None:
-            raise StoreError(operation, RuntimeError(f"{self!r} is not open"))
-        conn = self._conn
-
-        def call() -> T:
-            self._busy += 1
-            try:
-                return work(conn)
-            finally:
-                self._busy -= 1
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
-        except (sqlite3.Error, OSError) as exc:
-            raise translate(operation, exc, self.path) from exc
+    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._db.run(operation, work)
 
     def _q(self, template: str, table: str, **extra: str) -> str:
         return template.format(table=table, **self._fmt, **extra)

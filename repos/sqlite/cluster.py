@@ -9,10 +9,8 @@ once take turns and the second sees the first.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,9 +23,8 @@ from repos.cluster import (
     SingleNodeStore,
     check_settable,
 )
-from repos.errors import StoreError
 from repos.sqlite import sql
-from repos.sqlite.connection import connect, translate, write
+from repos.sqlite.connection import ConnectionThread, connect, write
 
 T = TypeVar("T")
 
@@ -38,35 +35,19 @@ class SqliteMembership:
     def __init__(self, path: str | Path, *, create_missing: bool = False) -> None:
         self.path = Path(path)
         self.create_missing = create_missing
-        self._thread: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._busy = 0
+        self._db = ConnectionThread(self.path, "nodes")
 
     def __repr__(self) -> str:
         return f"<SqliteMembership {self.path}>"
 
     async def open(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-nodes")
-        try:
-            self._conn = await self._run("open", self._connect)
-        except BaseException:
-            self._thread.shutdown(wait=False)
-            self._thread = None
-            raise
+        await self._db.open(self._connect)
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
-        self._thread.shutdown(wait=True)
-        self._thread = None
+        await self._db.close()
 
     def checked_out(self) -> int:
-        return self._busy
+        return self._db.busy
 
     async def join(
         self, node_id: str, *, host: str, pid: int, version: str, node_timeout_ms: int
@@ -150,7 +131,7 @@ class SqliteMembership:
 
     # -- internals (the functions below run on the connection's thread) ------------------
 
-    def _connect(self, _: None) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         db = connect(self.path, create_missing=self.create_missing)
         try:
             with write(db):
@@ -169,22 +150,8 @@ class SqliteMembership:
 
         return await self._run(operation, work)
 
-    async def _run(self, operation: str, work: Callable[[Any], T]) -> T:
-        if self._thread is None:
-            raise StoreError(operation, RuntimeError(f"{self!r} is not open"))
-        conn = self._conn
-
-        def call() -> T:
-            self._busy += 1
-            try:
-                return work(conn)
-            finally:
-                self._busy -= 1
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
-        except (sqlite3.Error, OSError) as exc:
-            raise translate(operation, exc, self.path) from exc
+    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._db.run(operation, work)
 
 
 def _refuse(node_id: str, live: Sequence[Any], node_timeout_ms: int) -> None:

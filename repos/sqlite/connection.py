@@ -6,18 +6,23 @@ system (on files made with it; an older file needs one ``VACUUM``).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 from repos.errors import StoreError, StoreMissing, StoreUnavailable
 from repos.sqlite import sql
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def connect(path: Path, *, create_missing: bool) -> sqlite3.Connection:
@@ -97,3 +102,61 @@ def _first_missing(directory: Path) -> Path | None:
     while not directory.exists():
         missing, directory = directory, directory.parent
     return missing
+
+
+class ConnectionThread:
+    """One SQLite connection and the one thread that uses it: the repository of an entity type
+    and the membership each have one, so a slow statement of one never waits on the other's
+    thread, and the event loop never waits on either."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = path
+        self.name = name
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        #: Operations running on the connection right now (0 when idle).
+        self.busy = 0
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """Start the thread and make the connection on it (`connect`). Idempotent."""
+        if self._thread is not None:
+            return
+        thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{self.name}")
+        try:
+            self._conn = await self._call(thread, "open", connect)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        self._thread = thread
+
+    async def close(self) -> None:
+        """Close the connection on its thread, then stop the thread. Idempotent."""
+        thread, self._thread = self._thread, None
+        conn, self._conn = self._conn, None
+        if thread is None:
+            return
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        thread.shutdown(wait=True)
+
+    async def run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the thread; sqlite3 and OS errors become StoreError."""
+        thread, conn = self._thread, self._conn
+        if thread is None or conn is None:
+            raise StoreError(
+                operation, RuntimeError(f"SQLite {self.name} on {self.path} is not open")
+            )
+        return await self._call(thread, operation, lambda: work(conn))
+
+    async def _call(self, thread: ThreadPoolExecutor, operation: str, call: Callable[[], T]) -> T:
+        def counted() -> T:
+            self.busy += 1
+            try:
+                return call()
+            finally:
+                self.busy -= 1
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(thread, counted)
+        except (sqlite3.Error, OSError) as exc:
+            raise translate(operation, exc, self.path) from exc
