@@ -149,6 +149,14 @@ class ClusterConfig(_Section):
     #: not renew for this long minus one interval stops firing until it renews.
     node_timeout_s: PositiveFloat = 10.0
 
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        return int(self.heartbeat_interval_s * 1000)
+
+    @property
+    def node_timeout_ms(self) -> int:
+        return int(self.node_timeout_s * 1000)
+
 
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.

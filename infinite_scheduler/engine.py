@@ -220,7 +220,7 @@ class InfiniteScheduler:
 
     @property
     def _node_timeout_ms(self) -> int:
-        return int(self.config.cluster.node_timeout_s * 1000)
+        return self.config.cluster.node_timeout_ms
 
     @property
     def epoch(self) -> int:

@@ -44,7 +44,7 @@ def nodes_main(
         return
     repos = served_repositories(config, setup)
     roster, claims = asyncio.run(_read(config, repos))
-    out.write(render(roster, claims, node_timeout_ms=int(config.cluster.node_timeout_s * 1000)))
+    out.write(render(roster, claims, node_timeout_ms=config.cluster.node_timeout_ms))
 
 
 async def _read(config: SchedulerConfig, repos: Sequence[Repo]) -> tuple[Roster, Counter[str]]:

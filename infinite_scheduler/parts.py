@@ -256,7 +256,7 @@ def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Ta
         lanes.values(),
         node_id=wiring.node_id,
         epoch=wiring.epoch,
-        node_timeout_ms=int(c.cluster.node_timeout_s * 1000),
+        node_timeout_ms=c.cluster.node_timeout_ms,
         horizon_ms=int(c.misfire_horizon_s * 1000),
         clock=wiring.clock,
         wake=fetcher.wake,
@@ -271,8 +271,8 @@ def _node(
     # A failed renewal is tried again within the interval (and at least once a second).
     retry_s = min(STORE_RETRY_MAX_S, c.cluster.heartbeat_interval_s)
     fence = Fence(
-        heartbeat_interval_ms=int(c.cluster.heartbeat_interval_s * 1000),
-        node_timeout_ms=int(c.cluster.node_timeout_s * 1000),
+        heartbeat_interval_ms=c.cluster.heartbeat_interval_ms,
+        node_timeout_ms=c.cluster.node_timeout_ms,
     )
     horizon_ms = c.misfire_horizon_s * 1000
     return Node(
