@@ -11,7 +11,8 @@
     │   └── SingleNodeStore        the SQLite store has a live node already
     ├── StoreError                 the database refused or failed a statement
     │   ├── StoreUnavailable       the database cannot be reached at all
-    │   └── StoreMissing           the database or SQLite file does not exist (and is not created)
+    │   ├── StoreMissing           the database or SQLite file does not exist (and is not created)
+    │   └── ClaimsLocked           a takeover left claims an open transaction holds, for later
     ├── ConfigError                a setting is invalid, or the config file cannot be read
     │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     ├── HandlerMissing             an entity type the engine has no handler for
@@ -30,6 +31,7 @@ import errno
 from collections.abc import Sequence
 
 from infinite_scheduler.config_errors import ConfigProblem
+from repos.errors import ClaimsLocked as ClaimsLocked
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import InvalidIdentifier as InvalidIdentifier

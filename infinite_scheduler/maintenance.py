@@ -22,9 +22,10 @@ skips the pass (a debug line) and tries again an interval later; when the holder
 gracefully it releases the lease, and another node takes it at its next try. Every step is
 idempotent, so two passes at once (a holder whose lease lapsed mid-pass) only cost duplicate
 work; the lease saves that work and the errors of two nodes dropping the same partition. Under
-the lease, a pass also prunes the nodes table: LEFT and DEAD rows whose heartbeat is older than
-``nodes_retention_ms`` (the shards' retention) go, so that it does not grow by one row per
-process start forever.
+the lease, a pass also hands back claims left under finished epochs (``Takeover.sweep`` in
+infinite_scheduler/takeover.py), then prunes the nodes table: LEFT and DEAD rows whose heartbeat
+is older than ``nodes_retention_ms`` (the shards' retention) go, so that it does not grow by one
+row per process start forever.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.lease import Lease
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import (
     Granularity,
@@ -60,6 +62,8 @@ FIRST_BACKOFF_S = 1.0
 UNKNOWN_IDS_SHOWN = 10
 #: The key of MaintenanceReport.failures for the nodes table (entity names have no spaces).
 NODES_PART = "nodes table"
+#: The key of MaintenanceReport.failures for the sweep of finished epochs' claims.
+CLAIMS_PART = "finished claims"
 
 
 def ahead_window(now_ms: int, granularity: Granularity, create_ahead: int) -> tuple[int, int]:
@@ -103,8 +107,10 @@ class MaintenanceReport:
     now_ms: int
     entities: dict[str, EntityReport] = field(default_factory=dict)
     #: Entity types whose pass stopped on an error (NODES_PART: the pruning of the nodes
-    #: table); the next pass does it again.
+    #: table; CLAIMS_PART: the sweep of finished epochs' claims); the next pass does it again.
     failures: dict[str, Exception] = field(default_factory=dict)
+    #: Claims of finished epochs handed back by this pass.
+    claims_swept: int = 0
     #: Rows of the nodes table deleted by this pass.
     nodes_pruned: int = 0
 
@@ -112,7 +118,8 @@ class MaintenanceReport:
 class Maintenance:
     """Runs the shard lifecycle over some repositories; `maintain` and `run_once` take the time
     as argument, only `run` reads the clock. With a `lease` (an engine's), passes run only while
-    this node holds it; without one (a command run by hand), `run_once` runs them regardless."""
+    this node holds it; without one (a command run by hand), `run_once` runs them regardless.
+    With a `takeover` too, the holder sweeps claims left under finished epochs."""
 
     def __init__(
         self,
@@ -122,12 +129,14 @@ class Maintenance:
         clock: Clock,
         metrics: Metrics,
         lease: Lease | None = None,
+        takeover: Takeover | None = None,
     ) -> None:
         self.repos = list(repos)
         self.settings = settings
         self.clock = clock
         self.metrics = metrics
         self.lease = lease
+        self.takeover = takeover
         self.passes = 0
         self.skipped = 0  #: passes left to the lease's holder
         self.dropped = 0
@@ -167,7 +176,10 @@ class Maintenance:
             )
             return None
         report = await self.run_once(now_ms)
-        return replace(report, nodes_pruned=await self._prune_nodes(lease, report))
+        swept = await self._sweep(lease, report)
+        return replace(
+            report, claims_swept=swept, nodes_pruned=await self._prune_nodes(lease, report)
+        )
 
     async def release(self) -> None:
         """A graceful stop: give the lease up, so that another node takes it at its next try."""
@@ -186,6 +198,22 @@ class Maintenance:
                 self._log_failure(name, exc)
         self.passes += 1
         return report
+
+    async def _sweep(self, lease: Lease, report: MaintenanceReport) -> int:
+        """Claims left under finished epochs back to PENDING (Takeover.sweep); before the
+        pruning, which forgets the epochs. A failure goes into the report, the next pass retries."""
+        if self.takeover is None:
+            return 0
+        try:
+            return await self.takeover.sweep(await lease.membership.list_nodes())
+        except StoreError as exc:
+            report.failures[CLAIMS_PART] = exc
+            logger.warning(
+                "sweeping the claims of finished nodes failed, the next pass retries: %s",
+                exc,
+                extra={"action": "maintenance", "node": self.settings.node_id},
+            )
+            return 0
 
     async def _prune_nodes(self, lease: Lease, report: MaintenanceReport) -> int:
         """Delete the nodes table's old LEFT and DEAD rows; a failure goes into the report."""

@@ -143,7 +143,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         dispatcher=dispatcher,
         payloads=payloads,
         fetcher=fetcher,
-        maintenance=_maintenance(wiring, lanes),
+        maintenance=_maintenance(wiring, lanes, takeover),
         loop_lag=_loop_lag(wiring),
         takeover=takeover,
         node=_node(wiring, dispatcher, store_back, takeover),
@@ -225,7 +225,7 @@ def _fetch_settings(wiring: Wiring) -> FetchSettings:
     )
 
 
-def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
+def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane], takeover: Takeover) -> Maintenance:
     shards = wiring.config.shards
     settings = MaintenanceSettings(
         node_id=wiring.node_id,
@@ -246,7 +246,9 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane]) -> Maintenance:
         metrics=wiring.metrics,
     )
     repos = [lane.repo for lane in lanes.values()]
-    return Maintenance(repos, settings, clock=wiring.clock, metrics=wiring.metrics, lease=lease)
+    return Maintenance(
+        repos, settings, clock=wiring.clock, metrics=wiring.metrics, lease=lease, takeover=takeover
+    )
 
 
 def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Takeover:

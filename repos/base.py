@@ -34,6 +34,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 from repos.entity import EncodedBatch as EncodedBatch
 from repos.entity import EncodedRow as EncodedRow
 from repos.entity import EntitySpec as EntitySpec
+from repos.errors import ClaimsLocked as ClaimsLocked
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import PayloadTooLarge as PayloadTooLarge
@@ -372,10 +373,12 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """Give back every row CLAIMED under `epoch` due at or after from_ms, in every live
         shard that can hold one, as release() does (attempt handed back); return rows moved.
 
-        One statement per shard, reading the claim index from (epoch, from_ms) on: from_ms
-        bounds the scan to the rows the epoch may still hold (its rows that finished keep their
-        epoch, and stay in the index). With `claimed_at_ms`, only the rows of the claim made at
-        that instant: a claim whose outcome the caller never learnt.
+        Reads the claim index from (epoch, from_ms) on, per shard: from_ms bounds the scan to
+        the rows the epoch may still hold (its rows that finished keep their epoch, and stay in
+        the index). With `claimed_at_ms`, only the rows of the claim made at that instant: a
+        claim whose outcome the caller never learnt. Rows another transaction holds locked (the
+        epoch's own, frozen mid-ack) are skipped, not waited for: the rest move, and
+        ClaimsLocked says how many wait, for the caller to try again later.
         """
         ...
 

@@ -12,6 +12,7 @@ callers raise them with fields, never with preformatted text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -237,6 +238,25 @@ class StoreUnavailable(StoreError):
         if self.timeout_s is not None:
             return f"timed out after {self.timeout_s:g} s"
         return super()._explain()
+
+
+class ClaimsLocked(StoreError):
+    """Raised by a takeover that moved what it could while other rows of the epoch stay
+    locked by a transaction still open: the dead node's own, frozen mid-ack (a stalled process,
+    a cut network). Those wait for it to end; the caller tries again later. `moved` rows went
+    back to PENDING all the same."""
+
+    def __init__(self, operation: str, *, epochs: Sequence[int], moved: int, locked: int) -> None:
+        self.epochs = tuple(epochs)
+        self.moved = moved
+        self.locked = locked
+        super().__init__(operation, RuntimeError("rows locked by an open transaction"))
+
+    def _explain(self) -> str:
+        return (
+            f"{self.locked} claims of epoch(s) {', '.join(map(str, self.epochs))} are locked by a"
+            f" transaction still open (moved {self.moved}); they are taken over once it ends"
+        )
 
 
 class StoreMissing(StoreError):

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from repos.base import (
     Claimant,
     ClaimedJob,
+    ClaimsLocked,
     DuplicateJob,
     Failure,
     OnDuplicate,
@@ -468,17 +469,33 @@ class MysqlRepository(Generic[TEntity, TKey]):
     async def _take_over(
         self, work: list[tuple[Shard, list[int]]], from_ms: int, claimed_at_ms: int | None
     ) -> int:
-        """One UPDATE per shard, over the claim index's ranges of its epochs from from_ms on."""
+        """Per shard, the epochs' claims from from_ms on: locked, skipping the rows an open
+        transaction holds, and moved back by id; ClaimsLocked if any stayed locked."""
         args = {"from_ms": from_ms, "claimed_at_ms": claimed_at_ms}
-        statements = [
-            sql.TAKE_OVER.format(target=shard.target, epochs=literal_list(int_literal, epochs))
+        ranges = [
+            {"target": shard.target, "epochs": literal_list(int_literal, epochs), **self._fmt}
             for shard, epochs in work
         ]
 
         async def body(tx: Tx) -> int:
-            return sum([await tx.execute(stmt, args) for stmt in statements])
+            moved = 0
+            for where in ranges:
+                rows = await tx.fetch_all(sql.TAKE_OVER_LOCK.format(**where), args)
+                for chunk in chunks([row[0] for row in rows], MAX_IN):
+                    keys = literal_list(self._key, chunk)
+                    moved += await tx.execute(sql.TAKE_OVER.format(keys=keys, **where), args)
+            return moved
 
-        return int(await self._ex.run("take over", body)) if statements else 0
+        if not ranges:
+            return 0
+        moved = int(await self._ex.run("take over", body))
+        async with self._ex.transaction("count claims left locked") as tx:
+            left = [await tx.fetch_all(sql.TAKE_OVER_LEFT.format(**w), args) for w in ranges]
+        locked = sum(int(rows[0][0]) for rows in left)
+        if locked:
+            epochs = sorted({e for _, shard_epochs in work for e in shard_epochs})
+            raise ClaimsLocked("take over", epochs=epochs, moved=moved, locked=locked)
+        return moved
 
     def _shard_name(self, at_ms: int) -> str:
         return self._layout.shard(bounds_of(at_ms, self.policy.granularity)).name

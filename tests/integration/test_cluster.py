@@ -602,11 +602,10 @@ async def frozen_ack(
 async def test_wall_a_takeover_waiting_for_a_frozen_nodes_row_locks_holds_up_no_renewal(
     engine_factory: EngineFactory, members: Membership, repo: Repo, backend_url: str
 ) -> None:
-    """A node frozen mid-ack keeps that row locked, so the takeover of its claims waits until
-    its transaction ends (for as long as it stays frozen, or innodb_lock_wait_timeout: 50 s,
-    three tries). The renewals of the node taking over must not wait with it: a renewal stuck
-    behind the takeover fences the node, and every live node alike: the whole cluster stops
-    firing because one node froze (seen in tests/e2e/test_cluster.py's SIGSTOP scenario)."""
+    """A node frozen mid-ack keeps that row locked, so the takeover of that row waits until
+    its transaction ends. The renewals of the node taking over must not wait with it: a
+    renewal stuck behind the takeover fences the node, and every live node alike: the whole
+    cluster stops firing because one node froze (seen in the three-node SIGSTOP scenario)."""
     recorder = Recorder()
     now = int(datetime.now(UTC).timestamp() * 1000)
     frozen = await members.join("frozen", host="h", pid=1, version="v", node_timeout_ms=TIMEOUT_MS)
@@ -640,3 +639,64 @@ async def test_wall_a_takeover_waiting_for_a_frozen_nodes_row_locks_holds_up_no_
             await thaw()  # the frozen node's transaction ends: the takeover goes through
         await eventually(lambda: len(recorder.fires) == 3)
     assert sorted((i, attempt) for i, attempt, _ in recorder.fires) == [(1, 1), (2, 1), (3, 1)]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(StoreBackend("mysql"), marks=pytest.mark.mysql, id="mysql-multi-asyncmy"),
+        pytest.param(
+            StoreBackend("mysql", "multi-table", "aiomysql"),
+            marks=pytest.mark.mysql,
+            id="mysql-multi-aiomysql",
+        ),
+    ],
+    indirect=True,
+)
+async def test_a_takeover_moves_what_a_frozen_transaction_does_not_lock_and_the_rest_after_it(
+    engine_factory: EngineFactory,
+    members: Membership,
+    repo: Repo,
+    raw_sql: Any,
+    backend_url: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One row of a dead node's claims locked by its open transaction (frozen mid-ack, or cut
+    off) must not hold up the others: they fire now. The locked one stays this node's debt,
+    taken over at a heartbeat after the transaction ended; the takeover is counted once."""
+    recorder = Recorder()
+    frozen = await members.join("frozen", host="h", pid=1, version="v", node_timeout_ms=TIMEOUT_MS)
+    await repo.insert([sms(1, T0), sms(2, T0), sms(3, T0)], now_ms=T0)
+    claimant = Claimant("frozen", frozen.epoch)
+    claimed = await repo.claim_due(claimant, now_ms=T0, before_ms=T0 + 1, since_ms=T0, limit=3)
+    assert len(claimed) == 3
+    await raw_sql(
+        repo,
+        f"UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 60000 WHERE epoch = {frozen.epoch}",
+    )
+    [row] = await repo.get(1)
+    async with frozen_ack(backend_url, row.shard, 1, frozen.epoch) as thaw:
+        with caplog.at_level(logging.WARNING, logger="infinite_scheduler.takeover"):
+            async with engine_factory(handler=recorder) as engine:
+                await engine.run_until_idle()
+                assert sorted(i for i, _, _ in recorder.fires) == [2, 3]
+                assert list(engine.parts.takeover.owed) == [frozen.epoch]
+                [locked] = await repo.get(1)
+                assert (locked.status, locked.claim_epoch) == (Status.CLAIMED, frozen.epoch)
+                assert gauge(engine, "takeovers_total") == 0
+
+                await thaw()
+                clock.advance(INTERVAL_MS)
+                await engine.run_until_idle()
+                await engine.parts.node.settle()
+                await engine.run_until_idle()
+                assert sorted((i, a) for i, a, _ in recorder.fires) == [(1, 1), (2, 1), (3, 1)]
+                assert engine.parts.takeover.owed == {}
+                assert gauge(engine, "takeovers_total") == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "infinite_scheduler.takeover"]
+    assert [m.split(": ", 1)[1] for m in said] == [
+        f"node node-a epoch {engine.epoch} took over 2 of its claims; they fire once, now. 1 more"
+        " stay locked by its open transaction: taken over once it ends",
+        f"node node-a epoch {engine.epoch} took over 1 of its claims; they fire once, now",
+    ]

@@ -23,8 +23,9 @@ from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.lease import maintenance_lease_ttl_ms
-from repos.cluster import Membership
-from repos.examples import SMS
+from repos.base import Claimant, Status
+from repos.cluster import Membership, NodeState
+from repos.examples import SMS, SmsEntity
 from repos.registry import make_membership
 
 pytestmark = pytest.mark.timeout(30)
@@ -68,6 +69,12 @@ MYSQL = pytest.mark.parametrize(
 )
 
 EngineFactory = Callable[..., InfiniteScheduler]
+
+
+def sms(i: int, at_ms: int) -> SmsEntity:
+    return SmsEntity(
+        id=i, scheduled_at=datetime.fromtimestamp(at_ms / 1000, UTC), phone="+1555", message="m"
+    )
 
 
 @pytest.fixture
@@ -233,3 +240,71 @@ async def test_a_pass_under_the_lease_prunes_old_left_and_dead_rows_of_the_nodes
         assert report is not None and report.nodes_pruned == 2
         remaining = [n.epoch for n in (await members.list_nodes(finished=100)).nodes]
         assert remaining == [a.epoch, epochs[2]]
+
+
+@MYSQL
+async def test_a_pass_under_the_lease_hands_back_claims_left_under_finished_epochs(
+    engine_factory: EngineFactory,
+    clock: FakeClock,
+    members: Membership,
+    repo: Any,
+    raw_sql: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Claims under an epoch declared DEAD by a node that died before its takeover, or under
+    one that LEFT without handing back (the store failed at its stop), would stay CLAIMED until
+    some node starts. The lease's holder sweeps each such epoch once; a running node's claims
+    are never touched, and a second pass moves nothing."""
+    async with engine_factory("node-a") as a:
+        now = clock.now_ms()
+        await repo.insert([sms(i, now) for i in range(1, 5)], now_ms=now)
+        epochs = {}
+        for key, name in ((1, "declared"), (2, "left"), (3, "running")):
+            joined = await members.join(
+                name, host="h", pid=key, version="v", node_timeout_ms=int(TIMEOUT_S * 1000)
+            )
+            epochs[name] = joined.epoch
+            claimant = Claimant(name, joined.epoch)
+            [job] = await repo.claim_due(
+                claimant, now_ms=now, before_ms=now + 1, since_ms=now, limit=1
+            )
+            assert job.key == key
+        await raw_sql(
+            members,
+            "UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 60000"
+            f" WHERE epoch = {epochs['declared']}",
+        )
+        assert await members.declare_dead(epochs["declared"], int(TIMEOUT_S * 1000))
+        assert await members.set_state(epochs["left"], NodeState.LEFT)
+
+        with caplog.at_level(logging.WARNING, logger="infinite_scheduler.takeover"):
+            report = await a.parts.maintenance.maintain(now)
+        assert report is not None and report.claims_swept == 2
+        states = {key: (await repo.get(key))[0] for key in (1, 2, 3)}
+        assert {k: (r.status, r.attempts) for k, r in states.items()} == {
+            1: (Status.PENDING, 0),
+            2: (Status.PENDING, 0),
+            3: (Status.CLAIMED, 1),
+        }
+        swept = sorted(r.getMessage() for r in caplog.records)
+        assert swept == [
+            f"1 claims were left under node declared epoch {epochs['declared']}, which is DEAD:"
+            " handed back, they fire once, now",
+            f"1 claims were left under node left epoch {epochs['left']}, which is LEFT:"
+            " handed back, they fire once, now",
+        ]
+        assert {getattr(r, "dead_epoch", None) for r in caplog.records} == {
+            epochs["declared"],
+            epochs["left"],
+        }
+
+        await a.run_until_idle()
+        assert [(await repo.get(k))[0].status for k in (1, 2, 3, 4)] == [
+            Status.DONE,
+            Status.DONE,
+            Status.CLAIMED,
+            Status.DONE,
+        ]
+        clock.advance(int(INTERVAL_S * 1000))
+        again = await a.parts.maintenance.maintain(clock.now_ms())
+        assert again is not None and again.claims_swept == 0
