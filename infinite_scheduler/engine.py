@@ -174,7 +174,9 @@ class InfiniteScheduler:
             for lane in parts.lanes.values():
                 await lane.repo.open()
                 stack.push_async_callback(lane.repo.close)
-            await parts.takeover.at_start(await membership.list_nodes(finished=0))
+            roster = await membership.list_nodes(finished=0)
+            parts.node.count_live(roster)  # the first claims take their share of a burst
+            await parts.takeover.at_start(roster)
             self._claiming = True
             await parts.fetcher.fetch_once()
             self._parts = parts

@@ -51,7 +51,8 @@ BACKLOG_POLL_S = 0.005
 #: a third from 1,000-row to 5,000-row claims (benchmarks/RESULTS.md, W2), and rows already due
 #: gain nothing from the smaller statements that keep a round's pauses short.
 BURST_BATCHES = 5
-#: A node holds at most this many burst batches of rows already due and not yet handled.
+#: A node alone holds at most this many burst batches of rows already due and not yet handled;
+#: with others live, its share of that (infinite_scheduler/node.py counts them).
 BURST_HELD_BATCHES = 2
 
 
@@ -103,6 +104,9 @@ class Fetcher:
         self.rounds = 0
         self._last_stamp_ms = 0
         self.claimant = Claimant(settings.node_id, settings.epoch)
+        #: Live nodes drawing on the store's bursts, this one included, as the last heartbeat
+        #: found them.
+        self.sharing = 1
 
     def __repr__(self) -> str:
         return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
@@ -120,13 +124,21 @@ class Fetcher:
     def _room(self) -> int:
         return max(0, self.settings.max_held - self.held())
 
+    def share_with(self, live_nodes: int) -> None:
+        """The heartbeat counted the live nodes (this one among them)."""
+        self.sharing = max(1, live_nodes)
+
     def _room_for_due(self) -> int:
         """How many more rows to claim while jobs already due wait for the handlers: up to
-        BURST_HELD_BATCHES burst batches of them in hand. The rest of a burst (or a backlog the
-        handlers cannot keep up with) stays in the store meanwhile, where every node claims
-        from it: a burst is drained by all of them, not by the first to see it."""
-        burst = self.settings.batch_size * BURST_BATCHES
-        return max(0, BURST_HELD_BATCHES * burst - self.due_in_hand())
+        BURST_HELD_BATCHES burst batches of them in hand, divided among the live nodes, and
+        a batch at least. The rest of a burst (or a backlog the handlers cannot keep up with)
+        stays in the store meanwhile, where every node claims from it: a burst is drained by
+        all of them, not by the first two to see it. Room for less than a batch waits: claims
+        of a few rows each would cost the server more per row."""
+        batch = self.settings.batch_size
+        cap = max(batch, BURST_HELD_BATCHES * BURST_BATCHES * batch // self.sharing)
+        room = cap - self.due_in_hand()
+        return room if room >= batch else 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round every fetch_interval_s, which claims the next window; between rounds, a near

@@ -158,6 +158,7 @@ class Node:
         gate: Gate,
         holds_from_ms: Callable[[], int],
         on_declared_dead: Callable[[], None],
+        on_live: Callable[[int], None],
         takeover: Takeover,
         metrics: Metrics,
         backoff: Backoff,
@@ -174,6 +175,7 @@ class Node:
         self.gate = gate
         self.holds_from_ms = holds_from_ms
         self.on_declared_dead = on_declared_dead
+        self.on_live = on_live
         self.takeover = takeover
         self.metrics = metrics
         self.backoff = backoff
@@ -332,6 +334,12 @@ class Node:
         self.check_fence()
         self.on_declared_dead()
 
+    def count_live(self, roster: Roster) -> None:
+        """The gauge nodes_live, and on_live: how many nodes share the store's work."""
+        live = len(live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms))
+        self.metrics.nodes_live.set(live)
+        self.on_live(live)
+
     async def _look_around(self) -> None:
         """After a renewal: count the live nodes, and start taking over the claims of dead
         ones. The takeover runs beside the heartbeat, one at a time: it may wait on rows a
@@ -341,8 +349,7 @@ class Node:
         except StoreError as exc:
             self._look_failed(exc)
             return
-        live = live_nodes(roster, node_timeout_ms=self.fence.node_timeout_ms)
-        self.metrics.nodes_live.set(len(live))
+        self.count_live(roster)
         if self._taking_over is None or self._taking_over.done():
             task = asyncio.create_task(self._take_over(roster), name="infinite-scheduler:takeover")
             self._taking_over = task

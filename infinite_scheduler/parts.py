@@ -146,7 +146,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         maintenance=_maintenance(wiring, lanes, takeover),
         loop_lag=_loop_lag(wiring),
         takeover=takeover,
-        node=_node(wiring, dispatcher, store_back, takeover),
+        node=_node(wiring, dispatcher, fetcher, store_back, takeover),
     )
 
 
@@ -267,7 +267,11 @@ def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Ta
 
 
 def _node(
-    wiring: Wiring, dispatcher: Dispatcher, store_back: StoreBack, takeover: Takeover
+    wiring: Wiring,
+    dispatcher: Dispatcher,
+    fetcher: Fetcher,
+    store_back: StoreBack,
+    takeover: Takeover,
 ) -> Node:
     c = wiring.config
     # A failed renewal is tried again within the interval (and at least once a second).
@@ -289,6 +293,7 @@ def _node(
         # claim takes rows overdue back to the misfire horizon, so that far back.
         holds_from_ms=lambda: wiring.clock.now_ms() - horizon_ms,
         on_declared_dead=wiring.on_declared_dead,
+        on_live=fetcher.share_with,  # a burst's share of each node
         takeover=takeover,
         metrics=wiring.metrics,
         backoff=Backoff(min(0.1, retry_s), retry_s, store_back=store_back),

@@ -68,7 +68,9 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
-class SqliteBackend:
+class StoreBackend:
+    """SQLite unless told another `kind`."""
+
     kind: str = "sqlite"
     layout: str = "multi-table"
     driver: str = "asyncmy"
@@ -77,7 +79,14 @@ class SqliteBackend:
 #: For the tests of handler threads and of the event loop blocked: what they check takes real
 #: time and never reaches the store (seeding and acks aside, which every other test covers on
 #: all five stores), so they run on SQLite only rather than wait the same seconds five times.
-SQLITE_ONLY = pytest.mark.parametrize("backend", [SqliteBackend()], indirect=True, ids=["sqlite"])
+SQLITE_ONLY = pytest.mark.parametrize("backend", [StoreBackend()], indirect=True, ids=["sqlite"])
+#: Several nodes on one store: MySQL (SQLite runs one).
+MYSQL_ONLY = pytest.mark.parametrize(
+    "backend",
+    [pytest.param(StoreBackend(kind="mysql"), marks=pytest.mark.mysql)],
+    indirect=True,
+    ids=["mysql-multi-asyncmy"],
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -780,6 +789,56 @@ async def test_a_burst_beyond_what_the_handlers_can_start_soon_stays_in_the_stor
         async with asyncio.timeout(10):
             while len(fired) < len(ids):  # noqa: ASYNC110 - the handlers run on the engine's loop
                 await asyncio.sleep(0.02)
+    assert sorted(fired) == ids  # each once
+    assert set((await statuses(repo, ids)).values()) == {Status.DONE}
+
+
+@MYSQL_ONLY
+async def test_with_other_nodes_live_a_node_holds_only_its_share_of_a_burst(
+    engine_factory: EngineFactory, repo: Repo, open_membership: OpenMembership
+) -> None:
+    """Wall: with two more nodes live, a node holds at most a third of what it would hold
+    alone (and a batch at least), so that the first nodes to see a burst leave the others
+    their part; the rest stays PENDING, and all of it fires once."""
+    members = await open_membership()
+    peers = [
+        (await members.join(name, host="h", pid=1, version="v", node_timeout_ms=500)).epoch
+        for name in ("node-b", "node-c")
+    ]
+    stop = asyncio.Event()
+
+    async def heartbeats() -> None:  # the two other nodes stay live
+        while not stop.is_set():
+            for epoch in peers:
+                await members.heartbeat(epoch, 0)
+            await asyncio.sleep(0.05)
+
+    ids = list(range(300))
+    await repo.insert([sms(i, wall_ms() - SECOND) for i in ids], now_ms=wall_ms())
+    release = asyncio.Event()
+    fired: list[int | str] = []
+
+    async def busy(ctx: JobContext[SmsEntity]) -> None:
+        await release.wait()
+        fired.append(ctx.job_id)
+
+    engine = engine_factory(
+        handler=busy, wall=True, batch_size=10, handlers={"timeout_s": 30, "concurrency": 5}
+    )
+    beating = asyncio.create_task(heartbeats())
+    try:
+        async with engine:
+            await asyncio.sleep(0.5)  # rounds go on while the handlers are stuck
+            claimed = list((await statuses(repo, ids)).values()).count(Status.CLAIMED)
+            alone = BURST_HELD_BATCHES * 10 * BURST_BATCHES
+            assert 10 < claimed <= 5 + alone // 3  # 5 running, the rest in hand
+            release.set()
+            async with asyncio.timeout(10):
+                while len(fired) < len(ids):  # noqa: ASYNC110 - handlers run on this loop
+                    await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await beating
     assert sorted(fired) == ids  # each once
     assert set((await statuses(repo, ids)).values()) == {Status.DONE}
 
