@@ -30,6 +30,12 @@ from infinite_scheduler.metrics import Metrics
 from repos.base import ClaimsLocked
 from repos.cluster import Membership, NodeInfo, NodeState, Roster
 
+#: A takeover hands back the claims due from this long ago on first, and wakes the fetcher,
+#: then the older ones. A node's claims are nearly all due from a little before now on (its
+#: window, the jobs it was firing); but its finished rows keep their epoch in the claim index,
+#: so the scan back to the misfire horizon (a day, by default) reads every row it ran that long:
+#: seconds to minutes for a node that ran for a day, which the recent claims must not wait for.
+RECENT_FIRST_MS = 60_000
 #: States of a node that holds nothing any more: what is still claimed under it is left over.
 FINISHED = frozenset({NodeState.DEAD, NodeState.LEFT})
 
@@ -155,7 +161,17 @@ class Takeover:
         return max(node.holds_from_ms, horizon_ms) if node.holds_from_ms else horizon_ms
 
     async def _hand_back(self, epoch: int, from_ms: int) -> tuple[int, int]:
-        return await self._hand_back_each(lambda lane: lane.repo.take_over(epoch, from_ms=from_ms))
+        """An epoch's claims from from_ms on, the recent ones first: (moved, left locked)."""
+        recent_ms = max(from_ms, self.clock.now_ms() - RECENT_FIRST_MS)
+        moved, locked = await self._hand_back_each(
+            lambda lane: lane.repo.take_over(epoch, from_ms=recent_ms)
+        )
+        if recent_ms > from_ms:
+            older, still = await self._hand_back_each(
+                lambda lane: lane.repo.take_over(epoch, from_ms=from_ms, before_ms=recent_ms)
+            )
+            moved, locked = moved + older, locked + still
+        return moved, locked
 
     async def _hand_back_each(self, take: Callable[[Lane], Awaitable[int]]) -> tuple[int, int]:
         """`take` in every lane: (rows moved, rows left locked by an open transaction). A

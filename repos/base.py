@@ -369,9 +369,17 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         """
         ...
 
-    async def take_over(self, epoch: int, *, from_ms: int, claimed_at_ms: int | None = None) -> int:
-        """Give back every row CLAIMED under `epoch` due at or after from_ms, in every live
-        shard that can hold one, as release() does (attempt handed back); return rows moved.
+    async def take_over(
+        self,
+        epoch: int,
+        *,
+        from_ms: int,
+        before_ms: int | None = None,
+        claimed_at_ms: int | None = None,
+    ) -> int:
+        """Give back every row CLAIMED under `epoch` due at or after from_ms (and before
+        before_ms, if given), in every live shard that can hold one, as release() does (attempt
+        handed back); return rows moved.
 
         Reads the claim index from (epoch, from_ms) on, per shard: from_ms bounds the scan to
         the rows the epoch may still hold (its rows that finished keep their epoch, and stay in

@@ -227,10 +227,18 @@ class MysqlRepository(Generic[TEntity, TKey]):
     async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
         return await self._update_refs("release", sql.RELEASE, refs, {"epoch": epoch})
 
-    async def take_over(self, epoch: int, *, from_ms: int, claimed_at_ms: int | None = None) -> int:
+    async def take_over(
+        self,
+        epoch: int,
+        *,
+        from_ms: int,
+        before_ms: int | None = None,
+        claimed_at_ms: int | None = None,
+    ) -> int:
         # Every shard: a retried row is due after its shard's end.
         shards = await self._live.refresh()
-        return await self._take_over([(s, [epoch]) for s in shards], from_ms, claimed_at_ms)
+        args = {"from_ms": from_ms, "before_ms": before_ms, "claimed_at_ms": claimed_at_ms}
+        return await self._take_over([(s, [epoch]) for s in shards], args)
 
     async def take_over_earlier(self, epoch: int, *, keep: Collection[int], from_ms: int) -> int:
         shards = await self._live.refresh()
@@ -244,7 +252,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
             if claim_epoch < epoch and claim_epoch not in keep:
                 others[shard_no].append(claim_epoch)
         work = [(shards[no], epochs) for no, epochs in others.items()]
-        return await self._take_over(work, from_ms, None)
+        args = {"from_ms": from_ms, "before_ms": None, "claimed_at_ms": None}
+        return await self._take_over(work, args)
 
     async def fenced(self, epoch: int, refs: Sequence[RowRef]) -> list[StoredRow]:
         async def attempt(fallback: bool) -> list[Row]:
@@ -466,12 +475,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         return await self._live.again_if_dropped(attempt)
 
-    async def _take_over(
-        self, work: list[tuple[Shard, list[int]]], from_ms: int, claimed_at_ms: int | None
-    ) -> int:
-        """Per shard, the epochs' claims from from_ms on: locked, skipping the rows an open
-        transaction holds, and moved back by id; ClaimsLocked if any stayed locked."""
-        args = {"from_ms": from_ms, "claimed_at_ms": claimed_at_ms}
+    async def _take_over(self, work: list[tuple[Shard, list[int]]], args: dict[str, Any]) -> int:
+        """Per shard, the epochs' claims in the range `args` gives: locked, skipping the rows
+        an open transaction holds, and moved back by id; ClaimsLocked if any stayed locked."""
         ranges = [
             {"target": shard.target, "epochs": literal_list(int_literal, epochs), **self._fmt}
             for shard, epochs in work

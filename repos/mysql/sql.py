@@ -148,12 +148,13 @@ UPDATE {target} SET status = 0, claim_epoch = 0, claimed_by = '', claimed_at = 0
     attempts = GREATEST(attempts - 1, 0)
 WHERE """
 RELEASE = _RELEASE + "claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"
-# The claim index's ranges of the epochs listed ({epochs}: ints), from from_ms on; the rows
-# of one claim only, if claimed_at_ms. Locked first, skipping rows an open transaction holds
+# The claim index's ranges of the epochs listed ({epochs}: ints), from from_ms on (to
+# before_ms, if given); the rows of one claim only, if claimed_at_ms. Locked first, skipping rows an open transaction holds
 # (a frozen node's ack would hold up the whole statement), then moved by id; what stays locked
 # is counted by a plain read.
 _TAKE_OVER_RANGE = (
     " FROM {target} WHERE claim_epoch IN ({epochs}) AND due_at >= %(from_ms)s AND status = 1"
+    " AND (%(before_ms)s IS NULL OR due_at < %(before_ms)s)"
     " AND (%(claimed_at_ms)s IS NULL OR claimed_at = %(claimed_at_ms)s)"
 )
 TAKE_OVER_LOCK = "SELECT `{id}`" + _TAKE_OVER_RANGE + " FOR UPDATE SKIP LOCKED"

@@ -238,8 +238,20 @@ class SqliteRepository(Generic[TEntity, TKey]):
     async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
         return await self._update_refs("release", sql.RELEASE, refs, (epoch,))
 
-    async def take_over(self, epoch: int, *, from_ms: int, claimed_at_ms: int | None = None) -> int:
-        args = {"epoch": epoch, "from_ms": from_ms, "claimed_at_ms": claimed_at_ms}
+    async def take_over(
+        self,
+        epoch: int,
+        *,
+        from_ms: int,
+        before_ms: int | None = None,
+        claimed_at_ms: int | None = None,
+    ) -> int:
+        args = {
+            "epoch": epoch,
+            "from_ms": from_ms,
+            "before_ms": before_ms,
+            "claimed_at_ms": claimed_at_ms,
+        }
         return await self._every_table("take over", sql.TAKE_OVER, args)
 
     async def take_over_earlier(self, epoch: int, *, keep: Collection[int], from_ms: int) -> int:

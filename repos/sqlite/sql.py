@@ -98,9 +98,11 @@ UPDATE "{table}" SET status = 0, claim_epoch = 0, claimed_by = NULL, claimed_at 
     attempts = MAX(attempts - 1, 0)
 WHERE """
 RELEASE = _RELEASE + 'claim_epoch = ?1 AND status = 1 AND "{id}" IN ({keys})'
-# The epoch's range of the claim index from from_ms on; of one claim, if claimed_at_ms.
+# The epoch's range of the claim index from from_ms on (to before_ms, if given); of one
+# claim, if claimed_at_ms.
 TAKE_OVER = (
     _RELEASE + "claim_epoch = :epoch AND due_at >= :from_ms AND status = 1"
+    " AND (:before_ms IS NULL OR due_at < :before_ms)"
     " AND (:claimed_at_ms IS NULL OR claimed_at = :claimed_at_ms)"
 )
 # Every claimed epoch below :epoch but those kept (:keep, a JSON array of ints).

@@ -30,6 +30,7 @@ from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import NodeDeclaredDead, NodeIdInUse, SingleNodeStore, StoreMissing
 from infinite_scheduler.jobs import JobContext
 from infinite_scheduler.node import Identity, join, stopped
+from infinite_scheduler.takeover import RECENT_FIRST_MS
 from repos.base import Claimant, ShardingRepository, Status
 from repos.cluster import Membership, NodeInfo, NodeState
 from repos.examples import SMS, SmsEntity
@@ -700,3 +701,35 @@ async def test_a_takeover_moves_what_a_frozen_transaction_does_not_lock_and_the_
         " stay locked by its open transaction: taken over once it ends",
         f"node node-a epoch {engine.epoch} took over 1 of its claims; they fire once, now",
     ]
+
+
+async def test_a_takeover_hands_back_recent_and_older_claims_alike(
+    engine_factory: EngineFactory, members: Membership, repo: Repo, raw_sql: Any
+) -> None:
+    """The recent claims go first, then those overdue by more than RECENT_FIRST_MS: both."""
+    recorder = Recorder()
+    dead = await members.join("dead", host="h", pid=1, version="v", node_timeout_ms=TIMEOUT_MS)
+    due = {1: T0 - 10 * RECENT_FIRST_MS, 2: T0 - RECENT_FIRST_MS // 2, 3: T0 + 100}
+    await repo.insert([sms(k, at) for k, at in due.items()], now_ms=T0)
+    claimed = await repo.claim_due(
+        Claimant("dead", dead.epoch),
+        now_ms=T0,
+        before_ms=T0 + 1000,
+        since_ms=T0 - 20 * RECENT_FIRST_MS,
+        limit=3,
+    )
+    assert len(claimed) == 3
+    await raw_sql(
+        repo,
+        f"UPDATE nodes SET heartbeat_at_ms = heartbeat_at_ms - 60000 WHERE epoch = {dead.epoch}",
+    )
+    async with engine_factory(handler=recorder, misfire_threshold_s=3600) as engine:
+        await engine.run_until_idle()
+        assert sorted((i, a) for i, a, _ in recorder.fires) == [(1, 1), (2, 1)]  # 3 not yet due
+        assert gauge(engine, "takeovers_total") == 1
+        assert (
+            engine.metrics.registry.get_sample_value(
+                "infinite_scheduler_claims_taken_over_total", {"entity": "sms"}
+            )
+            == 3
+        )

@@ -780,6 +780,24 @@ async def test_take_over_moves_that_epochs_claims_due_from_then_and_keeps_the_at
     await _check_epochs(repo)
 
 
+async def test_take_over_before_moves_the_claims_due_in_that_range_only(repo: Repo) -> None:
+    """A takeover in two ranges (the recent claims first, then the long tail): each moves its
+    own rows, and the two together move them all."""
+    await _claimed_by_two_nodes(repo)
+    assert await repo.take_over(N1.epoch, from_ms=D22 + 2 * HOUR, before_ms=D23 + 1) == 2
+    assert {k: s for k, (s, _, _) in (await _state(repo)).items()} == {
+        1: C,
+        2: P,
+        3: C,
+        4: P,
+        5: P,
+    }
+    assert await repo.take_over(N1.epoch, from_ms=D20, before_ms=D22 + 2 * HOUR) == 1  # 1
+    assert await repo.take_over(N1.epoch, from_ms=D20) == 0
+    assert (await one(repo, 3)).status is C  # n2's
+    await _check_epochs(repo)
+
+
 async def test_take_over_claimed_at_gives_back_one_claim_only(repo: Repo) -> None:
     """The rows of one claim whose reply was lost: same epoch, same claimed_at, nothing else."""
     await _claimed_by_two_nodes(repo)
