@@ -128,14 +128,14 @@ class MysqlMembership:
     async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
         args = {"name": name, "epoch": epoch, "ttl_ms": ttl_ms}
 
-        async def body(tx: Tx) -> bool:
-            if not await tx.fetch_all(sql.RUNNING_EPOCH, args):
-                return False
-            if await tx.execute(sql.TAKE_LEASE, args):
-                return True
-            return await tx.execute(sql.NEW_LEASE, args) == 1
-
-        return bool(await self._ex.run("acquire lease", body))
+        if await self._ex.run(
+            "acquire lease", lambda tx: tx.execute(sql.TAKE_LEASE, args), one_statement=True
+        ):
+            return True
+        made = await self._ex.run(
+            "acquire lease", lambda tx: tx.execute(sql.NEW_LEASE, args), one_statement=True
+        )
+        return bool(made == 1)
 
     async def release_lease(self, name: str, epoch: int) -> None:
         args = {"name": name, "epoch": epoch}

@@ -149,9 +149,9 @@ UPDATE {target} SET status = 0, claim_epoch = 0, claimed_by = '', claimed_at = 0
 WHERE """
 RELEASE = _RELEASE + "claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"
 # The claim index's ranges of the epochs listed ({epochs}: ints), from from_ms on (to
-# before_ms, if given); the rows of one claim only, if claimed_at_ms. Locked first, skipping rows an open transaction holds
-# (a frozen node's ack would hold up the whole statement), then moved by id; what stays locked
-# is counted by a plain read.
+# before_ms, if given); the rows of one claim only, if claimed_at_ms. Locked first, skipping
+# rows an open transaction holds (a frozen node's ack would hold up the whole statement), then
+# moved by id; what stays locked is counted by a plain read.
 _TAKE_OVER_RANGE = (
     " FROM {target} WHERE claim_epoch IN ({epochs}) AND due_at >= %(from_ms)s AND status = 1"
     " AND (%(before_ms)s IS NULL OR due_at < %(before_ms)s)"
@@ -324,11 +324,14 @@ CREATE_LEASES = """CREATE TABLE IF NOT EXISTS leases (
     expires_at_ms BIGINT NOT NULL,
     PRIMARY KEY (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
-# An acquire, in one transaction: the taker's own row, locked shared so that no declare_dead
-# slips between this check and the write (no row: the epoch is not running, it takes nothing);
-# then renew or take over the lease row; if there is none, insert it (a duplicate key: another
-# node made it first, and it is theirs).
-RUNNING_EPOCH = "SELECT 1 FROM nodes WHERE epoch = %(epoch)s AND state IN (0, 1) LOCK IN SHARE MODE"
+# An acquire: renew or take over the lease row; if there is none, insert it (a duplicate key:
+# another node made it first, and it is theirs). Each is one statement, taking nothing unless
+# the taker's epoch is running. Not a transaction holding the taker's own row locked: a taker
+# frozen between its statements would keep that lock, and every declare_dead of it would wait.
+# A declare_dead that commits during the statement may let a dead epoch take the lease once:
+# the others find its holder not running and take it at their next try (one pass overlapping
+# another, which maintenance tolerates).
+_TAKER_RUNNING = "EXISTS (SELECT 1 FROM nodes WHERE epoch = %(epoch)s AND state IN (0, 1))"
 # expires_at_ms first: MySQL assigns left to right, so its IF still sees the old holder. A
 # renewal always moves the expiry (+1 at least), so the changed-row count says who won.
 _LEASE_FREE = (
@@ -339,12 +342,14 @@ _LEASE_END = _NOW_MS + " + %(ttl_ms)s"
 TAKE_LEASE = (
     "UPDATE leases SET expires_at_ms = IF(holder_epoch = %(epoch)s, GREATEST(" + _LEASE_END + ","
     " expires_at_ms + 1), " + _LEASE_END + "), holder_epoch = %(epoch)s"
-    " WHERE name = %(name)s AND " + _LEASE_FREE
+    " WHERE name = %(name)s AND " + _LEASE_FREE + " AND " + _TAKER_RUNNING
 )
 NEW_LEASE = (
-    "INSERT INTO leases (name, holder_epoch, expires_at_ms) VALUES (%(name)s, %(epoch)s, "
+    "INSERT INTO leases (name, holder_epoch, expires_at_ms) SELECT %(name)s, %(epoch)s, "
     + _LEASE_END
-    + ") ON DUPLICATE KEY UPDATE holder_epoch = holder_epoch"
+    + " FROM DUAL WHERE "
+    + _TAKER_RUNNING
+    + " ON DUPLICATE KEY UPDATE holder_epoch = holder_epoch"
 )
 RELEASE_LEASE = "DELETE FROM leases WHERE name = %(name)s AND holder_epoch = %(epoch)s"
 
