@@ -10,6 +10,9 @@
 #
 # Node N (1..3): client port 331N, group port 457N, IST port 458N, SST (rsync) port 459N; its
 # datadir, socket, pid files, config and error log live in ${GALERA_DIR:-/tmp/infsched-galera}/nN.
+# A second cluster beside the first (two checkouts testing at once) takes GALERA_PORT_OFFSET
+# (added to every port) and a GALERA_DIR of its own. Commands on one GALERA_DIR run one at a
+# time (flock), so two test sessions cannot interleave an up with a down.
 # Data is kept across down/up: `up` with no node running bootstraps from the node whose
 # grastate.dat says safe_to_bootstrap (the last one stopped cleanly), or after a crash of all
 # three from the node with the highest recovered seqno. A crashed node is evicted after 3 s
@@ -21,15 +24,26 @@ set -euo pipefail
 GALERA_DIR=${GALERA_DIR:-/tmp/infsched-galera}
 GALERA_PROVIDER=${GALERA_PROVIDER:-/usr/lib/galera/libgalera_smm.so}
 GALERA_TIMEOUT=${GALERA_TIMEOUT:-120}   # seconds to wait for a node to be Synced
+GALERA_PORT_OFFSET=${GALERA_PORT_OFFSET:-0}
 NODES=(1 2 3)
-CLUSTER_ADDRESS="gcomm://127.0.0.1:4571,127.0.0.1:4572,127.0.0.1:4573"
 
 log() { printf 'galera: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 node_dir() { echo "$GALERA_DIR/n$1"; }
-client_port() { echo $((3310 + $1)); }
-node_ports() { echo "$((3310 + $1)) $((4570 + $1)) $((4580 + $1)) $((4590 + $1))"; }
+client_port() { echo $((3310 + GALERA_PORT_OFFSET + $1)); }
+group_port() { echo $((4570 + GALERA_PORT_OFFSET + $1)); }
+ist_port() { echo $((4580 + GALERA_PORT_OFFSET + $1)); }
+sst_port() { echo $((4590 + GALERA_PORT_OFFSET + $1)); }
+node_ports() { echo "$(client_port "$1") $(group_port "$1") $(ist_port "$1") $(sst_port "$1")"; }
+CLUSTER_ADDRESS="gcomm://127.0.0.1:$(group_port 1),127.0.0.1:$(group_port 2),127.0.0.1:$(group_port 3)"
+
+# True while `pid` runs (a zombie awaiting its reaper does not count).
+alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
 launch_pid_file() { echo "$(node_dir "$1")/launch.pid"; }
 
 check_node() {
@@ -67,11 +81,11 @@ wsrep_provider = $GALERA_PROVIDER
 wsrep_cluster_name = infsched
 wsrep_cluster_address = $CLUSTER_ADDRESS
 wsrep_node_name = n$n
-wsrep_node_address = 127.0.0.1:$((4570 + n))
+wsrep_node_address = 127.0.0.1:$(group_port "$n")
 wsrep_node_incoming_address = 127.0.0.1:$(client_port "$n")
-wsrep_provider_options = "gmcast.listen_addr=tcp://127.0.0.1:$((4570 + n));ist.recv_addr=127.0.0.1:$((4580 + n));gcache.size=64M;evs.suspect_timeout=PT3S;evs.inactive_timeout=PT6S"
+wsrep_provider_options = "gmcast.listen_addr=tcp://127.0.0.1:$(group_port "$n");ist.recv_addr=127.0.0.1:$(ist_port "$n");gcache.size=64M;evs.suspect_timeout=PT3S;evs.inactive_timeout=PT6S"
 wsrep_sst_method = rsync
-wsrep_sst_receive_address = 127.0.0.1:$((4590 + n))
+wsrep_sst_receive_address = 127.0.0.1:$(sst_port "$n")
 EOF
     chown -R mysql:mysql "$dir"
 }
@@ -164,7 +178,8 @@ launch() {  # launch N [extra mariadbd args...]: start node N in the background
     [[ -n $pos ]] && set -- "$@" "--wsrep_start_position=$pos"
     log "starting node $n (port $(client_port "$n"))${*:+ with $*}"
     rm -f "$dir/mysqld.pid" "$dir/launch.pid"
-    setsid mariadbd --defaults-file="$dir/my.cnf" "$@" </dev/null >>"$dir/error.log" 2>&1 &
+    # fd 9 is the command lock: the server must not hold it after this command ends.
+    setsid mariadbd --defaults-file="$dir/my.cnf" "$@" </dev/null >>"$dir/error.log" 2>&1 9>&- &
     echo $! >"$(launch_pid_file "$n")"
 }
 
@@ -249,7 +264,7 @@ stop_node() {  # stop_node N [signal]: stop node N, its SST helpers, and whateve
     if pid=$(node_pid "$n"); then
         kill "-$sig" "$pid" 2>/dev/null || true
         deadline=$((SECONDS + 60))
-        while kill -0 "$pid" 2>/dev/null; do
+        while alive "$pid"; do
             ((SECONDS < deadline)) || { log "node $n (pid $pid) ignores SIG$sig; killing"; kill -9 "$pid" 2>/dev/null || true; }
             sleep 0.2
         done
@@ -306,7 +321,7 @@ cmd_kill() {
     check_node "$n"
     pid=$(node_pid "$n") || die "node $n is not running"
     kill -9 "$pid"
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    while alive "$pid"; do sleep 0.1; done
     rm -f "$(launch_pid_file "$n")"
     log "node $n (pid $pid) killed"
 }
@@ -333,6 +348,12 @@ cmd_purge() {
 }
 
 [[ $(id -u) == 0 ]] || die "run as root (mariadbd is started with --user=mysql)"
+[[ $GALERA_PORT_OFFSET =~ ^[0-9]+$ ]] || die "GALERA_PORT_OFFSET must be a number, got '$GALERA_PORT_OFFSET'"
+if [[ ${1:-} != status ]]; then
+    mkdir -p "$(dirname "$GALERA_DIR")"
+    exec 9>>"${GALERA_DIR%/}.lock"
+    flock -w 900 9 || die "another scripts/galera.sh holds ${GALERA_DIR%/}.lock"
+fi
 case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;

@@ -479,7 +479,10 @@ class Galera:
     """The three nodes of the local Galera cluster (127.0.0.1:3311..3313, root, no password)."""
 
     host: str = "127.0.0.1"
-    ports: tuple[int, ...] = (3311, 3312, 3313)
+    #: 3311..3313, moved by the script's GALERA_PORT_OFFSET (a second cluster beside the first).
+    ports: tuple[int, ...] = tuple(
+        3310 + int(os.environ.get("GALERA_PORT_OFFSET", "0")) + n for n in (1, 2, 3)
+    )
     user: str = "root"
     #: The script's GALERA_DIR: node n's datadir and error log are under n<n>/.
     directory: Path = Path(os.environ.get("GALERA_DIR", "/tmp/infsched-galera"))
