@@ -11,7 +11,8 @@
     │   └── SingleNodeStore        the SQLite store has a live node already
     ├── StoreError                 the database refused or failed a statement
     │   ├── StoreUnavailable       the database cannot be reached at all
-    │   └── StoreMissing           the database or SQLite file does not exist (and is not created)
+    │   ├── StoreMissing           the database or SQLite file does not exist (and is not created)
+    │   └── UnsafeStore            a server the claim is unsafe on (TiDB, old MySQL/MariaDB, ...)
     ├── ConfigError                a setting is invalid, or the config file cannot be read
     │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     ├── HandlerMissing             an entity type the engine has no handler for
@@ -42,6 +43,7 @@ from repos.errors import SingleNodeStore as SingleNodeStore
 from repos.errors import StoreError as StoreError
 from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
+from repos.errors import UnsafeStore as UnsafeStore
 
 
 class ConfigError(SchedulerError):
