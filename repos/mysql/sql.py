@@ -55,9 +55,8 @@ CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8
 # wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
 # Read once at open by the store guard (repos/mysql/identity.py): what the server is, and if it
-# is a Galera node, its cluster's state. SHOW, not SELECT VERSION(): a Galera node outside the
-# primary component answers SHOW and SET only, and the guard must say why it refuses it. MySQL
-# has no wsrep variables: they are simply not in the answer.
+# is a Galera node, its cluster's state. MySQL has no wsrep variables: they are simply not in
+# the answers.
 SERVER_VARIABLES = (
     "SHOW GLOBAL VARIABLES WHERE Variable_name IN"
     " ('version', 'version_comment', 'wsrep_on', 'wsrep_provider', 'wsrep_node_name')"

@@ -45,7 +45,7 @@ def test_a_row_written_on_n1_is_read_on_n3(galera: Galera, galera_database: str)
 def test_a_killed_node_rejoins_with_what_it_missed(galera: Galera, galera_database: str) -> None:
     galera.sql(1, f"CREATE TABLE `{galera_database}`.t (id INT PRIMARY KEY)")
     galera.kill(3)
-    assert "n3 127.0.0.1:3313 stopped" in galera.status()
+    assert f"n3 127.0.0.1:{galera.ports[2]} stopped" in galera.status()
     # The survivors evict n3 once it misses evs.suspect_timeout; n1 then writes without it.
     deadline = time.monotonic() + 30
     while wsrep(galera, 1)["wsrep_cluster_size"] != "2":

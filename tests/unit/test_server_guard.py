@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from infinite_scheduler.cli import render_verdict
 from repos.server_guard import ServerIdentity, judge
 
 MARIADB_1011 = ServerIdentity(
@@ -190,3 +191,24 @@ def test_the_server_is_described_in_one_line() -> None:
     )
     assert MYSQL_8036.describe() == "MySQL 8.0.36 (MySQL Community Server - GPL)"
     assert not MARIADB_1011.galera  # wsrep variables present, replication off
+
+
+def test_store_check_prints_a_refusal_with_its_reason() -> None:
+    verdict = judge(TIDB_75, url_hosts=1, galera_multi_writer=False)
+    assert render_verdict("mysql app@tidb:4000/jobs (multi-table, asyncmy)", verdict) == (
+        "  store    mysql app@tidb:4000/jobs (multi-table, asyncmy)\n"
+        "  server   TiDB\n"
+        "  version  5.7.25-TiDB-v7.5.0\n"
+        f"  comment  {TIDB_75.version_comment}\n"
+        "  galera   no\n"
+        "REFUSED: TiDB parses the claim's SKIP LOCKED and ignores it: two nodes would claim, and"
+        " fire, the same jobs\n"
+    )
+
+
+def test_store_check_prints_galera_state_and_warnings() -> None:
+    verdict = judge(GALERA_N1, url_hosts=1, galera_multi_writer=False)
+    lines = render_verdict("mysql root@127.0.0.1:3311/jobs", verdict).splitlines()
+    assert lines[4] == "  galera   node n1, cluster size 3, state Synced, ready ON"
+    assert lines[5].startswith("  warning  the store URL names one host of a 3-node Galera")
+    assert lines[6] == "ACCEPTED"
