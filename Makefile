@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 MYSQL_HOST ?= 127.0.0.1
 MYSQL_PORT ?= 3306
 
-.PHONY: run test unit lint bench install ensure-mysql clean
+.PHONY: run test unit lint bench install ensure-mysql galera-up galera-down galera-status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ ensure-mysql: $(STAMP)
 			sleep 1; \
 		done; \
 	fi
+
+# A three-node Galera cluster on 127.0.0.1:3311..3313 (issue 13); data under /tmp/infsched-galera.
+galera-up:
+	scripts/galera.sh up
+
+galera-down:
+	scripts/galera.sh down
+
+galera-status:
+	scripts/galera.sh status
 
 clean:
 	rm -rf $(VENV) build *.egg-info

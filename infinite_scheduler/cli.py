@@ -1,9 +1,10 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired``,
-``nodes list`` and ``store init``.
+``nodes list`` and ``store init|check``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, or ``run`` refused by the
-store (a live node has its node id; a second node on SQLite), 3 ``shards drop-expired``
-refused to drop unfinished rows (not confirmed, no ``--force``): nothing was dropped, 130
+store (a live node has its node id; a second node on SQLite; a server the claim is unsafe on),
+3 ``shards drop-expired`` refused to drop unfinished rows (not confirmed, no ``--force``):
+nothing was dropped, or ``store check`` refused the server, 130
 interrupted by SIGINT before the engine was running. The message goes to stderr, without a
 traceback. 3 is apart from 1 so that a script can tell a broken store from a drop that only
 wants a person's decision.
@@ -40,10 +41,12 @@ from infinite_scheduler.errors import (
     NodeDeclaredDead,
     NodeRefused,
     SchedulerError,
+    UnsafeStore,
 )
 from infinite_scheduler.node_commands import nodes_main
 from infinite_scheduler.shard_commands import DropOptions, shards_main
-from repos.registry import create_store
+from repos.registry import check_store, create_store
+from repos.server_guard import Verdict
 from repos.urls import SqliteUrl
 
 logger = logging.getLogger(__name__)
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "nodes":
         return nodes(config, app=args.app)
     if args.command == "store":
-        return store_init(config)
+        return store_check(config) if args.action == "check" else store_init(config)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
@@ -98,7 +101,7 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     try:
         run_loop(_serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
-        refused = isinstance(exc, ConfigError | NodeRefused)
+        refused = isinstance(exc, ConfigError | NodeRefused | UnsafeStore)
         return _failed(exc, EXIT_CONFIG if refused else EXIT_STORE)
     return EXIT_OK
 
@@ -145,6 +148,51 @@ def store_init(config: SchedulerConfig) -> int:
     except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
+
+
+def store_check(config: SchedulerConfig) -> int:
+    """Print what the store guard finds on the configured server, and its verdict: exit 0 when
+    accepted, 3 when refused (the engine would not start), 1 when it cannot be asked."""
+    store = config.store
+    try:
+        verdict = asyncio.run(
+            check_store(
+                config.store_url,
+                driver=store.driver,
+                connect_timeout_s=store.connect_timeout_s,
+                galera_multi_writer=store.galera_multi_writer,
+            )
+        )
+    except SchedulerError as exc:
+        return _failed(exc, EXIT_STORE)
+    sys.stdout.write(render_verdict(describe_store(store), verdict))
+    return EXIT_OK if verdict is None or verdict.accepted else EXIT_REFUSED
+
+
+def render_verdict(store: str, verdict: Verdict | None) -> str:
+    """``store check``'s report: the server, its Galera state, warnings, ACCEPTED/REFUSED."""
+    if verdict is None:
+        return f"  store    {store}\nACCEPTED: SQLite (the guard judges MySQL servers only)\n"
+    found = verdict.identity
+    galera = "no"
+    if found.galera:
+        galera = (
+            f"node {found.wsrep_node_name or '?'}, cluster size {found.wsrep_cluster_size},"
+            f" state {found.wsrep_local_state_comment or '?'},"
+            f" ready {'ON' if found.wsrep_ready else 'OFF'}"
+        )
+    rows = [
+        ("store", store),
+        ("server", found.flavor),
+        ("version", found.version),
+        ("comment", found.version_comment or "-"),
+        ("galera", galera),
+        *(("warning", warning) for warning in verdict.warnings),
+    ]
+    body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
+    if verdict.accepted:
+        return body + "ACCEPTED\n"
+    return body + "".join(f"REFUSED: {reason}\n" for reason in verdict.refusals)
 
 
 def _failed(error: Exception | str, exit_code: int) -> int:
@@ -351,12 +399,17 @@ def _parser() -> argparse.ArgumentParser:
     nodes_list.add_argument(
         "--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)"
     )
-    store_cmd = commands.add_parser("store", help="create the configured store")
+    store_cmd = commands.add_parser("store", help="create or check the configured store")
     store_actions = store_cmd.add_subparsers(dest="action", required=True)
     init = store_actions.add_parser(
         "init", help="create the MySQL database or the SQLite file (and directory) if missing"
     )
     init.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    check = store_actions.add_parser(
+        "check",
+        help="identify the MySQL server and say whether the engine would accept it as a store",
+    )
+    check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     return parser
 
 

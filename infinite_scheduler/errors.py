@@ -12,7 +12,8 @@
     ├── StoreError                 the database refused or failed a statement
     │   ├── StoreUnavailable       the database cannot be reached at all
     │   ├── StoreMissing           the database or SQLite file does not exist (and is not created)
-    │   └── ClaimsLocked           a takeover left claims an open transaction holds, for later
+    │   ├── ClaimsLocked           a takeover left claims an open transaction holds, for later
+    │   └── UnsafeStore            a server the claim is unsafe on (TiDB, old MySQL/MariaDB, ...)
     ├── ConfigError                a setting is invalid, or the config file cannot be read
     │   └── PortUnavailable        the metrics port cannot be listened on (in use, say)
     ├── HandlerMissing             an entity type the engine has no handler for
@@ -44,6 +45,7 @@ from repos.errors import SingleNodeStore as SingleNodeStore
 from repos.errors import StoreError as StoreError
 from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
+from repos.errors import UnsafeStore as UnsafeStore
 
 
 class ConfigError(SchedulerError):

@@ -331,6 +331,7 @@ def store_membership(config: SchedulerConfig) -> Membership:
         pool_recycle_s=store.pool_recycle_s,
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
+        galera_multi_writer=store.galera_multi_writer,
     )
 
 

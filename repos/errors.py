@@ -1,6 +1,7 @@
 """The errors the store raises on purpose: the root SchedulerError, an entity that does not fit
 its spec (EntitySpecError and its kinds), a node the store will not take (NodeRefused and its
-kinds), a statement the database failed (StoreError and its kinds).
+kinds), a statement the database failed or a server the claim is unsafe on (StoreError and its
+kinds).
 
 They live here because the adapters raise them and must not import the engine;
 ``infinite_scheduler.errors`` re-exports them and draws the whole tree, the engine's own errors
@@ -280,6 +281,25 @@ class StoreMissing(StoreError):
             f"{self.kind} {self.store!r}{where} does not exist; create it with "
             "`infinite-scheduler store init`, or set store.create_missing = true"
         )
+
+
+class UnsafeStore(StoreError):
+    """Raised at open when the server would make the claim unsafe (repos/server_guard.py): TiDB
+    (ignores SKIP LOCKED), MySQL < 8.0.1 or MariaDB < 10.6 (no SKIP LOCKED), a Galera node
+    outside the primary component. Raised before any table is made or row written.
+
+    `server` describes what was found (version, comment, Galera state); `reasons` says why each
+    refusal applies. ``infinite-scheduler store check`` prints the same verdict without raising.
+    """
+
+    def __init__(self, address: str, server: str, reasons: tuple[str, ...]) -> None:
+        self.address = address
+        self.server = server
+        self.reasons = reasons
+        super().__init__("open", RuntimeError("; ".join(reasons)))
+
+    def _explain(self) -> str:
+        return f"{self.server} at {self.address} is refused as a store: {'; '.join(self.reasons)}"
 
 
 def _describe(cause: BaseException) -> str:

@@ -1,5 +1,5 @@
 """The one place that picks an adapter for a store URL: to make the store, a repository, or the
-store's membership (its nodes table)."""
+store's membership (its nodes table), or to judge its server (the store guard)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from repos.base import ShardingRepository, ShardPolicy
 from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
+from repos.server_guard import Verdict
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
 
@@ -112,9 +113,11 @@ def make_membership(
     pool_recycle_s: int = 3600,
     connect_timeout_s: float = 5.0,
     create_missing: bool = False,
+    galera_multi_writer: bool = False,
 ) -> Membership:
     """Build (not open) the nodes table's adapter for the store `url` names; its own small
-    pool on MySQL (two connections: a heartbeat and a listing), its own connection on SQLite."""
+    pool on MySQL (two connections: a heartbeat and a listing), its own connection on SQLite.
+    On MySQL its open runs the store guard (repos/server_guard.py), once per engine start."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.cluster import SqliteMembership
@@ -128,4 +131,28 @@ def make_membership(
         pool_recycle_s=pool_recycle_s,
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
+        galera_multi_writer=galera_multi_writer,
     )
+
+
+async def check_store(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    connect_timeout_s: float = 5.0,
+    galera_multi_writer: bool = False,
+) -> Verdict | None:
+    """The store guard's verdict on the MySQL server `url` names, without refusing anything
+    (``infinite-scheduler store check``); None for SQLite, which the guard does not judge."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        return None
+    from repos.mysql.driver import Executor
+    from repos.mysql.identity import check_server
+
+    executor = Executor(target, driver=driver, pool_size=1, connect_timeout_s=connect_timeout_s)
+    await executor.open()
+    try:
+        return await check_server(executor, galera_multi_writer=galera_multi_writer)
+    finally:
+        await executor.close()

@@ -16,6 +16,11 @@
 - ``raw_sql``: runs a statement on a repository's (or a membership's) store behind its back, as
   a DBA (or a bug, or a newer version) would.
 - ``old_shard``: makes a shard as the version before epoch claims did, with rows in it.
+- ``galera`` (session): the local three-node Galera cluster of ``scripts/galera.sh``, brought up
+  once (and down at the end if this session started it); fresh databases on it, single- and
+  multi-host URLs, ``kill(n)`` / ``start(n)``. ``galera_database``: one fresh database on it,
+  dropped after the test. A cluster that cannot start fails under ``CI=true``, skips otherwise.
+  Tests marked ``galera`` get a longer timeout (the first one waits for the cluster).
 
 Test modules reach all of this through fixtures only: ``tests`` is not a package, so nothing
 here is importable at run time.
@@ -27,7 +32,8 @@ import asyncio
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,12 +95,16 @@ def mariadb() -> MariaDB:
     return MARIADB
 
 
+def _under_ci() -> bool:
+    # CI services set CI=true (some CI=1); only an unset, empty or false CI may skip.
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _mariadb_unreachable(exc: BaseException) -> NoReturn:
     """Fail under CI (the MySQL tier must run there), skip on a developer machine."""
     reason = f"MariaDB not reachable at {MARIADB.host}:{MARIADB.port}: {exc!r}"
-    # CI services set CI=true (some CI=1); only an unset, empty or false CI may skip, so the
-    # skip lives in the else branch alone: under CI this always fails, never skips.
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+    # The skip lives in the else branch alone: under CI this always fails, never skips.
+    if _under_ci():
         pytest.fail(
             f"{reason}\nCI=true: MySQL tests must run, never skip. Start it: {START_MARIADB}"
         )
@@ -438,3 +448,140 @@ def old_shard(backend: Backend, backend_url: str) -> OldShard:
 
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+# -- the local Galera cluster (scripts/galera.sh) --------------------------------------------
+
+GALERA_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "galera.sh"
+#: Bringing the cluster up from nothing takes ~15 s here, a recovery after kill -9 longer.
+GALERA_TEST_TIMEOUT_S = 240
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A galera test may be the one that waits for the cluster: it gets a longer timeout."""
+    for item in items:
+        if item.get_closest_marker("galera") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(GALERA_TEST_TIMEOUT_S))
+
+
+def _galera_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(GALERA_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=GALERA_TEST_TIMEOUT_S - 30,
+        check=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Galera:
+    """The three nodes of the local Galera cluster (127.0.0.1:3311..3313, root, no password)."""
+
+    host: str = "127.0.0.1"
+    #: 3311..3313, moved by the script's GALERA_PORT_OFFSET (a second cluster beside the first).
+    ports: tuple[int, ...] = tuple(
+        3310 + int(os.environ.get("GALERA_PORT_OFFSET", "0")) + n for n in (1, 2, 3)
+    )
+    user: str = "root"
+    #: The script's GALERA_DIR: node n's datadir and error log are under n<n>/.
+    directory: Path = Path(os.environ.get("GALERA_DIR", "/tmp/infsched-galera"))
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        return tuple((self.host, port) for port in self.ports)
+
+    def url(self, database: str) -> str:
+        """The multi-host store URL of `database`: every node, n1 first."""
+        hosts = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        return f"mysql://{self.user}@{hosts}/{database}"
+
+    def node_url(self, n: int, database: str) -> str:
+        """The store URL of `database` through node `n` (1..3) alone."""
+        return f"mysql://{self.user}@{self.host}:{self.ports[n - 1]}/{database}"
+
+    def sql(self, n: int, *statements: str) -> list[tuple[Any, ...]]:
+        """Statements on node `n`, one session, autocommit; the rows of the last."""
+        import pymysql
+
+        conn = pymysql.connect(
+            host=self.host, port=self.ports[n - 1], user=self.user, autocommit=True
+        )
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def create_database(self) -> str:
+        """A fresh, empty database ``ist_<8 hex>`` on the cluster (replicated to every node)."""
+        name = f"ist_{secrets.token_hex(4)}"
+        self.sql(1, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.sql(1, f"DROP DATABASE IF EXISTS `{name}`")
+
+    def kill(self, n: int) -> None:
+        """kill -9 node `n`: a crash of that database server."""
+        self._run("kill", str(n))
+
+    def start(self, n: int) -> None:
+        """Restart node `n`; returns once it has rejoined (IST or SST) and is Synced."""
+        self._run("start", str(n))
+
+    def status(self) -> str:
+        """The script's status: one line per node (pid, state, ready, cluster size)."""
+        return self._run("status")
+
+    def error_log(self, n: int) -> str:
+        return (self.directory / f"n{n}" / "error.log").read_text(errors="replace")
+
+    def _run(self, *args: str) -> str:
+        done = _galera_script(*args)
+        assert done.returncode == 0, f"scripts/galera.sh {' '.join(args)}:\n{done.stderr}"
+        return done.stdout
+
+
+def _galera_unavailable(reason: str) -> NoReturn:
+    """Fail under CI (the Galera tests must run there), skip on a developer machine."""
+    if _under_ci():
+        pytest.fail(f"{reason}\nCI=true: Galera tests must run, never skip.")
+    else:
+        pytest.skip(reason)
+
+
+def _galera_synced(status: str) -> bool:
+    lines = status.splitlines()
+    return len(lines) == 3 and all("state=Synced ready=ON cluster_size=3" in line for line in lines)
+
+
+@pytest.fixture(scope="session")
+def galera() -> Iterator[Galera]:
+    """The local three-node Galera cluster, up and Synced; left up between tests, brought down
+    at the end of the session unless it was already up before (a developer's `make galera-up`).
+    """
+    if os.geteuid() != 0:
+        _galera_unavailable("scripts/galera.sh runs as root (mariadbd drops to --user=mysql)")
+    was_up = _galera_synced(_galera_script("status").stdout)
+    done = _galera_script("up")
+    if done.returncode != 0:
+        _galera_script("down")
+        _galera_unavailable(f"the local Galera cluster did not start:\n{done.stderr}")
+    try:
+        yield Galera()
+    finally:
+        if not was_up:
+            _galera_script("down")
+
+
+@pytest.fixture
+def galera_database(galera: Galera) -> Iterator[str]:
+    """One fresh database on the Galera cluster, dropped after the test."""
+    name = galera.create_database()
+    try:
+        yield name
+    finally:
+        galera.drop_database(name)

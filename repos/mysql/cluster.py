@@ -15,6 +15,7 @@ from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, chec
 from repos.errors import StoreError
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
+from repos.mysql.identity import guard_server
 from repos.urls import Driver, MysqlUrl
 
 #: Joins retried when the live node in the way turned out not to be live after all (its
@@ -34,7 +35,9 @@ class MysqlMembership:
         pool_recycle_s: int = 3600,
         connect_timeout_s: float = 5.0,
         create_missing: bool = False,
+        galera_multi_writer: bool = False,
     ) -> None:
+        self._galera_multi_writer = galera_multi_writer
         self._ex = Executor(
             url,
             driver=driver,
@@ -48,7 +51,14 @@ class MysqlMembership:
         return f"<MysqlMembership {self._ex.url.address}/{self._ex.url.database}>"
 
     async def open(self) -> None:
+        """Open the pool, refuse a server the claim is unsafe on (UnsafeStore, nothing made),
+        then make the nodes and leases tables if missing."""
         await self._ex.open()
+        try:
+            await guard_server(self._ex, galera_multi_writer=self._galera_multi_writer)
+        except BaseException:
+            await self._ex.close()
+            raise
         await self._ex.execute_ddl("create nodes table", sql.CREATE_NODES)
         await self._ex.execute_ddl("create leases table", sql.CREATE_LEASES)
 

@@ -54,6 +54,18 @@ CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8
 # Read at open: a statement longer than this breaks the connection ("Packet sequence number
 # wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
+# Read once at open by the store guard (repos/mysql/identity.py): what the server is, and if it
+# is a Galera node, its cluster's state. MySQL has no wsrep variables: they are simply not in
+# the answers.
+SERVER_VARIABLES = (
+    "SHOW GLOBAL VARIABLES WHERE Variable_name IN"
+    " ('version', 'version_comment', 'wsrep_on', 'wsrep_provider', 'wsrep_node_name')"
+)
+WSREP_STATUS = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size', 'wsrep_cluster_status',"
+    " 'wsrep_local_state_comment', 'wsrep_ready', 'wsrep_incoming_addresses',"
+    " 'wsrep_local_cert_failures', 'wsrep_local_bf_aborts')"
+)
 
 # The claim index: PENDING rows are the (0, due_at) range, each epoch's claims its own range.
 # Status is in no index, so that an ack (status 1 -> 2, fired_at) moves no index entry: with

@@ -2,7 +2,8 @@
 
 - ``mariadb``, ``mysql_database`` / ``mysql_databases`` (from ``tests/conftest.py``): where the
   shared MariaDB listens, and fresh databases ``ist_<8 hex>`` on it, dropped at teardown; an
-  unreachable MariaDB fails under ``CI=true``, else skips.
+  unreachable MariaDB fails under ``CI=true``, else skips. ``galera`` / ``galera_database``
+  (also from there): the local Galera cluster; its ``Galera`` protocol is declared here.
 - ``store``: the parametrised store of a test (``mysql-multi-asyncmy``, ``sqlite``), with its
   config file and a repository handle to seed and inspect.
 - ``cluster_store``: a MySQL store for several engine processes (a cluster's short timings),
@@ -80,6 +81,37 @@ class MariaDB(Protocol):
     def port(self) -> int: ...
 
     def url(self, database: str, port: int | None = None) -> str: ...
+
+
+class Galera(Protocol):
+    """tests/conftest.py's ``galera``: the local three-node Galera cluster (scripts/galera.sh)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def ports(self) -> tuple[int, ...]: ...
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]: ...
+
+    def url(self, database: str) -> str: ...
+
+    def node_url(self, n: int, database: str) -> str: ...
+
+    def sql(self, n: int, *statements: str) -> list[tuple[Any, ...]]: ...
+
+    def create_database(self) -> str: ...
+
+    def drop_database(self, name: str) -> None: ...
+
+    def kill(self, n: int) -> None: ...
+
+    def start(self, n: int) -> None: ...
+
+    def status(self) -> str: ...
+
+    def error_log(self, n: int) -> str: ...
 
 
 def write_config(
