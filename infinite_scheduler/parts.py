@@ -38,6 +38,7 @@ from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import EntitySpec, ShardingRepository
 from repos.cluster import Membership
+from repos.events import NO_EVENTS, StoreEvents
 
 Repo = ShardingRepository[Any, Any]
 
@@ -293,8 +294,11 @@ def _node(
     )
 
 
-def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Repo:
-    """The repository of `spec` on the configured store (built, not opened)."""
+def store_repository(
+    config: SchedulerConfig, spec: EntitySpec[Any, Any], events: StoreEvents = NO_EVENTS
+) -> Repo:
+    """The repository of `spec` on the configured store (built, not opened); `events` (the
+    engine's metrics) hears of its conflicts and failovers."""
     from repos.registry import make_repository
 
     store = config.store
@@ -310,10 +314,11 @@ def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Rep
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
         max_payload_bytes=store.max_payload_bytes,
+        events=events,
     )
 
 
-def store_membership(config: SchedulerConfig) -> Membership:
+def store_membership(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Membership:
     """The configured store's nodes table (built, not opened)."""
     from repos.registry import make_membership
 
@@ -324,6 +329,7 @@ def store_membership(config: SchedulerConfig) -> Membership:
         pool_recycle_s=store.pool_recycle_s,
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
+        events=events,
     )
 
 

@@ -211,7 +211,7 @@ class StoreError(SchedulerError):
         super().__init__(f"{operation}{where} failed: {self._explain()}")
 
     def _explain(self) -> str:
-        return _describe(self.cause)
+        return describe_cause(self.cause)
 
 
 class StoreUnavailable(StoreError):
@@ -262,7 +262,7 @@ class StoreMissing(StoreError):
         )
 
 
-def _describe(cause: BaseException) -> str:
+def describe_cause(cause: BaseException) -> str:
     args: tuple[object, ...] = getattr(cause, "args", ())
     if len(args) == 2 and isinstance(args[0], int):
         return f"[{args[0]}] {args[1]}"

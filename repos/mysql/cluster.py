@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, check_settable
 from repos.errors import StoreError
+from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
 from repos.urls import Driver, MysqlUrl
@@ -34,6 +35,7 @@ class MysqlMembership:
         pool_recycle_s: int = 3600,
         connect_timeout_s: float = 5.0,
         create_missing: bool = False,
+        events: StoreEvents = NO_EVENTS,
     ) -> None:
         self._ex = Executor(
             url,
@@ -42,10 +44,11 @@ class MysqlMembership:
             pool_recycle_s=pool_recycle_s,
             connect_timeout_s=connect_timeout_s,
             create_missing=create_missing,
+            events=events,
         )
 
     def __repr__(self) -> str:
-        return f"<MysqlMembership {self._ex.url.address}/{self._ex.url.database}>"
+        return f"<MysqlMembership {self._ex.address}/{self._ex.url.database}>"
 
     async def open(self) -> None:
         await self._ex.open()

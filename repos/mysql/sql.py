@@ -54,6 +54,13 @@ CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8
 # Read at open: a statement longer than this breaks the connection ("Packet sequence number
 # wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
+# A host of a multi-host URL is probed before writes move to it (repos/mysql/hosts.py): a
+# Galera node (wsrep_on) takes them only while ready and synced. SHOW, not @@wsrep_on: MySQL
+# has no such variable, and an empty answer means "not Galera".
+WSREP_ON = "SHOW GLOBAL VARIABLES WHERE Variable_name = 'wsrep_on'"
+WSREP_STATE = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_local_state_comment')"
+)
 
 # The claim index: PENDING rows are the (0, due_at) range, each epoch's claims its own range.
 # Status is in no index, so that an ack (status 1 -> 2, fired_at) moves no index entry: with
