@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,7 +38,12 @@ RETRYABLE = frozenset({1205, 1213})
 UNREACHABLE = frozenset({1047, 2002, 2003, 2005, 2006, 2013, 2055})
 UNKNOWN_DATABASE = 1049
 DUPLICATE_KEY = 1062
-RETRY_ATTEMPTS = 3
+#: Runs of a statement that keeps losing (above): enough for two Galera writers claiming
+#: the same burst (each round, one of them commits), bounded so a hot spot surfaces.
+RETRY_ATTEMPTS = 6
+#: The first retry's wait, doubled each time, jittered: two nodes that collided must not
+#: come back at the same moment.
+RETRY_BASE_S = 0.01
 Row = tuple[Any, ...]
 #: A statement's values by name (repos/mysql/sql.py); None for a statement without any.
 Args = Mapping[str, Any] | None
@@ -207,7 +213,7 @@ class Executor:
                     RETRY_ATTEMPTS,
                     extra={"action": operation, "shard": shard},
                 )
-                await asyncio.sleep(0.01 * attempt)
+                await asyncio.sleep(random.uniform(0.5, 1.0) * RETRY_BASE_S * 2**attempt)
         raise AssertionError("unreachable")
 
     async def execute_ddl(self, operation: str, ddl: str, *, shard: str | None = None) -> None:
