@@ -36,9 +36,8 @@ from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import EntitySpec, ShardingRepository
+from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents
 from repos.cluster import Membership
-from repos.events import NO_EVENTS, StoreEvents
 
 Repo = ShardingRepository[Any, Any]
 

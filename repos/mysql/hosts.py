@@ -69,8 +69,11 @@ class _Backoff:
 class HostSelector:
     """The writer host of one multi-host URL, and the one place it changes."""
 
-    def __init__(self, hosts: tuple[HostPort, ...]) -> None:
+    def __init__(
+        self, hosts: tuple[HostPort, ...], *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.hosts = hosts
+        self._monotonic = monotonic
         self.writer = hosts[0]
         #: One more at every switch: an executor whose pool is older makes a new one.
         self.generation = 0
@@ -98,7 +101,7 @@ class HostSelector:
         servers; the caller's call fails as it would have anyway.
         """
         async with self._lock:
-            if self.writer != failed or time.monotonic() < self._backoff.until:
+            if self.writer != failed or self._monotonic() < self._backoff.until:
                 return self.writer
             refused: list[str] = [f"{failed.address}: {reason}"]
             for host in candidates(self.hosts, failed):
@@ -110,7 +113,7 @@ class HostSelector:
                     return self.writer
                 if host != failed:
                     refused.append(f"{host.address}: {why_not}")
-            self._backoff.failed(time.monotonic())
+            self._backoff.failed(self._monotonic())
             logger.warning(
                 "no host of %s takes writes (%s); trying again in %.1fs",
                 ",".join(h.address for h in self.hosts),

@@ -82,6 +82,20 @@ class MariaDB(Protocol):
     def url(self, database: str, port: int | None = None) -> str: ...
 
 
+class Galera(Protocol):
+    """tests/conftest.py's ``galera``: the local three-node Galera cluster (scripts/galera.sh)."""
+
+    host: str
+    ports: tuple[int, ...]
+    user: str
+
+    def node_url(self, n: int, database: str) -> str: ...
+
+    def kill(self, n: int) -> None: ...
+
+    def start(self, n: int) -> None: ...
+
+
 def write_config(
     path: Path,
     store_url: str,

@@ -94,9 +94,7 @@ async def test_a_single_host_url_has_no_selector(mariadb: MariaDB, mysql_databas
         await executor.close()
 
 
-async def test_a_deadlock_is_run_again_and_reported(
-    mariadb: MariaDB, mysql_database: str
-) -> None:
+async def test_a_deadlock_is_run_again_and_reported(mariadb: MariaDB, mysql_database: str) -> None:
     """A real InnoDB deadlock: the body's first attempt locks row 1 then row 2, while another
     transaction that holds row 2 (and wrote more, so it is not the victim) waits for row 1."""
     url = parse_store_url(mariadb.url(mysql_database))
@@ -125,7 +123,7 @@ async def test_a_deadlock_is_run_again_and_reported(
                     await tx.execute("UPDATE t SET v = v + 1 WHERE id = 2")
                 finally:
                     await waiting
-        return await tx.execute("UPDATE t SET v = v + 1 WHERE id = 2")
+        return int(await tx.execute("UPDATE t SET v = v + 1 WHERE id = 2"))
 
     try:
         assert await executor.run("claim", deadlocking) == 1
