@@ -23,7 +23,18 @@ from typing import Any
 
 import orjson
 
-from benchmarks import ceiling, cluster, ingest, memory, peer, plot, recovery, storage, workloads
+from benchmarks import (
+    ceiling,
+    cluster,
+    galera,
+    ingest,
+    memory,
+    peer,
+    plot,
+    recovery,
+    storage,
+    workloads,
+)
 from benchmarks.common import ROOT, Options, log
 from benchmarks.stats import Result, median_of
 
@@ -37,6 +48,7 @@ WORKLOADS: dict[str, Workload] = {
     "w5": memory.w5,
     "w6": cluster.w6,
     "w7": cluster.w7,
+    "w9": galera.w9,
     "ceiling": ceiling.run,
     "scale": storage.scale,
     "drop": storage.drop,

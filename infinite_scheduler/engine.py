@@ -124,7 +124,7 @@ class InfiniteScheduler:
             repo = (
                 repository
                 or self._repositories.get(spec.name)
-                or store_repository(self.config, spec)
+                or store_repository(self.config, spec, self.metrics.store_events)
             )
             known = Registration(spec=spec, repo=repo)
         if handler is not None:
@@ -150,7 +150,7 @@ class InfiniteScheduler:
     async def __aenter__(self) -> InfiniteScheduler:
         registrations = list(self._registrations.values())
         check_handlers(registrations)
-        membership = store_membership(self.config)
+        membership = store_membership(self.config, self.metrics.store_events)
         self._claiming = False
         self._declared_dead.clear()
         async with AsyncExitStack() as stack:

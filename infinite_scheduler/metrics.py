@@ -13,6 +13,44 @@ PREFIX = "infinite_scheduler"
 _LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+class StoreMetrics:
+    """The store's own events (repos.events.StoreEvents) as series: conflicts retried, and
+    the host of a multi-host URL written through."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.conflicts = Counter(
+            f"{PREFIX}_store_conflicts",
+            "Statements run again after a deadlock, a lock wait timeout or a Galera"
+            " certification conflict (1213 at COMMIT).",
+            ["operation"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            f"{PREFIX}_store_failovers",
+            "Times the store's writes moved to another host of the multi-host URL.",
+            registry=registry,
+        )
+        self.writer_host = Gauge(
+            f"{PREFIX}_store_writer",
+            "1 for the host of the multi-host store URL written through now, 0 for the others.",
+            ["host"],
+            registry=registry,
+        )
+        self._hosts: set[str] = set()
+
+    def conflict(self, operation: str) -> None:
+        self.conflicts.labels(operation).inc()
+
+    def failover(self, from_address: str, to_address: str, reason: str) -> None:
+        self.failovers.inc()
+
+    def writer(self, address: str) -> None:
+        for host in self._hosts - {address}:
+            self.writer_host.labels(host).set(0)
+        self._hosts.add(address)
+        self.writer_host.labels(address).set(1)
+
+
 @dataclass(frozen=True, slots=True)
 class EntityMetrics:
     """The counters of one entity type, labelled once (labels() per job costs more than inc)."""
@@ -38,6 +76,8 @@ class Metrics:
         self._engine_series()
         self._store_series()
         self._cluster_series()
+        #: What the store adapters report (repos.events): hand it to the adapters built.
+        self.store_events = StoreMetrics(self.registry)
 
     def _job_series(self) -> None:
         """What happens to jobs, by entity type."""

@@ -36,7 +36,7 @@ from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import EntitySpec, ShardingRepository
+from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents
 from repos.cluster import Membership
 
 Repo = ShardingRepository[Any, Any]
@@ -300,8 +300,11 @@ def _node(
     )
 
 
-def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Repo:
-    """The repository of `spec` on the configured store (built, not opened)."""
+def store_repository(
+    config: SchedulerConfig, spec: EntitySpec[Any, Any], events: StoreEvents = NO_EVENTS
+) -> Repo:
+    """The repository of `spec` on the configured store (built, not opened); `events` (the
+    engine's metrics) hears of its conflicts and failovers."""
     from repos.registry import make_repository
 
     store = config.store
@@ -317,10 +320,11 @@ def store_repository(config: SchedulerConfig, spec: EntitySpec[Any, Any]) -> Rep
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
         max_payload_bytes=store.max_payload_bytes,
+        events=events,
     )
 
 
-def store_membership(config: SchedulerConfig) -> Membership:
+def store_membership(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Membership:
     """The configured store's nodes table (built, not opened)."""
     from repos.registry import make_membership
 
@@ -332,6 +336,7 @@ def store_membership(config: SchedulerConfig) -> Membership:
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
         galera_multi_writer=store.galera_multi_writer,
+        events=events,
     )
 
 

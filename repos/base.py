@@ -43,6 +43,8 @@ from repos.errors import ShardExpired as ShardExpired
 from repos.errors import StoreError as StoreError
 from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
+from repos.events import NO_EVENTS as NO_EVENTS
+from repos.events import StoreEvents as StoreEvents
 from repos.shards import Granularity as Granularity
 from repos.shards import ShardBounds as ShardBounds
 from repos.shards import bucket_of as bucket_of

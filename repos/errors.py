@@ -213,7 +213,7 @@ class StoreError(SchedulerError):
         super().__init__(f"{operation}{where} failed: {self._explain()}")
 
     def _explain(self) -> str:
-        return _describe(self.cause)
+        return describe_cause(self.cause)
 
 
 class StoreUnavailable(StoreError):
@@ -302,7 +302,7 @@ class UnsafeStore(StoreError):
         return f"{self.server} at {self.address} is refused as a store: {'; '.join(self.reasons)}"
 
 
-def _describe(cause: BaseException) -> str:
+def describe_cause(cause: BaseException) -> str:
     args: tuple[object, ...] = getattr(cause, "args", ())
     if len(args) == 2 and isinstance(args[0], int):
         return f"[{args[0]}] {args[1]}"

@@ -11,6 +11,7 @@ from typing import Any
 from repos.base import ShardingRepository, ShardPolicy
 from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
+from repos.events import NO_EVENTS, StoreEvents
 from repos.server_guard import Verdict
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
@@ -74,9 +75,11 @@ def make_repository(
     connect_timeout_s: float = 5.0,
     create_missing: bool = False,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    events: StoreEvents = NO_EVENTS,
 ) -> ShardingRepository[Any, Any]:
     """Build (not open) the adapter that serves `url` for one entity type. The store must exist
-    unless `create_missing`; `connect_timeout_s` bounds a MySQL connect, handshake included."""
+    unless `create_missing`; `connect_timeout_s` bounds a MySQL connect, handshake included;
+    `events` hears of conflicts retried and writer hosts switched (MySQL only)."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.adapter import SqliteRepository
@@ -103,6 +106,7 @@ def make_repository(
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
         max_payload_bytes=max_payload_bytes,
+        events=events,
     )
 
 
@@ -114,6 +118,7 @@ def make_membership(
     connect_timeout_s: float = 5.0,
     create_missing: bool = False,
     galera_multi_writer: bool = False,
+    events: StoreEvents = NO_EVENTS,
 ) -> Membership:
     """Build (not open) the nodes table's adapter for the store `url` names; its own small
     pool on MySQL (two connections: a heartbeat and a listing), its own connection on SQLite.
@@ -132,6 +137,7 @@ def make_membership(
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
         galera_multi_writer=galera_multi_writer,
+        events=events,
     )
 
 

@@ -21,6 +21,7 @@ this module only decides, so every case is unit-tested with recorded identities.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 #: First versions with FOR UPDATE SKIP LOCKED.
@@ -91,6 +92,38 @@ class ServerIdentity:
                 f" ready {'ON' if self.wsrep_ready else 'OFF'}"
             )
         return text
+
+
+def identity_from(variables: Mapping[str, str], status: Mapping[str, str]) -> ServerIdentity:
+    """A ServerIdentity from the answers of ``SHOW GLOBAL VARIABLES`` and ``SHOW GLOBAL
+    STATUS`` (names lower-cased); a server without Galera answers no wsrep names at all."""
+    return ServerIdentity(
+        version=variables.get("version", ""),
+        version_comment=variables.get("version_comment", ""),
+        wsrep_on=variables.get("wsrep_on", "OFF").upper() == "ON",
+        wsrep_provider=variables.get("wsrep_provider", "none"),
+        wsrep_node_name=variables.get("wsrep_node_name", ""),
+        wsrep_cluster_size=_int(status.get("wsrep_cluster_size")),
+        wsrep_cluster_status=status.get("wsrep_cluster_status", ""),
+        wsrep_local_state_comment=status.get("wsrep_local_state_comment", ""),
+        wsrep_ready=status.get("wsrep_ready", "OFF").upper() == "ON",
+        wsrep_incoming_addresses=status.get("wsrep_incoming_addresses", ""),
+        wsrep_local_cert_failures=_int(status.get("wsrep_local_cert_failures")),
+        wsrep_local_bf_aborts=_int(status.get("wsrep_local_bf_aborts")),
+    )
+
+
+def writer_refusal(identity: ServerIdentity) -> str | None:
+    """Why a host must not take this process's writes now, or None: a Galera node only while
+    ready and Synced (a Donor, Joiner or non-primary node answers, but refuses or lags); a
+    server without Galera always may. The failover's probe (repos/mysql/hosts.py) asks."""
+    if not identity.wsrep_on:
+        return None
+    if not identity.wsrep_ready:
+        return "wsrep_ready is OFF (not part of a primary component)"
+    if identity.wsrep_local_state_comment != "Synced":
+        return f"wsrep_local_state_comment is {identity.wsrep_local_state_comment!r}, not 'Synced'"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,3 +226,10 @@ def _galera_warnings(identity: ServerIdentity, url_hosts: int, multi_writer: boo
             " point them all at the same node"
         )
     return warnings
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0

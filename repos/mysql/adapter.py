@@ -31,6 +31,7 @@ from repos.base import (
     read_status,
 )
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
+from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.duplicates import duplicate_entry, duplicate_of, row_of_entry
@@ -81,6 +82,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         connect_timeout_s: float = 5.0,
         create_missing: bool = False,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        events: StoreEvents = NO_EVENTS,
     ) -> None:
         self.spec: EntitySpec[TEntity, TKey] = spec
         self.policy = policy
@@ -94,6 +96,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
             pool_recycle_s=pool_recycle_s,
             connect_timeout_s=connect_timeout_s,
             create_missing=create_missing,
+            events=events,
         )
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._key = key_literal(spec.key_type)
@@ -106,7 +109,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         self._live = LiveShards(self._layout, self._ex, policy.granularity)
 
     def __repr__(self) -> str:
-        return f"<MysqlRepository {self.spec.name} {self._ex.url.address} shards={len(self._live)}>"
+        return f"<MysqlRepository {self.spec.name} {self._ex.address} shards={len(self._live)}>"
 
     async def open(self) -> None:
         await self._ex.open()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, check_settable
 from repos.errors import StoreError
+from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
 from repos.mysql.identity import guard_server
@@ -36,6 +37,7 @@ class MysqlMembership:
         connect_timeout_s: float = 5.0,
         create_missing: bool = False,
         galera_multi_writer: bool = False,
+        events: StoreEvents = NO_EVENTS,
     ) -> None:
         self._galera_multi_writer = galera_multi_writer
         self._ex = Executor(
@@ -45,10 +47,11 @@ class MysqlMembership:
             pool_recycle_s=pool_recycle_s,
             connect_timeout_s=connect_timeout_s,
             create_missing=create_missing,
+            events=events,
         )
 
     def __repr__(self) -> str:
-        return f"<MysqlMembership {self._ex.url.address}/{self._ex.url.database}>"
+        return f"<MysqlMembership {self._ex.address}/{self._ex.url.database}>"
 
     async def open(self) -> None:
         """Open the pool, refuse a server the claim is unsafe on (UnsafeStore, nothing made),

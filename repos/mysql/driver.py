@@ -3,29 +3,48 @@
 asyncmy (default) and aiomysql share the PyMySQL API: the same pool, connection and cursor
 calls, and errors carrying the server's code in ``args[0]``. Nothing else in the project imports
 either driver.
+
+A URL of several hosts (a Galera cluster) is written through one of them at a time, the one
+its HostSelector (repos/mysql/hosts.py) names; an executor that finds it gone has the selector
+move on, and every executor of the URL follows with a new pool at its next call. The call that
+found the host gone fails as with a single host (StoreUnavailable): only the caller knows
+whether it may simply run again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from repos.errors import StoreError, StoreMissing, StoreUnavailable
+from repos.errors import StoreError, StoreMissing, StoreUnavailable, describe_cause
+from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
-from repos.urls import Driver, MysqlUrl
+from repos.mysql.hosts import HostSelector, selector_for
+from repos.server_guard import identity_from, writer_refusal
+from repos.urls import Driver, HostPort, MysqlUrl
 
 logger = logging.getLogger(__name__)
 
-#: Server codes after which the transaction was rolled back by InnoDB and may simply run again.
-RETRYABLE = frozenset({1205, 1213})  # lock wait timeout, deadlock
-#: Codes that mean the server could not be reached or the connection died.
-UNREACHABLE = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+#: Server codes after which the transaction was rolled back and may simply run again: a lock
+#: wait timeout, a deadlock, and on Galera a certification conflict (1213 at COMMIT: another
+#: node committed a write to the same rows first).
+RETRYABLE = frozenset({1205, 1213})
+#: Codes that mean the server could not be reached or the connection died; and Galera's
+#: 1047 "WSREP has not yet prepared node for application use" (a node out of the primary
+#: component), which no retry on that node cures either.
+UNREACHABLE = frozenset({1047, 2002, 2003, 2005, 2006, 2013, 2055})
 UNKNOWN_DATABASE = 1049
 DUPLICATE_KEY = 1062
-RETRY_ATTEMPTS = 3
+#: Runs of a statement that keeps losing (above): enough for two Galera writers claiming
+#: the same burst (each round, one of them commits), bounded so a hot spot surfaces.
+RETRY_ATTEMPTS = 6
+#: The first retry's wait, doubled each time, jittered: two nodes that collided must not
+#: come back at the same moment.
+RETRY_BASE_S = 0.01
 Row = tuple[Any, ...]
 #: A statement's values by name (repos/mysql/sql.py); None for a statement without any.
 Args = Mapping[str, Any] | None
@@ -65,6 +84,7 @@ class Executor:
         pool_recycle_s: int = 3600,
         connect_timeout_s: float = 5.0,
         create_missing: bool = False,
+        events: StoreEvents = NO_EVENTS,
     ) -> None:
         self.url = url
         self.driver = driver
@@ -72,35 +92,54 @@ class Executor:
         self._pool_recycle_s = pool_recycle_s
         self._connect_timeout_s = connect_timeout_s
         self._create_missing = create_missing
+        self._events = events
         self._pool: Any = None
+        #: The host the pool connects to; a multi-host URL's writer as of the pool's making.
+        self.host: HostPort = url.hosts[0]
+        self._selector: HostSelector | None = None
+        self._generation = 0  # the selector's, when the pool was made
+        self._following: asyncio.Lock | None = None
+        self._retired: list[Any] = []  # pools to a former writer, closed, not yet waited for
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the server written through now."""
+        return self.host.address
 
     async def open(self) -> None:
         """Make the pool (inside the running loop). A missing database raises StoreMissing, or
         with `create_missing` is created first."""
         if self._pool is not None:
             return
+        self._join_selector()
+        if self._selector is not None:
+            self._selector.listen(self._events)
         try:
-            self._pool = await self._connect(self.url.database)
+            self._pool = await self._connect_writer(self.url.database)
         except StoreError as exc:
             if error_code(exc.cause) != UNKNOWN_DATABASE:
                 raise
             if not self._create_missing:
                 raise StoreMissing(
-                    "database", self.url.database, exc.cause, address=self.url.address
+                    "database", self.url.database, exc.cause, address=self.address
                 ) from exc.cause
             await self.create_database()
-            self._pool = await self._connect(self.url.database)
+            self._pool = await self._connect_writer(self.url.database)
 
     async def close(self) -> None:
-        if self._pool is None:
-            return
-        pool, self._pool = self._pool, None
-        pool.close()
-        await pool.wait_closed()
+        if self._selector is not None:
+            self._selector.unlisten(self._events)
+        pools, self._pool = [self._pool, *self._retired], None
+        self._retired.clear()
+        for pool in pools:
+            if pool is not None:
+                pool.close()
+                await pool.wait_closed()
 
     def checked_out(self) -> int:
         """Connections currently lent out; 0 whenever no call is running."""
-        return 0 if self._pool is None else int(self._pool.size - self._pool.freesize)
+        pools = [p for p in (self._pool, *self._retired) if p is not None]
+        return sum(int(p.size - p.freesize) for p in pools)
 
     @asynccontextmanager
     async def transaction(
@@ -115,6 +154,8 @@ class Executor:
         """
         if self._pool is None:
             raise StoreError(operation, RuntimeError("repository is not open"), shard=shard)
+        if self._selector is not None and self._selector.generation != self._generation:
+            await self._follow_writer(operation)
         connected = False
         try:
             async with self._pool.acquire() as conn:
@@ -132,13 +173,24 @@ class Executor:
         except StoreError:
             raise
         except Exception as exc:
-            if not connected:
-                # Whatever a driver raises while (re)connecting means the server is out of
-                # reach: asyncmy on uvloop even raises RuntimeError for a reset connection.
-                raise StoreUnavailable(operation, exc, address=self.url.address) from exc
-            if _is_driver_error(exc):
-                raise self._translate(operation, exc, shard=shard) from exc
-            raise
+            error = self._failure(operation, exc, connected=connected, shard=shard)
+            if error is None:
+                raise
+            if isinstance(error, StoreUnavailable):
+                await self._writer_lost(error)
+            raise error from exc
+
+    def _failure(
+        self, operation: str, exc: Exception, *, connected: bool, shard: str | None
+    ) -> StoreError | None:
+        """The StoreError a transaction's `exc` means; None for one that is not the store's."""
+        if not connected:
+            # Whatever a driver raises while (re)connecting means the server is out of
+            # reach: asyncmy on uvloop even raises RuntimeError for a reset connection.
+            return StoreUnavailable(operation, exc, address=self.address)
+        if _is_driver_error(exc):
+            return self._translate(operation, exc, shard=shard)
+        return None
 
     async def run(
         self, operation: str, body: Any, *, shard: str | None = None, one_statement: bool = False
@@ -153,6 +205,7 @@ class Executor:
             except StoreError as exc:
                 if error_code(exc.cause) not in RETRYABLE or attempt == RETRY_ATTEMPTS:
                     raise
+                self._events.conflict(operation)
                 logger.warning(
                     "%s: %s, retrying (attempt %d of %d)",
                     operation,
@@ -161,14 +214,81 @@ class Executor:
                     RETRY_ATTEMPTS,
                     extra={"action": operation, "shard": shard},
                 )
-                await asyncio.sleep(0.01 * attempt)
+                await asyncio.sleep(random.uniform(0.5, 1.0) * RETRY_BASE_S * 2**attempt)
         raise AssertionError("unreachable")
 
     async def execute_ddl(self, operation: str, ddl: str, *, shard: str | None = None) -> None:
-        """Run one DDL statement outside any transaction (DDL commits implicitly anyway)."""
+        """Run one DDL statement outside any transaction (DDL commits implicitly anyway); again
+        after a deadlock: on Galera a DDL (total order isolation) may lose to a write
+        replicated ahead of it."""
         logger.debug("%s %s", operation, shard or "", extra={"action": operation, "shard": shard})
-        async with self.transaction(operation, shard=shard) as tx:
-            await _without_notes(tx.execute, ddl)
+        await self.run(operation, lambda tx: _without_notes(tx.execute, ddl), shard=shard)
+
+    def _join_selector(self) -> None:
+        """With several hosts, write through the one the URL's selector names (in the loop)."""
+        if len(self.url.hosts) > 1 and self._selector is None:
+            self._selector = selector_for(self.url)
+            self._following = asyncio.Lock()
+            self.host, self._generation = self._selector.writer, self._selector.generation
+
+    async def _connect_writer(self, database: str | None) -> Any:
+        """A pool to the writer; with several hosts, to the next one that takes writes if the
+        writer is gone (one pass over the hosts, at most)."""
+        for _ in self.url.hosts:
+            try:
+                return await self._connect(database)
+            except StoreUnavailable as exc:
+                await self._writer_lost(exc)
+                if self._selector is None or self._selector.writer == self.host:
+                    raise
+                self.host, self._generation = self._selector.writer, self._selector.generation
+        return await self._connect(database)
+
+    async def _follow_writer(self, operation: str) -> None:
+        """Move this executor's pool to the selector's writer (another pool, or an earlier
+        call of this one, found the old writer gone)."""
+        assert self._selector is not None and self._following is not None
+        async with self._following:
+            if self._selector.generation == self._generation:
+                return  # a call running beside this one moved already
+            self.host, self._generation = self._selector.writer, self._selector.generation
+            try:
+                pool = await self._connect(self.url.database)
+            except StoreError as exc:
+                self._generation = -1  # the next call tries again
+                if isinstance(exc, StoreUnavailable):
+                    await self._writer_lost(exc)
+                raise StoreUnavailable(operation, exc.cause, address=self.address) from exc
+            old, self._pool = self._pool, pool
+            old.close()  # its connections close as they come back
+            self._retired.append(old)
+
+    async def _writer_lost(self, error: StoreUnavailable) -> None:
+        """Have the selector move off this executor's host, which just failed `error`."""
+        if self._selector is not None:
+            reason = describe_cause(error.cause)
+            await self._selector.failover(self.host, reason, self._probe)
+
+    async def _probe(self, host: HostPort) -> str | None:
+        """Why `host` cannot take writes now, or None: it answers, and a Galera node is
+        ready and synced (server_guard.writer_refusal)."""
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                pool = await self._create_pool(None, host=host, size=1)
+                try:
+                    async with pool.acquire() as conn, conn.cursor() as cursor:
+                        await cursor.execute(sql.SERVER_VARIABLES)
+                        variables = _named(await cursor.fetchall())
+                        await cursor.execute(sql.WSREP_STATUS)
+                        status = _named(await cursor.fetchall())
+                finally:
+                    pool.close()
+                    await pool.wait_closed()
+        except TimeoutError:
+            return f"no answer within {self._connect_timeout_s:g} s"
+        except Exception as exc:
+            return describe_cause(exc)
+        return writer_refusal(identity_from(variables, status))
 
     async def _connect(self, database: str | None) -> Any:
         """The pool, its first connection made, within connect_timeout_s in all.
@@ -182,19 +302,22 @@ class Executor:
                 return await self._create_pool(database)
         except TimeoutError as exc:
             raise StoreUnavailable(
-                "connect", exc, address=self.url.address, timeout_s=self._connect_timeout_s
+                "connect", exc, address=self.address, timeout_s=self._connect_timeout_s
             ) from exc
         except Exception as exc:
             raise self._translate("connect", exc) from exc
 
-    async def _create_pool(self, database: str | None) -> Any:
+    async def _create_pool(
+        self, database: str | None, *, host: HostPort | None = None, size: int | None = None
+    ) -> Any:
+        host = host or self.host
         kwargs: dict[str, Any] = {
-            "host": self.url.host,
-            "port": self.url.port,
+            "host": host.host,
+            "port": host.port,
             "user": self.url.user,
             "password": self.url.password,
             "minsize": 1,
-            "maxsize": self._pool_size,
+            "maxsize": size or self._pool_size,
             # Explicit: the drivers' defaults differ (asyncmy 3600 s, aiomysql never).
             "pool_recycle": self._pool_recycle_s,
             "connect_timeout": self._connect_timeout_s,
@@ -214,7 +337,8 @@ class Executor:
 
     async def create_database(self) -> bool:
         """Create the URL's database (utf8mb4) unless it exists; True if it was created."""
-        pool = await self._connect(None)
+        self._join_selector()
+        pool = await self._connect_writer(None)
         try:
             async with pool.acquire() as conn, conn.cursor() as cursor:
                 if await cursor.execute(sql.DATABASE_EXISTS, {"database": self.url.database}):
@@ -233,7 +357,7 @@ class Executor:
         self, operation: str, exc: BaseException, *, shard: str | None = None
     ) -> StoreError:
         if error_code(exc) in UNREACHABLE or isinstance(exc, OSError | asyncio.TimeoutError):
-            return StoreUnavailable(operation, exc, address=self.url.address)
+            return StoreUnavailable(operation, exc, address=self.address)
         return StoreError(operation, exc, shard=shard)
 
 
@@ -264,3 +388,8 @@ async def _rollback_quietly(conn: Any) -> None:
         await conn.rollback()
     except Exception:  # the connection may be gone; the server rolls back on disconnect
         logger.debug("rollback failed", exc_info=True)
+
+
+def _named(rows: Any) -> dict[str, str]:
+    """SHOW's (name, value) rows as a dict, the names lower-cased."""
+    return {str(name).lower(): str(value) for name, value in rows}

@@ -12,7 +12,7 @@ import logging
 from repos.errors import UnsafeStore
 from repos.mysql import sql
 from repos.mysql.driver import Executor
-from repos.server_guard import ServerIdentity, Verdict, judge
+from repos.server_guard import ServerIdentity, Verdict, identity_from, judge
 from repos.urls import MysqlUrl
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def url_hosts(url: MysqlUrl) -> int:
     """How many hosts the store URL names (the guard's failover warning reads it)."""
-    return 1  # one until multi-host URLs land (issue 13, item 1)
+    return len(url.hosts)
 
 
 async def read_identity(ex: Executor) -> ServerIdentity:
@@ -28,20 +28,7 @@ async def read_identity(ex: Executor) -> ServerIdentity:
     async with ex.transaction("identify the server", one_statement=True) as tx:
         variables = {str(k).lower(): str(v) for k, v in await tx.fetch_all(sql.SERVER_VARIABLES)}
         status = {str(k).lower(): str(v) for k, v in await tx.fetch_all(sql.WSREP_STATUS)}
-    return ServerIdentity(
-        version=variables.get("version", ""),
-        version_comment=variables.get("version_comment", ""),
-        wsrep_on=variables.get("wsrep_on", "OFF").upper() == "ON",
-        wsrep_provider=variables.get("wsrep_provider", "none"),
-        wsrep_node_name=variables.get("wsrep_node_name", ""),
-        wsrep_cluster_size=_int(status.get("wsrep_cluster_size")),
-        wsrep_cluster_status=status.get("wsrep_cluster_status", ""),
-        wsrep_local_state_comment=status.get("wsrep_local_state_comment", ""),
-        wsrep_ready=status.get("wsrep_ready", "OFF").upper() == "ON",
-        wsrep_incoming_addresses=status.get("wsrep_incoming_addresses", ""),
-        wsrep_local_cert_failures=_int(status.get("wsrep_local_cert_failures")),
-        wsrep_local_bf_aborts=_int(status.get("wsrep_local_bf_aborts")),
-    )
+    return identity_from(variables, status)
 
 
 async def check_server(ex: Executor, *, galera_multi_writer: bool) -> Verdict:
@@ -60,10 +47,3 @@ async def guard_server(ex: Executor, *, galera_multi_writer: bool) -> Verdict:
         logger.warning("store %s: %s", ex.url.address, warning, extra=context)
     logger.info("store %s: %s", ex.url.address, verdict.server, extra=context)
     return verdict
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0

@@ -54,9 +54,10 @@ CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8
 # Read at open: a statement longer than this breaks the connection ("Packet sequence number
 # wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
-# Read once at open by the store guard (repos/mysql/identity.py): what the server is, and if it
-# is a Galera node, its cluster's state. MySQL has no wsrep variables: they are simply not in
-# the answers.
+# Read at open by the store guard (repos/mysql/identity.py), and by the failover's probe of a
+# host before writes move to it (repos/mysql/driver.py): what the server is, and if it is a
+# Galera node, its cluster's state. SHOW, not @@wsrep_on: MySQL has no wsrep variables, and
+# they are simply not in the answers.
 SERVER_VARIABLES = (
     "SHOW GLOBAL VARIABLES WHERE Variable_name IN"
     " ('version', 'version_comment', 'wsrep_on', 'wsrep_provider', 'wsrep_node_name')"

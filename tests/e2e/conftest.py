@@ -90,6 +90,9 @@ class Galera(Protocol):
     def host(self) -> str: ...
 
     @property
+    def user(self) -> str: ...
+
+    @property
     def ports(self) -> tuple[int, ...]: ...
 
     @property
@@ -671,6 +674,53 @@ async def store_proxy(
         yield proxy
     finally:
         await proxy.close()
+
+
+@pytest.fixture
+async def store_proxies(mariadb: MariaDB) -> AsyncIterator[Callable[[str], Awaitable[StoreProxy]]]:
+    """Starts StoreProxy's in front of MariaDB (mode "reset" or "refuse"), as many as a test
+    wants: several hosts of one multi-host URL; all closed at teardown."""
+    started: list[StoreProxy] = []
+
+    async def start(mode: str = "refuse") -> StoreProxy:
+        proxy = StoreProxy(mariadb, mode)
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            await proxy.close()
+
+
+#: Opens a Store whose engines use `url` (a multi-host URL) while its own repository, for
+#: seeding and checks, goes to `direct_url`; config extras as write_config's keywords.
+StoreFor = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture
+async def store_for(tmp_path: Path) -> AsyncIterator[StoreFor]:
+    """Stores for engines on a URL of the test's making (several hosts: proxies, Galera
+    nodes), with CLUSTER_TIMINGS unless told; each closed at teardown."""
+    opened: list[Store] = []
+
+    async def open_store(url: str, direct_url: str, **settings: float) -> Store:
+        name = f"config-{len(opened) + 1}.toml"
+        config_path = write_config(tmp_path / name, url, **{**CLUSTER_TIMINGS, **settings})
+        config = load_config(config_path)
+        repo = make_repository(direct_url, SMS, config.shard_policy)
+        await repo.open()
+        store = Store(kind="multi-host", url=url, config_path=config_path, config=config, repo=repo)
+        opened.append(store)
+        return store
+
+    try:
+        yield open_store
+    finally:
+        for store in opened:
+            await store.repo.close()
 
 
 @pytest.fixture

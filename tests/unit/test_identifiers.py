@@ -25,7 +25,7 @@ from repos.shards import (
     parse_suffix,
     shards_between,
 )
-from repos.urls import MysqlUrl, SqliteUrl, parse_store_url
+from repos.urls import HostPort, MysqlUrl, SqliteUrl, parse_store_url
 
 DAY = Granularity.DAY
 HOUR = Granularity.HOUR
@@ -343,6 +343,17 @@ def test_boundary_timestamps_from_datetimes_are_exact() -> None:
         ),
         ("sqlite:///relative/store.db", SqliteUrl(path="relative/store.db")),
         ("sqlite:////var/lib/store.db", SqliteUrl(path="/var/lib/store.db")),
+        (
+            "mysql://app:pw@g1:3311,g2,g3:3313/jobs",
+            MysqlUrl(
+                host="g1",
+                port=3311,
+                user="app",
+                database="jobs",
+                password="pw",
+                hosts=(HostPort("g1", 3311), HostPort("g2", 3306), HostPort("g3", 3313)),
+            ),
+        ),
     ],
 )
 def test_parse_store_url_accepts(url: str, parsed: MysqlUrl | SqliteUrl) -> None:
@@ -361,6 +372,10 @@ def test_parse_store_url_accepts(url: str, parsed: MysqlUrl | SqliteUrl) -> None
         ("mysql://root@db:70000/jobs", "port is not a number"),
         ("sqlite://", "sqlite URL has no path"),
         ("sqlite:///", "sqlite URL has no path"),
+        ("mysql://root@g1,,g3/jobs", "host 2 of 'g1,,g3': host name is empty"),
+        ("mysql://root@g1,/jobs", "host 2 of 'g1,': host name is empty"),
+        ("mysql://root@g1,g2:x/jobs", "host 2 of 'g1,g2:x': port is not a number"),
+        ("mysql://root@g1:3306,g1/jobs", "host 2 of 'g1:3306,g1': g1:3306 is listed twice"),
     ],
 )
 def test_parse_store_url_rejects_with_value_error(url: str, message: str) -> None:
@@ -384,3 +399,14 @@ def test_mysql_url_keeps_the_password_out_of_repr() -> None:
     assert url.password == "hunter2-s3cret"
     assert url.address == "db:3307"
     assert "hunter2" not in repr(url) and "hunter2" not in str(url)
+
+
+def test_multi_host_url_names_every_host_and_keeps_the_first_as_host() -> None:
+    url = parse_store_url("mysql://app:hunter2@g1:3311,g2:3312/jobs")
+    assert isinstance(url, MysqlUrl)
+    assert (url.host, url.port) == ("g1", 3311)
+    assert url.address == "g1:3311,g2:3312"
+    assert [h.address for h in url.hosts] == ["g1:3311", "g2:3312"]
+    with pytest.raises(ValueError, match="host 2 of 'g1,g2:x'") as caught:
+        parse_store_url("mysql://app:hunter2@g1,g2:x/jobs")
+    assert "hunter2" not in str(caught.value)
