@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: A worker whose handlers never wait lets the loop run (fetcher, acker, timers) this often.
 YIELD_EVERY = 64
+#: Loop seconds after which a worker asks the node's fence again before starting a handler:
+#: far below the fence's margin (a heartbeat interval), and a float compare per job otherwise.
+FENCE_LOOK_S = 0.05
 #: The timeout watchdog looks this often (at most): handlers overrun timeout_s by up to it.
 WATCH_MAX_S = 1.0
 
@@ -84,6 +87,9 @@ class Dispatcher:
         self._closing = False
         #: Self-fenced (the node could not renew its heartbeat): no handler starts.
         self._paused = False
+        #: The node's fence, asked by workers when the loop's clock jumped (see guard()).
+        self._fence: Callable[[], bool] | None = None
+        self._fence_asked = 0.0
         self._watch: asyncio.TimerHandle | None = None
         #: Threads are started on demand, so a pool as large as `concurrency` costs nothing idle.
         self._threads = ThreadPoolExecutor(
@@ -133,6 +139,14 @@ class Dispatcher:
         """Start no handler until resume(): jobs handed over wait in the FIFO, in due order
         (those running go on). The node's self-fencing calls this when it may no longer fire."""
         self._paused = True
+
+    def guard(self, fence: Callable[[], bool]) -> None:
+        """`fence()` says whether handlers may start now (and pauses the dispatcher if not).
+        A worker asks it before its next job once the loop's clock moved on by FENCE_LOOK_S
+        since anyone last did: after the process was stopped (SIGSTOP, a frozen VM) or its loop
+        blocked, a worker going on from its last handler runs before the fence's timer, and
+        would fire a job another node may have taken over meanwhile."""
+        self._fence = fence
 
     def resume(self) -> None:
         """Start handlers again, for the jobs that waited first."""
@@ -216,6 +230,10 @@ class Dispatcher:
         finished = 0
         try:
             while ready and not (self._paused or self._closing):
+                if self._fence is not None and loop.time() - self._fence_asked > FENCE_LOOK_S:
+                    self._fence_asked = loop.time()
+                    if not self._fence():
+                        break
                 lane, job = ready.popleft()
                 self.running += 1
                 if not self._grow_pending:

@@ -45,6 +45,8 @@ class Gate(Protocol):
 
     def resume(self) -> None: ...
 
+    def guard(self, fence: Callable[[], bool]) -> None: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:
@@ -173,6 +175,7 @@ class Node:
         #: When the last renewal was sent, whatever came of it.
         self.attempted_ms = renewed_ms
         self.gate = gate
+        gate.guard(self._fence_open)
         self.holds_from_ms = holds_from_ms
         self.on_declared_dead = on_declared_dead
         self.on_live = on_live
@@ -233,6 +236,11 @@ class Node:
             await self.beat()
         else:
             self.check_fence()
+
+    def _fence_open(self) -> bool:
+        """Whether handlers may start now, the gate closed if not (the dispatcher asks)."""
+        self.check_fence()
+        return self._open
 
     def check_fence(self) -> None:
         """Close or open the gate as the fence now says; say so when it changes."""

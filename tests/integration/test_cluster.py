@@ -733,3 +733,31 @@ async def test_a_takeover_hands_back_recent_and_older_claims_alike(
             )
             == 3
         )
+
+
+@TWO_STORES
+async def test_wall_after_the_process_froze_no_job_starts_before_the_heartbeat_renews(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """A handler that blocks the loop past the fence's deadline stands for a process stopped
+    (SIGSTOP) or frozen: when it returns, its worker goes straight on to the next job, before
+    the fence's timer can run. That job must wait for a renewal: meanwhile another node may
+    have declared this one dead and taken it over."""
+    starts: list[tuple[int | str, int]] = []  #: (job id, renewals when its handler started)
+    node_box: list[Any] = []
+
+    async def handler(ctx: JobContext[Any]) -> None:
+        starts.append((ctx.job_id, node_box[0].renewals))
+        if ctx.job_id == 1:
+            time.sleep(2 * TIMEOUT_MS / 1000)  # noqa: ASYNC251 - the loop stops, as if SIGSTOPped
+
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    async with engine_factory(
+        handler=handler, wall=True, handlers={"concurrency": 1, "drain_timeout_s": 1.0}
+    ) as engine:
+        node_box.append(engine.parts.node)
+        await engine.schedule([sms(1, now + 200), sms(2, now + 200)])
+        await eventually(lambda: len(starts) == 2, timeout_s=5)
+    [(first, renewals_then), (second, renewals_at_second)] = starts
+    assert (first, second) == (1, 2)
+    assert renewals_at_second > renewals_then  # job 2 waited for the fence to open again
