@@ -51,7 +51,10 @@ from repos.registry import make_membership, make_repository
 from repos.shards import ShardBounds
 from repos.urls import Driver, LayoutName
 
-START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+START_MARIADB = (
+    "start-stop-daemon --start --oknodo --background --pidfile /run/mysqld/mysqld.pid"
+    " --exec /usr/sbin/mariadbd"
+)
 #: A day shard per UTC day, kept a week: tests pass a now_ms close to their fixed dates.
 DEFAULT_POLICY = ShardPolicy()
 
@@ -585,3 +588,30 @@ def galera_database(galera: Galera) -> Iterator[str]:
         yield name
     finally:
         galera.drop_database(name)
+
+
+# -- store events ------------------------------------------------------------------------------
+
+
+class RecordedEvents:
+    """A StoreEvents (repos/events.py) that writes down what it hears."""
+
+    def __init__(self) -> None:
+        self.failovers: list[tuple[str, str, str]] = []
+        self.writers: list[str] = []
+        self.conflicts: list[str] = []
+
+    def conflict(self, operation: str) -> None:
+        self.conflicts.append(operation)
+
+    def failover(self, from_address: str, to_address: str, reason: str) -> None:
+        self.failovers.append((from_address, to_address, reason))
+
+    def writer(self, address: str) -> None:
+        self.writers.append(address)
+
+
+@pytest.fixture
+def recorded_events() -> Callable[[], RecordedEvents]:
+    """``recorded_events()``: a new StoreEvents that keeps what the store told it."""
+    return RecordedEvents

@@ -83,6 +83,20 @@ class MariaDB(Protocol):
     def url(self, database: str, port: int | None = None) -> str: ...
 
 
+class RecordedEvents(Protocol):
+    """tests/conftest.py's ``recorded_events()``: a StoreEvents that keeps what it heard."""
+
+    failovers: list[tuple[str, str, str]]
+    writers: list[str]
+    conflicts: list[str]
+
+    def conflict(self, operation: str) -> None: ...
+
+    def failover(self, from_address: str, to_address: str, reason: str) -> None: ...
+
+    def writer(self, address: str) -> None: ...
+
+
 class Galera(Protocol):
     """tests/conftest.py's ``galera``: the local three-node Galera cluster (scripts/galera.sh)."""
 

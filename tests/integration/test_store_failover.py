@@ -4,6 +4,7 @@ answers, every pool of the URL through the same one, and a conflict run again is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,28 +17,10 @@ from repos.registry import make_membership, make_repository
 from repos.urls import MysqlUrl, parse_store_url
 
 if TYPE_CHECKING:
-    from conftest import MariaDB
+    from conftest import MariaDB, RecordedEvents
 
 pytestmark = [pytest.mark.mysql, pytest.mark.timeout(60)]
 DEAD = "127.0.0.1:1"  # nothing listens there: refused at once
-
-
-class Recorded:
-    """A StoreEvents that writes down what it hears."""
-
-    def __init__(self) -> None:
-        self.failovers: list[tuple[str, str, str]] = []
-        self.writers: list[str] = []
-        self.conflicts: list[str] = []
-
-    def conflict(self, operation: str) -> None:
-        self.conflicts.append(operation)
-
-    def failover(self, from_address: str, to_address: str, reason: str) -> None:
-        self.failovers.append((from_address, to_address, reason))
-
-    def writer(self, address: str) -> None:
-        self.writers.append(address)
 
 
 def multi_host(mariadb: MariaDB, database: str, *first: str) -> str:
@@ -46,10 +29,10 @@ def multi_host(mariadb: MariaDB, database: str, *first: str) -> str:
 
 
 async def test_a_dead_first_host_moves_every_pool_of_the_url_to_the_next(
-    mariadb: MariaDB, mysql_database: str
+    mariadb: MariaDB, mysql_database: str, recorded_events: Callable[[], RecordedEvents]
 ) -> None:
     url, live = multi_host(mariadb, mysql_database, DEAD), f"{mariadb.host}:{mariadb.port}"
-    repo_events, membership_events = Recorded(), Recorded()
+    repo_events, membership_events = recorded_events(), recorded_events()
     membership = make_membership(url, events=membership_events)
     repo = make_repository(url, SMS, ShardPolicy(), events=repo_events)
     await membership.open()
@@ -94,12 +77,14 @@ async def test_a_single_host_url_has_no_selector(mariadb: MariaDB, mysql_databas
         await executor.close()
 
 
-async def test_a_deadlock_is_run_again_and_reported(mariadb: MariaDB, mysql_database: str) -> None:
+async def test_a_deadlock_is_run_again_and_reported(
+    mariadb: MariaDB, mysql_database: str, recorded_events: Callable[[], RecordedEvents]
+) -> None:
     """A real InnoDB deadlock: the body's first attempt locks row 1 then row 2, while another
     transaction that holds row 2 (and wrote more, so it is not the victim) waits for row 1."""
     url = parse_store_url(mariadb.url(mysql_database))
     assert isinstance(url, MysqlUrl)
-    events = Recorded()
+    events = recorded_events()
     executor, other = Executor(url, events=events), Executor(url)
     await executor.open()
     await other.open()

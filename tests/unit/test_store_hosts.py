@@ -4,6 +4,8 @@ server may take writes, and one switch however many pools see the writer go."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,26 +14,11 @@ from repos.mysql.hosts import HostSelector, candidates, selector_for
 from repos.server_guard import identity_from, writer_refusal
 from repos.urls import HostPort, MysqlUrl, parse_store_url
 
+if TYPE_CHECKING:
+    from conftest import RecordedEvents
+
 H1, H2, H3 = HostPort("g", 3311), HostPort("g", 3312), HostPort("g", 3313)
 SYNCED = {"wsrep_on": "ON", "wsrep_ready": "ON", "wsrep_local_state_comment": "Synced"}
-
-
-class Recorded:
-    """A StoreEvents that writes down what it hears."""
-
-    def __init__(self) -> None:
-        self.failovers: list[tuple[str, str, str]] = []
-        self.writers: list[str] = []
-        self.conflicts: list[str] = []
-
-    def conflict(self, operation: str) -> None:
-        self.conflicts.append(operation)
-
-    def failover(self, from_address: str, to_address: str, reason: str) -> None:
-        self.failovers.append((from_address, to_address, reason))
-
-    def writer(self, address: str) -> None:
-        self.writers.append(address)
 
 
 class Servers:
@@ -75,8 +62,10 @@ def test_writer_refusal_takes_only_ready_synced_galera_nodes(
         assert found is not None and verdict in found
 
 
-async def test_failover_moves_to_the_next_host_that_takes_writes_and_tells_listeners() -> None:
-    selector, events = HostSelector((H1, H2, H3)), Recorded()
+async def test_failover_moves_to_the_next_host_that_takes_writes_and_tells_listeners(
+    recorded_events: Callable[[], RecordedEvents],
+) -> None:
+    selector, events = HostSelector((H1, H2, H3)), recorded_events()
     selector.listen(events)
     servers = Servers(p3311="connection refused", p3312="wsrep_ready is OFF")
     assert await selector.failover(H1, "[2013] Lost connection", servers.probe) == H3
@@ -110,8 +99,10 @@ async def test_no_host_answering_keeps_the_writer_and_backs_off() -> None:
     assert servers.probed == [H2, H1, H2]
 
 
-async def test_a_writer_that_answers_its_probe_stays_the_writer() -> None:
-    selector, events = HostSelector((H1, H2)), Recorded()
+async def test_a_writer_that_answers_its_probe_stays_the_writer(
+    recorded_events: Callable[[], RecordedEvents],
+) -> None:
+    selector, events = HostSelector((H1, H2)), recorded_events()
     selector.listen(events)
     servers = Servers(p3312="refused")  # H1's blip is over by the probe
     assert await selector.failover(H1, "blip", servers.probe) == H1
