@@ -88,10 +88,19 @@ class DependencyStore(Protocol):
         ...
 
 
+#: The table's columns, in order.
+COLUMNS = ("entity", "job_id", "job_at", "on_entity", "on_id", "on_at", "must")
+
+
 def edge_row(edge: Edge) -> tuple[str, str, int, str, str, int, int]:
-    """An edge as the table's columns, in the adapters' column order."""
+    """An edge as the table's columns, in COLUMNS order."""
     job, on = edge.job, edge.on
     return (job.entity, str(job.key), job.at_ms, on.entity, str(on.key), on.at_ms, int(edge.must))
+
+
+def job_columns(job: JobRef) -> dict[str, str | int]:
+    """A waiting job as the table's first three columns, by name."""
+    return {"entity": job.entity, "job_id": str(job.key), "job_at": job.at_ms}
 
 
 def edge_of(row: Sequence[Any]) -> Edge:

@@ -69,7 +69,7 @@ class MysqlDependencies:
         keys = [tuple_literal((job.entity, str(job.key), job.at_ms)) for job in jobs]
         removed = 0
         for chunk in chunks(keys, REMOVE_BATCH):
-            stmt = sql.REMOVE_EDGES.format(jobs=",".join(chunk))
+            stmt = sql.REMOVE_EDGES.format(keys=",".join(chunk))
             removed += int(
                 await self._ex.run(
                     "remove dependencies", lambda tx, s=stmt: tx.execute(s), one_statement=True

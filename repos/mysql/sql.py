@@ -410,8 +410,8 @@ WAITING_EDGES = (
     " ON d.entity = p.entity AND d.job_id = p.job_id AND d.job_at = p.job_at"
     " ORDER BY d.entity, d.job_id, d.job_at"
 )
-# {jobs}: (entity, job_id, job_at) literals.
-REMOVE_EDGES = "DELETE FROM dependencies WHERE (entity, job_id, job_at) IN ({jobs})"
+# {keys}: (entity, job_id, job_at) literals.
+REMOVE_EDGES = "DELETE FROM dependencies WHERE (entity, job_id, job_at) IN ({keys})"
 COUNT_EDGES = "SELECT COUNT(*) FROM dependencies"
 
 

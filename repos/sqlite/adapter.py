@@ -36,7 +36,7 @@ from repos.base import (
     encode_batch_for,
     read_status,
 )
-from repos.dependencies import edge_row
+from repos.dependencies import COLUMNS, edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
 from repos.shards import (
     ShardBounds,
@@ -158,7 +158,8 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     for chunk in chunks(group, self.batch_size):
                         stmt = self._q(insert, table, rows=sql.rows(len(chunk)))
                         stored += db.execute(stmt, _insert_values(chunk, state)).rowcount
-                db.executemany(sql.INSERT_EDGE, map(edge_row, edges))
+                named = (dict(zip(COLUMNS, edge_row(e), strict=True)) for e in edges)
+                db.executemany(sql.INSERT_EDGE, named)
             return stored
 
         try:

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from repos.dependencies import Edge, JobRef, edge_of
+from repos.dependencies import Edge, JobRef, edge_of, job_columns
 from repos.sqlite import sql
 from repos.sqlite.connection import ConnectionThread, connect, write
 
@@ -43,7 +43,7 @@ class SqliteDependencies:
         return await self._db.run("read waiting jobs", work)
 
     async def remove(self, jobs: Sequence[JobRef]) -> int:
-        rows = [(job.entity, str(job.key), job.at_ms) for job in jobs]
+        rows = [job_columns(job) for job in jobs]
 
         def work(db: sqlite3.Connection) -> int:
             with write(db):

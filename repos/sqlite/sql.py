@@ -273,8 +273,8 @@ CREATE_DEPENDENCIES = """CREATE TABLE IF NOT EXISTS dependencies (
 _EDGE_COLUMNS = "entity, job_id, job_at, on_entity, on_id, on_at, must"
 # Written by the repository's insert, in the transaction storing the waiting rows.
 INSERT_EDGE = (
-    "INSERT INTO dependencies (" + _EDGE_COLUMNS + ") VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT DO NOTHING"
+    "INSERT INTO dependencies (" + _EDGE_COLUMNS + ") VALUES (:entity, :job_id, :job_at,"
+    " :on_entity, :on_id, :on_at, :must) ON CONFLICT DO NOTHING"
 )
 # Every edge of the first :limit waiting jobs after (:entity, :job_id, :job_at), if given.
 WAITING_EDGES = (
@@ -285,7 +285,9 @@ WAITING_EDGES = (
     " ON d.entity = p.entity AND d.job_id = p.job_id AND d.job_at = p.job_at"
     " ORDER BY d.entity, d.job_id, d.job_at"
 )
-REMOVE_EDGES = "DELETE FROM dependencies WHERE entity = ? AND job_id = ? AND job_at = ?"
+REMOVE_EDGES = (
+    "DELETE FROM dependencies WHERE entity = :entity AND job_id = :job_id AND job_at = :job_at"
+)
 COUNT_EDGES = "SELECT COUNT(*) FROM dependencies"
 
 
