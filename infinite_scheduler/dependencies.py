@@ -23,6 +23,8 @@ from infinite_scheduler.job import DependsOn, Job
 from repos.base import FINISHED, Status, status_label
 from repos.dependencies import Edge, JobRef, Must
 
+#: Jobs named in the message about a cycle, at most.
+CYCLE_SHOWN = 8
 #: Rows by (entity type, id): what a DependsOn stands for.
 RowsById = Mapping[tuple[str, int | str], Sequence[JobRef]]
 
@@ -78,7 +80,10 @@ def _cycle(closing: Edge, path: Sequence[Edge], jobs: Mapping[JobRef, Job]) -> D
     first = next((i for i, e in enumerate(path) if e.job == closing.on), len(path))
     ring = [e.job for e in path[first:]] + [closing.job, closing.on]
     dep = next(d for d in jobs[closing.job].depends_on if _names(d, closing.on))
-    return _refused(closing.job, dep, f"it makes a cycle ({' -> '.join(map(_name, ring))})")
+    names = list(map(_name, ring))
+    if len(names) > CYCLE_SHOWN:  # a ring of thousands: its ends say enough
+        names[CYCLE_SHOWN // 2 : -2] = [f"... {len(names) - CYCLE_SHOWN // 2 - 2} more"]
+    return _refused(closing.job, dep, f"it makes a cycle ({' -> '.join(names)})")
 
 
 def _names(dep: DependsOn, ref: JobRef) -> bool:
