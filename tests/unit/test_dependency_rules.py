@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from infinite_scheduler.dependencies import DROP, READY, WAIT, Decision, Outcome, decide, resolve
+from infinite_scheduler.dependencies import (
+    DROP,
+    READY,
+    WAIT,
+    Decision,
+    Outcome,
+    RowsById,
+    decide,
+    resolve,
+)
 from infinite_scheduler.errors import DependencyRefused
 from infinite_scheduler.job import DependsOn, Job, split_jobs
 from repos.base import Status
@@ -58,7 +67,7 @@ def test_a_long_chain_is_no_cycle_and_a_ring_is() -> None:
     chain = [
         (refs[i], Job(object(), depends_on=(DependsOn("sms", i - 1),))) for i in range(1, 5000)
     ]
-    rows = {("sms", i): [refs[i]] for i in range(5000)}
+    rows: RowsById = {("sms", i): [refs[i]] for i in range(5000)}
     assert len(resolve(chain, rows)) == 4999
     ring = [*chain, (refs[0], Job(object(), depends_on=(DependsOn("sms", 4999),)))]
     with pytest.raises(
