@@ -67,7 +67,16 @@ class SchedulerClient:
         WAITING for their dependencies (after the call's other entities, which they may wait
         for); returns rows stored. Entities of a type this client was not given, and a
         dependency refused (DependencyRefused), stop the call before anything is stored."""
-        self._open("store")
+        return await self._store(items, on_duplicate, "store")
+
+    async def schedule(
+        self, entities: Iterable[Any], *, on_duplicate: OnDuplicate = "error"
+    ) -> int:
+        """store() by its earlier name."""
+        return await self._store(entities, on_duplicate, "schedule")
+
+    async def _store(self, items: Iterable[Any], on_duplicate: OnDuplicate, operation: str) -> int:
+        self._open(operation)
         now_ms = self.clock.now_ms()
         plain, waiting = split_jobs(list(items))
         batches = []
@@ -88,12 +97,6 @@ class SchedulerClient:
         if batches:
             stored += await store_waiting(batches, now_ms=now_ms)
         return stored
-
-    async def schedule(
-        self, entities: Iterable[Any], *, on_duplicate: OnDuplicate = "error"
-    ) -> int:
-        """store() by its earlier name."""
-        return await self.store(entities, on_duplicate=on_duplicate)
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Sequence[Any]) -> int:
         """Cancel PENDING or CLAIMED jobs by id; returns rows cancelled. A node holding one
