@@ -16,6 +16,7 @@ from infinite_scheduler.config import load_config as load_config
 from infinite_scheduler.engine import InfiniteScheduler as InfiniteScheduler
 from infinite_scheduler.errors import ClientNotOpen as ClientNotOpen
 from infinite_scheduler.errors import ConfigError as ConfigError
+from infinite_scheduler.errors import DependencyRefused as DependencyRefused
 from infinite_scheduler.errors import DuplicateJob as DuplicateJob
 from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
@@ -29,6 +30,8 @@ from infinite_scheduler.errors import ShardExpired as ShardExpired
 from infinite_scheduler.errors import SingleNodeStore as SingleNodeStore
 from infinite_scheduler.errors import StoreError as StoreError
 from infinite_scheduler.errors import StoreUnavailable as StoreUnavailable
+from infinite_scheduler.job import DependsOn as DependsOn
+from infinite_scheduler.job import Job as Job
 from infinite_scheduler.jobs import JobContext as JobContext
 from infinite_scheduler.version import __version__ as __version__
 from repos.base import Status as Status
@@ -37,6 +40,8 @@ from repos.entity import EntitySpec as EntitySpec
 __all__ = [
     "ClientNotOpen",
     "ConfigError",
+    "DependencyRefused",
+    "DependsOn",
     "DuplicateJob",
     "EngineNotRunning",
     "EntitySpec",
@@ -44,6 +49,7 @@ __all__ = [
     "HandlerMissing",
     "InfiniteScheduler",
     "InvalidIdentifier",
+    "Job",
     "JobContext",
     "NodeDeclaredDead",
     "NodeIdInUse",

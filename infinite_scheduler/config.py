@@ -161,6 +161,14 @@ class ClusterConfig(_Section):
         return int(self.node_timeout_s * 1000)
 
 
+class DependenciesConfig(_Section):
+    """``[dependencies]``: the release of jobs waiting for others (one node, under a lease)."""
+
+    #: The holder of the lease looks at the waiting jobs this often: a job whose dependencies
+    #: are done becomes claimable within about this long (and fires at its own time).
+    poll_interval_s: PositiveFloat = 1.0
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -189,6 +197,7 @@ class SchedulerConfig(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     handlers: HandlersConfig = Field(default_factory=HandlersConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    dependencies: DependenciesConfig = Field(default_factory=DependenciesConfig)
 
     @classmethod
     def settings_customise_sources(

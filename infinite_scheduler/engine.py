@@ -41,7 +41,9 @@ from typing import Any, TypeVar
 
 from infinite_scheduler.clock import Clock, SystemClock, monotonic_ms
 from infinite_scheduler.config import SchedulerConfig
+from infinite_scheduler.dependency_store import plan_waiting, store_waiting
 from infinite_scheduler.errors import EngineNotRunning, HandlerMissing, NodeDeclaredDead
+from infinite_scheduler.job import split_jobs
 from infinite_scheduler.jobs import Handler, Lane, by_type
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Identity, join, stopped
@@ -51,12 +53,14 @@ from infinite_scheduler.parts import (
     Wiring,
     check_handlers,
     compose,
+    store_dependencies,
     store_membership,
     store_repository,
 )
 from infinite_scheduler.version import __version__
 from repos.base import ClaimedJob, EntitySpec, HeldJob, RowRef, ShardingRepository, StoreError
 from repos.cluster import Membership, NodeState
+from repos.dependencies import DependencyStore
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -165,7 +169,11 @@ class InfiniteScheduler:
             self._epoch = joined.epoch
             stack.callback(stopped, self.node_id, joined.epoch)
             stack.push_async_callback(self._leave_unless_claiming, membership)
-            parts = compose(registrations, self._wiring(membership, joined_ms))
+            dependencies = store_dependencies(self.config, self.metrics.store_events)
+            await dependencies.open()
+            stack.push_async_callback(dependencies.close)
+            wiring = self._wiring(membership, dependencies, joined_ms)
+            parts = compose(registrations, wiring)
             if not self._manual:
                 self._start_heartbeat(parts)
                 stack.push_async_callback(self._stop_heartbeat)
@@ -199,13 +207,16 @@ class InfiniteScheduler:
         stack, self._stack = self._stack, AsyncExitStack()
         await stack.aclose()
 
-    def _wiring(self, membership: Membership, joined_ms: int) -> Wiring:
+    def _wiring(
+        self, membership: Membership, dependencies: DependencyStore, joined_ms: int
+    ) -> Wiring:
         assert self._epoch is not None
         return Wiring(
             config=self.config,
             node_id=self.node_id,
             epoch=self._epoch,
             membership=membership,
+            dependencies=dependencies,
             clock=self.clock,
             monotonic_ms=self._monotonic_ms,
             joined_ms=joined_ms,
@@ -310,6 +321,7 @@ class InfiniteScheduler:
             "payloads": parts.payloads.run(),
             "acker": parts.acker.run(self._stop),
             "maintenance": parts.maintenance.run(self._stop),
+            "dependencies": parts.dependencies.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")
@@ -354,12 +366,13 @@ class InfiniteScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Right after _shutdown: release the maintenance lease (whatever happened: it holds no
-        claim), stop the heartbeat (the node stayed live while it drained and handed back) and,
+        """Right after _shutdown: release the maintenance and dependency leases (whatever
+        happened: they hold no claim), stop the heartbeat (the node stayed live while it drained and handed back) and,
         if _shutdown handed everything back, mark the epoch LEFT. A stop that failed leaves the
         epoch to age out: its claims are taken over."""
         if self._parts is not None:
             await self._parts.maintenance.release()
+            await self._parts.dependencies.release()
         await self._stop_heartbeat()
         if exc is None and self._parts is not None:
             await self._parts.node.leave()
@@ -407,6 +420,7 @@ class InfiniteScheduler:
         """What every loop does once, in the order a job travels; True if anything moved."""
         await parts.node.beat_if_due()
         await parts.node.settle()  # a takeover the renewal started
+        released = await parts.dependencies.release_once()  # before the fetch that claims them
         claimed = await parts.fetcher.fetch_once()
         await parts.payloads.read_due()
         fired, _ = _fire_due(parts, self.clock.now_ms())
@@ -415,19 +429,36 @@ class InfiniteScheduler:
         outcomes = parts.acker.pending
         await parts.acker.flush()
         self.metrics.held.set(parts.held())
-        return bool(claimed or fired or outcomes)
+        return bool(claimed or fired or outcomes or released)
 
     # -- the public API while running ---------------------------------------------------------
 
     async def schedule(self, entities: Iterable[Any]) -> int:
-        """Store new jobs; those due inside the current window go straight into the wheel."""
+        """Store new jobs: entities, and Jobs (infinite_scheduler/job.py) mixed; those due
+        inside the current window go straight into the wheel. Jobs with dependencies are stored
+        WAITING, after the call's other entities (which they may wait for): the whole call is
+        checked first, and a DependencyRefused stores none of it."""
         parts = self._running_parts("schedule")
+        plain, waiting = split_jobs(list(entities))
+        batches = []
+        if waiting:
+            repos = {name: lane.repo for name, lane in parts.lanes.items()}
+            batches = await plan_waiting(
+                repos,
+                parts.by_model,
+                plain,
+                waiting,
+                now_ms=self.clock.now_ms(),
+                unknown=HandlerMissing,
+            )
         stored = 0
-        for name, batch in by_type(list(entities), parts.by_model, HandlerMissing).items():
+        for name, batch in by_type(plain, parts.by_model, HandlerMissing).items():
             lane = parts.lanes[name]
             lane_stored = await parts.fetcher.store_new(lane, batch)
             lane.metrics.scheduled.inc(lane_stored)
             stored += lane_stored
+        if batches:
+            stored += await store_waiting(batches, now_ms=self.clock.now_ms())
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Iterable[Any]) -> int:

@@ -19,6 +19,7 @@
     ├── HandlerMissing             an entity type the engine has no handler for
     ├── EngineNotRunning           schedule() or cancel() outside ``async with engine:``
     ├── ClientNotOpen              a SchedulerClient used outside ``async with client:``
+    ├── DependencyRefused          a job's dependency is unknown, missing, or makes a cycle
     ├── NodeDeclaredDead           engine.run(): another node declared this one dead
     └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
 
@@ -120,6 +121,25 @@ class ClientNotOpen(SchedulerError):
     def __init__(self, operation: str) -> None:
         self.operation = operation
         super().__init__(f"{operation}() needs an open client: call it inside `async with client:`")
+
+
+class DependencyRefused(SchedulerError):
+    """Raised by schedule() / store() when a job's dependency cannot be waited for: its entity
+    type is not one the caller serves, no job of its id is stored (nor stored in the same call),
+    or it closes a cycle (a job waiting, through others maybe, for itself).
+
+    Raised before anything of the call is stored. `entity` and `job_id` name the job refused,
+    `dependency` the one it names (``sms 42``), `reason` why.
+    """
+
+    def __init__(self, entity: str, job_id: object, dependency: str, reason: str) -> None:
+        self.entity = entity
+        self.job_id = job_id
+        self.dependency = dependency
+        self.reason = reason
+        super().__init__(
+            f"job {entity} {job_id!r}: dependency {dependency}: {reason}; nothing stored"
+        )
 
 
 class NodeDeclaredDead(SchedulerError):

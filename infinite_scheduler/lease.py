@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: The lease of shard maintenance (infinite_scheduler/maintenance.py).
 MAINTENANCE = "maintenance"
+#: The lease of the dependency release (infinite_scheduler/dependency_release.py).
+DEPENDENCIES = "dependencies"
 
 
 def maintenance_lease_ttl_ms(*, interval_s: float, node_timeout_s: float) -> int:

@@ -5,8 +5,9 @@ by :func:`store_repository` unless given; the shard commands use them without an
 goes on until the engine starts. So the other parts are built then, by :func:`compose`, in
 ``__aenter__`` once the process has joined the store's membership (:func:`store_membership`)
 and so has its epoch: the lanes with their wheels, the acker, the dispatcher, the payload
-reader, the fetcher, shard maintenance (under the store's maintenance lease), the loop-lag
-watcher and the node's heartbeat, wired to each other. Building them does no I/O, starts
+reader, the fetcher, shard maintenance (under the store's maintenance lease), the dependency
+release (under its own lease), the loop-lag watcher and the node's heartbeat, wired to each
+other. Building them does no I/O, starts
 nothing and installs no signal handler; the engine opens and starts them afterwards. A part
 never exists half-built: either the engine has all of them or none.
 """
@@ -22,11 +23,12 @@ from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
+from infinite_scheduler.dependency_release import DependencyRelease, ReleaseSettings
 from infinite_scheduler.dispatch import Dispatcher, job_in_frame
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings
 from infinite_scheduler.jobs import Handler, Lane
-from infinite_scheduler.lease import MAINTENANCE, Lease, maintenance_lease_ttl_ms
+from infinite_scheduler.lease import DEPENDENCIES, MAINTENANCE, Lease, maintenance_lease_ttl_ms
 from infinite_scheduler.loop_lag import LoopLagMonitor
 from infinite_scheduler.maintenance import Maintenance, MaintenanceSettings
 from infinite_scheduler.membership import Fence
@@ -38,6 +40,7 @@ from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
 from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents
 from repos.cluster import Membership
+from repos.dependencies import DependencyStore
 
 Repo = ShardingRepository[Any, Any]
 
@@ -61,6 +64,8 @@ class Wiring:
     epoch: int
     #: The store's nodes table, joined already.
     membership: Membership
+    #: The store's dependencies table, opened already.
+    dependencies: DependencyStore
     clock: Clock
     #: Where the node's self-fencing reads the time (monotonic; in manual mode, the clock's).
     monotonic_ms: Callable[[], int]
@@ -86,6 +91,7 @@ class Parts:
     payloads: PayloadReader
     fetcher: Fetcher
     maintenance: Maintenance
+    dependencies: DependencyRelease
     loop_lag: LoopLagMonitor
     takeover: Takeover
     node: Node
@@ -144,6 +150,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         payloads=payloads,
         fetcher=fetcher,
         maintenance=_maintenance(wiring, lanes, takeover),
+        dependencies=_dependencies(wiring, lanes),
         loop_lag=_loop_lag(wiring),
         takeover=takeover,
         node=_node(wiring, dispatcher, fetcher, store_back, takeover),
@@ -251,6 +258,25 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane], takeover: Takeover) 
     )
 
 
+def _dependencies(wiring: Wiring, lanes: Mapping[str, Lane]) -> DependencyRelease:
+    c = wiring.config
+    poll_s = c.dependencies.poll_interval_s
+    # One node of the store releases waiting jobs: the holder of this lease.
+    lease = Lease(
+        wiring.membership,
+        name=DEPENDENCIES,
+        epoch=wiring.epoch,
+        ttl_ms=maintenance_lease_ttl_ms(interval_s=poll_s, node_timeout_s=c.cluster.node_timeout_s),
+        node_id=wiring.node_id,
+        metrics=wiring.metrics,
+    )
+    settings = ReleaseSettings(
+        node_id=wiring.node_id, poll_interval_s=poll_s, page_size=c.batch_size
+    )
+    repos = {name: lane.repo for name, lane in lanes.items()}
+    return DependencyRelease(wiring.dependencies, repos, settings, lease=lease, clock=wiring.clock)
+
+
 def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Takeover:
     c = wiring.config
     return Takeover(
@@ -320,6 +346,21 @@ def store_repository(
         connect_timeout_s=store.connect_timeout_s,
         create_missing=store.create_missing,
         max_payload_bytes=store.max_payload_bytes,
+        events=events,
+    )
+
+
+def store_dependencies(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> DependencyStore:
+    """The configured store's dependencies table (built, not opened)."""
+    from repos.registry import make_dependencies
+
+    store = config.store
+    return make_dependencies(
+        config.store_url,
+        driver=store.driver,
+        pool_recycle_s=store.pool_recycle_s,
+        connect_timeout_s=store.connect_timeout_s,
+        create_missing=store.create_missing,
         events=events,
     )
 

@@ -11,6 +11,12 @@ Row life cycle (engine columns in brackets)::
                               |  \\--mark_failed(None)-----> FAILED          [last_error]
                               \\--release/take_over--> PENDING (attempt handed back; fires once, now)
     PENDING/CLAIMED --cancel--> CANCELLED
+    WAITING --end_waits--> PENDING (its dependencies done) or FAILED (a must-succeed one not)
+    WAITING --cancel--> CANCELLED
+
+A row stored with dependencies (``insert(..., edges=...)``) is WAITING, with claim_epoch -2
+(WAITING_EPOCH): outside the claim index's PENDING range, so no claim ever looks at it, until
+the dependency release (infinite_scheduler/dependency_release.py) moves it on.
 
 Claims carry the claiming process's **epoch** (``claim_epoch``), the fencing token: positive,
 unique per engine start. ``claim_epoch = 0`` exactly when the row is PENDING (insert, release,
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
+from repos.dependencies import Edge as Edge
 from repos.entity import EncodedBatch as EncodedBatch
 from repos.entity import EncodedRow as EncodedRow
 from repos.entity import EntitySpec as EntitySpec
@@ -63,8 +70,11 @@ class Status(IntEnum):
     FAILED = 3  #: handler failed with no attempts left (last_error kept)
     CANCELLED = 4  #: cancelled before it fired
     MISSED = 5  #: overdue under misfire policy do_nothing: never fired, on purpose
+    WAITING = 6  #: stored with dependencies not yet done (claim_epoch WAITING_EPOCH)
 
 
+#: A WAITING row's claim_epoch: below the PENDING range (0), apart from a cancel's -1.
+WAITING_EPOCH = -2
 #: States a row never leaves: retention may drop them without loss.
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.MISSED})
 #: The known values are contiguous, so "a value this version does not know" is two index
@@ -279,6 +289,7 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
+        edges: Sequence[Edge] = (),
     ) -> int:
         """Encode and check every entity, then store them as insert_rows does; return rows stored.
 
@@ -296,6 +307,7 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
+        edges: Sequence[Edge] = (),
     ) -> int:
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
@@ -312,6 +324,12 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         With ``claimed_by`` the rows are stored already CLAIMED by that claimant (its node id
         and epoch, attempts 1, claimed_at = now_ms): the engine uses it for jobs due inside its
         current window. An epoch that is not positive raises ValueError, storing nothing.
+
+        With ``edges`` (repos/dependencies.py), every row is stored WAITING (claim_epoch
+        WAITING_EPOCH, attempts 0) and the edges go into the store's dependencies table in the
+        same transaction; each edge's job is one of the rows. Not with ``claimed_by``, nor with
+        on_duplicate="ignore" (a row already there would take edges not its own): ValueError,
+        storing nothing.
         """
         ...
 
@@ -410,10 +428,26 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         ...
 
     async def cancel(self, keys: Sequence[TKey]) -> int:
-        """Set CANCELLED on PENDING or CLAIMED rows with these ids, in every live shard (a
-        PENDING row's claim_epoch becomes -1: out of the claim index's PENDING range).
+        """Set CANCELLED on PENDING, CLAIMED or WAITING rows with these ids, in every live
+        shard (a PENDING row's claim_epoch becomes -1: out of the claim index's PENDING range;
+        a WAITING row's stays WAITING_EPOCH, out of it already).
 
         An id not of the entity's id type raises EntitySpecError and cancels nothing."""
+        ...
+
+    async def locate(self, keys: Sequence[TKey]) -> dict[RowRef, Status | int]:
+        """Every stored row with one of these ids, in every live shard, and its status: the
+        rows a dependency named by id stands for (when a job is stored), and how far they got
+        (when the dependency release looks). An id not of the entity's id type raises
+        EntitySpecError."""
+        ...
+
+    async def end_waits(self, ready: Sequence[RowRef], failed: Sequence[Failure]) -> int:
+        """Move WAITING rows on, in one transaction: the `ready` ones to PENDING (claim_epoch
+        0: the next claim takes them when due), the `failed` ones to their failure's status
+        with its error in last_error (they never fired: fired_at stays unset). Rows no longer
+        WAITING (cancelled meanwhile) or gone with their shard are left alone; returns rows
+        moved."""
         ...
 
     async def get(self, key: TKey) -> list[StoredRow]:

@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel
 
 from repos.cluster import LEASES_TABLE, NODES_TABLE
+from repos.dependencies import DEPENDENCIES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
 from repos.shards import (
     MAX_PREFIX,
@@ -37,7 +38,7 @@ TEntity = TypeVar("TEntity")
 TKey = TypeVar("TKey", bound=int | str)
 
 #: Tables of the store itself (repos/cluster.py), which no entity's may be.
-STORE_TABLES = frozenset({NODES_TABLE, LEASES_TABLE})
+STORE_TABLES = frozenset({NODES_TABLE, LEASES_TABLE, DEPENDENCIES_TABLE})
 #: Columns the engine owns; an entity may not map a field onto them.
 ENGINE_COLUMNS = frozenset(
     {

@@ -1,5 +1,6 @@
-"""The one place that picks an adapter for a store URL: to make the store, a repository, or the
-store's membership (its nodes table), or to judge its server (the store guard)."""
+"""The one place that picks an adapter for a store URL: to make the store, a repository, the
+store's membership (its nodes table) or its dependencies table, or to judge its server (the
+store guard)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from repos.base import ShardingRepository, ShardPolicy
 from repos.cluster import Membership
+from repos.dependencies import DependencyStore
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.events import NO_EVENTS, StoreEvents
 from repos.server_guard import Verdict
@@ -137,6 +139,34 @@ def make_membership(
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
         galera_multi_writer=galera_multi_writer,
+        events=events,
+    )
+
+
+def make_dependencies(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+    events: StoreEvents = NO_EVENTS,
+) -> DependencyStore:
+    """Build (not open) the dependencies table's adapter for the store `url` names: one
+    connection of its own (MySQL: a pool of one)."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.dependencies import SqliteDependencies
+
+        return SqliteDependencies(target.path, create_missing=create_missing)
+    from repos.mysql.dependencies import MysqlDependencies
+
+    return MysqlDependencies(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
         events=events,
     )
 

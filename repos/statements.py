@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from repos.base import STATUS_RANGE, Claimant, Failure, Status
+from repos.base import STATUS_RANGE, WAITING_EPOCH, Claimant, Edge, Failure, OnDuplicate, Status
 
 
 class Sliceable(Protocol):
@@ -60,14 +60,35 @@ def check_claimant(claimant: Claimant) -> Claimant:
 
 
 def insert_state(
-    claimed_by: Claimant | None, now_ms: int
+    claimed_by: Claimant | None, now_ms: int, *, waiting: bool = False
 ) -> tuple[int, int, int, str | None, int | None]:
     """(status, attempts, claim_epoch, claimed_by, claimed_at) of newly inserted rows: PENDING,
-    or already CLAIMED by the inserting node when it will hold them itself (schedule())."""
+    already CLAIMED by the inserting node when it will hold them itself (schedule()), or
+    WAITING for their dependencies (out of the claim index's PENDING range)."""
+    if waiting:
+        return (Status.WAITING, 0, WAITING_EPOCH, None, None)
     if claimed_by is not None:
         node_id, epoch = check_claimant(claimed_by)
         return (Status.CLAIMED, 1, epoch, node_id, now_ms)
     return (Status.PENDING, 0, 0, None, None)
+
+
+def check_edges(
+    edges: Sequence[Edge], claimed_by: Claimant | None, on_duplicate: OnDuplicate
+) -> bool:
+    """Whether an insert stores its rows WAITING (it has edges); ValueError for edges with a
+    claim (a waiting row is nobody's yet) or with on_duplicate="ignore" (a row stored already
+    would be given edges that are not its own: the dependencies of another job)."""
+    if not edges:
+        return False
+    if claimed_by is not None:
+        raise ValueError("rows stored with dependencies are WAITING: they cannot be claimed too")
+    if on_duplicate != "error":
+        raise ValueError(
+            "jobs with dependencies cannot be stored with on_duplicate='ignore': a job already"
+            f" stored would take the dependencies of the new one (job {edges[0].job})"
+        )
+    return True
 
 
 def failure_args(failure: Failure, epoch: int, now_ms: int) -> dict[str, Any]:

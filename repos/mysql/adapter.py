@@ -18,6 +18,7 @@ from repos.base import (
     ClaimedJob,
     ClaimsLocked,
     DuplicateJob,
+    Edge,
     Failure,
     OnDuplicate,
     RowRef,
@@ -30,6 +31,7 @@ from repos.base import (
     encode_batch_for,
     read_status,
 )
+from repos.dependencies import edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
@@ -44,11 +46,13 @@ from repos.mysql.literals import (
     literal,
     literal_list,
     payload_limits,
+    tuple_literal,
 )
 from repos.mysql.live_shards import LiveShards
 from repos.shards import bounds_of, shards_between
 from repos.statements import (
     check_claimant,
+    check_edges,
     chunks,
     chunks_within,
     failure_args,
@@ -107,6 +111,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
         }
         self._layout: Layout = kinds[layout](spec.table_prefix, policy.granularity, columns)
         self._live = LiveShards(self._layout, self._ex, policy.granularity)
+        #: The store's dependencies table is known to exist (made by the first insert with edges).
+        self._dependencies_made = False
 
     def __repr__(self) -> str:
         return f"<MysqlRepository {self.spec.name} {self._ex.address} shards={len(self._live)}>"
@@ -143,9 +149,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
+        edges: Sequence[Edge] = (),
     ) -> int:
         batch = encode_batch_for(self, entities, now_ms=now_ms)
-        return await self._insert(batch, now_ms, on_duplicate, claimed_by)
+        return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def insert_rows(
         self,
@@ -154,8 +161,10 @@ class MysqlRepository(Generic[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
+        edges: Sequence[Edge] = (),
     ) -> int:
-        return await self._insert(EncodedBatch.of_rows(rows), now_ms, on_duplicate, claimed_by)
+        batch = EncodedBatch.of_rows(rows)
+        return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def claim_due(
         self,
@@ -296,6 +305,47 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         return int(await self._ex.run("cancel", body)) if keys else 0
 
+    async def locate(self, keys: Sequence[TKey]) -> dict[RowRef, Status | int]:
+        keys = self.spec.check_keys(keys)
+        shards = await self._live.refresh()
+        found: dict[RowRef, Status | int] = {}
+        if not keys or not shards:
+            return found
+        targets = [s.target for s in shards]
+        async with self._ex.transaction("locate") as tx:
+            for chunk in chunks(list(keys), MAX_IN):
+                names = {**self._fmt, "keys": literal_list(self._key, chunk)}
+                stmt = sql.union_all(sql.LOCATE_PART, targets, **names)
+                for _, key, at_ms, status in await tx.fetch_all(stmt):
+                    found[RowRef(key, at_ms)] = read_status(status)
+        return found
+
+    async def end_waits(self, ready: Sequence[RowRef], failed: Sequence[Failure]) -> int:
+        async def attempt(fallback: bool) -> int:
+            by_target = self._live.keys_by_target(ready, fallback=fallback)
+
+            async def body(tx: Tx) -> int:
+                changed = 0
+                for target, keys in by_target.items():
+                    for chunk in chunks(keys, MAX_IN):
+                        keys_sql = literal_list(self._key, chunk)
+                        stmt = sql.WAKE.format(target=target, keys=keys_sql, **self._fmt)
+                        changed += await tx.execute(stmt)
+                for f in failed:
+                    at = self._live.target_of(f.ref.at_ms, fallback=fallback)
+                    if at is not None:
+                        args = {"status": int(f.status), "error": f.error, "key": f.ref.key}
+                        changed += await tx.execute(
+                            sql.FAIL_WAITING.format(target=at, **self._fmt), args
+                        )
+                return changed
+
+            return int(await self._ex.run("end waits", body))
+
+        if not ready and not failed:
+            return 0
+        return await self._live.again_if_dropped(attempt)
+
     async def get(self, key: TKey) -> list[StoredRow]:
         shards = await self._live.refresh()
         if not shards:
@@ -396,10 +446,15 @@ class MysqlRepository(Generic[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate,
         claimed_by: Claimant | None,
+        edges: Sequence[Edge] = (),
     ) -> int:
+        waiting = check_edges(edges, claimed_by, on_duplicate)
         if not batch.keys:
             return 0
-        status, attempts, epoch, by, at = insert_state(claimed_by, now_ms)
+        if waiting and not self._dependencies_made:
+            await self._ex.execute_ddl("create dependencies table", sql.CREATE_DEPENDENCIES)
+            self._dependencies_made = True
+        status, attempts, epoch, by, at = insert_state(claimed_by, now_ms, waiting=waiting)
         # The same for every row of the call: the claim columns (the layout's ones follow).
         state = f",{attempts},{epoch},{literal(by or '')},{at or 0}"
         statements = await self._insert_statements(batch, state)
@@ -412,10 +467,13 @@ class MysqlRepository(Generic[TEntity, TKey]):
                 in_flight[0] = chunk
                 values = insert_values(chunk, self._key, status, tail)
                 stored += await tx.execute(insert(target=target, rows=values))
+            for some in chunks(list(edges), MAX_IN):
+                rows = ",".join(tuple_literal(edge_row(edge)) for edge in some)
+                await tx.execute(sql.INSERT_EDGES.format(rows=rows))
             return stored
 
         try:
-            alone = len(statements) == 1
+            alone = len(statements) == 1 and not edges
             return int(await self._ex.run("insert", body, one_statement=alone))
         except StoreError as exc:
             if error_code(exc.cause) == DUPLICATE_KEY:

@@ -92,6 +92,11 @@ def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, tail: str) -
     return "".join(parts)
 
 
+def tuple_literal(values: Iterable[int | str]) -> str:
+    """A row of literals, ``(a,b,...)``: an edge of the dependencies table, or a job's key."""
+    return "(" + ",".join(map(literal, values)) + ")"
+
+
 def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:
     """(largest payload one row may carry, payload bytes one INSERT may carry) on a server that
     takes statements of up to `max_allowed_packet` bytes, with payloads as hex literals."""

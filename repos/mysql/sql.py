@@ -179,10 +179,24 @@ CLAIM_EPOCHS_PART = """(SELECT {shard_no} AS shard_no, claim_epoch FROM {target}
  WHERE claim_epoch > 0 GROUP BY claim_epoch)"""
 
 # MySQL assigns left to right, each assignment seeing the ones before: claim_epoch first, while
-# status is still the old one. A PENDING row leaves the claim index's PENDING range (-1).
+# status is still the old one. A PENDING row leaves the claim index's PENDING range (-1); a
+# WAITING one is out of it already (-2).
 CANCEL = """
 UPDATE {target} SET claim_epoch = IF(status = 0, -1, claim_epoch), status = 4
-WHERE status IN (0, 1) AND `{id}` IN ({keys})"""
+WHERE status IN (0, 1, 6) AND `{id}` IN ({keys})"""
+
+# -- dependencies (repos/dependencies.py) ------------------------------------------------------
+# The rows of some ids in every shard and their status, by primary key: what a dependency named
+# by id stands for, and how far it got.
+LOCATE_PART = """(SELECT {shard_no} AS shard_no, `{id}`, `{at}`, status FROM {target}
+ WHERE `{id}` IN ({keys}))"""
+# A WAITING row (6) whose dependencies are done: PENDING, into the claim index's PENDING range.
+WAKE = """
+UPDATE {target} SET status = 0, claim_epoch = 0 WHERE status = 6 AND `{id}` IN ({keys})"""
+# One whose must-succeed dependency did not: its failure, without a fire (fired_at unset).
+FAIL_WAITING = """
+UPDATE {target} SET status = %(status)s, last_error = %(error)s
+WHERE status = 6 AND `{id}` = %(key)s"""
 
 ROW_COLUMNS = (
     "`{id}`, `{at}`, status, due_at, attempts, NULLIF(claimed_by, ''), NULLIF(claimed_at, 0),"
@@ -365,6 +379,40 @@ NEW_LEASE = (
     + " ON DUPLICATE KEY UPDATE holder_epoch = holder_epoch"
 )
 RELEASE_LEASE = "DELETE FROM leases WHERE name = %(name)s AND holder_epoch = %(epoch)s"
+
+
+# -- the dependencies table (repos/mysql/dependencies.py), beside nodes and leases ------------
+# Ids as text (an entity's ids are ints or strings), compared byte for byte as the shards' are;
+# the key leads with the waiting job. Made by the first insert with edges, or the release.
+CREATE_DEPENDENCIES = """CREATE TABLE IF NOT EXISTS dependencies (
+    entity VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    job_id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    job_at BIGINT NOT NULL,
+    on_entity VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    on_id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    on_at BIGINT NOT NULL,
+    must TINYINT NOT NULL,
+    PRIMARY KEY (entity, job_id, job_at, on_entity, on_id, on_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+_EDGE_COLUMNS = "entity, job_id, job_at, on_entity, on_id, on_at, must"
+# Written by the repository's insert, in the transaction storing the waiting rows ({rows}:
+# literals, repos/mysql/literals.py).
+INSERT_EDGES = (
+    "INSERT INTO dependencies (" + _EDGE_COLUMNS + ") VALUES {rows}"
+    " ON DUPLICATE KEY UPDATE must = must"
+)
+# Every edge of the first %(limit)s waiting jobs after (entity, job_id, job_at), if given.
+WAITING_EDGES = (
+    "SELECT d.entity, d.job_id, d.job_at, d.on_entity, d.on_id, d.on_at, d.must"
+    " FROM dependencies AS d JOIN (SELECT DISTINCT entity, job_id, job_at FROM dependencies"
+    " WHERE %(entity)s IS NULL OR (entity, job_id, job_at) > (%(entity)s, %(job_id)s, %(job_at)s)"
+    " ORDER BY entity, job_id, job_at LIMIT %(limit)s) AS p"
+    " ON d.entity = p.entity AND d.job_id = p.job_id AND d.job_at = p.job_at"
+    " ORDER BY d.entity, d.job_id, d.job_at"
+)
+# {keys}: (entity, job_id, job_at) literals.
+REMOVE_EDGES = "DELETE FROM dependencies WHERE (entity, job_id, job_at) IN ({keys})"
+COUNT_EDGES = "SELECT COUNT(*) FROM dependencies"
 
 
 def union_all(part: str | Sequence[str], targets: Sequence[str], **names: str) -> str:

@@ -23,6 +23,7 @@ from repos.base import (
     Claimant,
     ClaimedJob,
     DuplicateJob,
+    Edge,
     Failure,
     OnDuplicate,
     RowRef,
@@ -35,6 +36,7 @@ from repos.base import (
     encode_batch_for,
     read_status,
 )
+from repos.dependencies import COLUMNS, edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
 from repos.shards import (
     ShardBounds,
@@ -49,6 +51,7 @@ from repos.sqlite.connection import ConnectionThread, connect, reclaim, write
 from repos.sqlite.sql import MAX_VARIABLES, marks
 from repos.statements import (
     check_claimant,
+    check_edges,
     chunks,
     failure_args,
     insert_state,
@@ -114,9 +117,10 @@ class SqliteRepository(Generic[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
+        edges: Sequence[Edge] = (),
     ) -> int:
         batch = encode_batch_for(self, entities, now_ms=now_ms)
-        return await self._insert(batch, now_ms, on_duplicate, claimed_by)
+        return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def insert_rows(
         self,
@@ -125,8 +129,10 @@ class SqliteRepository(Generic[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
+        edges: Sequence[Edge] = (),
     ) -> int:
-        return await self._insert(EncodedBatch.of_rows(rows), now_ms, on_duplicate, claimed_by)
+        batch = EncodedBatch.of_rows(rows)
+        return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def _insert(
         self,
@@ -134,10 +140,12 @@ class SqliteRepository(Generic[TEntity, TKey]):
         now_ms: int,
         on_duplicate: OnDuplicate,
         claimed_by: Claimant | None,
+        edges: Sequence[Edge] = (),
     ) -> int:
+        waiting = check_edges(edges, claimed_by, on_duplicate)
         if not batch.keys:
             return 0
-        state = insert_state(claimed_by, now_ms)
+        state = insert_state(claimed_by, now_ms, waiting=waiting)
         groups = batch.by_shard(self.policy.granularity)
         insert = sql.INSERT_IGNORE if on_duplicate == "ignore" else sql.INSERT
 
@@ -150,6 +158,8 @@ class SqliteRepository(Generic[TEntity, TKey]):
                     for chunk in chunks(group, self.batch_size):
                         stmt = self._q(insert, table, rows=sql.rows(len(chunk)))
                         stored += db.execute(stmt, _insert_values(chunk, state)).rowcount
+                named = (dict(zip(COLUMNS, edge_row(e), strict=True)) for e in edges)
+                db.executemany(sql.INSERT_EDGE, named)
             return stored
 
         try:
@@ -292,6 +302,41 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
         return await self._run("cancel", work)
 
+    async def locate(self, keys: Sequence[TKey]) -> dict[RowRef, Status | int]:
+        keys = self.spec.check_keys(keys)
+
+        def work(db: sqlite3.Connection) -> dict[RowRef, Status | int]:
+            found: dict[RowRef, Status | int] = {}
+            for table in self._tables(db).values():
+                for chunk in chunks(keys, MAX_VARIABLES):
+                    stmt = self._q(sql.LOCATE, table, keys=marks(len(chunk)))
+                    for key, at_ms, status in db.execute(stmt, chunk):
+                        found[RowRef(key, at_ms)] = read_status(status)
+            return found
+
+        return await self._run("locate", work) if keys else {}
+
+    async def end_waits(self, ready: Sequence[RowRef], failed: Sequence[Failure]) -> int:
+        by_table = self._keys_by_table(ready)
+
+        def work(db: sqlite3.Connection) -> int:
+            changed = 0
+            with write(db):
+                live = set(self._tables(db).values())
+                for table, keys in by_table.items():
+                    if table in live:
+                        for chunk in chunks(keys, MAX_VARIABLES):
+                            stmt = self._q(sql.WAKE, table, keys=marks(len(chunk)))
+                            changed += db.execute(stmt, chunk).rowcount
+                for f in failed:
+                    table = self._table(bounds_of(f.ref.at_ms, self.policy.granularity))
+                    if table in live:
+                        args = {"status": int(f.status), "error": f.error, "key": f.ref.key}
+                        changed += db.execute(self._q(sql.FAIL_WAITING, table), args).rowcount
+            return changed
+
+        return await self._run("end waits", work) if ready or failed else 0
+
     async def get(self, key: TKey) -> list[StoredRow]:
         def work(db: sqlite3.Connection) -> list[StoredRow]:
             return [
@@ -389,8 +434,11 @@ class SqliteRepository(Generic[TEntity, TKey]):
         return db
 
     def _upgrade(self, db: sqlite3.Connection) -> None:
-        """Bring the tables of the version before epoch claims to this shape (sql.UPGRADE_*).
+        """Make the store's dependencies table if missing (an insert with edges writes it), and
+        bring the tables of the version before epoch claims to this shape (sql.UPGRADE_*).
         At open only: the embedded store is one process, so no older one makes tables later."""
+        with write(db):
+            db.execute(sql.CREATE_DEPENDENCIES)
         old = [
             table
             for table in self._tables(db).values()

@@ -112,10 +112,22 @@ TAKE_OVER_EARLIER = (
     + " AND claim_epoch NOT IN (SELECT value FROM json_each(:keep))"
     + " AND due_at >= :from_ms AND status = 1"
 )
-# Assignments see the row as it was: a PENDING row leaves the PENDING range (-1).
+# Assignments see the row as it was: a PENDING row leaves the PENDING range (-1); a WAITING
+# one is out of it already (-2).
 CANCEL = """
 UPDATE "{table}" SET status = 4, claim_epoch = CASE WHEN status = 0 THEN -1 ELSE claim_epoch END
-WHERE status IN (0, 1) AND "{id}" IN ({keys})"""
+WHERE status IN (0, 1, 6) AND "{id}" IN ({keys})"""
+
+# -- dependencies (repos/dependencies.py) ------------------------------------------------------
+# The rows of some ids and their status, by primary key: what a dependency named by id stands
+# for, and how far it got.
+LOCATE = 'SELECT "{id}", "{at}", status FROM "{table}" WHERE "{id}" IN ({keys})'
+# A WAITING row (6) whose dependencies are done: PENDING, into the claim index's PENDING range.
+WAKE = """
+UPDATE "{table}" SET status = 0, claim_epoch = 0 WHERE status = 6 AND "{id}" IN ({keys})"""
+# One whose must-succeed dependency did not: its failure, without a fire (fired_at unset).
+FAIL_WAITING = """
+UPDATE "{table}" SET status = :status, last_error = :error WHERE status = 6 AND "{id}" = :key"""
 
 _ROW_COLUMNS = (
     '"{id}", "{at}", status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error,'
@@ -244,6 +256,39 @@ NEW_LEASE = (
     + " + :ttl_ms) ON CONFLICT (name) DO NOTHING"
 )
 RELEASE_LEASE = "DELETE FROM leases WHERE name = :name AND holder_epoch = :epoch"
+
+
+# -- the dependencies table (repos/sqlite/dependencies.py), beside nodes and leases -----------
+# Ids as text (an entity's ids are ints or strings); the key leads with the waiting job.
+CREATE_DEPENDENCIES = """CREATE TABLE IF NOT EXISTS dependencies (
+    entity TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    job_at INTEGER NOT NULL,
+    on_entity TEXT NOT NULL,
+    on_id TEXT NOT NULL,
+    on_at INTEGER NOT NULL,
+    must INTEGER NOT NULL,
+    PRIMARY KEY (entity, job_id, job_at, on_entity, on_id, on_at)
+) WITHOUT ROWID"""
+_EDGE_COLUMNS = "entity, job_id, job_at, on_entity, on_id, on_at, must"
+# Written by the repository's insert, in the transaction storing the waiting rows.
+INSERT_EDGE = (
+    "INSERT INTO dependencies (" + _EDGE_COLUMNS + ") VALUES (:entity, :job_id, :job_at,"
+    " :on_entity, :on_id, :on_at, :must) ON CONFLICT DO NOTHING"
+)
+# Every edge of the first :limit waiting jobs after (:entity, :job_id, :job_at), if given.
+WAITING_EDGES = (
+    "SELECT d.entity, d.job_id, d.job_at, d.on_entity, d.on_id, d.on_at, d.must"
+    " FROM dependencies AS d JOIN (SELECT DISTINCT entity, job_id, job_at FROM dependencies"
+    " WHERE :entity IS NULL OR (entity, job_id, job_at) > (:entity, :job_id, :job_at)"
+    " ORDER BY entity, job_id, job_at LIMIT :limit) AS p"
+    " ON d.entity = p.entity AND d.job_id = p.job_id AND d.job_at = p.job_at"
+    " ORDER BY d.entity, d.job_id, d.job_at"
+)
+REMOVE_EDGES = (
+    "DELETE FROM dependencies WHERE entity = :entity AND job_id = :job_id AND job_at = :job_at"
+)
+COUNT_EDGES = "SELECT COUNT(*) FROM dependencies"
 
 
 def marks(n: int) -> str:

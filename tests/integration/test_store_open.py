@@ -161,7 +161,8 @@ async def test_create_missing_makes_the_mysql_database(typo_database: str, drive
     async with engine_on(mysql_url(typo_database), driver=driver, create_missing=True):
         pass
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
-    assert await tables(typo_database) == ["leases", "nodes"]  # the store's own; shards later
+    # The store's own; shards later.
+    assert await tables(typo_database) == ["dependencies", "leases", "nodes"]
 
 
 async def test_create_missing_makes_the_sqlite_file_and_its_directory(tmp_path: Path) -> None:

@@ -1,0 +1,343 @@
+"""Jobs that wait for others, on every store of tests/conftest.py's ``backend``.
+
+The engines run in manual mode on a fake clock (tests/integration/test_engine.py explains it):
+``run_until_idle()`` also runs the dependency release each turn, before the fetch, so a job whose
+dependency finished is released and claimed within the same call, and what fires when follows
+from the clock alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from infinite_scheduler import DependencyRefused, DependsOn, Job, SchedulerClient
+from infinite_scheduler.clock import FakeClock
+from infinite_scheduler.config import load_config
+from infinite_scheduler.engine import InfiniteScheduler
+from infinite_scheduler.jobs import JobContext
+from repos.base import RowRef, ShardingRepository, Status
+from repos.dependencies import Edge, JobRef, Must
+from repos.examples import ORDERS, SMS, OrderEntity, SmsEntity
+from repos.registry import make_dependencies
+
+pytestmark = pytest.mark.timeout(60)
+
+Repo = ShardingRepository[Any, Any]
+T0 = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
+SECOND = 1000
+
+
+def sms(i: int, at_ms: int) -> SmsEntity:
+    at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    return SmsEntity(id=i, scheduled_at=at, phone="+15550100", message=f"m{i}")
+
+
+def order(key: str, at_ms: int) -> OrderEntity:
+    at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    return OrderEntity(order_id=key, expires_at=at, customer_id=1, amount_cents=100)
+
+
+def after(*ids: int, must: str = "complete", entity: str = "sms") -> tuple[DependsOn, ...]:
+    return tuple(DependsOn(entity, i, must=must) for i in ids)  # type: ignore[arg-type]
+
+
+class Recorder:
+    """Records (entity, id, fired_ms); fails the ids in `fail`."""
+
+    def __init__(self, clock: FakeClock, fail: frozenset[int] = frozenset()) -> None:
+        self.clock = clock
+        self.fail = fail
+        self.fires: list[tuple[str, Any, int]] = []
+
+    async def __call__(self, ctx: JobContext[Any]) -> None:
+        self.fires.append((ctx.entity_type, ctx.job_id, ctx.fired_ms))
+        if ctx.job_id in self.fail:
+            raise RuntimeError(f"boom {ctx.job_id}")
+
+    def ids(self, entity: str = "sms") -> list[Any]:
+        return [i for e, i, _ in self.fires if e == entity]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def config_of(backend: Any, backend_url: str) -> Callable[..., Any]:
+    def make(node_id: str = "node-a") -> Any:
+        return load_config(
+            None,
+            store={"url": backend_url, "layout": backend.layout, "driver": backend.driver},
+            handlers={"max_attempts": 1, "timeout_s": 2.0},
+            cluster={"heartbeat_interval_s": 0.1, "node_timeout_s": 0.5},
+            fetch_interval_s=0.2,
+            lookahead_s=0.6,
+            metrics_port=0,
+            node_id=node_id,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def engine_of(
+    config_of: Callable[..., Any], clock: FakeClock
+) -> AsyncIterator[Callable[..., Any]]:
+    """Started manual engines serving SMS and ORDERS with a Recorder; stopped at teardown."""
+    started: list[InfiniteScheduler] = []
+
+    async def start(recorder: Recorder, node_id: str = "node-a") -> InfiniteScheduler:
+        engine = InfiniteScheduler(config_of(node_id), clock=clock, manual=True)
+        engine.register(SMS, recorder)
+        engine.register(ORDERS, recorder)
+        await engine.__aenter__()
+        started.append(engine)
+        return engine
+
+    yield start
+    for engine in reversed(started):
+        await engine.__aexit__(None, None, None)
+
+
+async def status_of(engine: InfiniteScheduler, key: int, entity: str = "sms") -> Status | int:
+    [row] = await engine.repositories[entity].get(key)
+    return row.status
+
+
+async def edges_left(backend_url: str) -> int:
+    store = make_dependencies(backend_url)
+    await store.open()
+    try:
+        return await store.count()
+    finally:
+        await store.close()
+
+
+async def test_a_job_fires_after_its_dependency_and_not_before(engine_of, clock) -> None:
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    await engine.schedule([Job(sms(2, T0 + SECOND), depends_on=after(1)), sms(1, T0 + 5 * SECOND)])
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    assert recorder.fires == []  # 2 is due, but 1 is not done
+    assert await status_of(engine, 2) is Status.WAITING
+    clock.advance(4 * SECOND)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1, 2]
+    assert recorder.fires[1][2] >= recorder.fires[0][2]
+
+
+async def test_a_released_job_still_waits_for_its_own_time(engine_of, clock, backend_url) -> None:
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    await engine.schedule([sms(1, T0 + SECOND), Job(sms(2, T0 + 10 * SECOND), depends_on=after(1))])
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1]
+    assert await status_of(engine, 2) is Status.PENDING  # released, not fired
+    assert await edges_left(backend_url) == 0  # the edge went with the release
+    clock.advance(9 * SECOND - 1)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1]
+    clock.advance(1)
+    await engine.run_until_idle()
+    assert recorder.fires[1] == ("sms", 2, T0 + 10 * SECOND)
+
+
+async def test_a_failed_must_succeed_dependency_fails_the_job_with_the_reason(
+    engine_of, clock, backend_url
+) -> None:
+    recorder = Recorder(clock, fail=frozenset({1}))
+    engine = await engine_of(recorder)
+    job = Job(order("o7", T0 + SECOND), depends_on=after(1, must="succeed"))
+    await engine.schedule([sms(1, T0 + SECOND), job])
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1] and recorder.ids("orders") == []
+    [row] = await engine.repositories["orders"].get("o7")
+    assert row.status is Status.FAILED
+    assert row.last_error == "dependency sms 1 FAILED; it had to succeed"
+    assert row.fired_at_ms is None  # it never fired
+    assert await edges_left(backend_url) == 0
+
+
+async def test_a_complete_dependency_that_failed_lets_the_job_fire(engine_of, clock) -> None:
+    recorder = Recorder(clock, fail=frozenset({1}))
+    engine = await engine_of(recorder)
+    await engine.schedule([sms(1, T0 + SECOND), Job(sms(2, T0 + SECOND), depends_on=after(1))])
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1, 2]
+    assert await status_of(engine, 1) is Status.FAILED
+    assert await status_of(engine, 2) is Status.DONE
+
+
+async def test_a_chain_fires_in_order_and_a_failure_runs_down_it(engine_of, clock) -> None:
+    recorder = Recorder(clock, fail=frozenset({11}))
+    engine = await engine_of(recorder)
+    at = T0 + SECOND
+    await engine.schedule(
+        [
+            Job(sms(3, at), depends_on=after(2)),  # c -> b -> a, stored in one call
+            Job(sms(2, at), depends_on=after(1)),
+            sms(1, at),
+            Job(sms(13, at), depends_on=after(12, must="succeed")),
+            Job(sms(12, at), depends_on=after(11, must="succeed")),
+            sms(11, at),
+        ]
+    )
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    assert [i for i in recorder.ids() if i < 10] == [1, 2, 3]
+    assert [i for i in recorder.ids() if i > 10] == [11]
+    [row] = await engine.repositories["sms"].get(13)
+    assert (row.status, row.last_error) == (
+        Status.FAILED,
+        "dependency sms 12 FAILED; it had to succeed",
+    )
+
+
+async def test_a_job_stored_after_its_dependency_finished_is_released(engine_of, clock) -> None:
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    await engine.schedule([sms(1, T0 + SECOND)])
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    await engine.schedule([Job(sms(2, T0 + SECOND), depends_on=after(1, must="succeed"))])
+    await engine.run_until_idle()
+    assert recorder.ids() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("jobs", "message"),
+    [
+        (
+            lambda: [Job(sms(1, T0), depends_on=after(1))],
+            "job sms 1: dependency sms 1 (must complete): it makes a cycle (sms 1 -> sms 1)",
+        ),
+        (
+            lambda: [
+                sms(5, T0),
+                Job(sms(1, T0), depends_on=after(2)),
+                Job(sms(2, T0), depends_on=after(3)),
+                Job(sms(3, T0), depends_on=after(1)),
+            ],
+            "it makes a cycle (sms 1 -> sms 2 -> sms 3 -> sms 1)",
+        ),
+        (
+            lambda: [sms(5, T0), Job(sms(1, T0), depends_on=after(99))],
+            "job sms 1: dependency sms 99 (must complete): no job of this id is stored",
+        ),
+        (
+            lambda: [Job(sms(1, T0), depends_on=after(5, entity="emails"))],
+            "dependency emails 5 (must complete): unknown entity type (served: 'orders', 'sms')",
+        ),
+        (
+            lambda: [sms(5, T0), Job(sms(1, T0), depends_on=(DependsOn("sms", "5"),))],
+            "dependency sms '5' (must complete): sms ids are of type int",
+        ),
+    ],
+    ids=["itself", "cycle", "missing", "unknown-entity", "id-type"],
+)
+async def test_refused_dependencies_store_nothing(
+    engine_of, clock, backend_url, jobs, message
+) -> None:
+    engine = await engine_of(Recorder(clock))
+    await engine.schedule([sms(50, T0 + SECOND), Job(sms(51, T0 + SECOND), depends_on=after(50))])
+    with pytest.raises(DependencyRefused) as refused:
+        await engine.schedule(jobs())
+    assert message in str(refused.value)
+    assert "nothing stored" in str(refused.value)
+    for key in (1, 2, 3, 5):
+        assert await engine.repositories["sms"].get(key) == []
+    assert await edges_left(backend_url) == 1  # 51's, stored before
+
+
+async def test_a_waiting_job_can_be_cancelled(engine_of, clock, backend_url) -> None:
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    await engine.schedule([sms(1, T0 + 5 * SECOND), Job(sms(2, T0 + SECOND), depends_on=after(1))])
+    assert await engine.cancel(SMS, [2]) == 1
+    assert await status_of(engine, 2) is Status.CANCELLED
+    clock.advance(5 * SECOND)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1]
+    assert await status_of(engine, 2) is Status.CANCELLED
+    assert await edges_left(backend_url) == 0  # the release dropped the cancelled job's edge
+
+
+async def test_the_client_stores_jobs_that_wait(engine_of, clock, config_of) -> None:
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    async with SchedulerClient(config_of(), SMS, ORDERS, clock=clock) as client:
+        await client.store([sms(1, T0 + SECOND)])
+        stored = await client.store(
+            [Job(order("o7", T0 + SECOND), depends_on=after(1, must="succeed"))]
+        )
+        assert stored == 1
+        [row] = await client.get(ORDERS, "o7")
+        assert row.status is Status.WAITING
+        with pytest.raises(DependencyRefused, match="no job of this id"):
+            await client.store([Job(sms(2, T0), depends_on=after(3))])
+        with pytest.raises(ValueError, match="on_duplicate='ignore'"):
+            await client.store([Job(sms(2, T0), depends_on=after(1))], on_duplicate="ignore")
+        assert await client.get(SMS, 2) == []
+    clock.advance(SECOND)
+    await engine.run_until_idle()
+    assert recorder.ids() == [1] and recorder.ids("orders") == ["o7"]
+
+
+async def test_a_waiting_row_counts_as_unfinished_in_its_shard(make_repo) -> None:
+    repo = await make_repo()
+    await repo.insert([sms(1, T0)], now_ms=T0)
+    edge = Edge(JobRef("sms", 2, T0), JobRef("sms", 1, T0), Must.COMPLETE)
+    await repo.insert([sms(2, T0)], now_ms=T0, edges=[edge])
+    [shard] = await repo.list_shards(counts=True)
+    assert shard.rows == {Status.PENDING: 1, Status.WAITING: 1}
+    assert shard.unfinished == 2
+    assert await repo.locate([1, 2, 3]) == {
+        RowRef(1, T0): Status.PENDING,
+        RowRef(2, T0): Status.WAITING,
+    }
+    with pytest.raises(ValueError, match="on_duplicate='ignore'"):
+        await repo.insert([sms(3, T0)], now_ms=T0, edges=[edge], on_duplicate="ignore")
+
+
+@dataclass(frozen=True)
+class StoreBackend:
+    kind: str = "mysql"
+    layout: str = "multi-table"
+    driver: str = "asyncmy"
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param(StoreBackend(), marks=pytest.mark.mysql)],
+    indirect=True,
+    ids=["mysql-multi-asyncmy"],
+)
+async def test_two_engines_release_a_job_once(engine_of, clock) -> None:
+    recorders = [Recorder(clock), Recorder(clock)]
+    a = await engine_of(recorders[0], "node-a")
+    b = await engine_of(recorders[1], "node-b")
+    await a.schedule([sms(1, T0 + SECOND), Job(sms(2, T0 + SECOND), depends_on=after(1))])
+    clock.advance(SECOND)
+    for engine in (a, b):
+        await engine.parts.fetcher.fetch_once()
+        await engine.run_until_idle()
+    reports = await asyncio.gather(
+        a.parts.dependencies.release_once(), b.parts.dependencies.release_once()
+    )
+    await asyncio.gather(a.run_until_idle(), b.run_until_idle())
+    await asyncio.gather(a.run_until_idle(), b.run_until_idle())
+    assert sorted(r.ready for r in reports) in ([0, 0], [0, 1])  # never both
+    assert [a.parts.dependencies.lease.held, b.parts.dependencies.lease.held].count(True) == 1
+    fired = recorders[0].ids() + recorders[1].ids()
+    assert sorted(fired) == [1, 2]  # each once
