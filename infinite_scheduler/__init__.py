@@ -21,6 +21,7 @@ from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
 from infinite_scheduler.errors import HandlerMissing as HandlerMissing
 from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
+from infinite_scheduler.errors import JobOptionError as JobOptionError
 from infinite_scheduler.errors import NodeDeclaredDead as NodeDeclaredDead
 from infinite_scheduler.errors import NodeIdInUse as NodeIdInUse
 from infinite_scheduler.errors import NodeRefused as NodeRefused
@@ -29,6 +30,8 @@ from infinite_scheduler.errors import ShardExpired as ShardExpired
 from infinite_scheduler.errors import SingleNodeStore as SingleNodeStore
 from infinite_scheduler.errors import StoreError as StoreError
 from infinite_scheduler.errors import StoreUnavailable as StoreUnavailable
+from infinite_scheduler.errors import UnknownCategory as UnknownCategory
+from infinite_scheduler.job import Job as Job
 from infinite_scheduler.jobs import JobContext as JobContext
 from infinite_scheduler.version import __version__ as __version__
 from repos.base import Status as Status
@@ -44,7 +47,9 @@ __all__ = [
     "HandlerMissing",
     "InfiniteScheduler",
     "InvalidIdentifier",
+    "Job",
     "JobContext",
+    "JobOptionError",
     "NodeDeclaredDead",
     "NodeIdInUse",
     "NodeRefused",
@@ -56,6 +61,7 @@ __all__ = [
     "Status",
     "StoreError",
     "StoreUnavailable",
+    "UnknownCategory",
     "__version__",
     "load_config",
 ]

@@ -16,9 +16,9 @@ from typing import Any
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
-from infinite_scheduler.jobs import by_type
+from infinite_scheduler.job import group_jobs, with_options
 from infinite_scheduler.parts import Repo, store_repository
-from repos.base import EntitySpec, OnDuplicate, StoredRow
+from repos.base import EntitySpec, OnDuplicate, StoredRow, encode_for
 
 
 class SchedulerClient:
@@ -63,15 +63,20 @@ class SchedulerClient:
     async def schedule(
         self, entities: Iterable[Any], *, on_duplicate: OnDuplicate = "error"
     ) -> int:
-        """Store new jobs PENDING; returns rows stored. Entities of a type this client was not
-        given are refused before anything is stored."""
+        """Store new jobs PENDING, entities or Jobs (with a priority, a category); returns rows
+        stored. Entities of a type this client was not given, and Jobs of a category the config
+        does not define, are refused before anything is stored."""
         self._open("schedule")
         now_ms = self.clock.now_ms()
         stored = 0
-        for name, batch in by_type(list(entities), self._names, _not_given).items():
-            stored += await self._repos[name].insert(
-                batch, now_ms=now_ms, on_duplicate=on_duplicate
-            )
+        groups = group_jobs(list(entities), self._names, _not_given, self.config.categories)
+        for name, (batch, options) in groups.items():
+            repo = self._repos[name]
+            if options is None:
+                stored += await repo.insert(batch, now_ms=now_ms, on_duplicate=on_duplicate)
+            else:
+                rows = with_options(encode_for(repo, batch, now_ms=now_ms), options)
+                stored += await repo.insert_rows(rows, now_ms=now_ms, on_duplicate=on_duplicate)
         return stored
 
     async def cancel(self, spec: EntitySpec[Any, Any], keys: Sequence[Any]) -> int:
