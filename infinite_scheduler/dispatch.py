@@ -79,7 +79,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self._timed_out_error = f"handler timed out after {timeout_s}s"  # not built per job
-        self._waiting = waiting or Waiting()
+        self._waiting = Waiting() if waiting is None else waiting
         #: Wakes the workers when a category held back by its rate may start again.
         self._gate_timer: asyncio.TimerHandle | None = None
         #: Each worker and the loop time its current handler must finish by (0: between jobs).

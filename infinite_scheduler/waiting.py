@@ -110,7 +110,7 @@ class Waiting:
     def __init__(self, *, boost_per_minute: float = 0.0, gate: CategoryGate | None = None) -> None:
         #: The jobs with the defaults, in the order they came, while no other job waits.
         self.fifo: deque[tuple[Any, ClaimedJob]] = deque()
-        self.gate = gate or CategoryGate()
+        self.gate = CategoryGate() if gate is None else gate
         self._heaps: dict[int, list[_Entry]] = {}
         self._ranked = 0
         self._arrivals = count()

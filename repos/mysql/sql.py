@@ -251,12 +251,12 @@ ALTER TABLE `{table}` ALTER COLUMN claim_epoch SET DEFAULT 0,
     ADD KEY ix_claim (claim_epoch, due_at), DROP KEY ix_status_due"""
 # Shards made before priorities and categories: both columns added with their defaults (an
 # instant ALTER on MariaDB 10.3+ and MySQL 8.0.29+: no row is rewritten). The tables matching
-# the pattern that have no priority column.
-NO_PRIORITY = """
-SELECT t.table_name FROM information_schema.tables t
-WHERE t.table_schema = DATABASE() AND t.table_name LIKE %(pattern)s
-AND NOT EXISTS (SELECT 1 FROM information_schema.columns c WHERE c.table_schema = t.table_schema
- AND c.table_name = t.table_name AND c.column_name = 'priority')"""
+# the pattern that have the priority column; the others lack it. (Not one NOT EXISTS query
+# over information_schema.tables and .columns: that crashed MariaDB 10.11.19, signal 11
+# freeing its temporary table.)
+HAS_PRIORITY = """
+SELECT DISTINCT table_name FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s AND column_name = 'priority'"""
 UPGRADE_ADD_PRIORITY = """
 ALTER TABLE `{table}` ADD COLUMN priority SMALLINT NOT NULL DEFAULT 500,
     ADD COLUMN category VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''"""
