@@ -148,7 +148,7 @@ class PayloadReader:
         for key, held in unread:
             payload = found.get(RowRef(*held[:2]))
             if payload is not None and wheel.get(key) is held:  # not fired or replaced meanwhile
-                wheel.replace(key, (held[0], held[1], held[2], held[3], payload, held[5]))
+                wheel.replace(key, (held[0], held[1], held[2], held[3], payload))
 
     def _sleep_s(self) -> float:
         if not self._batches:
