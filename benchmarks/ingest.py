@@ -22,8 +22,9 @@ from repos.statements import chunks
 
 HOUR_MS = 3_600_000
 PASSES = 5
-#: The claim columns of a PENDING row in the multi-table layout, as the adapter renders them.
-PENDING_TAIL = f",0,{literal('')},0)"
+#: The claim columns of a PENDING row, as the adapter renders them (the multi-table layout has
+#: no columns of its own after priority and category).
+PENDING_STATE = f",0,0,{literal('')},0"
 
 
 async def ingest(opts: Options) -> list[Result]:
@@ -53,7 +54,7 @@ async def ingest(opts: Options) -> list[Result]:
 
     def render() -> None:
         for rows in encoded:
-            insert_values(rows, key, Status.PENDING, PENDING_TAIL)
+            insert_values(rows, key, Status.PENDING, PENDING_STATE, "")
 
     gc.collect()
     gc.freeze()  # the jobs themselves are the harness's, not the path's: out of every pass

@@ -22,6 +22,7 @@ from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
 from infinite_scheduler.errors import HandlerMissing as HandlerMissing
 from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
+from infinite_scheduler.errors import JobOptionError as JobOptionError
 from infinite_scheduler.errors import NodeDeclaredDead as NodeDeclaredDead
 from infinite_scheduler.errors import NodeIdInUse as NodeIdInUse
 from infinite_scheduler.errors import NodeRefused as NodeRefused
@@ -30,6 +31,7 @@ from infinite_scheduler.errors import ShardExpired as ShardExpired
 from infinite_scheduler.errors import SingleNodeStore as SingleNodeStore
 from infinite_scheduler.errors import StoreError as StoreError
 from infinite_scheduler.errors import StoreUnavailable as StoreUnavailable
+from infinite_scheduler.errors import UnknownCategory as UnknownCategory
 from infinite_scheduler.job import DependsOn as DependsOn
 from infinite_scheduler.job import Job as Job
 from infinite_scheduler.jobs import JobContext as JobContext
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidIdentifier",
     "Job",
     "JobContext",
+    "JobOptionError",
     "NodeDeclaredDead",
     "NodeIdInUse",
     "NodeRefused",
@@ -62,6 +65,7 @@ __all__ = [
     "Status",
     "StoreError",
     "StoreUnavailable",
+    "UnknownCategory",
     "__version__",
     "load_config",
 ]

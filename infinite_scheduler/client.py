@@ -17,10 +17,9 @@ from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
 from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
-from infinite_scheduler.job import split_jobs
-from infinite_scheduler.jobs import by_type
+from infinite_scheduler.job import check_categories, group_jobs, split_jobs, with_options
 from infinite_scheduler.parts import Repo, store_repository
-from repos.base import EntitySpec, OnDuplicate, StoredRow
+from repos.base import EntitySpec, OnDuplicate, StoredRow, encode_for
 
 
 class SchedulerClient:
@@ -62,23 +61,17 @@ class SchedulerClient:
         if stack is not None:
             await stack.aclose()
 
-    async def store(self, items: Iterable[Any], *, on_duplicate: OnDuplicate = "error") -> int:
-        """Store new jobs: entities, and Jobs (infinite_scheduler/job.py) mixed, PENDING, or
-        WAITING for their dependencies (after the call's other entities, which they may wait
-        for); returns rows stored. Entities of a type this client was not given, and a
-        dependency refused (DependencyRefused), stop the call before anything is stored."""
-        return await self._store(items, on_duplicate, "store")
-
     async def schedule(
         self, entities: Iterable[Any], *, on_duplicate: OnDuplicate = "error"
     ) -> int:
-        """store() by its earlier name."""
-        return await self._store(entities, on_duplicate, "schedule")
-
-    async def _store(self, items: Iterable[Any], on_duplicate: OnDuplicate, operation: str) -> int:
-        self._open(operation)
+        """Store new jobs: entities, and Jobs (infinite_scheduler/job.py: a priority, a
+        category, dependencies) mixed, PENDING, or WAITING for their dependencies (after the
+        call's other jobs, which they may wait for); returns rows stored. Entities of a type
+        this client was not given, Jobs of a category the config does not define, and a
+        dependency refused (DependencyRefused) stop the call before anything is stored."""
+        self._open("schedule")
         now_ms = self.clock.now_ms()
-        plain, waiting = split_jobs(list(items))
+        plain, waiting = split_jobs(list(entities))
         batches = []
         if waiting and on_duplicate != "error":
             raise ValueError(
@@ -86,14 +79,19 @@ class SchedulerClient:
                 " stored already would take the dependencies of the new one; nothing stored"
             )
         if waiting:
+            check_categories(waiting, self.config.categories)
             batches = await plan_waiting(
                 self._repos, self._names, plain, waiting, now_ms=now_ms, unknown=_not_given
             )
         stored = 0
-        for name, batch in by_type(plain, self._names, _not_given).items():
-            stored += await self._repos[name].insert(
-                batch, now_ms=now_ms, on_duplicate=on_duplicate
-            )
+        groups = group_jobs(plain, self._names, _not_given, self.config.categories)
+        for name, (batch, options) in groups.items():
+            repo = self._repos[name]
+            if options is None:
+                stored += await repo.insert(batch, now_ms=now_ms, on_duplicate=on_duplicate)
+            else:
+                rows = with_options(encode_for(repo, batch, now_ms=now_ms), options)
+                stored += await repo.insert_rows(rows, now_ms=now_ms, on_duplicate=on_duplicate)
         if batches:
             stored += await store_waiting(batches, now_ms=now_ms)
         return stored

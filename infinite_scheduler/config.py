@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -62,6 +63,8 @@ DEFAULT_STORE_URL = "sqlite:///var/infinite-scheduler.db"
 #: ``node_id`` value that asks for a generated id (matched case-insensitively).
 AUTO = "AUTO"
 _NODE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: A category's name: stored in each of its jobs' rows (repos/options.py, MAX_CATEGORY).
+CATEGORY_NAME = re.compile(r"[a-z0-9_]{1,64}")
 
 MisfirePolicyName = Literal["fire_once_now", "do_nothing"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
@@ -169,6 +172,22 @@ class DependenciesConfig(_Section):
     poll_interval_s: PositiveFloat = 1.0
 
 
+class CategoryConfig(_Section):
+    """``[categories.NAME]``: a category of jobs and its limits on each node (none: no limit)."""
+
+    #: Handlers of the category running at once on a node, at most.
+    concurrency: PositiveInt | None = None
+    #: Handlers of the category started per second on a node, at most (evenly spaced).
+    rate_per_s: PositiveFloat | None = None
+
+
+class PriorityConfig(_Section):
+    """``[priority]``: the order of jobs due while more are due than handlers can run."""
+
+    #: Points of priority a job gains per minute overdue (its effective priority).
+    age_boost_per_minute: NonNegativeFloat = 10.0
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -198,6 +217,8 @@ class SchedulerConfig(BaseSettings):
     handlers: HandlersConfig = Field(default_factory=HandlersConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     dependencies: DependenciesConfig = Field(default_factory=DependenciesConfig)
+    priority: PriorityConfig = Field(default_factory=PriorityConfig)
+    categories: dict[str, CategoryConfig] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -222,6 +243,17 @@ class SchedulerConfig(BaseSettings):
         if not _NODE_ID.fullmatch(node_id):
             raise ValueError(f"must be {AUTO} or 1-64 characters from A-Z a-z 0-9 _ . : -")
         return node_id
+
+    @field_validator("categories")
+    @classmethod
+    def _check_category_names(cls, categories: dict[str, CategoryConfig]) -> Any:
+        bad = [name for name in categories if not CATEGORY_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"category name {bad[0]!r} must be 1-64 characters from a-z 0-9 _"
+                " (it is stored in each of its jobs' rows)"
+            )
+        return categories
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -354,7 +386,7 @@ def _unknown_env_keys(env: Mapping[str, str], environ: Mapping[str, str]) -> lis
 
 def _section_hint(key: str) -> str:
     """``store_url`` is the likely typo for ``STORE__URL``: say so."""
-    for section in ("shards", "store", "handlers", "cluster"):
+    for section in ("shards", "store", "handlers", "cluster", "priority", "categories"):
         if key.startswith(section + "_"):
             rest = key[len(section) + 1 :]
             return f"; section keys take a double underscore: {ENV_PREFIX}{section.upper()}__{rest.upper()}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from infinite_scheduler.errors import DependencyRefused
 from infinite_scheduler.job import DependsOn, Job
@@ -29,7 +30,7 @@ CYCLE_SHOWN = 8
 RowsById = Mapping[tuple[str, int | str], Sequence[JobRef]]
 
 
-def resolve(waiting: Sequence[tuple[JobRef, Job]], rows: RowsById) -> list[Edge]:
+def resolve(waiting: Sequence[tuple[JobRef, Job[Any]]], rows: RowsById) -> list[Edge]:
     """The edges of the jobs about to be stored WAITING (each with its new row's ref), given
     the rows each id stands for; DependencyRefused for a dependency with no row, or for a cycle
     among them."""
@@ -44,7 +45,7 @@ def resolve(waiting: Sequence[tuple[JobRef, Job]], rows: RowsById) -> list[Edge]
     return edges
 
 
-def _refuse_cycles(edges: Sequence[Edge], jobs: Mapping[JobRef, Job]) -> None:
+def _refuse_cycles(edges: Sequence[Edge], jobs: Mapping[JobRef, Job[Any]]) -> None:
     """DependencyRefused naming a job on a cycle and the dependency that closes it (a depth
     first walk, without recursion: a chain of thousands of jobs is fine)."""
     after: dict[JobRef, list[Edge]] = {}
@@ -75,7 +76,9 @@ def _refuse_cycles(edges: Sequence[Edge], jobs: Mapping[JobRef, Job]) -> None:
                 stack.append((step.on, iter(after[step.on])))
 
 
-def _cycle(closing: Edge, path: Sequence[Edge], jobs: Mapping[JobRef, Job]) -> DependencyRefused:
+def _cycle(
+    closing: Edge, path: Sequence[Edge], jobs: Mapping[JobRef, Job[Any]]
+) -> DependencyRefused:
     """The error for the edge `closing` a cycle with the end of `path`: ``a -> b -> a``."""
     first = next((i for i, e in enumerate(path) if e.job == closing.on), len(path))
     ring = [e.job for e in path[first:]] + [closing.job, closing.on]

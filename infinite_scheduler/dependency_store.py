@@ -16,7 +16,7 @@ from typing import Any
 
 from infinite_scheduler.dependencies import resolve
 from infinite_scheduler.errors import DependencyRefused
-from infinite_scheduler.job import Job
+from infinite_scheduler.job import Job, entity_of, with_options
 from repos.base import EncodedRow, ShardingRepository, encode_for
 from repos.dependencies import Edge, JobRef
 
@@ -36,23 +36,27 @@ async def plan_waiting(
     repos: Mapping[str, Repo],
     names: Mapping[type, str],
     plain: Sequence[Any],
-    waiting: Sequence[Job],
+    waiting: Sequence[Job[Any]],
     *,
     now_ms: int,
     unknown: Callable[[list[str]], Exception],
 ) -> list[WaitingBatch]:
-    """Check and resolve the `waiting` jobs of a call whose other entities are `plain`; raise
+    """Check and resolve the `waiting` jobs of a call whose other items are `plain` (entities
+    or Jobs without dependencies); raise
     DependencyRefused (or `unknown(names)` for an entity class not served) before anything is
     stored. `repos` by entity type name, `names` by entity class."""
     new: dict[tuple[str, int | str], list[JobRef]] = {}
-    for name, entities in _by_type(plain, names, unknown).items():
+    for name, entities in _by_type([entity_of(item) for item in plain], names, unknown).items():
         for row in encode_for(repos[name], entities, now_ms=now_ms):
             new.setdefault((name, row.key), []).append(JobRef(name, row.key, row.at_ms))
     jobs = _by_type(waiting, names, unknown, entity=lambda job: job.entity)
     batches: dict[str, list[EncodedRow]] = {}
-    refs: list[tuple[JobRef, Job]] = []
+    refs: list[tuple[JobRef, Job[Any]]] = []
     for name, some in jobs.items():
-        rows = encode_for(repos[name], [job.entity for job in some], now_ms=now_ms)
+        rows = with_options(
+            encode_for(repos[name], [job.entity for job in some], now_ms=now_ms),
+            [(job.priority, job.category) for job in some],
+        )
         batches[name] = rows
         for row, job in zip(rows, some, strict=True):
             ref = JobRef(name, row.key, row.at_ms)
@@ -76,7 +80,7 @@ async def store_waiting(batches: Sequence[WaitingBatch], *, now_ms: int) -> int:
 
 
 async def _stored_rows(
-    repos: Mapping[str, Repo], refs: Sequence[tuple[JobRef, Job]]
+    repos: Mapping[str, Repo], refs: Sequence[tuple[JobRef, Job[Any]]]
 ) -> dict[tuple[str, int | str], list[JobRef]]:
     """The stored rows of every id the jobs depend on, found with one locate() per type;
     DependencyRefused for a dependency whose type is not served or whose id is not its type's."""

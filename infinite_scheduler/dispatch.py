@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from infinite_scheduler.clock import Clock
 from infinite_scheduler.decisions import GiveUp, RetryPolicy
 from infinite_scheduler.jobs import JobContext, Lane
 from infinite_scheduler.metrics import Metrics
+from infinite_scheduler.waiting import Waiting
 from repos.base import ClaimedJob, Failure
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ class _ThreadCall:
 
 
 class Dispatcher:
-    """Runs at most `concurrency` handlers at once; the rest wait in a FIFO, in due order.
+    """Runs at most `concurrency` handlers at once; the rest wait, in due order while all have
+    the default priority and no category, else by effective priority, each category within its
+    limits (infinite_scheduler/waiting.py).
 
     Workers are tasks that take job after job from the FIFO and exit when it is empty. There
     are only as many as there are handlers waiting on something: a new one starts when every
@@ -71,6 +73,7 @@ class Dispatcher:
         concurrency: int,
         timeout_s: float,
         threads: int = 0,
+        waiting: Waiting | None = None,
     ) -> None:
         self.acker = acker
         self.clock = clock
@@ -79,7 +82,9 @@ class Dispatcher:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self._timed_out_error = f"handler timed out after {timeout_s}s"  # not built per job
-        self._ready: deque[tuple[Lane, ClaimedJob]] = deque()
+        self._waiting = Waiting() if waiting is None else waiting
+        #: Wakes the workers when a category held back by its rate may start again.
+        self._gate_timer: asyncio.TimerHandle | None = None
         #: Each worker and the loop time its current handler must finish by (0: between jobs).
         self._workers: dict[asyncio.Task[None], float] = {}
         self._timed_out: set[asyncio.Task[None]] = set()
@@ -108,26 +113,43 @@ class Dispatcher:
 
     def __repr__(self) -> str:
         paused = " paused" if self._paused else ""
-        return f"<Dispatcher running={self.running} waiting={len(self._ready)} fired={self.fired}{paused}>"
+        return f"<Dispatcher running={self.running} waiting={len(self._waiting)} fired={self.fired}{paused}>"
 
     @property
     def backlog(self) -> int:
         """Jobs handed over and not finished: waiting plus running."""
-        return len(self._ready) + self.running
+        return len(self._waiting) + self.running
+
+    @property
+    def held_back(self) -> int:
+        """Jobs waiting whose category may not start one now (paused, or at a limit)."""
+        return self._waiting.held_back(self.clock.now_ms()) if self._waiting.gate else 0
 
     @property
     def workers(self) -> int:
         return len(self._workers)
 
     def submit(self, lane: Lane, jobs: Iterable[ClaimedJob]) -> None:
-        self._ready.extend((lane, job) for job in jobs)
+        self._waiting.extend(lane, jobs)
         self._grow_if_all_wait()
+
+    def wake(self) -> None:
+        """Look again at the jobs held back by their category (an engine in manual mode, whose
+        clock moved: a rate limit may allow the next start now)."""
+        self._grow_if_all_wait()
+
+    def set_category_paused(self, code: int, paused: bool) -> None:
+        """Start no job of this category until resumed (those running go on); KeyError for a
+        category not configured."""
+        self._waiting.gate.set_paused(code, paused)
+        if not paused:
+            self._grow_if_all_wait()
 
     async def settle(self) -> None:
         """Wait until every job handed over has finished (an engine in manual mode), or, while
-        paused, until the handlers running have. A worker exits only once the FIFO is empty
-        (or the dispatcher paused or draining), so no job waits when none is left unless
-        paused."""
+        paused, until the handlers running have. A worker exits only once no waiting job may
+        start (or the dispatcher paused or draining), so no job waits when none is left unless
+        paused or held back by its category."""
         while self._workers:
             await asyncio.wait(set(self._workers))
 
@@ -155,9 +177,7 @@ class Dispatcher:
 
     def take_waiting(self) -> list[tuple[Lane, ClaimedJob]]:
         """Remove and return the jobs not started yet (shutdown hands them back to the store)."""
-        waiting = list(self._ready)
-        self._ready.clear()
-        return waiting
+        return self._waiting.take_all()
 
     async def drain(self, timeout_s: float) -> int:
         """Wait for running handlers up to timeout_s, then cancel the rest; return how many.
@@ -167,6 +187,9 @@ class Dispatcher:
         now may still run when the drain times out, cut off after its side effect and handed
         back, to fire again elsewhere. The jobs waiting stay for take_waiting()."""
         self._closing = True
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
         if self._workers:
             await asyncio.wait(set(self._workers), timeout=timeout_s)
         late = list(self._workers)
@@ -187,7 +210,7 @@ class Dispatcher:
             self._watch = asyncio.get_running_loop().call_later(period, self._check, period)
 
     def _retire(self, worker: asyncio.Task[None]) -> None:
-        """A worker leaves the pool the moment it finds the FIFO empty, not a loop turn later
+        """A worker leaves the pool the moment it finds no job to start, not a loop turn later
         (its done-callback): a job submitted in between must find no worker and start one."""
         self._workers.pop(worker, None)
         self._timed_out.discard(worker)
@@ -198,13 +221,32 @@ class Dispatcher:
         self._grow_if_all_wait()
 
     def _grow_if_all_wait(self) -> None:
-        """One more worker if jobs wait in the FIFO while every worker waits inside a handler
+        """One more worker if jobs wait while every worker waits inside a handler
         (a worker between jobs takes the next one itself). The new worker's first handler
         asks again, so workers grow one per loop turn while handlers keep waiting."""
         if self._closing or self._paused:
             return
-        if self._ready and self.running >= len(self._workers) < self.concurrency:
-            self._spawn()
+        if self._waiting and self.running >= len(self._workers) < self.concurrency:
+            if self._waiting.fifo or len(self._waiting) > self.held_back:
+                self._spawn()
+            else:
+                self._arm_gate_timer()
+
+    def _arm_gate_timer(self) -> None:
+        """Every worker found nothing it may start: if a category waits for its rate alone,
+        look again when it allows the next start."""
+        if self._gate_timer is not None or not self._waiting.gate:
+            return
+        now_ms = self.clock.now_ms()
+        at_ms = self._waiting.opens_at_ms(now_ms)
+        if at_ms is not None:
+            delay_s = max(0.001, (at_ms - now_ms) / 1000)
+            loop = asyncio.get_running_loop()
+            self._gate_timer = loop.call_later(delay_s, self._gate_opened)
+
+    def _gate_opened(self) -> None:
+        self._gate_timer = None
+        self._grow_if_all_wait()
 
     def _check(self, period: float) -> None:
         """The watchdog: cancel the handlers past their deadline, then look again later.
@@ -226,15 +268,23 @@ class Dispatcher:
         me = asyncio.current_task()
         assert me is not None
         loop = asyncio.get_running_loop()
-        ready, workers = self._ready, self._workers
+        waiting, workers = self._waiting, self._workers
+        fifo = waiting.fifo
         finished = 0
         try:
-            while ready and not (self._paused or self._closing):
+            while not (self._paused or self._closing):
                 if self._fence is not None and loop.time() - self._fence_asked > FENCE_LOOK_S:
                     self._fence_asked = loop.time()
                     if not self._fence():
                         break
-                lane, job = ready.popleft()
+                if fifo:  # the usual case: every job waiting has the defaults
+                    lane, job = fifo.popleft()
+                else:
+                    picked = waiting.pop(self.clock.now_ms())
+                    if picked is None:
+                        self._arm_gate_timer()
+                        break
+                    lane, job = picked
                 self.running += 1
                 if not self._grow_pending:
                     self._grow_pending = True
@@ -245,6 +295,8 @@ class Dispatcher:
                 finally:
                     workers[me] = 0.0
                     self.running -= 1
+                    if job.options:
+                        waiting.finished(job)
                 finished += 1
                 if finished % YIELD_EVERY == 0:
                     await asyncio.sleep(0)

@@ -42,9 +42,14 @@ from typing import Any, TypeVar
 from infinite_scheduler.clock import Clock, SystemClock, monotonic_ms
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
-from infinite_scheduler.errors import EngineNotRunning, HandlerMissing, NodeDeclaredDead
-from infinite_scheduler.job import split_jobs
-from infinite_scheduler.jobs import Handler, Lane, by_type
+from infinite_scheduler.errors import (
+    EngineNotRunning,
+    HandlerMissing,
+    NodeDeclaredDead,
+    UnknownCategory,
+)
+from infinite_scheduler.job import check_categories, group_jobs, split_jobs
+from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Identity, join, stopped
 from infinite_scheduler.parts import (
@@ -58,7 +63,15 @@ from infinite_scheduler.parts import (
     store_repository,
 )
 from infinite_scheduler.version import __version__
-from repos.base import ClaimedJob, EntitySpec, HeldJob, RowRef, ShardingRepository, StoreError
+from repos.base import (
+    ClaimedJob,
+    EntitySpec,
+    HeldJob,
+    RowRef,
+    ShardingRepository,
+    StoreError,
+    category_code,
+)
 from repos.cluster import Membership, NodeState
 from repos.dependencies import DependencyStore
 
@@ -425,6 +438,7 @@ class InfiniteScheduler:
         await parts.payloads.read_due()
         fired, _ = _fire_due(parts, self.clock.now_ms())
         await parts.payloads.settle()  # held-back jobs reach the dispatcher once read
+        parts.dispatcher.wake()  # the clock moved: a category's rate may allow a start
         await parts.dispatcher.settle()
         outcomes = parts.acker.pending
         await parts.acker.flush()
@@ -434,14 +448,16 @@ class InfiniteScheduler:
     # -- the public API while running ---------------------------------------------------------
 
     async def schedule(self, entities: Iterable[Any]) -> int:
-        """Store new jobs: entities, and Jobs (infinite_scheduler/job.py) mixed; those due
-        inside the current window go straight into the wheel. Jobs with dependencies are stored
-        WAITING, after the call's other entities (which they may wait for): the whole call is
-        checked first, and a DependencyRefused stores none of it."""
+        """Store new jobs: entities, and Jobs (infinite_scheduler/job.py: a priority, a
+        category, dependencies) mixed; those due inside the current window go straight into
+        the wheel. Jobs with dependencies are stored WAITING, after the call's other jobs (which
+        they may wait for). The whole call is checked first: a bad Job or a DependencyRefused
+        stores none of it."""
         parts = self._running_parts("schedule")
         plain, waiting = split_jobs(list(entities))
         batches = []
         if waiting:
+            check_categories(waiting, self.config.categories)
             repos = {name: lane.repo for name, lane in parts.lanes.items()}
             batches = await plan_waiting(
                 repos,
@@ -452,9 +468,10 @@ class InfiniteScheduler:
                 unknown=HandlerMissing,
             )
         stored = 0
-        for name, batch in by_type(plain, parts.by_model, HandlerMissing).items():
+        groups = group_jobs(plain, parts.by_model, HandlerMissing, self.config.categories)
+        for name, (batch, options) in groups.items():
             lane = parts.lanes[name]
-            lane_stored = await parts.fetcher.store_new(lane, batch)
+            lane_stored = await parts.fetcher.store_new(lane, batch, options)
             lane.metrics.scheduled.inc(lane_stored)
             stored += lane_stored
         if batches:
@@ -471,6 +488,32 @@ class InfiniteScheduler:
             for at_ms in lane.twins.pop(key, ()):
                 lane.wheel.cancel((key, at_ms))
         return cancelled
+
+    def pause_category(self, name: str) -> None:
+        """Start no job of this category on this node until resume_category() (those running
+        go on; the others wait, in order, and jobs of other categories go on)."""
+        self._set_category_paused(name, True)
+
+    def resume_category(self, name: str) -> None:
+        """Let the jobs of a paused category start again, within its limits."""
+        self._set_category_paused(name, False)
+
+    def _set_category_paused(self, name: str, paused: bool) -> None:
+        if name not in self.config.categories:
+            raise UnknownCategory(name, sorted(self.config.categories))
+        self._running_parts("pause_category").dispatcher.set_category_paused(
+            category_code(name), paused
+        )
+        logger.info(
+            "category %s %s",
+            name,
+            "paused" if paused else "resumed",
+            extra={
+                "action": "pause" if paused else "resume",
+                "category": name,
+                "node": self.node_id,
+            },
+        )
 
     def _running_parts(self, operation: str) -> Parts:
         # Running: from the end of a successful __aenter__ to the start of __aexit__.

@@ -5,7 +5,8 @@
     │   ├── InvalidIdentifier      an entity, prefix, column or database name unfit for SQL
     │   ├── DuplicateJob           an id already in its shard, or twice in one insert
     │   ├── ShardExpired           a sharding time older than the retention horizon
-    │   └── PayloadTooLarge        an encoded payload over the store's size limit
+    │   ├── PayloadTooLarge        an encoded payload over the store's size limit
+    │   └── JobOptionError         a Job's priority out of range, or its category unknown
     ├── NodeRefused                the store will not take this process as a node (at start)
     │   ├── NodeIdInUse            a live node has the same node id
     │   └── SingleNodeStore        the SQLite store has a live node already
@@ -21,6 +22,7 @@
     ├── ClientNotOpen              a SchedulerClient used outside ``async with client:``
     ├── DependencyRefused          a job's dependency is unknown, missing, or makes a cycle
     ├── NodeDeclaredDead           engine.run(): another node declared this one dead
+    ├── UnknownCategory            pause_category() / resume_category() of a category not configured
     └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
@@ -81,6 +83,30 @@ class PortUnavailable(ConfigError):
         SchedulerError.__init__(self, f"{key} = {port}: {reason}")
 
 
+class JobOptionError(EntitySpecError):
+    """Raised by ``Job(...)`` for a priority outside 1..1000, and by schedule() for a category
+    the config does not define (``[categories.NAME]``): before anything is stored. `field` is
+    ``priority`` or ``category``; `entity` the entity's class name."""
+
+    def __init__(self, entity: str, field: str, value: object, reason: str) -> None:
+        self.value = value
+        super().__init__(entity, f"{value!r}: {reason}", field=field)
+
+
+class UnknownCategory(SchedulerError):
+    """Raised by the engine's pause_category() and resume_category() for a name no
+    ``[categories.NAME]`` of the config defines; nothing is paused or resumed."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        configured = ", ".join(map(repr, self.known)) if self.known else "none"
+        super().__init__(
+            f"category {name!r} is not configured (configured: {configured}); "
+            f"[categories.{name}] in the config defines it"
+        )
+
+
 class HandlerMissing(SchedulerError):
     """Raised when the engine meets an entity type with no handler registered.
 
@@ -97,20 +123,26 @@ class HandlerMissing(SchedulerError):
 
 
 class EngineNotRunning(SchedulerError):
-    """Raised by the engine's schedule() and cancel() before ``async with engine:`` or after it.
+    """Raised by the engine's schedule(), cancel(), pause_category() and resume_category()
+    before ``async with engine:`` or after it.
 
     Raised before anything is stored or changed: only a running engine can place a job due
     soon into its wheel or take a cancelled one out. The repository works without an engine.
     """
 
-    #: operation -> what it does
+    #: operation -> what it does, for those a SchedulerClient does too
     _PURPOSE = {"schedule": "store jobs", "cancel": "cancel jobs"}
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
+        purpose = self._PURPOSE.get(operation)
+        elsewhere = (
+            f" (to {purpose} without an engine, use SchedulerClient.{operation}())"
+            if purpose
+            else ""
+        )
         super().__init__(
-            f"{operation}() needs a running engine: call it inside `async with engine:` "
-            f"(to {self._PURPOSE[operation]} without an engine, use SchedulerClient.{operation}())"
+            f"{operation}() needs a running engine: call it inside `async with engine:`{elsewhere}"
         )
 
 

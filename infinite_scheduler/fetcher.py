@@ -27,6 +27,7 @@ from typing import Any
 from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.decisions import MisfirePolicy, Verdict, misfire_verdict
+from infinite_scheduler.job import Options, with_options
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.payloads import PayloadReader
@@ -40,6 +41,7 @@ from repos.base import (
     StoreError,
     bucket_of,
     encode_for,
+    pack,
 )
 
 logger = logging.getLogger(__name__)
@@ -188,8 +190,9 @@ class Fetcher:
         self.metrics.fetch_duration.observe(time.perf_counter() - started)
         return claimed
 
-    async def store_new(self, lane: Lane, entities: Sequence[Any]) -> int:
-        """Store new jobs of one type (the engine's schedule()); return rows stored.
+    async def store_new(self, lane: Lane, entities: Sequence[Any], options: Options = None) -> int:
+        """Store new jobs of one type (the engine's schedule()), with their priorities and
+        categories (`options`, infinite_scheduler/job.py); return rows stored.
 
         The whole call is encoded and checked first: a bad entity stores none of it. Jobs due
         inside the window claimed already, as many as there is room for, are stored CLAIMED by
@@ -197,7 +200,7 @@ class Fetcher:
         next fetch only looks past that window); the others are stored PENDING for later ones.
         """
         now_ms = self.clock.now_ms()
-        rows = encode_for(lane.repo, entities, now_ms=now_ms)
+        rows = with_options(encode_for(lane.repo, entities, now_ms=now_ms), options)
         soon, later = self._split(rows)
         stored = 0
         if later:
@@ -205,7 +208,10 @@ class Fetcher:
         if soon:
             async with self._claiming(lane, min(r.at_ms for r in soon)) as stamp:
                 stored += await lane.repo.insert_rows(soon, now_ms=stamp, claimed_by=self.claimant)
-            jobs = [ClaimedJob(r.key, r.at_ms, r.at_ms, 1, r.payload) for r in soon]
+            jobs = [
+                ClaimedJob(r.key, r.at_ms, r.at_ms, 1, r.payload, pack(r.priority, r.category))
+                for r in soon
+            ]
             self._place(lane, jobs, now_ms)
         return stored
 

@@ -1,16 +1,32 @@
 """Per-job options: what a job is stored with beyond its entity.
 
-``engine.schedule()`` and ``SchedulerClient.store()`` take entities and Jobs mixed; a plain
-entity is ``Job(entity)`` with the defaults::
+``engine.schedule()`` and ``SchedulerClient.schedule()`` take entities and Jobs mixed; a plain
+entity is ``Job(entity)``: priority 500, no category, no dependency::
 
+    Job(sms, priority=900, category="alerts")
     Job(sms, depends_on=(DependsOn("orders", 7, must="succeed"),))
+
+Priority and category are stored in the job's row (columns ``priority`` and ``category``) and
+read by the claim: a node orders the jobs it cannot run at once by them
+(infinite_scheduler/waiting.py). A job with dependencies is stored WAITING until they are done
+(infinite_scheduler/dependency_store.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
+from infinite_scheduler.errors import JobOptionError
+from infinite_scheduler.jobs import by_type
+from repos.base import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    EncodedRow,
+    pack,
+)
 from repos.dependencies import Must
 
 MustName = Literal["complete", "succeed"]
@@ -52,13 +68,24 @@ class DependsOn:
         return f"{self.entity} {self.id!r} (must {self.must})"
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """An entity to store, with its options. `depends_on`: the jobs it waits for; it fires
-    when they are done and its own time has come, never before."""
+TEntity = TypeVar("TEntity")
+T = TypeVar("T")
 
-    entity: Any
+#: (priority, category) of each job of a batch, in order; None when all have the defaults.
+Options = list[tuple[int, str]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Generic[TEntity]):
+    """One job to store: the entity, how it ranks when more jobs are due than handlers can
+    run, and what it waits for. A priority outside 1..1000 raises JobOptionError here; a
+    category no ``[categories.NAME]`` defines, when it is scheduled."""
+
+    entity: TEntity
     _: KW_ONLY
+    priority: int = DEFAULT_PRIORITY
+    category: str = ""
+    #: The jobs it waits for: it fires when they are done and its own time has come.
     depends_on: tuple[DependsOn, ...] = ()
 
     def __post_init__(self) -> None:
@@ -67,20 +94,89 @@ class Job:
             if not isinstance(dep, DependsOn):
                 raise ValueError(f"Job.depends_on takes DependsOn values, not {dep!r}")
         object.__setattr__(self, "depends_on", depends_on)
+        owner = type(self.entity).__name__
+        priority = self.priority
+        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise JobOptionError(
+                owner, "priority", priority, f"must be an int {MIN_PRIORITY}..{MAX_PRIORITY}"
+            )
+        if not isinstance(self.category, str):
+            raise JobOptionError(owner, "category", self.category, "must be a category's name")
+
+    @property
+    def options(self) -> int:
+        """Priority and category packed as the wheel holds them (0 for the defaults)."""
+        return pack(self.priority, self.category)
 
 
-def split_jobs(items: list[Any]) -> tuple[list[Any], list[Job]]:
-    """(entities stored as they are, jobs that wait for others): a Job without dependencies
-    counts as its entity. A call of plain entities costs one type check per item."""
+def group_jobs(
+    items: list[Any],
+    known: Mapping[type, T],
+    unknown: Callable[[list[str]], Exception],
+    categories: Collection[str],
+) -> dict[T, tuple[list[Any], Options]]:
+    """The entities of `items` (plain, or in Jobs) grouped as jobs.by_type groups them, each
+    group with its jobs' options (None: all defaults). Raises, before anything is stored,
+    `unknown(names)` for entity classes `known` lacks, and JobOptionError for a category not
+    in `categories`. A call without a Job costs what by_type does."""
+    if Job not in set(map(type, items)):
+        return {
+            target: (entities, None) for target, entities in by_type(items, known, unknown).items()
+        }
+    jobs = [item if type(item) is Job else Job(item) for item in items]
+    check_categories(jobs, categories)
+    by_class = by_type([job.entity for job in jobs], known, unknown)  # checks the classes
+    grouped: dict[T, tuple[list[Any], list[tuple[int, str]]]] = {t: ([], []) for t in by_class}
+    for job in jobs:
+        entities, options = grouped[known[type(job.entity)]]
+        entities.append(job.entity)
+        options.append((job.priority, job.category))
+    return {
+        target: (entities, None if all(o == (DEFAULT_PRIORITY, "") for o in options) else options)
+        for target, (entities, options) in grouped.items()
+    }
+
+
+def check_categories(jobs: Sequence[Job[Any]], categories: Collection[str]) -> None:
+    """JobOptionError for the first job of a category not in `categories`."""
+    for job in jobs:
+        if job.category and job.category not in categories:
+            configured = ", ".join(map(repr, sorted(categories))) or "none"
+            raise JobOptionError(
+                type(job.entity).__name__,
+                "category",
+                job.category,
+                f"unknown category (configured: {configured}); [categories.{job.category}]"
+                " in the config defines it",
+            )
+
+
+def with_options(rows: Sequence[EncodedRow], options: Options) -> list[EncodedRow]:
+    """The encoded rows of a batch with its jobs' priorities and categories."""
+    if options is None:
+        return list(rows)
+    return [
+        EncodedRow(row.key, row.at_ms, row.payload, priority, category)
+        for row, (priority, category) in zip(rows, options, strict=True)
+    ]
+
+
+def split_jobs(items: list[Any]) -> tuple[list[Any], list[Job[Any]]]:
+    """(items stored as they are, jobs that wait for others): a Job without dependencies stays
+    in the first list, with its options. A call of plain entities costs one type check per
+    item."""
     if not any(type(item) is Job for item in items):
         return items, []
-    plain: list[Any] = []
-    waiting: list[Job] = []
+    now: list[Any] = []
+    waiting: list[Job[Any]] = []
     for item in items:
-        if type(item) is not Job:
-            plain.append(item)
-        elif item.depends_on:
+        if type(item) is Job and item.depends_on:
             waiting.append(item)
         else:
-            plain.append(item.entity)
-    return plain, waiting
+            now.append(item)
+    return now, waiting
+
+
+def entity_of(item: Any) -> Any:
+    """The entity of an item of a schedule() call: a Job's, or the item itself."""
+    return item.entity if type(item) is Job else item

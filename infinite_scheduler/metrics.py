@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,7 @@ class Metrics:
         self._engine_series()
         self._store_series()
         self._cluster_series()
+        self._category_series()
         #: What the store adapters report (repos.events): hand it to the adapters built.
         self.store_events = StoreMetrics(self.registry)
 
@@ -164,6 +166,34 @@ class Metrics:
             "1 while this node holds the store-wide lease `name` (it runs that chore), else 0.",
             "name",
         )
+
+    def _category_series(self) -> None:
+        """Each configured category on this node: what runs, what waits, whether paused."""
+        self.category_running = self._gauge(
+            "category_running", "Handlers of the category running now.", "category"
+        )
+        self.category_waiting = self._gauge(
+            "category_waiting",
+            "Jobs of the category due and waiting for a handler (its limits, a pause, or"
+            " more jobs due than handlers).",
+            "category",
+        )
+        self.category_paused = self._gauge(
+            "category_paused", "1 while the category is paused on this node, else 0.", "category"
+        )
+
+    def watch_category(
+        self,
+        name: str,
+        *,
+        running: Callable[[], float],
+        waiting: Callable[[], float],
+        paused: Callable[[], float],
+    ) -> None:
+        """Read a category's series from the dispatcher when scraped: nothing per job."""
+        self.category_running.labels(name).set_function(running)
+        self.category_waiting.labels(name).set_function(waiting)
+        self.category_paused.labels(name).set_function(paused)
 
     def _counter(self, name: str, doc: str) -> Counter:
         return Counter(f"{PREFIX}_{name}", doc, ["entity"], registry=self.registry)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from infinite_scheduler.acker import Acker
@@ -36,9 +37,10 @@ from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Node
 from infinite_scheduler.payloads import PayloadReader
 from infinite_scheduler.takeover import Takeover
+from infinite_scheduler.waiting import CategoryGate, Waiting
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
-from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents
+from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents, category_code
 from repos.cluster import Membership
 from repos.dependencies import DependencyStore
 
@@ -137,7 +139,9 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         acker=acker,
         metrics=wiring.metrics,
         held=lambda: _held(lanes.values(), dispatcher, payloads),
-        due_in_hand=lambda: dispatcher.backlog,
+        # Jobs a paused category (or one at its limit) holds back claim no room: the rest of
+        # the jobs due go on being claimed (up to max_held).
+        due_in_hand=lambda: dispatcher.backlog - dispatcher.held_back,
         on_added=wiring.on_added,
         backoff=Backoff(store_back=store_back),
     )
@@ -175,6 +179,7 @@ def _lanes(registrations: Sequence[Registration], wiring: Wiring) -> dict[str, L
 
 def _dispatcher(wiring: Wiring, acker: Acker) -> Dispatcher:
     h = wiring.config.handlers
+    waiting = _waiting(wiring)
     return Dispatcher(
         acker=acker,
         clock=wiring.clock,
@@ -187,7 +192,24 @@ def _dispatcher(wiring: Wiring, acker: Acker) -> Dispatcher:
         concurrency=h.concurrency,
         timeout_s=h.timeout_s,
         threads=h.threads,
+        waiting=waiting,
     )
+
+
+def _waiting(wiring: Wiring) -> Waiting:
+    """The dispatcher's queue, with the configured categories' limits; their series read it."""
+    categories = wiring.config.categories
+    gate = CategoryGate({name: (c.concurrency, c.rate_per_s) for name, c in categories.items()})
+    waiting = Waiting(boost_per_minute=wiring.config.priority.age_boost_per_minute, gate=gate)
+    for name in categories:
+        code = category_code(name)
+        wiring.metrics.watch_category(
+            name,
+            running=partial(gate.running, code),
+            waiting=partial(waiting.waiting, code),
+            paused=partial(gate.paused, code),
+        )
+    return waiting
 
 
 def _payloads(

@@ -52,6 +52,15 @@ from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 from repos.events import NO_EVENTS as NO_EVENTS
 from repos.events import StoreEvents as StoreEvents
+from repos.options import DEFAULT_PRIORITY as DEFAULT_PRIORITY
+from repos.options import MAX_CATEGORY as MAX_CATEGORY
+from repos.options import MAX_PRIORITY as MAX_PRIORITY
+from repos.options import MIN_PRIORITY as MIN_PRIORITY
+from repos.options import category_code as category_code
+from repos.options import category_name as category_name
+from repos.options import code_of as code_of
+from repos.options import pack as pack
+from repos.options import priority_of as priority_of
 from repos.shards import Granularity as Granularity
 from repos.shards import ShardBounds as ShardBounds
 from repos.shards import bucket_of as bucket_of
@@ -122,10 +131,16 @@ class RowRef(NamedTuple):
     at_ms: int
 
 
-#: A job as the wheel holds it: (key, at_ms, due_ms, attempts, payload). A plain tuple of ints,
-#: str and bytes, which the garbage collector stops tracking after one look: a full collection
-#: then skips the held jobs (150,000 ClaimedJob objects cost one 30 ms; these tuples ~7 ms).
+#: A job as the wheel holds it: (key, at_ms, due_ms, attempts | options << 32, payload). A plain
+#: tuple of ints, str and bytes, which the garbage collector stops tracking after one look: a
+#: full collection then skips the held jobs (150,000 ClaimedJob objects cost one 30 ms; these
+#: tuples ~7 ms). Priority and category (`options`, repos/options.py) share the attempts' slot:
+#: a sixth slot took the tuple to the next 16-byte size class, 16 bytes more per held job (W5
+#: 252 -> 268), while for the usual job (options 0) the shared int is still the small int of
+#: its attempts, cached, and costs nothing.
 HeldJob = tuple[int | str, int, int, int, bytes | None]
+_ATTEMPT_BITS = 32
+_ATTEMPT_MASK = (1 << _ATTEMPT_BITS) - 1
 
 
 @dataclass(slots=True)
@@ -142,27 +157,33 @@ class ClaimedJob:
     due_ms: int  #: when to fire: at_ms at first, later after a retry
     attempts: int  #: attempts so far, counting this claim
     payload: bytes | None
+    #: Priority and category packed (repos/options.py): 0 for the defaults.
+    options: int = 0
 
     @property
     def ref(self) -> RowRef:
         return RowRef(self.key, self.at_ms)
 
     def held(self) -> HeldJob:
-        return (self.key, self.at_ms, self.due_ms, self.attempts, self.payload)
+        shared = self.attempts | self.options << _ATTEMPT_BITS
+        return (self.key, self.at_ms, self.due_ms, shared, self.payload)
 
     @classmethod
     def from_held(cls, held: HeldJob) -> ClaimedJob:
-        return cls(*held)
+        key, at_ms, due_ms, shared, payload = held
+        return cls(key, at_ms, due_ms, shared & _ATTEMPT_MASK, payload, shared >> _ATTEMPT_BITS)
 
     @classmethod
     def from_claim(cls, r: Sequence[Any]) -> ClaimedJob:
-        """From a claimed row (id, at_ms, due_ms, attempts before this claim, payload).
+        """From a claimed row (id, at_ms, due_ms, attempts before this claim, payload,
+        priority, category).
 
         Until a retry moves it, a job's due time is its sharding time: one int object then
         serves both, 32 bytes less for each job the wheel holds.
         """
-        at_ms, due_ms = r[1], r[2]
-        return cls(r[0], at_ms, at_ms if due_ms == at_ms else due_ms, r[3] + 1, r[4])
+        at_ms, due_ms, priority, category = r[1], r[2], r[5], r[6]
+        options = 0 if priority == DEFAULT_PRIORITY and not category else pack(priority, category)
+        return cls(r[0], at_ms, at_ms if due_ms == at_ms else due_ms, r[3] + 1, r[4], options)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

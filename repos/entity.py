@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from repos.cluster import LEASES_TABLE, NODES_TABLE
 from repos.dependencies import DEPENDENCIES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
+from repos.options import DEFAULT_PRIORITY
 from repos.shards import (
     MAX_PREFIX,
     Granularity,
@@ -50,6 +51,8 @@ ENGINE_COLUMNS = frozenset(
         "claimed_at",
         "fired_at",
         "last_error",
+        "priority",
+        "category",
     }
 )
 MAX_STR_ID = 191
@@ -72,22 +75,31 @@ DICTS_AT_ONCE = 256
 
 
 class EncodedRow(NamedTuple):
-    """An entity as the adapters store it (a tuple: ingest builds one per job, W1 100k/s)."""
+    """An entity as the adapters store it (a tuple: ingest builds one per job, W1 100k/s), with
+    the job's priority and category (infinite_scheduler/job.py)."""
 
     key: int | str
     at_ms: int
     payload: bytes
+    priority: int = DEFAULT_PRIORITY
+    category: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class EncodedBatch:
     """Encoded entities a column at a time: what the adapters' inserts work from. Rendering a
     1,000-row insert from three lists is one C pass per column (str, hex) instead of a Python
-    step per row, and no tuple is made per row (rows() makes them for those who want them)."""
+    step per row, and no tuple is made per row (rows() makes them for those who want them).
+
+    `priorities` and `categories` are None while every row has the defaults (500, no category),
+    the usual batch: the inserts then write those as constants, at no cost per row.
+    """
 
     keys: list[int | str]
     at_ms: list[int]
     payloads: list[bytes]
+    priorities: list[int] | None = None
+    categories: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -96,12 +108,22 @@ class EncodedBatch:
     def of_rows(cls, rows: Sequence[EncodedRow]) -> EncodedBatch:
         if not rows:
             return cls([], [], [])
-        keys, at_ms, payloads = zip(*rows, strict=True)
-        return cls(list(keys), list(at_ms), list(payloads))
+        keys, at_ms, payloads, priorities, categories = zip(*rows, strict=True)
+        if set(priorities) == {DEFAULT_PRIORITY} and set(categories) == {""}:
+            return cls(list(keys), list(at_ms), list(payloads))
+        return cls(list(keys), list(at_ms), list(payloads), list(priorities), list(categories))
 
     def rows(self) -> list[EncodedRow]:
         # tuple.__new__ straight: EncodedRow(...) runs a Python __new__ for each row.
-        columns = zip(self.keys, self.at_ms, self.payloads, strict=True)
+        n = len(self.keys)
+        columns = zip(
+            self.keys,
+            self.at_ms,
+            self.payloads,
+            self.priorities or repeat(DEFAULT_PRIORITY, n),
+            self.categories or repeat("", n),
+            strict=True,
+        )
         return list(map(tuple.__new__, repeat(EncodedRow), columns))
 
     def __getitem__(self, span: slice) -> EncodedBatch:
@@ -109,7 +131,15 @@ class EncodedBatch:
         start, stop, step = span.indices(len(self.keys))
         if (start, stop, step) == (0, len(self.keys), 1):
             return self
-        return EncodedBatch(self.keys[span], self.at_ms[span], self.payloads[span])
+        if self.priorities is None or self.categories is None:
+            return EncodedBatch(self.keys[span], self.at_ms[span], self.payloads[span])
+        return EncodedBatch(
+            self.keys[span],
+            self.at_ms[span],
+            self.payloads[span],
+            self.priorities[span],
+            self.categories[span],
+        )
 
     def by_shard(self, granularity: Granularity) -> dict[ShardBounds, EncodedBatch]:
         """The rows grouped by the shard their time falls in, oldest shard first, in order."""

@@ -455,7 +455,8 @@ class MysqlRepository(Generic[TEntity, TKey]):
             await self._ex.execute_ddl("create dependencies table", sql.CREATE_DEPENDENCIES)
             self._dependencies_made = True
         status, attempts, epoch, by, at = insert_state(claimed_by, now_ms, waiting=waiting)
-        # The same for every row of the call: the claim columns (the layout's ones follow).
+        # The same for every row of the call: the claim columns (priority, category and the
+        # layout's columns follow).
         state = f",{attempts},{epoch},{literal(by or '')},{at or 0}"
         statements = await self._insert_statements(batch, state)
         insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
@@ -463,9 +464,9 @@ class MysqlRepository(Generic[TEntity, TKey]):
 
         async def body(tx: Tx) -> int:
             stored = 0
-            for target, tail, chunk in statements:
+            for target, extra, chunk in statements:
                 in_flight[0] = chunk
-                values = insert_values(chunk, self._key, status, tail)
+                values = insert_values(chunk, self._key, status, state, extra)
                 stored += await tx.execute(insert(target=target, rows=values))
             for some in chunks(list(edges), MAX_IN):
                 rows = ",".join(tuple_literal(edge_row(edge)) for edge in some)
@@ -483,7 +484,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
     async def _insert_statements(
         self, batch: EncodedBatch, state: str
     ) -> list[tuple[str, str, EncodedBatch]]:
-        """(target, the tail of each row, rows) of every INSERT the rows need, in batch_size
+        """(target, the layout's values of each row, rows) of every INSERT the rows need, in batch_size
         rows and the payload bytes a statement takes at most; missing shards are made first."""
         by_shard = batch.by_shard(self.policy.granularity)
         wanted = list(by_shard)
@@ -492,11 +493,11 @@ class MysqlRepository(Generic[TEntity, TKey]):
         statements = []
         for bounds, group in by_shard.items():
             target = self._live.insert_target(bounds)
-            tail = state + "".join(f",{v}" for v in self._layout.extra_values(bounds)) + ")"
+            extra = "".join(f",{v}" for v in self._layout.extra_values(bounds))
             sizes = list(map(len, group.payloads))
             limit = self._insert_payload_bytes
             statements += [
-                (target, tail, c) for c in chunks_within(group, self.batch_size, limit, sizes)
+                (target, extra, c) for c in chunks_within(group, self.batch_size, limit, sizes)
             ]
         return statements
 
@@ -579,7 +580,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
         rows = await tx.fetch_all(select, args)
         by_shard: dict[int, list[Any]] = defaultdict(list)
         for row in rows:
-            by_shard[row[5]].append(row[0])
+            by_shard[row[7]].append(row[0])
         for no, keys in by_shard.items():
             update = sql.CLAIM_UPDATE.format(
                 target=shards[no].target, keys=literal_list(self._key, keys), **self._fmt

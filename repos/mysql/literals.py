@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from repos.entity import PAYLOAD_BYTES_CEILING, EncodedBatch
+from repos.options import DEFAULT_PRIORITY
 
 KeyLiteral = Callable[[Any], str]
 #: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
@@ -60,14 +61,16 @@ def literal_list(render: KeyLiteral, keys: Iterable[Any]) -> str:
     return ",".join(map(render, keys))
 
 
-def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, tail: str) -> str:
-    """The rows of an INSERT's VALUES: ``(id,at,payload,status,due_at`` then `tail`, the
-    rest of the row, the same for every one (made of literals too, and closing it).
+def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, state: str, extra: str) -> str:
+    """The rows of an INSERT's VALUES: ``(id,at,payload,status,due_at`` then `state` (the claim
+    columns, the same for every row), the row's priority and category, and `extra` (the
+    layout's columns); all literals.
 
     The ids are rendered by `key`, or checked all at once when they are ints (a bool or any
     other type then goes through `key`, which refuses it): an int renders as its digits, as
     does a sharding time (which must be an int). A column at a time, joined once: a Python
-    step per row cost as much as the rest of the insert's client work.
+    step per row cost as much as the rest of the insert's client work. A batch with the
+    default priority and no category throughout (rows.priorities None) has one tail for all.
     """
     n = len(rows.keys)
     if not n:
@@ -87,14 +90,26 @@ def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, tail: str) -
     parts[5::8] = map(bytes.hex, rows.payloads)
     parts[6::8] = [f"',{int(status)},"] * n
     parts[7::8] = ats
-    parts[8::8] = [tail + ",("] * n
-    parts[-1] = tail
+    if rows.priorities is None or rows.categories is None:
+        tail = f"{state},{DEFAULT_PRIORITY},''{extra})"
+        parts[8::8] = [tail + ",("] * n
+        parts[-1] = tail
+    else:
+        tails = [
+            f"{state},{int_literal(p)},{str_literal(c) if c else _EMPTY}{extra}),("
+            for p, c in zip(rows.priorities, rows.categories, strict=True)
+        ]
+        tails[-1] = tails[-1][:-2]
+        parts[8::8] = tails
     return "".join(parts)
 
 
 def tuple_literal(values: Iterable[int | str]) -> str:
     """A row of literals, ``(a,b,...)``: an edge of the dependencies table, or a job's key."""
     return "(" + ",".join(map(literal, values)) + ")"
+
+
+_EMPTY = "''"
 
 
 def payload_limits(max_allowed_packet: int, batch_size: int) -> tuple[int, int]:

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 # row in place: a NULL turning into a value grows the record, and InnoDB then deletes and
 # re-inserts it (measured on the bare driver: 11k -> 20-27k rows/s through select+claim+ack).
 # Reads turn the '' and 0 of "not yet" back into NULL (ROW_COLUMNS). Node ids are ASCII, at
-# most 64 characters (the config's own rule).
+# most 64 characters (the config's own rule). A job's category is its name ('' for none; names
+# are [a-z0-9_], at most 64): no store-wide table of category ids to keep in step across nodes
+# whose configs differ, and the usual row, with none, pays one length byte.
 COLUMNS = """
     `{id}` {id_type} NOT NULL,
     `{at}` BIGINT NOT NULL,
@@ -34,7 +36,9 @@ COLUMNS = """
     claimed_by CHAR(64) CHARACTER SET ascii NOT NULL DEFAULT '',
     claimed_at BIGINT NOT NULL DEFAULT 0,
     fired_at BIGINT NOT NULL DEFAULT 0,
-    last_error TEXT NULL"""
+    last_error TEXT NULL,
+    priority SMALLINT NOT NULL DEFAULT 500,
+    category VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''"""
 
 #: The id column's type by the entity's key type. Binary collation: str ids compare as Python
 #: does ("ORD-1" is not "ord-1").
@@ -113,7 +117,8 @@ WHERE table_schema = DATABASE() AND table_name = %(table)s AND partition_name IS
 ORDER BY partition_ordinal_position"""
 
 _INSERT_COLUMNS = (
-    "`{id}`, `{at}`, payload, status, due_at, attempts, claim_epoch, claimed_by, claimed_at"
+    "`{id}`, `{at}`, payload, status, due_at, attempts, claim_epoch, claimed_by, claimed_at,"
+    " priority, category"
 )
 _IGNORE = " ON DUPLICATE KEY UPDATE `{id}` = `{id}`"
 INSERT = "INSERT INTO {target} (" + _INSERT_COLUMNS + ") VALUES {rows}"
@@ -126,7 +131,8 @@ INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 # only filters out a row of a status this version does not know. The payload only for rows
 # due before payload_before_ms: the rest are read when nearly due.
 CLAIM_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
- IF(due_at < %(payload_before_ms)s, payload, NULL), {shard_no} AS shard_no FROM {target}
+ IF(due_at < %(payload_before_ms)s, payload, NULL), priority, category, {shard_no} AS shard_no
+ FROM {target}
  WHERE claim_epoch = 0 AND status = 0
  AND due_at < %(before_ms)s ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
 # Over several shards, one subselect each, merged: one statement however many the window
@@ -257,6 +263,17 @@ WHERE status = 1 AND claim_epoch <= 0 LIMIT %(limit)s"""
 UPGRADE_INDEX = """
 ALTER TABLE `{table}` ALTER COLUMN claim_epoch SET DEFAULT 0,
     ADD KEY ix_claim (claim_epoch, due_at), DROP KEY ix_status_due"""
+# Shards made before priorities and categories: both columns added with their defaults (an
+# instant ALTER on MariaDB 10.3+ and MySQL 8.0.29+: no row is rewritten). The tables matching
+# the pattern that have the priority column; the others lack it. (Not one NOT EXISTS query
+# over information_schema.tables and .columns: that crashed MariaDB 10.11.19, signal 11
+# freeing its temporary table.)
+HAS_PRIORITY = """
+SELECT DISTINCT table_name FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s AND column_name = 'priority'"""
+UPGRADE_ADD_PRIORITY = """
+ALTER TABLE `{table}` ADD COLUMN priority SMALLINT NOT NULL DEFAULT 500,
+    ADD COLUMN category VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''"""
 
 
 # -- membership (repos/mysql/cluster.py): the nodes table, beside the shards ------------------

@@ -1,9 +1,11 @@
-"""Shards of the version before epoch claims, brought to this version's shape when found.
+"""Shards of earlier versions, brought to this version's shape when found.
 
-That version's tables have no ``claim_epoch`` and index ``(status, due_at)`` as ix_status_due.
-The first time a repository handle sees a shard table (the layouts' discover()), it asks the
-catalogue once whether the table still has ix_status_due, and if so upgrades it in place (the
-partitioned layout's one table once): see repos/mysql/sql.py, OLD_SHARDS and the UPGRADE_
+Tables of the version before epoch claims have no ``claim_epoch`` and index ``(status,
+due_at)`` as ix_status_due; those of the version before priorities have no ``priority`` and
+``category`` columns (added with their defaults). The first time a repository handle sees a
+shard table (the layouts' discover()), it asks the catalogue once whether the table still has
+ix_status_due or lacks the priority column, and if so upgrades it in place (the partitioned
+layout's one table once): see repos/mysql/sql.py, OLD_SHARDS, HAS_PRIORITY and the UPGRADE_
 statements. Each step can run again, so an upgrade cut short is finished by the next handle; two
 handles racing through it leave one result. Engines of the earlier version must be stopped
 first: they would neither stamp nor read the epoch.
@@ -39,8 +41,16 @@ class Upgrades:
             return
         async with ex.transaction("find old shards") as tx:
             rows = await tx.fetch_all(sql.OLD_SHARDS, {"pattern": pattern})
+            upgraded = await tx.fetch_all(sql.HAS_PRIORITY, {"pattern": pattern})
         for table in sorted({r[0] for r in rows} & unchecked):
             await upgrade(ex, table)
+        for table in sorted(unchecked - {r[0] for r in upgraded}):
+            await _ddl(ex, sql.UPGRADE_ADD_PRIORITY.format(table=table), table)
+            logger.info(
+                "shard %s upgraded: priority and category columns added (defaults 500, none)",
+                table,
+                extra={"action": "upgrade", "shard": table},
+            )
         self._checked |= unchecked
 
 

@@ -38,6 +38,7 @@ from repos.base import (
 )
 from repos.dependencies import COLUMNS, edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
+from repos.options import DEFAULT_PRIORITY
 from repos.shards import (
     ShardBounds,
     bounds_of,
@@ -198,7 +199,7 @@ class SqliteRepository(Generic[TEntity, TKey]):
                 picked = list(heapq.merge(*per_shard, key=lambda r: r[2]))[:limit]
                 by_table: dict[str, list[Any]] = defaultdict(list)
                 for r in picked:
-                    by_table[r[5]].append(r[0])
+                    by_table[r[-1]].append(r[0])
                 for table, keys in by_table.items():
                     stmt = self._q(sql.CLAIM_UPDATE, table, keys=marks(len(keys)))
                     db.execute(stmt, (epoch, node_id, now_ms, *keys))
@@ -435,29 +436,41 @@ class SqliteRepository(Generic[TEntity, TKey]):
 
     def _upgrade(self, db: sqlite3.Connection) -> None:
         """Make the store's dependencies table if missing (an insert with edges writes it), and
-        bring the tables of the version before epoch claims to this shape (sql.UPGRADE_*).
-        At open only: the embedded store is one process, so no older one makes tables later."""
+        bring the tables of earlier versions to this shape (sql.UPGRADE_*): before epoch claims,
+        before priorities and categories. At open only: the embedded store is one process, so
+        no older one makes tables later."""
         with write(db):
             db.execute(sql.CREATE_DEPENDENCIES)
-        old = [
-            table
+        columns = {
+            table: {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
             for table in self._tables(db).values()
-            if "claim_epoch" not in {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
-        ]
-        for table in old:
+        }
+        for table in [t for t, names in columns.items() if "claim_epoch" not in names]:
+            self._upgrade_epoch(db, table)
+        for table in [t for t, names in columns.items() if "priority" not in names]:
             with write(db):
-                db.execute(self._q(sql.UPGRADE_ADD_EPOCH, table))
-                released = db.execute(self._q(sql.UPGRADE_RELEASE, table)).rowcount
-                db.execute(self._q(sql.UPGRADE_FINISHED, table))
-                db.execute(self._q(sql.DROP_OLD_INDEX, table))
-                db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
-            logger.warning(
-                "shard %s upgraded to epoch claims; %d rows it held CLAIMED are PENDING again"
-                " and fire once, now",
+                for ddl in sql.UPGRADE_ADD_PRIORITY:
+                    db.execute(self._q(ddl, table))
+            logger.info(
+                "shard %s upgraded: priority and category columns added (defaults 500, none)",
                 table,
-                released,
                 extra={"action": "upgrade", "shard": table},
             )
+
+    def _upgrade_epoch(self, db: sqlite3.Connection, table: str) -> None:
+        with write(db):
+            db.execute(self._q(sql.UPGRADE_ADD_EPOCH, table))
+            released = db.execute(self._q(sql.UPGRADE_RELEASE, table)).rowcount
+            db.execute(self._q(sql.UPGRADE_FINISHED, table))
+            db.execute(self._q(sql.DROP_OLD_INDEX, table))
+            db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
+        logger.warning(
+            "shard %s upgraded to epoch claims; %d rows it held CLAIMED are PENDING again"
+            " and fire once, now",
+            table,
+            released,
+            extra={"action": "upgrade", "shard": table},
+        )
 
     async def _every_table(self, operation: str, template: str, args: dict[str, Any]) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -559,6 +572,8 @@ def _insert_values(rows: EncodedBatch, state: tuple[Any, ...]) -> list[Any]:
     assignment each); `state`: repos.statements.insert_state."""
     status, attempts, epoch, claimed_by, claimed_at = state
     n = len(rows)
+    priorities = rows.priorities or [DEFAULT_PRIORITY] * n
+    categories = rows.categories or [""] * n
     columns: tuple[list[Any], ...] = (
         rows.keys,
         rows.at_ms,
@@ -569,6 +584,8 @@ def _insert_values(rows: EncodedBatch, state: tuple[Any, ...]) -> list[Any]:
         [epoch] * n,
         [claimed_by] * n,
         [claimed_at] * n,
+        priorities,
+        categories,
     )
     values: list[Any] = [None] * (sql.INSERT_WIDTH * n)
     for i, column in enumerate(columns):

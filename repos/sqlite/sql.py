@@ -40,7 +40,9 @@ _COLUMNS = """
     claimed_by TEXT,
     claimed_at INTEGER,
     fired_at INTEGER,
-    last_error TEXT
+    last_error TEXT,
+    priority INTEGER NOT NULL DEFAULT 500,
+    category TEXT NOT NULL DEFAULT ''
 )"""
 #: By the entity's key type: an int id is the rowid itself; a table keyed by text ids is
 #: stored in id order (WITHOUT ROWID) rather than beside a rowid index.
@@ -62,18 +64,19 @@ RECLAIM = "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
 
 INSERT = (
     'INSERT INTO "{table}" ("{id}", "{at}", payload, status, due_at, attempts, claim_epoch,'
-    " claimed_by, claimed_at) VALUES {rows}"
+    " claimed_by, claimed_at, priority, category) VALUES {rows}"
 )
 INSERT_IGNORE = INSERT + ' ON CONFLICT ("{id}") DO NOTHING'
 #: Values in one row of INSERT's {rows}.
-INSERT_WIDTH = 9
+INSERT_WIDTH = 11
 EXISTING_IDS = 'SELECT "{id}", status FROM "{table}" WHERE "{id}" IN ({keys})'
 
 # PENDING rows are the claim index's (0, due_at) range; status = 0 only filters out a row of a
 # status this version does not know. The payload only for rows due before payload_before_ms:
 # the rest are read when nearly due.
 CLAIM_SELECT = """
-SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms THEN payload END
+SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms THEN payload END,
+    priority, category
 FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
 ORDER BY due_at LIMIT :limit"""
 CLAIM_UPDATE = """
@@ -167,6 +170,11 @@ UPGRADE_ADD_EPOCH = 'ALTER TABLE "{table}" ADD COLUMN claim_epoch INTEGER NOT NU
 UPGRADE_RELEASE = _RELEASE + "status = 1"
 UPGRADE_FINISHED = 'UPDATE "{table}" SET claim_epoch = -1 WHERE status <> 0'
 DROP_OLD_INDEX = 'DROP INDEX IF EXISTS "ix_{table}_due"'
+# Tables made before priorities and categories: both columns, with their defaults.
+UPGRADE_ADD_PRIORITY = (
+    'ALTER TABLE "{table}" ADD COLUMN priority INTEGER NOT NULL DEFAULT 500',
+    "ALTER TABLE \"{table}\" ADD COLUMN category TEXT NOT NULL DEFAULT ''",
+)
 
 
 # -- membership (repos/sqlite/cluster.py): the nodes table, beside the shards -----------------

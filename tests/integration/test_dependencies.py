@@ -277,17 +277,17 @@ async def test_the_client_stores_jobs_that_wait(engine_of, clock, config_of) -> 
     recorder = Recorder(clock)
     engine = await engine_of(recorder)
     async with SchedulerClient(config_of(), SMS, ORDERS, clock=clock) as client:
-        await client.store([sms(1, T0 + SECOND)])
-        stored = await client.store(
+        await client.schedule([sms(1, T0 + SECOND)])
+        stored = await client.schedule(
             [Job(order("o7", T0 + SECOND), depends_on=after(1, must="succeed"))]
         )
         assert stored == 1
         [row] = await client.get(ORDERS, "o7")
         assert row.status is Status.WAITING
         with pytest.raises(DependencyRefused, match="no job of this id"):
-            await client.store([Job(sms(2, T0), depends_on=after(3))])
+            await client.schedule([Job(sms(2, T0), depends_on=after(3))])
         with pytest.raises(ValueError, match="on_duplicate='ignore'"):
-            await client.store([Job(sms(2, T0), depends_on=after(1))], on_duplicate="ignore")
+            await client.schedule([Job(sms(2, T0), depends_on=after(1))], on_duplicate="ignore")
         assert await client.get(SMS, 2) == []
     clock.advance(SECOND)
     await engine.run_until_idle()

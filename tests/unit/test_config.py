@@ -450,3 +450,36 @@ def test_run_summary_shows_the_store_without_the_password(monkeypatch: pytest.Mo
     assert "node-a" in out and "app@db.example:3307/jobs" in out
     assert "every 25 s, lookahead 30 s" in out
     assert PASSWORD not in out
+
+
+def test_categories_and_the_age_boost_are_read_from_toml(isolated: Path) -> None:
+    path = write_toml(
+        isolated,
+        "[priority]\nage_boost_per_minute = 2.5\n"
+        "[categories.reports]\nconcurrency = 3\n[categories.mail]\nrate_per_s = 0.5\n",
+    )
+    config = load_config(path)
+    assert config.priority.age_boost_per_minute == 2.5
+    assert {n: (c.concurrency, c.rate_per_s) for n, c in config.categories.items()} == {
+        "reports": (3, None),
+        "mail": (None, 0.5),
+    }
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "reason"),
+    [
+        ('[categories."Bad-Name"]\n', "categories", "category name 'Bad-Name' must be"),
+        ("[categories.reports]\nconcurrency = 0\n", "categories.reports.concurrency", "greater"),
+        ("[categories.reports]\nrate_per_s = 0\n", "categories.reports.rate_per_s", "greater"),
+        ("[categories.reports]\nlimit = 3\n", "categories.reports.limit", "unknown key"),
+        ("[priority]\nage_boost_per_minute = -1\n", "priority.age_boost_per_minute", "greater"),
+    ],
+)
+def test_bad_categories_and_boosts_are_refused_naming_the_key(
+    isolated: Path, toml: str, key: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_toml(isolated, toml))
+    [problem] = caught.value.errors
+    assert problem.key == key and reason in problem.reason

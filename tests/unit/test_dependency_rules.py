@@ -86,8 +86,9 @@ def test_bad_options_are_refused_naming_the_field() -> None:
         Job(object(), depends_on=(("sms", 1),))  # type: ignore[arg-type]
 
 
-def test_split_jobs_keeps_plain_calls_as_they_are() -> None:
+def test_split_jobs_keeps_plain_calls_as_they_are_and_jobs_with_their_options() -> None:
     items = [object(), object()]
     assert split_jobs(items) == (items, [])
-    plain, waiting_job = object(), Job(object(), depends_on=(DependsOn("sms", 1),))
-    assert split_jobs([Job(plain), waiting_job]) == ([plain], [waiting_job])
+    ranked = Job(object(), priority=900)
+    waiting_job = Job(object(), depends_on=(DependsOn("sms", 1),))
+    assert split_jobs([ranked, waiting_job]) == ([ranked], [waiting_job])

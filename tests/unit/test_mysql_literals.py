@@ -78,23 +78,33 @@ def test_payload_limits_keep_every_insert_under_the_servers_packet(
 
 def test_insert_values_render_each_row_as_literals_then_the_tail() -> None:
     rows = EncodedBatch.of_rows([EncodedRow(7, 1000, b'{"a":1}'), EncodedRow(-2, 2000, b"'")])
-    assert insert_values(rows, key_literal(int), 0, ",0,'',0)") == (
-        "(7,1000,X'7b2261223a317d',0,1000,0,'',0),(-2,2000,X'27',0,2000,0,'',0)"
+    assert insert_values(rows, key_literal(int), 0, ",0,'',0", "") == (
+        "(7,1000,X'7b2261223a317d',0,1000,0,'',0,500,''),(-2,2000,X'27',0,2000,0,'',0,500,'')"
     )
     named = EncodedBatch.of_rows([EncodedRow("it's", 5, b"")])
-    assert insert_values(named, key_literal(str), 1, ")") == "(_utf8mb4 X'69742773',5,X'',1,5)"
-    assert insert_values(EncodedBatch([], [], []), key_literal(int), 0, ")") == ""
+    assert (
+        insert_values(named, key_literal(str), 1, "", ",9")
+        == "(_utf8mb4 X'69742773',5,X'',1,5,500,'',9)"
+    )
+    assert insert_values(EncodedBatch([], [], []), key_literal(int), 0, "", "") == ""
+
+
+def test_insert_values_render_each_rows_priority_and_category() -> None:
+    rows = EncodedBatch.of_rows([EncodedRow(7, 1, b"", 900, "reports"), EncodedRow(8, 2, b"")])
+    assert insert_values(rows, key_literal(int), 0, ",0", ",5") == (
+        "(7,1,X'',0,1,0,900,_utf8mb4 X'7265706f727473',5),(8,2,X'',0,2,0,500,'',5)"
+    )
 
 
 @pytest.mark.parametrize("bad", [True, "1; DROP TABLE sms", 1.5])
 def test_insert_values_refuse_an_id_of_the_wrong_type(bad: object) -> None:
     rows = EncodedBatch([1, bad], [5, 5], [b"", b""])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="expected an int id"):
-        insert_values(rows, key_literal(int), 0, ")")
+        insert_values(rows, key_literal(int), 0, "", "")
 
 
 @pytest.mark.parametrize("bad", [True, "1); DROP TABLE sms; --", 1.5])
 def test_insert_values_refuse_a_sharding_time_that_is_not_an_int(bad: object) -> None:
     rows = EncodedBatch([1, 2], [5, bad], [b"", b""])  # type: ignore[list-item]
     with pytest.raises(TypeError):
-        insert_values(rows, key_literal(int), 0, ")")
+        insert_values(rows, key_literal(int), 0, "", "")
