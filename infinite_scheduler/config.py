@@ -161,6 +161,18 @@ class ClusterConfig(_Section):
         return int(self.node_timeout_s * 1000)
 
 
+class SchedulesConfig(_Section):
+    """``[schedules]``: materialisation of recurring schedules (infinite_scheduler/schedules/),
+    run by one node at a time under the lease ``schedules``."""
+
+    #: A pass every this often turns the occurrences coming due into one-shot rows.
+    interval_s: PositiveFloat = 5.0
+    #: Schedules read, and occurrences stored, per batch.
+    batch_size: PositiveInt = 1_000
+    #: Occurrences of one schedule made per pass at most (a per-second trigger's window).
+    max_per_schedule: PositiveInt = 1_000
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -189,6 +201,7 @@ class SchedulerConfig(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     handlers: HandlersConfig = Field(default_factory=HandlersConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
 
     @classmethod
     def settings_customise_sources(

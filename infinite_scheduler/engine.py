@@ -53,10 +53,13 @@ from infinite_scheduler.parts import (
     compose,
     store_membership,
     store_repository,
+    store_schedules,
 )
+from infinite_scheduler.schedules.book import ScheduleBook
 from infinite_scheduler.version import __version__
 from repos.base import ClaimedJob, EntitySpec, HeldJob, RowRef, ShardingRepository, StoreError
 from repos.cluster import Membership, NodeState
+from repos.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -151,6 +154,7 @@ class InfiniteScheduler:
         registrations = list(self._registrations.values())
         check_handlers(registrations)
         membership = store_membership(self.config, self.metrics.store_events)
+        schedule_store = store_schedules(self.config, self.metrics.store_events)
         self._claiming = False
         self._declared_dead.clear()
         async with AsyncExitStack() as stack:
@@ -165,7 +169,9 @@ class InfiniteScheduler:
             self._epoch = joined.epoch
             stack.callback(stopped, self.node_id, joined.epoch)
             stack.push_async_callback(self._leave_unless_claiming, membership)
-            parts = compose(registrations, self._wiring(membership, joined_ms))
+            await schedule_store.open()
+            stack.push_async_callback(schedule_store.close)
+            parts = compose(registrations, self._wiring(membership, joined_ms, schedule_store))
             if not self._manual:
                 self._start_heartbeat(parts)
                 stack.push_async_callback(self._stop_heartbeat)
@@ -178,6 +184,9 @@ class InfiniteScheduler:
             parts.node.count_live(roster)  # the first claims take their share of a burst
             await parts.takeover.at_start(roster)
             self._claiming = True
+            # Before the first fetch: occurrences made ahead before a downtime are folded
+            # into one (fire-once-now) before any of them is claimed.
+            await parts.materialiser.materialise_safely(self.clock.now_ms())
             await parts.fetcher.fetch_once()
             self._parts = parts
             if not self._manual:
@@ -199,7 +208,9 @@ class InfiniteScheduler:
         stack, self._stack = self._stack, AsyncExitStack()
         await stack.aclose()
 
-    def _wiring(self, membership: Membership, joined_ms: int) -> Wiring:
+    def _wiring(
+        self, membership: Membership, joined_ms: int, schedule_store: ScheduleStore
+    ) -> Wiring:
         assert self._epoch is not None
         return Wiring(
             config=self.config,
@@ -213,6 +224,7 @@ class InfiniteScheduler:
             stop=self._stop,
             on_added=self._wheel_changed.set,
             on_declared_dead=self._on_declared_dead,
+            schedule_store=schedule_store,
         )
 
     def _identity(self) -> Identity:
@@ -310,6 +322,7 @@ class InfiniteScheduler:
             "payloads": parts.payloads.run(),
             "acker": parts.acker.run(self._stop),
             "maintenance": parts.maintenance.run(self._stop),
+            "schedules": parts.materialiser.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")
@@ -360,6 +373,7 @@ class InfiniteScheduler:
         epoch to age out: its claims are taken over."""
         if self._parts is not None:
             await self._parts.maintenance.release()
+            await self._parts.materialiser.release()
         await self._stop_heartbeat()
         if exc is None and self._parts is not None:
             await self._parts.node.leave()
@@ -400,6 +414,7 @@ class InfiniteScheduler:
                 "inside `async with engine:`"
             )
         async with asyncio.timeout(timeout_s):
+            await parts.materialiser.materialise(self.clock.now_ms())
             while await self._turn(parts):
                 pass
 
@@ -440,6 +455,12 @@ class InfiniteScheduler:
             for at_ms in lane.twins.pop(key, ()):
                 lane.wheel.cancel((key, at_ms))
         return cancelled
+
+    @property
+    def schedules(self) -> ScheduleBook:
+        """Recurring schedules and blockouts (create, get, list, update, pause, resume, delete,
+        add_blockout, ...): infinite_scheduler/schedules/book.py. While running."""
+        return self._running_parts("schedules").schedules
 
     def _running_parts(self, operation: str) -> Parts:
         # Running: from the end of a successful __aenter__ to the start of __aexit__.

@@ -1,5 +1,6 @@
-"""The one place that picks an adapter for a store URL: to make the store, a repository, or the
-store's membership (its nodes table), or to judge its server (the store guard)."""
+"""The one place that picks an adapter for a store URL: to make the store, a repository, the
+store's membership (its nodes table) or its schedules and blockouts, or to judge its server (the
+store guard)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from repos.base import ShardingRepository, ShardPolicy
 from repos.cluster import Membership
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.events import NO_EVENTS, StoreEvents
+from repos.schedules import ScheduleStore
 from repos.server_guard import Verdict
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
@@ -137,6 +139,34 @@ def make_membership(
         connect_timeout_s=connect_timeout_s,
         create_missing=create_missing,
         galera_multi_writer=galera_multi_writer,
+        events=events,
+    )
+
+
+def make_schedule_store(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+    events: StoreEvents = NO_EVENTS,
+) -> ScheduleStore:
+    """Build (not open) the schedules and blockouts tables' adapter for the store `url` names;
+    its own small pool on MySQL, its own connection on SQLite."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.schedules import SqliteScheduleStore
+
+        return SqliteScheduleStore(target.path, create_missing=create_missing)
+    from repos.mysql.schedules import MysqlScheduleStore
+
+    return MysqlScheduleStore(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
         events=events,
     )
 
