@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
 
+from repos.errors import InvalidSchedule as InvalidSchedule
+from repos.errors import ScheduleError as ScheduleError
 from repos.errors import ScheduleExists as ScheduleExists
 from repos.errors import ScheduleNotFound as ScheduleNotFound
 

@@ -27,8 +27,7 @@ from infinite_scheduler.schedules.triggers import (
     CronTrigger,
     trigger_from_json,
 )
-from repos.errors import InvalidSchedule
-from repos.schedules import BlockoutRow
+from repos.schedules import BlockoutRow, InvalidSchedule
 
 Scope = Literal["global", "entity", "category", "schedule"]
 SCOPES = ("global", "entity", "category", "schedule")

@@ -34,9 +34,15 @@ from infinite_scheduler.schedules.triggers import (
     Trigger,
     trigger_from_json,
 )
-from repos.base import EntitySpec, ShardingRepository
-from repos.errors import EntitySpecError, InvalidSchedule, ScheduleError
-from repos.schedules import BlockoutRow, ScheduleRow, ScheduleState, ScheduleStore
+from repos.base import EntitySpec, EntitySpecError, ShardingRepository
+from repos.schedules import (
+    BlockoutRow,
+    InvalidSchedule,
+    ScheduleError,
+    ScheduleRow,
+    ScheduleState,
+    ScheduleStore,
+)
 
 logger = logging.getLogger(__name__)
 Repo = ShardingRepository[Any, Any]

@@ -22,7 +22,7 @@ a duplicate of the cancelled row.
 
 from __future__ import annotations
 
-from repos.errors import InvalidSchedule
+from repos.schedules import InvalidSchedule
 
 #: Schedules of int-id entity types have ids below this (23 bits).
 INT_SCHEDULE_LIMIT = 1 << 23

@@ -29,8 +29,7 @@ from infinite_scheduler.schedules.triggers import (
     Trigger,
     trigger_from_json,
 )
-from repos.errors import InvalidSchedule
-from repos.schedules import Advance, ScheduleRow, ScheduleState
+from repos.schedules import Advance, InvalidSchedule, ScheduleRow, ScheduleState
 
 #: Steps a search for the latest missed occurrence takes from any one start.
 _MAX_STEPS = 100_000

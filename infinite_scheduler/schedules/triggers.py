@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from repos.errors import InvalidSchedule
+from repos.schedules import InvalidSchedule
 
 #: How far ahead next_after looks for a calendar day that matches (Feb 29 on a Monday: 28 years).
 CALENDAR_SEARCH_DAYS = 366 * 29
