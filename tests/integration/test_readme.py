@@ -56,4 +56,6 @@ def test_readme_examples_run_as_one_script(tmp_path: Path) -> None:
         return done
 
     run("-m", "infinite_scheduler", "store", "init")  # as the README says, once
-    assert run(str(script)).stdout == "to +15550100: hi (key sms:1:1)\nPENDING\n"
+    assert run(str(script)).stdout == (
+        "to +15550100: hi (key sms:1:1)\nPENDING\n['morning-digest', 'poll-inbox', 'heartbeat']\n"
+    )

@@ -15,10 +15,11 @@ import pytest
 
 from infinite_scheduler import InfiniteScheduler, JobContext, SchedulerClient, load_config
 from infinite_scheduler.clock import FakeClock
+from infinite_scheduler.demo import DEMO_SCHEDULES, demo_schedules
 from infinite_scheduler.schedules.ids import occurrence_key
 from repos.base import Status
 from repos.errors import InvalidSchedule, ScheduleExists, ScheduleNotFound
-from repos.examples import ORDERS, SMS
+from repos.examples import NOTIFICATIONS, ORDERS, SMS
 from repos.schedules import ScheduleState
 
 T0 = int(datetime(2026, 11, 22, 12, 0, tzinfo=UTC).timestamp() * 1000)
@@ -56,7 +57,9 @@ async def engines(store_url: str, clock: FakeClock) -> AsyncIterator[Make]:
     """Manual engines on the test's store and clock; closed at the end if still open."""
     async with AsyncExitStack() as stack:
 
-        def make(fires: Fires, *, node_id: str = "node-a", spec: Any = SMS) -> InfiniteScheduler:
+        def make(
+            fires: Fires, *, node_id: str = "node-a", spec: Any = SMS, more: tuple[Any, ...] = ()
+        ) -> InfiniteScheduler:
             config = load_config(
                 None,
                 store={"url": store_url},
@@ -67,7 +70,8 @@ async def engines(store_url: str, clock: FakeClock) -> AsyncIterator[Make]:
                 cluster={"heartbeat_interval_s": 0.1, "node_timeout_s": 0.5},
             )
             engine = InfiniteScheduler(config, clock=clock, manual=True)
-            engine.register(spec, fires)
+            for each in (spec, *more):
+                engine.register(each, fires)
             stack.push_async_callback(_close, engine)
             return engine
 
@@ -253,6 +257,19 @@ async def test_a_str_id_type_and_the_client_api(
         f"~s{s.id}.0@{T0}",
         f"~s{s.id}.0@{T0 + 30 * S}",
     ]
+
+
+async def test_the_demo_makes_its_schedules_once_and_they_fire(
+    engines: Make, clock: FakeClock
+) -> None:
+    fires = Fires(clock)
+    async with engines(fires, more=(ORDERS, NOTIFICATIONS)) as engine:
+        await demo_schedules(engine)
+        await demo_schedules(engine)  # a second run of the demo on its kept store
+        assert [s.name for s in await engine.schedules.list()] == [n for n, *_ in DEMO_SCHEDULES]
+        await run_for(engine, clock, 2 * MIN, 5 * S)
+    kinds = Counter(type(job_id).__name__ for job_id, *_ in fires.seen)
+    assert kinds["str"] >= 2 and kinds["int"] >= 12 + 4  # orders; sms every 10 s, push every 15+ s
 
 
 BAD = [
