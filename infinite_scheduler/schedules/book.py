@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -80,31 +80,13 @@ class ScheduleBook:
         materialisation pass. `start` defaults to now; times are aware datetimes or epoch ms."""
         now_ms = self._clock.now_ms()
         spec = self._spec(entity)
-        trig = _trigger(trigger)
         start_ms = now_ms if start is None else _ms(start, "start")
         end_ms = None if end is None else _ms(end, "end")
         check_window(start_ms, end_ms, max_runs)
         _check_fields(name, priority, category, owner, misfire)
-        template = encode_template(spec, payload_template, start_ms)
-        next_at = first_at(trig, start_ms)
-        row = ScheduleRow(
-            name=name,
-            entity=spec.name,
-            trigger_json=orjson.dumps(trig.to_json()).decode(),
-            template_json=template,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            max_runs=max_runs,
-            priority=priority,
-            category=category,
-            owner=owner,
-            misfire=misfire,
-            paused=paused,
-            state=ScheduleState.ACTIVE if next_at is not None else ScheduleState.ENDED,
-            next_at_ms=next_at,
-            created_at_ms=now_ms,
-            updated_at_ms=now_ms,
-        )
+        fields = {"name": name, "max_runs": max_runs, "priority": priority, "category": category,
+                  "owner": owner, "misfire": misfire, "paused": paused}  # fmt: skip
+        row = _new_row(spec, _trigger(trigger), payload_template, start_ms, end_ms, now_ms, fields)
         stored = await self.store.create(row)
         try:
             check_schedule_id(spec.key_type, stored.id)
@@ -205,7 +187,11 @@ class ScheduleBook:
             )
         return repo.spec
 
-    async def _change(self, ref: int | str, change: Any) -> Schedule:
+    async def _change(
+        self, ref: int | str, change: Callable[[Schedule, int], ScheduleRow]
+    ) -> Schedule:
+        """Apply `change` (the schedule as stored, now) with a new generation, conditional on
+        the version read; then cancel what the old generation made ahead."""
         for _ in range(CHANGE_ATTEMPTS):
             s = await self.get(ref)
             now_ms = self._clock.now_ms()
@@ -266,6 +252,31 @@ class ScheduleBook:
         key_type = repo.spec.key_type
         keys = [occurrence_key(key_type, s.id, s.row.generation, at) for at in times]
         return await repo.cancel(keys) if keys else 0
+
+
+def _new_row(
+    spec: EntitySpec[Any, Any],
+    trigger: Trigger,
+    template: Mapping[str, Any],
+    start_ms: int,
+    end_ms: int | None,
+    now_ms: int,
+    fields: Mapping[str, Any],
+) -> ScheduleRow:
+    """A new schedule's row, its template checked and its first occurrence computed."""
+    next_at = first_at(trigger, start_ms)
+    return ScheduleRow(
+        entity=spec.name,
+        trigger_json=orjson.dumps(trigger.to_json()).decode(),
+        template_json=encode_template(spec, template, start_ms),
+        start_ms=start_ms,
+        end_ms=end_ms,
+        state=ScheduleState.ACTIVE if next_at is not None else ScheduleState.ENDED,
+        next_at_ms=next_at,
+        created_at_ms=now_ms,
+        updated_at_ms=now_ms,
+        **fields,
+    )
 
 
 def _restarted(s: Schedule, now_ms: int) -> ScheduleRow:

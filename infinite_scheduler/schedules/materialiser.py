@@ -106,14 +106,16 @@ class Materialiser:
         """A pass every interval until `stop`; a failed pass is logged and tried again."""
         while not stop.is_set():
             started = time.monotonic()
-            await self.materialise_safely(self.clock.now_ms())
+            await self.materialise_safely(self.clock.now_ms(), stop)
             elapsed = time.monotonic() - started
             await wait_any(stop, timeout_s=max(0.0, self.settings.interval_s - elapsed))
 
-    async def materialise_safely(self, now_ms: int) -> PassReport | None:
+    async def materialise_safely(
+        self, now_ms: int, stop: asyncio.Event | None = None
+    ) -> PassReport | None:
         """materialise(), a store error logged (the next pass tries again) instead of raised."""
         try:
-            return await self.materialise(now_ms)
+            return await self.materialise(now_ms, stop)
         except StoreError as exc:
             logger.warning("schedules: pass failed, next in %gs: %s", self.settings.interval_s,
                            exc, extra=self._extra())  # fmt: skip
@@ -122,8 +124,11 @@ class Materialiser:
     async def release(self) -> None:
         await self.lease.release()
 
-    async def materialise(self, now_ms: int) -> PassReport | None:
-        """One pass under the lease; None if another node holds it."""
+    async def materialise(
+        self, now_ms: int, stop: asyncio.Event | None = None
+    ) -> PassReport | None:
+        """One pass under the lease; None if another node holds it. A set `stop` ends the
+        pass after the batch in hand (the rest is the next holder's)."""
         if not await self.lease.acquire():
             return None
         report = PassReport()
@@ -134,6 +139,8 @@ class Materialiser:
             rows = await self.store.due(before_ms=until_ms, limit=self.settings.batch_size)
             advanced = await self._batch([Schedule.of(r) for r in rows], now_ms, blockouts, report)
             if len(rows) < self.settings.batch_size or advanced == 0:
+                break
+            if stop is not None and stop.is_set():
                 break
         self.passes += 1
         if report.occurrences or report.missed or report.skipped:
@@ -150,6 +157,7 @@ class Materialiser:
         s = self.settings
         by_entity: dict[str, list[Any]] = {}
         skipped: dict[str, list[Any]] = {}
+        stale: dict[str, list[Any]] = {}
         steps: list[Advance] = []
         for sched in batch:
             repo = self.repos.get(sched.row.entity)
@@ -159,11 +167,10 @@ class Materialiser:
             p = plan(sched, now_ms=now_ms, until_ms=now_ms + s.ahead_ms, limit=s.max_per_schedule,
                      horizon_ms=s.horizon_ms, threshold_ms=s.threshold_ms,
                      ahead_ms=s.ahead_ms)  # fmt: skip
-            if p.stale:
-                await repo.cancel(
-                    [occurrence_key(repo.spec.key_type, sched.id, sched.row.generation, at)
-                     for at in p.stale]
-                )  # fmt: skip
+            stale.setdefault(sched.row.entity, []).extend(
+                occurrence_key(repo.spec.key_type, sched.id, sched.row.generation, at)
+                for at in p.stale
+            )
             applying = [b for b in blockouts if b.applies(
                 entity=sched.row.entity, category=sched.row.category, schedule=sched.name)]  # fmt: skip
             made, skips, last = self._occurrences(sched, p, applying, repo, report)
@@ -171,6 +178,9 @@ class Materialiser:
             skipped.setdefault(sched.row.entity, []).extend(skips)
             steps.append(replace(p.step, last_at_ms=last) if last is not None else p.step)
             report.missed += p.missed
+        for name, keys in stale.items():
+            if keys:  # before the inserts: a folded occurrence may be one made ahead
+                await self.repos[name].cancel(keys)
         for name, entities in by_entity.items():
             if entities:
                 report.occurrences += await self.repos[name].insert(

@@ -5,8 +5,9 @@ says, for one schedule at `now_ms`, which occurrences to make as one-shot rows b
 `until_ms` and where the schedule then stands. No I/O, no clock: the materialiser asks, this
 answers (like decisions.py for one-shot misfires).
 
-Misfires (the materialiser was down, or the schedule was paused and resumed): the occurrences
-at or before now are **missed**. Under ``fire_once_now`` they collapse into one: the latest of
+Misfires (the materialiser was down): when the next occurrence is due longer ago than the
+misfire threshold, the occurrences at or before now are **missed** (one due less long ago is
+only late: a pass running behind makes it as it is, and it fires at once). Under ``fire_once_now`` they collapse into one: the latest of
 them (not "now" itself: a pass repeated by another node computes the same id, and a duplicate
 is ignored), which, being overdue, fires once at once; the next is computed from now. One that
 is older than half the misfire horizon (a monthly schedule after weeks of downtime) is made at
@@ -101,7 +102,9 @@ def plan(
     made: list[int] = []
     missed = 0
     stale: list[int] = []
-    if at is not None and at <= now_ms and _allowed(row, at, 0):
+    # Missed: due longer ago than the misfire threshold (the materialiser was down). Due less
+    # long ago, an occurrence is only late: made as it is, it fires at once.
+    if at is not None and at < now_ms - threshold_ms and _allowed(row, at, 0):
         stale = _made_ahead(s, now_ms, ahead_ms)
         latest, missed = _latest_missed(s.trigger, at, min(now_ms, _end(row)))
         keep = _kept(latest, now_ms, MisfirePolicy(row.misfire), horizon_ms, threshold_ms)

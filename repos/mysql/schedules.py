@@ -13,6 +13,7 @@ from repos.errors import StoreError
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
+from repos.mysql.literals import int_literal
 from repos.schedules import (
     Advance,
     BlockoutRow,
@@ -106,13 +107,15 @@ class MysqlScheduleStore:
         return await self._rows("waiting schedules", sql.WAITING_SCHEDULES, args)
 
     async def advance(self, steps: Sequence[Advance], *, now_ms: int) -> int:
-        async def body(tx: Tx) -> int:
-            changed = 0
-            for s in steps:
-                changed += await tx.execute(sql.ADVANCE_SCHEDULE, _advance_args(s, now_ms))
-            return changed
-
-        return int(await self._ex.run("advance schedules", body)) if steps else 0
+        if not steps:
+            return 0
+        rows = sql.advance_rows([_literals(step) for step in steps])
+        statement = sql.ADVANCE_SCHEDULES.format(rows=rows)
+        args = {"now_ms": now_ms}
+        changed = await self._ex.run(
+            "advance schedules", lambda tx: tx.execute(statement, args), one_statement=True
+        )
+        return int(changed)
 
     async def replace(self, row: ScheduleRow, *, now_ms: int) -> ScheduleRow | None:
         args = {**row.values(), "updated_at_ms": now_ms}
@@ -182,13 +185,13 @@ class MysqlScheduleStore:
         return [ScheduleRow.from_row(r) for r in rows]
 
 
-def _advance_args(step: Advance, now_ms: int) -> dict[str, object]:
+def _literals(step: Advance) -> dict[str, str]:
+    """A step's values as SQL literals: ints only (int_literal refuses anything else)."""
     return {
-        "id": step.id,
-        "version": step.version,
-        "state": int(step.state),
-        "next_at_ms": step.next_at_ms,
-        "last_at_ms": step.last_at_ms,
-        "runs": step.runs,
-        "now_ms": now_ms,
+        "id": int_literal(step.id),
+        "version": int_literal(step.version),
+        "state": int_literal(int(step.state)),
+        "next_at_ms": "NULL" if step.next_at_ms is None else int_literal(step.next_at_ms),
+        "last_at_ms": "NULL" if step.last_at_ms is None else int_literal(step.last_at_ms),
+        "runs": int_literal(step.runs),
     }

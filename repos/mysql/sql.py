@@ -16,7 +16,7 @@ sees a literal NULL and folds the test away.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # The claim and ack columns are fixed-width and NOT NULL, so that claiming and acking rewrite a
 # row in place: a NULL turning into a value grows the record, and InnoDB then deletes and
@@ -449,11 +449,18 @@ WAITING_SCHEDULES = (
     "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE state = 1 AND paused = 0"
     " AND id > %(after_id)s ORDER BY id LIMIT %(limit)s"
 )
-ADVANCE_SCHEDULE = (
-    "UPDATE schedules SET state = %(state)s, next_at_ms = %(next_at_ms)s,"
-    " last_at_ms = %(last_at_ms)s, runs = %(runs)s, version = version + 1,"
-    " updated_at_ms = %(now_ms)s WHERE id = %(id)s AND version = %(version)s"
+# A batch of steps in one statement: {rows} is ADVANCE_FIRST_ROW then ADVANCE_ROW per step,
+# rendered from ints (repos/mysql/literals.py), joined on id and the version each step read.
+ADVANCE_SCHEDULES = (
+    "UPDATE schedules AS s JOIN ({rows}) AS v ON s.id = v.id AND s.version = v.version"
+    " SET s.state = v.state, s.next_at_ms = v.next_at_ms, s.last_at_ms = v.last_at_ms,"
+    " s.runs = v.runs, s.version = s.version + 1, s.updated_at_ms = %(now_ms)s"
 )
+ADVANCE_FIRST_ROW = (
+    "SELECT {id} AS id, {version} AS version, {state} AS state, {next_at_ms} AS next_at_ms,"
+    " {last_at_ms} AS last_at_ms, {runs} AS runs"
+)
+ADVANCE_ROW = "SELECT {id}, {version}, {state}, {next_at_ms}, {last_at_ms}, {runs}"
 REPLACE_SCHEDULE = (
     "UPDATE schedules SET "
     + _SCHEDULE_SET
@@ -469,3 +476,10 @@ LIST_BLOCKOUTS = (
     "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
 )
 DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = %(name)s"
+
+
+def advance_rows(steps: Sequence[Mapping[str, str]]) -> str:
+    """The ``{rows}`` of ADVANCE_SCHEDULES: one row of literals per schedule step."""
+    return " UNION ALL ".join(
+        (ADVANCE_ROW if i else ADVANCE_FIRST_ROW).format(**values) for i, values in enumerate(steps)
+    )

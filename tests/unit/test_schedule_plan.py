@@ -59,6 +59,14 @@ def test_fire_once_now_folds_a_long_downtime_into_one() -> None:
     assert p.stale == [T0]
 
 
+def test_a_pass_running_behind_makes_each_late_occurrence_not_a_fold() -> None:
+    """Due less than the misfire threshold ago, occurrences are late, not missed: each is made
+    and fires once, at once; nothing made ahead is cancelled."""
+    s = schedule(RateTrigger(every_s=10, anchor_ms=T0), last_at_ms=T0 - 10_000)
+    p = planned(s, T0 + 25_000, until_ms=T0 + 25_001)
+    assert (p.occurrences, p.missed, p.stale) == ([T0, T0 + 10_000, T0 + 20_000], 0, [])
+
+
 def test_fire_once_now_for_a_cron_schedule() -> None:
     s = schedule(CronTrigger(cron="*/5 * * * *"), next_at_ms=T0)
     now = T0 + 3 * 86_400_000 + 7 * MIN
