@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 Repo = ShardingRepository[Any, Any]
 #: The lease of the materialiser.
 SCHEDULES_LEASE = "schedules"
+#: Schedules planned between two yields to the event loop (each costs tens of microseconds).
+YIELD_EVERY = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +161,9 @@ class Materialiser:
         skipped: dict[str, list[Any]] = {}
         stale: dict[str, list[Any]] = {}
         steps: list[Advance] = []
-        for sched in batch:
+        for i, sched in enumerate(batch):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a batch is CPU work: let the wheel fire meanwhile
             repo = self.repos.get(sched.row.entity)
             if repo is None:
                 report.unknown.add(sched.row.entity)

@@ -18,7 +18,8 @@ and the rest are dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -40,19 +41,20 @@ _DAY_MS = 24 * _HOUR_MS
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Schedule:
-    """A stored schedule with its trigger and template read."""
+    """A stored schedule with its trigger read."""
 
     row: ScheduleRow
     trigger: Trigger
-    template: dict[str, Any]
 
     @classmethod
     def of(cls, row: ScheduleRow) -> Schedule:
-        return cls(
-            row=row,
-            trigger=trigger_from_json(orjson.loads(row.trigger_json)),
-            template=orjson.loads(row.template_json),
-        )
+        return cls(row=row, trigger=read_trigger(row.trigger_json))
+
+    @property
+    def template(self) -> dict[str, Any]:
+        """The payload template (the materialiser stores its JSON as it is)."""
+        template: dict[str, Any] = orjson.loads(self.row.template_json)
+        return template
 
     @property
     def id(self) -> int:
@@ -64,6 +66,13 @@ class Schedule:
 
     def log_context(self) -> dict[str, object]:
         return {"schedule": self.row.name, "schedule_id": self.row.id, "entity": self.row.entity}
+
+
+@lru_cache(maxsize=16_384)
+def read_trigger(trigger_json: str) -> Trigger:
+    """A stored trigger, read and checked once per distinct JSON: every pass reads every due
+    schedule's (triggers are immutable values, so sharing one is safe)."""
+    return trigger_from_json(orjson.loads(trigger_json))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,7 +154,8 @@ def _end(row: ScheduleRow) -> int:
 
 
 def _allowed(row: ScheduleRow, at_ms: int, made: int) -> bool:
-    """Whether an occurrence at at_ms may be made after `made` others in this pass."""
+    """Whether an occurrence at at_ms may be made after `made` others (in this pass, or since
+    the row was read)."""
     if row.max_runs is not None and row.runs + made >= row.max_runs:
         return False
     return at_ms <= _end(row)
@@ -195,7 +205,7 @@ def _step(s: Schedule, made: list[int], next_at: int | None) -> Advance:
     last = made[-1] if made else row.last_at_ms
     if isinstance(s.trigger, DelayTrigger) and made:
         state, next_at = ScheduleState.WAITING, None
-    elif next_at is None or not _allowed(replace(row, runs=runs), next_at, 0):
+    elif next_at is None or not _allowed(row, next_at, len(made)):
         state, next_at = ScheduleState.ENDED, None
     else:
         state = ScheduleState.ACTIVE
