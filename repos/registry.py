@@ -37,8 +37,8 @@ async def create_store(
     url: str, *, driver: Driver = "asyncmy", connect_timeout_s: float = 5.0
 ) -> StoreCreated:
     """Create the store `url` names unless it exists: the MySQL database (utf8mb4), or the
-    SQLite file and its directory; then its nodes table, if missing. The shard tables inside
-    are the engine's business."""
+    SQLite file and its directory; then its store-wide tables (nodes, leases, schedules,
+    blockouts), if missing. The shard tables inside are the engine's business."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.connection import create_file
@@ -59,8 +59,11 @@ async def create_store(
             store=f"database {target.database!r} on {target.address}", created=created
         )
     membership = make_membership(url, driver=driver, connect_timeout_s=connect_timeout_s)
-    await membership.open()  # makes the nodes table
+    await membership.open()  # makes the nodes and leases tables
     await membership.close()
+    schedules = make_schedule_store(url, driver=driver, connect_timeout_s=connect_timeout_s)
+    await schedules.open()  # makes the schedules and blockouts tables
+    await schedules.close()
     return done
 
 
