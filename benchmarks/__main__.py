@@ -32,6 +32,7 @@ from benchmarks import (
     peer,
     plot,
     recovery,
+    schedules,
     storage,
     workloads,
 )
@@ -48,6 +49,7 @@ WORKLOADS: dict[str, Workload] = {
     "w5": memory.w5,
     "w6": cluster.w6,
     "w7": cluster.w7,
+    "w8": schedules.w8,
     "w9": galera.w9,
     "ceiling": ceiling.run,
     "scale": storage.scale,

@@ -22,10 +22,14 @@ from infinite_scheduler.errors import EngineNotRunning as EngineNotRunning
 from infinite_scheduler.errors import EntitySpecError as EntitySpecError
 from infinite_scheduler.errors import HandlerMissing as HandlerMissing
 from infinite_scheduler.errors import InvalidIdentifier as InvalidIdentifier
+from infinite_scheduler.errors import InvalidSchedule as InvalidSchedule
 from infinite_scheduler.errors import JobOptionError as JobOptionError
 from infinite_scheduler.errors import NodeDeclaredDead as NodeDeclaredDead
 from infinite_scheduler.errors import NodeIdInUse as NodeIdInUse
 from infinite_scheduler.errors import NodeRefused as NodeRefused
+from infinite_scheduler.errors import ScheduleError as ScheduleError
+from infinite_scheduler.errors import ScheduleExists as ScheduleExists
+from infinite_scheduler.errors import ScheduleNotFound as ScheduleNotFound
 from infinite_scheduler.errors import SchedulerError as SchedulerError
 from infinite_scheduler.errors import ShardExpired as ShardExpired
 from infinite_scheduler.errors import SingleNodeStore as SingleNodeStore
@@ -35,15 +39,22 @@ from infinite_scheduler.errors import UnknownCategory as UnknownCategory
 from infinite_scheduler.job import DependsOn as DependsOn
 from infinite_scheduler.job import Job as Job
 from infinite_scheduler.jobs import JobContext as JobContext
+from infinite_scheduler.schedules.triggers import CalendarTrigger as CalendarTrigger
+from infinite_scheduler.schedules.triggers import CronTrigger as CronTrigger
+from infinite_scheduler.schedules.triggers import DelayTrigger as DelayTrigger
+from infinite_scheduler.schedules.triggers import RateTrigger as RateTrigger
 from infinite_scheduler.version import __version__ as __version__
 from repos.base import Status as Status
 from repos.entity import EntitySpec as EntitySpec
 
 __all__ = [
+    "CalendarTrigger",
     "ClientNotOpen",
     "ConfigError",
     "DependencyRefused",
     "DependsOn",
+    "CronTrigger",
+    "DelayTrigger",
     "DuplicateJob",
     "EngineNotRunning",
     "EntitySpec",
@@ -52,11 +63,16 @@ __all__ = [
     "InfiniteScheduler",
     "InvalidIdentifier",
     "Job",
+    "InvalidSchedule",
     "JobContext",
     "JobOptionError",
     "NodeDeclaredDead",
     "NodeIdInUse",
     "NodeRefused",
+    "RateTrigger",
+    "ScheduleError",
+    "ScheduleExists",
+    "ScheduleNotFound",
     "SchedulerClient",
     "SchedulerConfig",
     "SchedulerError",

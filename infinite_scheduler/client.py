@@ -18,7 +18,8 @@ from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
 from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
 from infinite_scheduler.job import check_categories, group_jobs, split_jobs, with_options
-from infinite_scheduler.parts import Repo, store_repository
+from infinite_scheduler.parts import Repo, store_repository, store_schedules
+from infinite_scheduler.schedules.book import ScheduleBook
 from repos.base import EntitySpec, OnDuplicate, StoredRow, encode_for
 
 
@@ -39,6 +40,7 @@ class SchedulerClient:
         self._names = {spec.model: spec.name for spec in specs}
         self._repos: dict[str, Repo] = {}
         self._stack: AsyncExitStack | None = None
+        self._schedules: ScheduleBook | None = None
 
     async def __aenter__(self) -> SchedulerClient:
         async with AsyncExitStack() as stack:
@@ -47,6 +49,10 @@ class SchedulerClient:
                 await repo.open()
                 stack.push_async_callback(repo.close)
                 self._repos[name] = repo
+            schedule_store = store_schedules(self.config)
+            await schedule_store.open()
+            stack.push_async_callback(schedule_store.close)
+            self._schedules = ScheduleBook(schedule_store, self._repos, clock=self.clock)
             self._stack = stack.pop_all()
         return self
 
@@ -58,6 +64,7 @@ class SchedulerClient:
     ) -> None:
         stack, self._stack = self._stack, None
         self._repos = {}
+        self._schedules = None
         if stack is not None:
             await stack.aclose()
 
@@ -104,6 +111,15 @@ class SchedulerClient:
     async def get(self, spec: EntitySpec[Any, Any], key: Any) -> list[StoredRow]:
         """The stored rows of this id (one per shard that holds it), oldest first."""
         return await self._repo(spec, "get").get(key)
+
+    @property
+    def schedules(self) -> ScheduleBook:
+        """Recurring schedules and blockouts of the client's entity types (create, get, list,
+        update, pause, resume, delete, add_blockout, ...): infinite_scheduler/schedules/book.py.
+        An engine node serving the type materialises them."""
+        self._open("schedules")
+        assert self._schedules is not None
+        return self._schedules
 
     def _open(self, operation: str) -> None:
         if self._stack is None:

@@ -188,6 +188,18 @@ class PriorityConfig(_Section):
     age_boost_per_minute: NonNegativeFloat = 10.0
 
 
+class SchedulesConfig(_Section):
+    """``[schedules]``: materialisation of recurring schedules (infinite_scheduler/schedules/),
+    run by one node at a time under the lease ``schedules``."""
+
+    #: A pass every this often turns the occurrences coming due into one-shot rows.
+    interval_s: PositiveFloat = 5.0
+    #: Schedules read, and occurrences stored, per batch.
+    batch_size: PositiveInt = 1_000
+    #: Occurrences of one schedule made per pass at most (a per-second trigger's window).
+    max_per_schedule: PositiveInt = 1_000
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -219,6 +231,7 @@ class SchedulerConfig(BaseSettings):
     dependencies: DependenciesConfig = Field(default_factory=DependenciesConfig)
     priority: PriorityConfig = Field(default_factory=PriorityConfig)
     categories: dict[str, CategoryConfig] = Field(default_factory=dict)
+    schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
 
     @classmethod
     def settings_customise_sources(

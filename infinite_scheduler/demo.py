@@ -1,5 +1,6 @@
-"""What `make run` shows: example handlers, a producer scheduling jobs a few seconds ahead, and
-a one-line live status refreshed in place."""
+"""What `make run` shows: example handlers, a producer scheduling jobs a few seconds ahead, a few
+recurring schedules (cron, fixed rate, fixed delay), and a one-line live status refreshed in
+place."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any, TextIO
 
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
+from infinite_scheduler.errors import ScheduleExists
 from infinite_scheduler.jobs import JobContext
+from infinite_scheduler.schedules.triggers import CronTrigger, DelayTrigger, RateTrigger, Trigger
 from repos.examples import (
     NOTIFICATIONS,
     ORDERS,
@@ -76,8 +79,37 @@ def register_examples(engine: InfiniteScheduler, lateness: LatenessWindow) -> No
     engine.register(NOTIFICATIONS, push_notification)
 
 
+#: The demo's recurring schedules: name, entity type, trigger, payload template.
+DEMO_SCHEDULES: tuple[tuple[str, Any, Trigger, dict[str, Any]], ...] = (
+    ("demo-sms-every-10s", SMS, RateTrigger(every_s=10), {"phone": "+15550100", "message": "tick"}),
+    (
+        "demo-orders-every-minute",
+        ORDERS,
+        CronTrigger(cron="* * * * *", zone="Europe/Berlin"),
+        {"customer_id": 1, "amount_cents": 500},
+    ),
+    (
+        "demo-push-15s-after-each",
+        NOTIFICATIONS,
+        DelayTrigger(delay_s=15),
+        {"user_id": 1, "title": "still here"},
+    ),
+)
+
+
+async def demo_schedules(engine: InfiniteScheduler) -> None:
+    """Create the demo's schedules unless a previous run did (the demo store is kept)."""
+    for name, spec, trigger, template in DEMO_SCHEDULES:
+        try:
+            await engine.schedules.create(name, spec, trigger, template)
+        except ScheduleExists:
+            pass
+
+
 async def produce(engine: InfiniteScheduler, stop: asyncio.Event, rate: int = DEMO_RATE) -> None:
-    """Schedule example jobs 1-5 s ahead at a steady rate until stop is set."""
+    """Create the demo's schedules, then schedule example jobs 1-5 s ahead at a steady rate
+    until stop is set."""
+    await demo_schedules(engine)
     ids = itertools.count(time.time_ns() // 1000)
     per_tick = max(3, rate // 10)
     while not stop.is_set():

@@ -61,7 +61,9 @@ from infinite_scheduler.parts import (
     store_dependencies,
     store_membership,
     store_repository,
+    store_schedules,
 )
+from infinite_scheduler.schedules.book import ScheduleBook
 from infinite_scheduler.version import __version__
 from repos.base import (
     ClaimedJob,
@@ -74,6 +76,7 @@ from repos.base import (
 )
 from repos.cluster import Membership, NodeState
 from repos.dependencies import DependencyStore
+from repos.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Handler)
@@ -168,6 +171,7 @@ class InfiniteScheduler:
         registrations = list(self._registrations.values())
         check_handlers(registrations)
         membership = store_membership(self.config, self.metrics.store_events)
+        schedule_store = store_schedules(self.config, self.metrics.store_events)
         self._claiming = False
         self._declared_dead.clear()
         async with AsyncExitStack() as stack:
@@ -185,7 +189,9 @@ class InfiniteScheduler:
             dependencies = store_dependencies(self.config, self.metrics.store_events)
             await dependencies.open()
             stack.push_async_callback(dependencies.close)
-            wiring = self._wiring(membership, dependencies, joined_ms)
+            await schedule_store.open()
+            stack.push_async_callback(schedule_store.close)
+            wiring = self._wiring(membership, dependencies, joined_ms, schedule_store)
             parts = compose(registrations, wiring)
             if not self._manual:
                 self._start_heartbeat(parts)
@@ -199,6 +205,9 @@ class InfiniteScheduler:
             parts.node.count_live(roster)  # the first claims take their share of a burst
             await parts.takeover.at_start(roster)
             self._claiming = True
+            # Before the first fetch: occurrences made ahead before a downtime are folded
+            # into one (fire-once-now) before any of them is claimed.
+            await parts.materialiser.materialise_safely(self.clock.now_ms())
             await parts.fetcher.fetch_once()
             self._parts = parts
             if not self._manual:
@@ -221,7 +230,11 @@ class InfiniteScheduler:
         await stack.aclose()
 
     def _wiring(
-        self, membership: Membership, dependencies: DependencyStore, joined_ms: int
+        self,
+        membership: Membership,
+        dependencies: DependencyStore,
+        joined_ms: int,
+        schedule_store: ScheduleStore,
     ) -> Wiring:
         assert self._epoch is not None
         return Wiring(
@@ -237,6 +250,7 @@ class InfiniteScheduler:
             stop=self._stop,
             on_added=self._wheel_changed.set,
             on_declared_dead=self._on_declared_dead,
+            schedule_store=schedule_store,
         )
 
     def _identity(self) -> Identity:
@@ -335,6 +349,7 @@ class InfiniteScheduler:
             "acker": parts.acker.run(self._stop),
             "maintenance": parts.maintenance.run(self._stop),
             "dependencies": parts.dependencies.run(self._stop),
+            "schedules": parts.materialiser.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")
@@ -386,6 +401,7 @@ class InfiniteScheduler:
         if self._parts is not None:
             await self._parts.maintenance.release()
             await self._parts.dependencies.release()
+            await self._parts.materialiser.release()
         await self._stop_heartbeat()
         if exc is None and self._parts is not None:
             await self._parts.node.leave()
@@ -426,6 +442,7 @@ class InfiniteScheduler:
                 "inside `async with engine:`"
             )
         async with asyncio.timeout(timeout_s):
+            await parts.materialiser.materialise(self.clock.now_ms())
             while await self._turn(parts):
                 pass
 
@@ -514,6 +531,12 @@ class InfiniteScheduler:
                 "node": self.node_id,
             },
         )
+
+    @property
+    def schedules(self) -> ScheduleBook:
+        """Recurring schedules and blockouts (create, get, list, update, pause, resume, delete,
+        add_blockout, ...): infinite_scheduler/schedules/book.py. While running."""
+        return self._running_parts("schedules").schedules
 
     def _running_parts(self, operation: str) -> Parts:
         # Running: from the end of a successful __aenter__ to the start of __aexit__.

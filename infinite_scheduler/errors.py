@@ -23,7 +23,11 @@
     ├── DependencyRefused          a job's dependency is unknown, missing, or makes a cycle
     ├── NodeDeclaredDead           engine.run(): another node declared this one dead
     ├── UnknownCategory            pause_category() / resume_category() of a category not configured
-    └── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
+    ├── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
+    └── ScheduleError              a recurring schedule or blockout (infinite_scheduler/schedules)
+        ├── InvalidSchedule        a field of one is invalid (named); nothing stored
+        ├── ScheduleNotFound       no schedule or blockout of that id or name
+        └── ScheduleExists         the name is taken; nothing stored
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
 engine); they are re-exported here so callers need one import.
@@ -39,9 +43,13 @@ from repos.errors import ClaimsLocked as ClaimsLocked
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError
 from repos.errors import InvalidIdentifier as InvalidIdentifier
+from repos.errors import InvalidSchedule as InvalidSchedule
 from repos.errors import NodeIdInUse as NodeIdInUse
 from repos.errors import NodeRefused as NodeRefused
 from repos.errors import PayloadTooLarge as PayloadTooLarge
+from repos.errors import ScheduleError as ScheduleError
+from repos.errors import ScheduleExists as ScheduleExists
+from repos.errors import ScheduleNotFound as ScheduleNotFound
 from repos.errors import SchedulerError as SchedulerError
 from repos.errors import ShardExpired as ShardExpired
 from repos.errors import SingleNodeStore as SingleNodeStore
@@ -130,8 +138,12 @@ class EngineNotRunning(SchedulerError):
     soon into its wheel or take a cancelled one out. The repository works without an engine.
     """
 
-    #: operation -> what it does, for those a SchedulerClient does too
-    _PURPOSE = {"schedule": "store jobs", "cancel": "cancel jobs"}
+    #: operation -> what it does (some a SchedulerClient does too)
+    _PURPOSE = {
+        "schedule": "store jobs",
+        "cancel": "cancel jobs",
+        "schedules": "manage recurring schedules",
+    }
 
     def __init__(self, operation: str) -> None:
         self.operation = operation

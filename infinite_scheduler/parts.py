@@ -36,6 +36,12 @@ from infinite_scheduler.membership import Fence
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Node
 from infinite_scheduler.payloads import PayloadReader
+from infinite_scheduler.schedules.book import ScheduleBook
+from infinite_scheduler.schedules.materialiser import (
+    SCHEDULES_LEASE,
+    Materialiser,
+    MaterialiseSettings,
+)
 from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waiting import CategoryGate, Waiting
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
@@ -43,6 +49,7 @@ from infinite_scheduler.wheel import TimerWheel
 from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents, category_code
 from repos.cluster import Membership
 from repos.dependencies import DependencyStore
+from repos.schedules import ScheduleStore
 
 Repo = ShardingRepository[Any, Any]
 
@@ -80,6 +87,8 @@ class Wiring:
     on_added: Callable[[], None]
     #: Called when a heartbeat finds this epoch declared dead.
     on_declared_dead: Callable[[], None]
+    #: The store's schedules and blockouts (opened by the engine).
+    schedule_store: ScheduleStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +106,8 @@ class Parts:
     loop_lag: LoopLagMonitor
     takeover: Takeover
     node: Node
+    materialiser: Materialiser
+    schedules: ScheduleBook
 
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
@@ -158,6 +169,12 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         loop_lag=_loop_lag(wiring),
         takeover=takeover,
         node=_node(wiring, dispatcher, fetcher, store_back, takeover),
+        materialiser=_materialiser(wiring, lanes),
+        schedules=ScheduleBook(
+            wiring.schedule_store,
+            {name: lane.repo for name, lane in lanes.items()},
+            clock=wiring.clock,
+        ),
     )
 
 
@@ -299,6 +316,41 @@ def _dependencies(wiring: Wiring, lanes: Mapping[str, Lane]) -> DependencyReleas
     return DependencyRelease(wiring.dependencies, repos, settings, lease=lease, clock=wiring.clock)
 
 
+def _materialiser(wiring: Wiring, lanes: Mapping[str, Lane]) -> Materialiser:
+    c = wiring.config
+    interval_s = c.schedules.interval_s
+    settings = MaterialiseSettings(
+        node_id=wiring.node_id,
+        epoch=wiring.epoch,
+        interval_s=interval_s,
+        # Stored before the fetch whose window first covers them, with a pass to spare.
+        ahead_ms=int((c.lookahead_s + 2 * interval_s) * 1000),
+        batch_size=c.schedules.batch_size,
+        max_per_schedule=c.schedules.max_per_schedule,
+        horizon_ms=c.misfire_horizon_s * 1000,
+        threshold_ms=int(c.misfire_threshold_s * 1000),
+    )
+    lease = Lease(
+        wiring.membership,
+        name=SCHEDULES_LEASE,
+        epoch=wiring.epoch,
+        ttl_ms=maintenance_lease_ttl_ms(
+            interval_s=interval_s, node_timeout_s=c.cluster.node_timeout_s
+        ),
+        node_id=wiring.node_id,
+        metrics=wiring.metrics,
+    )
+    repos = {name: lane.repo for name, lane in lanes.items()}
+    return Materialiser(
+        wiring.schedule_store,
+        repos,
+        settings,
+        clock=wiring.clock,
+        lease=lease,
+        metrics=wiring.metrics,
+    )
+
+
 def _takeover(wiring: Wiring, lanes: Mapping[str, Lane], fetcher: Fetcher) -> Takeover:
     c = wiring.config
     return Takeover(
@@ -378,6 +430,21 @@ def store_dependencies(config: SchedulerConfig, events: StoreEvents = NO_EVENTS)
 
     store = config.store
     return make_dependencies(
+        config.store_url,
+        driver=store.driver,
+        pool_recycle_s=store.pool_recycle_s,
+        connect_timeout_s=store.connect_timeout_s,
+        create_missing=store.create_missing,
+        events=events,
+    )
+
+
+def store_schedules(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> ScheduleStore:
+    """The configured store's schedules and blockouts tables (built, not opened)."""
+    from repos.registry import make_schedule_store
+
+    store = config.store
+    return make_schedule_store(
         config.store_url,
         driver=store.driver,
         pool_recycle_s=store.pool_recycle_s,

@@ -322,3 +322,41 @@ def _duration(ms: int) -> str:
             n = ms // span
             return f"{n} {unit}{'' if n == 1 else 's'}, {ms / 1000:g} s"
     return f"{ms / 1000:g} s"
+
+
+class ScheduleError(SchedulerError):
+    """Root of the errors about recurring schedules and blockouts (infinite_scheduler/schedules).
+
+    Raised before anything is stored or changed."""
+
+
+class InvalidSchedule(ScheduleError):
+    """Raised when a schedule or blockout is not valid: a bad cron expression or time zone, a
+    rate of 0, an end before the start, a payload template its entity type refuses, ...
+    `field` names the field at fault (``trigger.cron``, ``payload_template.message``, ...).
+    Nothing is stored."""
+
+    def __init__(self, field: str, reason: str, *, schedule: str | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.schedule = schedule
+        where = f"schedule {schedule!r}, " if schedule else ""
+        super().__init__(f"{where}field {field!r}: {reason}")
+
+
+class ScheduleNotFound(ScheduleError):
+    """Raised when a schedule or blockout named by id or name does not exist (any more)."""
+
+    def __init__(self, what: str, ref: object) -> None:
+        self.what = what
+        self.ref = ref
+        super().__init__(f"no {what} {ref!r} in the store")
+
+
+class ScheduleExists(ScheduleError):
+    """Raised when a schedule or blockout of that name is stored already; nothing is stored."""
+
+    def __init__(self, what: str, name: str) -> None:
+        self.what = what
+        self.name = name
+        super().__init__(f"a {what} named {name!r} exists already; pick another name")

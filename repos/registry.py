@@ -1,6 +1,6 @@
 """The one place that picks an adapter for a store URL: to make the store, a repository, the
-store's membership (its nodes table) or its dependencies table, or to judge its server (the
-store guard)."""
+store's membership (its nodes table), its dependencies table or its schedules and blockouts, or
+to judge its server (the store guard)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from repos.cluster import Membership
 from repos.dependencies import DependencyStore
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.events import NO_EVENTS, StoreEvents
+from repos.schedules import ScheduleStore
 from repos.server_guard import Verdict
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
 
@@ -37,8 +38,8 @@ async def create_store(
     url: str, *, driver: Driver = "asyncmy", connect_timeout_s: float = 5.0
 ) -> StoreCreated:
     """Create the store `url` names unless it exists: the MySQL database (utf8mb4), or the
-    SQLite file and its directory; then its nodes table, if missing. The shard tables inside
-    are the engine's business."""
+    SQLite file and its directory; then its store-wide tables (nodes, leases, schedules,
+    blockouts), if missing. The shard tables inside are the engine's business."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.connection import create_file
@@ -59,8 +60,11 @@ async def create_store(
             store=f"database {target.database!r} on {target.address}", created=created
         )
     membership = make_membership(url, driver=driver, connect_timeout_s=connect_timeout_s)
-    await membership.open()  # makes the nodes table
+    await membership.open()  # makes the nodes and leases tables
     await membership.close()
+    schedules = make_schedule_store(url, driver=driver, connect_timeout_s=connect_timeout_s)
+    await schedules.open()  # makes the schedules and blockouts tables
+    await schedules.close()
     return done
 
 
@@ -162,6 +166,34 @@ def make_dependencies(
     from repos.mysql.dependencies import MysqlDependencies
 
     return MysqlDependencies(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
+        events=events,
+    )
+
+
+def make_schedule_store(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+    events: StoreEvents = NO_EVENTS,
+) -> ScheduleStore:
+    """Build (not open) the schedules and blockouts tables' adapter for the store `url` names;
+    its own small pool on MySQL, its own connection on SQLite."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.schedules import SqliteScheduleStore
+
+        return SqliteScheduleStore(target.path, create_missing=create_missing)
+    from repos.mysql.schedules import MysqlScheduleStore
+
+    return MysqlScheduleStore(
         target,
         driver=driver,
         pool_recycle_s=pool_recycle_s,

@@ -16,7 +16,7 @@ sees a literal NULL and folds the test away.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # The claim and ack columns are fixed-width and NOT NULL, so that claiming and acking rewrite a
 # row in place: a NULL turning into a value grows the record, and InnoDB then deletes and
@@ -440,4 +440,111 @@ def union_all(part: str | Sequence[str], targets: Sequence[str], **names: str) -
     return " UNION ALL ".join(
         p.format(target=target, shard_no=no, **names)
         for no, (p, target) in enumerate(zip(parts, targets, strict=True))
+    )
+
+
+# -- schedules and blockouts (repos/mysql/schedules.py), beside the nodes table ---------------
+# Times are the caller's (the engine's clock), as in the shards. `trigger` is a reserved word.
+CREATE_SCHEDULES = """CREATE TABLE IF NOT EXISTS schedules (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    name VARCHAR(191) NOT NULL,
+    entity VARCHAR(64) NOT NULL,
+    trigger_json TEXT NOT NULL,
+    template_json MEDIUMTEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    end_ms BIGINT NULL,
+    max_runs BIGINT NULL,
+    runs BIGINT NOT NULL DEFAULT 0,
+    priority SMALLINT NOT NULL DEFAULT 500,
+    category VARCHAR(64) NOT NULL DEFAULT '',
+    owner VARCHAR(191) NOT NULL DEFAULT '',
+    misfire VARCHAR(16) NOT NULL,
+    paused TINYINT NOT NULL DEFAULT 0,
+    state TINYINT NOT NULL DEFAULT 0,
+    next_at_ms BIGINT NULL,
+    last_at_ms BIGINT NULL,
+    generation INT NOT NULL DEFAULT 0,
+    version BIGINT NOT NULL DEFAULT 0,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY ux_schedules_name (name),
+    KEY ix_schedules_due (state, paused, next_at_ms)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+CREATE_BLOCKOUTS = """CREATE TABLE IF NOT EXISTS blockouts (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    name VARCHAR(191) NOT NULL,
+    scope VARCHAR(16) NOT NULL,
+    target VARCHAR(191) NOT NULL DEFAULT '',
+    window_json TEXT NOT NULL,
+    policy VARCHAR(8) NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY ux_blockouts_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+_SCHEDULE_COLUMNS = (
+    "id, name, entity, trigger_json, template_json, start_ms, end_ms, max_runs, runs, priority,"
+    " category, owner, misfire, paused, state, next_at_ms, last_at_ms, generation, version,"
+    " created_at_ms, updated_at_ms"
+)
+_SCHEDULE_SET = (
+    "name = %(name)s, entity = %(entity)s, trigger_json = %(trigger_json)s,"
+    " template_json = %(template_json)s, start_ms = %(start_ms)s, end_ms = %(end_ms)s,"
+    " max_runs = %(max_runs)s, runs = %(runs)s, priority = %(priority)s,"
+    " category = %(category)s, owner = %(owner)s, misfire = %(misfire)s, paused = %(paused)s,"
+    " state = %(state)s, next_at_ms = %(next_at_ms)s, last_at_ms = %(last_at_ms)s,"
+    " generation = %(generation)s"
+)
+INSERT_SCHEDULE = (
+    "INSERT INTO schedules SET "
+    + _SCHEDULE_SET
+    + ", version = 0, created_at_ms = %(created_at_ms)s, updated_at_ms = %(updated_at_ms)s"
+)
+SCHEDULE_BY_ID = "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE id = %(id)s"
+SCHEDULE_BY_NAME = "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE name = %(name)s"
+LIST_SCHEDULES = (
+    "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE id > %(after_id)s"
+    " AND (%(entity)s IS NULL OR entity = %(entity)s) ORDER BY id LIMIT %(limit)s"
+)
+DUE_SCHEDULES = (
+    "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE state = 0 AND paused = 0"
+    " AND next_at_ms < %(before_ms)s ORDER BY next_at_ms LIMIT %(limit)s"
+)
+WAITING_SCHEDULES = (
+    "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE state = 1 AND paused = 0"
+    " AND id > %(after_id)s ORDER BY id LIMIT %(limit)s"
+)
+# A batch of steps in one statement: {rows} is ADVANCE_FIRST_ROW then ADVANCE_ROW per step,
+# rendered from ints (repos/mysql/literals.py), joined on id and the version each step read.
+ADVANCE_SCHEDULES = (
+    "UPDATE schedules AS s JOIN ({rows}) AS v ON s.id = v.id AND s.version = v.version"
+    " SET s.state = v.state, s.next_at_ms = v.next_at_ms, s.last_at_ms = v.last_at_ms,"
+    " s.runs = v.runs, s.version = s.version + 1, s.updated_at_ms = %(now_ms)s"
+)
+ADVANCE_FIRST_ROW = (
+    "SELECT {id} AS id, {version} AS version, {state} AS state, {next_at_ms} AS next_at_ms,"
+    " {last_at_ms} AS last_at_ms, {runs} AS runs"
+)
+ADVANCE_ROW = "SELECT {id}, {version}, {state}, {next_at_ms}, {last_at_ms}, {runs}"
+REPLACE_SCHEDULE = (
+    "UPDATE schedules SET "
+    + _SCHEDULE_SET
+    + ", version = version + 1, updated_at_ms = %(updated_at_ms)s"
+    " WHERE id = %(id)s AND version = %(version)s"
+)
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %(id)s"
+INSERT_BLOCKOUT = (
+    "INSERT INTO blockouts (name, scope, target, window_json, policy, created_at_ms)"
+    " VALUES (%(name)s, %(scope)s, %(target)s, %(window_json)s, %(policy)s, %(created_at_ms)s)"
+)
+LIST_BLOCKOUTS = (
+    "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
+)
+DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = %(name)s"
+
+
+def advance_rows(steps: Sequence[Mapping[str, str]]) -> str:
+    """The ``{rows}`` of ADVANCE_SCHEDULES: one row of literals per schedule step."""
+    return " UNION ALL ".join(
+        (ADVANCE_ROW if i else ADVANCE_FIRST_ROW).format(**values) for i, values in enumerate(steps)
     )

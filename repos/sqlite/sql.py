@@ -298,6 +298,101 @@ REMOVE_EDGES = (
 )
 COUNT_EDGES = "SELECT COUNT(*) FROM dependencies"
 
+# -- schedules and blockouts (repos/sqlite/schedules.py), beside the nodes table ---------------
+# Times are the caller's (the engine's clock), as in the shards. `trigger` is a reserved word.
+CREATE_SCHEDULES = """CREATE TABLE IF NOT EXISTS schedules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    trigger_json TEXT NOT NULL,
+    template_json TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NULL,
+    max_runs INTEGER NULL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    priority INTEGER NOT NULL DEFAULT 500,
+    category TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    misfire TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    state INTEGER NOT NULL DEFAULT 0,
+    next_at_ms INTEGER NULL,
+    last_at_ms INTEGER NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    UNIQUE (name)
+)"""
+CREATE_BLOCKOUTS = """CREATE TABLE IF NOT EXISTS blockouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    window_json TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    UNIQUE (name)
+)"""
+_SCHEDULE_COLUMNS = (
+    "id, name, entity, trigger_json, template_json, start_ms, end_ms, max_runs, runs, priority,"
+    " category, owner, misfire, paused, state, next_at_ms, last_at_ms, generation, version,"
+    " created_at_ms, updated_at_ms"
+)
+_SCHEDULE_SET = (
+    "name = :name, entity = :entity, trigger_json = :trigger_json,"
+    " template_json = :template_json, start_ms = :start_ms, end_ms = :end_ms,"
+    " max_runs = :max_runs, runs = :runs, priority = :priority,"
+    " category = :category, owner = :owner, misfire = :misfire, paused = :paused,"
+    " state = :state, next_at_ms = :next_at_ms, last_at_ms = :last_at_ms,"
+    " generation = :generation"
+)
+INSERT_SCHEDULE = (
+    "INSERT INTO schedules (name, entity, trigger_json, template_json, start_ms, end_ms, max_runs,"
+    " runs, priority, category, owner, misfire, paused, state, next_at_ms, last_at_ms, generation,"
+    " version, created_at_ms, updated_at_ms) VALUES (:name, :entity, :trigger_json,"
+    " :template_json, :start_ms, :end_ms, :max_runs, :runs, :priority, :category, :owner,"
+    " :misfire, :paused, :state, :next_at_ms, :last_at_ms, :generation, 0, :created_at_ms,"
+    " :updated_at_ms)"
+)
+SCHEDULE_BY_ID = "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE id = :id"
+SCHEDULE_BY_NAME = "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE name = :name"
+LIST_SCHEDULES = (
+    "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE id > :after_id"
+    " AND (:entity IS NULL OR entity = :entity) ORDER BY id LIMIT :limit"
+)
+DUE_SCHEDULES = (
+    "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE state = 0 AND paused = 0"
+    " AND next_at_ms < :before_ms ORDER BY next_at_ms LIMIT :limit"
+)
+WAITING_SCHEDULES = (
+    "SELECT " + _SCHEDULE_COLUMNS + " FROM schedules WHERE state = 1 AND paused = 0"
+    " AND id > :after_id ORDER BY id LIMIT :limit"
+)
+ADVANCE_SCHEDULE = (
+    "UPDATE schedules SET state = :state, next_at_ms = :next_at_ms,"
+    " last_at_ms = :last_at_ms, runs = :runs, version = version + 1,"
+    " updated_at_ms = :now_ms WHERE id = :id AND version = :version"
+)
+REPLACE_SCHEDULE = (
+    "UPDATE schedules SET "
+    + _SCHEDULE_SET
+    + ", version = version + 1, updated_at_ms = :updated_at_ms"
+    " WHERE id = :id AND version = :version"
+)
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = :id"
+INSERT_BLOCKOUT = (
+    "INSERT INTO blockouts (name, scope, target, window_json, policy, created_at_ms)"
+    " VALUES (:name, :scope, :target, :window_json, :policy, :created_at_ms)"
+)
+LIST_BLOCKOUTS = (
+    "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
+)
+DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = :name"
+CREATE_SCHEDULES_DUE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS ix_schedules_due ON schedules (state, paused, next_at_ms)"
+)
+
 
 def marks(n: int) -> str:
     """The ``{keys}`` of an ``IN (...)`` list of `n` values."""

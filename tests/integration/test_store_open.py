@@ -161,8 +161,13 @@ async def test_create_missing_makes_the_mysql_database(typo_database: str, drive
     async with engine_on(mysql_url(typo_database), driver=driver, create_missing=True):
         pass
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
-    # The store's own; shards later.
-    assert await tables(typo_database) == ["dependencies", "leases", "nodes"]
+    assert await tables(typo_database) == [
+        "blockouts",
+        "dependencies",
+        "leases",
+        "nodes",
+        "schedules",
+    ]  # the store's own; shards later
 
 
 async def test_create_missing_makes_the_sqlite_file_and_its_directory(tmp_path: Path) -> None:
@@ -190,7 +195,12 @@ async def test_store_init_creates_the_mysql_database_once(
     assert (first.returncode, first.stderr) == (0, "")
     assert first.stdout == f"created database {typo_database!r} on 127.0.0.1:3306\n"
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
-    assert await tables(typo_database) == ["leases", "nodes"]  # the store's own; shards later
+    assert await tables(typo_database) == [
+        "blockouts",
+        "leases",
+        "nodes",
+        "schedules",
+    ]  # the store's own
     again = store_init(tmp_path, mysql_url(typo_database))
     assert (again.returncode, again.stderr) == (0, "")
     assert again.stdout == (

@@ -42,6 +42,12 @@ PLACEHOLDERS = {
     "epochs",
     "partitions",
     "parts",
+    # a schedule step's values, rendered from ints (repos/mysql/schedules.py)
+    "version",
+    "state",
+    "next_at_ms",
+    "last_at_ms",
+    "runs",
 }
 
 

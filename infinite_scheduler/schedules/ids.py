@@ -1,0 +1,48 @@
+"""Occurrence ids: a schedule's occurrence is a one-shot row whose id is made from the schedule
+id, its generation and the occurrence time, so that materialising it twice (two nodes, a
+takeover, a pass repeated after a crash) stores it once: the second insert is a duplicate that
+is ignored.
+
+The **generation** counts the schedule's changes by people (update, pause, resume): the rows a
+change cancels keep their ids, and the rows made after it get new ones, so an occurrence
+cancelled by a pause and due again after the resume is stored anew instead of being ignored as
+a duplicate of the cancelled row.
+
+- str ids: ``"~s{schedule}.{generation}@{at_ms}"`` (``~`` starts no id a user is likely to
+  choose; ids starting ``~s`` are reserved for schedules).
+- int ids: **negative**, ``-(schedule << 40 | generation % 256 << 32 | at_s)``: 23 bits of
+  schedule id (schedules of an int-id type must have ids below 2**23, checked at creation), 8 of
+  generation, 32 of occurrence seconds (to 2106). Occurrences are at least a second apart
+  (triggers.py), so the seconds tell them apart. Negative ids are reserved for schedules: a
+  user's int ids must be >= 0 to be sure never to meet one. The generation wraps at 256: two
+  generations 256 apart share ids, which can only collide if the schedule changed 256 times
+  within one materialisation window (about a minute), since every generation's occurrences
+  start after its change.
+"""
+
+from __future__ import annotations
+
+from repos.schedules import InvalidSchedule
+
+#: Schedules of int-id entity types have ids below this (23 bits).
+INT_SCHEDULE_LIMIT = 1 << 23
+_GENERATIONS = 1 << 8
+_SECONDS = 1 << 32
+
+
+def occurrence_key(key_type: type, schedule_id: int, generation: int, at_ms: int) -> int | str:
+    """The id of the occurrence at `at_ms` of a schedule at `generation`."""
+    if key_type is str:
+        return f"~s{schedule_id}.{generation}@{at_ms}"
+    at_s = at_ms // 1000
+    return -((schedule_id << 40) | ((generation % _GENERATIONS) << 32) | (at_s % _SECONDS))
+
+
+def check_schedule_id(key_type: type, schedule_id: int) -> None:
+    """Refuse a schedule id an int-id type's occurrence ids cannot hold."""
+    if key_type is int and not 0 < schedule_id < INT_SCHEDULE_LIMIT:
+        raise InvalidSchedule(
+            "id",
+            f"schedule id {schedule_id} is beyond {INT_SCHEDULE_LIMIT - 1}, the most an int-id "
+            "entity type's occurrence ids hold (infinite_scheduler/schedules/ids.py)",
+        )
