@@ -59,6 +59,6 @@ def test_readme_examples_run_as_one_script(tmp_path: Path) -> None:
     assert run(str(script)).stdout == (
         "to +15550100: hi (key sms:1:1)\nPENDING\nWAITING\n"
         "no job of this id is stored, nor stored in this call\n"
-        "['morning-digest', 'poll-inbox', 'heartbeat']\n"
+        "['morning-digest', 'heartbeat']\n"
         "urgent > normal > low\n"
     )
