@@ -195,7 +195,7 @@ class SchedulesConfig(_Section):
     #: A pass every this often turns the occurrences coming due into one-shot rows.
     interval_s: PositiveFloat = 5.0
     #: Schedules read, and occurrences stored, per batch.
-    batch_size: PositiveInt = 1_000
+    batch_size: PositiveInt = 250
     #: Occurrences of one schedule made per pass at most (a per-second trigger's window).
     max_per_schedule: PositiveInt = 1_000
 
