@@ -88,9 +88,15 @@ async def test_killing_the_writer_node_moves_the_engines_to_the_next_one(
 async def test_two_writers_on_purpose_retry_their_conflicts_and_lose_nothing(
     galera: Galera, galera_database: str, store_for: StoreFor, engines: Engines, wall: WallClock
 ) -> None:
+    # Both near-poll every 50 ms: each starts claiming the burst while the other still is, so
+    # their claims of the same rows overlap (a node holds only its share: one engine alone
+    # would not claim it all before the other looks).
     stores = [
         await store_for(
-            url_from(galera, galera_database, order), galera.node_url(1, galera_database), **TIMINGS
+            url_from(galera, galera_database, order),
+            galera.node_url(1, galera_database),
+            **TIMINGS,
+            near_poll_interval_s=0.05,
         )
         for order in ((2, 3, 1), (3, 2, 1))
     ]
@@ -101,7 +107,7 @@ async def test_two_writers_on_purpose_retry_their_conflicts_and_lose_nothing(
         await engine.wait_ready()
     # Stored once both are polling: each claims the same rows through its own node.
     t0 = wall.now_ms()
-    seeded = await stores[0].seed(t0 + 1_000 + i // 4 for i in range(4_000))  # a 1 s burst
+    seeded = await stores[0].seed(t0 + 1_000 + i // 6 for i in range(12_000))  # over 2 s
     missing = await engines.wait_fired(seeded, ALL_FIRED_TIMEOUT_S)
     assert not missing, f"{len(missing)} never fired"
     assert duplicates(engines) == {}
