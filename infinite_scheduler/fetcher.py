@@ -54,7 +54,8 @@ BACKLOG_POLL_S = 0.005
 #: gain nothing from the smaller statements that keep a round's pauses short.
 BURST_BATCHES = 5
 #: A node alone holds at most this many burst batches of rows already due and not yet handled;
-#: with others live, its share of that (infinite_scheduler/node.py counts them).
+#: with others live, its share of that, one burst batch at least (infinite_scheduler/node.py
+#: counts them).
 BURST_HELD_BATCHES = 2
 
 
@@ -133,12 +134,14 @@ class Fetcher:
     def _room_for_due(self) -> int:
         """How many more rows to claim while jobs already due wait for the handlers: up to
         BURST_HELD_BATCHES burst batches of them in hand, divided among the live nodes, and
-        a batch at least. The rest of a burst (or a backlog the handlers cannot keep up with)
-        stays in the store meanwhile, where every node claims from it: a burst is drained by
-        all of them, not by the first two to see it. Room for less than a batch waits: claims
-        of a few rows each would cost the server more per row."""
+        one burst batch at least (smaller claims cost the server more per row: W6 drained a
+        third slower with a cap of a third of two batches). The rest of a burst (or a backlog
+        the handlers cannot keep up with) stays in the store meanwhile, where every node claims
+        from it: a burst is drained by all of them, not by the first two to see it. Room for
+        less than a batch waits: claims of a few rows each would cost the server more too."""
         batch = self.settings.batch_size
-        cap = max(batch, BURST_HELD_BATCHES * BURST_BATCHES * batch // self.sharing)
+        burst = BURST_BATCHES * batch
+        cap = max(burst, BURST_HELD_BATCHES * burst // self.sharing)
         room = cap - self.due_in_hand()
         return room if room >= batch else 0
 
