@@ -428,46 +428,37 @@ def store_dependencies(config: SchedulerConfig, events: StoreEvents = NO_EVENTS)
     """The configured store's dependencies table (built, not opened)."""
     from repos.registry import make_dependencies
 
-    store = config.store
-    return make_dependencies(
-        config.store_url,
-        driver=store.driver,
-        pool_recycle_s=store.pool_recycle_s,
-        connect_timeout_s=store.connect_timeout_s,
-        create_missing=store.create_missing,
-        events=events,
-    )
+    return make_dependencies(config.store_url, **_table_options(config, events))
 
 
 def store_schedules(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> ScheduleStore:
     """The configured store's schedules and blockouts tables (built, not opened)."""
     from repos.registry import make_schedule_store
 
-    store = config.store
-    return make_schedule_store(
-        config.store_url,
-        driver=store.driver,
-        pool_recycle_s=store.pool_recycle_s,
-        connect_timeout_s=store.connect_timeout_s,
-        create_missing=store.create_missing,
-        events=events,
-    )
+    return make_schedule_store(config.store_url, **_table_options(config, events))
 
 
 def store_membership(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Membership:
     """The configured store's nodes table (built, not opened)."""
     from repos.registry import make_membership
 
-    store = config.store
     return make_membership(
         config.store_url,
-        driver=store.driver,
-        pool_recycle_s=store.pool_recycle_s,
-        connect_timeout_s=store.connect_timeout_s,
-        create_missing=store.create_missing,
-        galera_multi_writer=store.galera_multi_writer,
-        events=events,
+        galera_multi_writer=config.store.galera_multi_writer,
+        **_table_options(config, events),
     )
+
+
+def _table_options(config: SchedulerConfig, events: StoreEvents) -> dict[str, Any]:
+    """How a store-wide table's adapter (nodes, dependencies, schedules) reaches the store."""
+    store = config.store
+    return {
+        "driver": store.driver,
+        "pool_recycle_s": store.pool_recycle_s,
+        "connect_timeout_s": store.connect_timeout_s,
+        "create_missing": store.create_missing,
+        "events": events,
+    }
 
 
 def _wheel_slots(lookahead_s: float) -> int:
