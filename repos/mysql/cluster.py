@@ -15,8 +15,9 @@ from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, chec
 from repos.errors import StoreError
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
-from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
+from repos.mysql.driver import DUPLICATE_KEY, Tx, error_code
 from repos.mysql.identity import guard_server
+from repos.mysql.store_tables import MysqlStoreTables
 from repos.urls import Driver, MysqlUrl
 
 #: Joins retried when the live node in the way turned out not to be live after all (its
@@ -24,52 +25,38 @@ from repos.urls import Driver, MysqlUrl
 JOIN_ATTEMPTS = 3
 
 
-class MysqlMembership:
-    """Membership (repos.cluster) on one MySQL database."""
+class MysqlMembership(MysqlStoreTables):
+    """Membership (repos.cluster) on one MySQL database. Its open refuses a server the claim
+    is unsafe on (UnsafeStore, nothing made) before it makes the nodes and leases tables."""
+
+    TABLES = (
+        ("create nodes table", sql.CREATE_NODES),
+        ("create leases table", sql.CREATE_LEASES),
+    )
 
     def __init__(
         self,
         url: MysqlUrl,
         *,
         driver: Driver = "asyncmy",
-        pool_size: int = 2,
         pool_recycle_s: int = 3600,
         connect_timeout_s: float = 5.0,
         create_missing: bool = False,
         galera_multi_writer: bool = False,
         events: StoreEvents = NO_EVENTS,
     ) -> None:
-        self._galera_multi_writer = galera_multi_writer
-        self._ex = Executor(
+        super().__init__(
             url,
             driver=driver,
-            pool_size=pool_size,
             pool_recycle_s=pool_recycle_s,
             connect_timeout_s=connect_timeout_s,
             create_missing=create_missing,
             events=events,
         )
+        self._galera_multi_writer = galera_multi_writer
 
-    def __repr__(self) -> str:
-        return f"<MysqlMembership {self._ex.address}/{self._ex.url.database}>"
-
-    async def open(self) -> None:
-        """Open the pool, refuse a server the claim is unsafe on (UnsafeStore, nothing made),
-        then make the nodes and leases tables if missing."""
-        await self._ex.open()
-        try:
-            await guard_server(self._ex, galera_multi_writer=self._galera_multi_writer)
-        except BaseException:
-            await self._ex.close()
-            raise
-        await self._ex.execute_ddl("create nodes table", sql.CREATE_NODES)
-        await self._ex.execute_ddl("create leases table", sql.CREATE_LEASES)
-
-    async def close(self) -> None:
-        await self._ex.close()
-
-    def checked_out(self) -> int:
-        return self._ex.checked_out()
+    async def _check(self) -> None:
+        await guard_server(self._ex, galera_multi_writer=self._galera_multi_writer)
 
     async def join(
         self, node_id: str, *, host: str, pid: int, version: str, node_timeout_ms: int

@@ -6,52 +6,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from repos.dependencies import Edge, JobRef, edge_of
-from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
-from repos.mysql.driver import Executor
 from repos.mysql.literals import tuple_literal
+from repos.mysql.store_tables import MysqlStoreTables
 from repos.statements import chunks
-from repos.urls import Driver, MysqlUrl
 
 #: Jobs whose edges one DELETE removes at most.
 REMOVE_BATCH = 1000
 
 
-class MysqlDependencies:
-    """DependencyStore (repos.dependencies) on one MySQL database."""
+class MysqlDependencies(MysqlStoreTables):
+    """DependencyStore (repos.dependencies) on one MySQL database: a pool of one."""
 
-    def __init__(
-        self,
-        url: MysqlUrl,
-        *,
-        driver: Driver = "asyncmy",
-        pool_recycle_s: int = 3600,
-        connect_timeout_s: float = 5.0,
-        create_missing: bool = False,
-        events: StoreEvents = NO_EVENTS,
-    ) -> None:
-        self._ex = Executor(
-            url,
-            driver=driver,
-            pool_size=1,
-            pool_recycle_s=pool_recycle_s,
-            connect_timeout_s=connect_timeout_s,
-            create_missing=create_missing,
-            events=events,
-        )
-
-    def __repr__(self) -> str:
-        return f"<MysqlDependencies {self._ex.address}/{self._ex.url.database}>"
-
-    async def open(self) -> None:
-        await self._ex.open()
-        await self._ex.execute_ddl("create dependencies table", sql.CREATE_DEPENDENCIES)
-
-    async def close(self) -> None:
-        await self._ex.close()
-
-    def checked_out(self) -> int:
-        return self._ex.checked_out()
+    TABLES = (("create dependencies table", sql.CREATE_DEPENDENCIES),)
+    POOL_SIZE = 1
 
     async def waiting(self, *, after: JobRef | None, limit: int) -> list[Edge]:
         entity, key, at_ms = (None, None, None) if after is None else after

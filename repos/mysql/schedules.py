@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from repos.errors import StoreError
-from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
-from repos.mysql.driver import DUPLICATE_KEY, Executor, Tx, error_code
+from repos.mysql.driver import DUPLICATE_KEY, Tx, error_code
 from repos.mysql.literals import int_literal
+from repos.mysql.store_tables import MysqlStoreTables
 from repos.schedules import (
     Advance,
     BlockoutRow,
@@ -21,50 +21,15 @@ from repos.schedules import (
     ScheduleNotFound,
     ScheduleRow,
 )
-from repos.urls import Driver, MysqlUrl
 
 
-class MysqlScheduleStore:
+class MysqlScheduleStore(MysqlStoreTables):
     """ScheduleStore (repos.schedules) on one MySQL database."""
 
-    def __init__(
-        self,
-        url: MysqlUrl,
-        *,
-        driver: Driver = "asyncmy",
-        pool_size: int = 2,
-        pool_recycle_s: int = 3600,
-        connect_timeout_s: float = 5.0,
-        create_missing: bool = False,
-        events: StoreEvents = NO_EVENTS,
-    ) -> None:
-        self._ex = Executor(
-            url,
-            driver=driver,
-            pool_size=pool_size,
-            pool_recycle_s=pool_recycle_s,
-            connect_timeout_s=connect_timeout_s,
-            create_missing=create_missing,
-            events=events,
-        )
-
-    def __repr__(self) -> str:
-        return f"<MysqlScheduleStore {self._ex.address}/{self._ex.url.database}>"
-
-    async def open(self) -> None:
-        await self._ex.open()
-        try:
-            await self._ex.execute_ddl("create schedules table", sql.CREATE_SCHEDULES)
-            await self._ex.execute_ddl("create blockouts table", sql.CREATE_BLOCKOUTS)
-        except BaseException:
-            await self._ex.close()
-            raise
-
-    async def close(self) -> None:
-        await self._ex.close()
-
-    def checked_out(self) -> int:
-        return self._ex.checked_out()
+    TABLES = (
+        ("create schedules table", sql.CREATE_SCHEDULES),
+        ("create blockouts table", sql.CREATE_BLOCKOUTS),
+    )
 
     async def create(self, row: ScheduleRow) -> ScheduleRow:
         async def body(tx: Tx) -> int:

@@ -10,9 +10,8 @@ once take turns and the second sees the first.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from repos.cluster import (
     Joined,
@@ -24,30 +23,15 @@ from repos.cluster import (
     check_settable,
 )
 from repos.sqlite import sql
-from repos.sqlite.connection import ConnectionThread, connect, write
+from repos.sqlite.connection import write
+from repos.sqlite.store_tables import SqliteStoreTables
 
-T = TypeVar("T")
 
-
-class SqliteMembership:
+class SqliteMembership(SqliteStoreTables):
     """Membership (repos.cluster) on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, create_missing: bool = False) -> None:
-        self.path = Path(path)
-        self.create_missing = create_missing
-        self._db = ConnectionThread(self.path, "nodes")
-
-    def __repr__(self) -> str:
-        return f"<SqliteMembership {self.path}>"
-
-    async def open(self) -> None:
-        await self._db.open(self._connect)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    def checked_out(self) -> int:
-        return self._db.busy
+    TABLES = (sql.CREATE_NODES, sql.CREATE_NODES_STATE_INDEX, sql.CREATE_LEASES)
+    THREAD = "nodes"
 
     async def join(
         self, node_id: str, *, host: str, pid: int, version: str, node_timeout_ms: int
@@ -128,30 +112,6 @@ class SqliteMembership:
             return int(now_ms)
 
         return await self._run("read the database's clock", work)
-
-    # -- internals (the functions below run on the connection's thread) ------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        db = connect(self.path, create_missing=self.create_missing)
-        try:
-            with write(db):
-                db.execute(sql.CREATE_NODES)
-                db.execute(sql.CREATE_NODES_STATE_INDEX)
-                db.execute(sql.CREATE_LEASES)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    async def _update(self, operation: str, statement: str, args: dict[str, Any]) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            with write(db):
-                return db.execute(statement, args).rowcount > 0
-
-        return await self._run(operation, work)
-
-    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.run(operation, work)
 
 
 def _refuse(node_id: str, live: Sequence[Any], node_timeout_ms: int) -> None:

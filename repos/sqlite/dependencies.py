@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 
 from repos.dependencies import Edge, JobRef, edge_of, job_columns
 from repos.sqlite import sql
-from repos.sqlite.connection import ConnectionThread, connect, write
+from repos.sqlite.connection import write
+from repos.sqlite.store_tables import SqliteStoreTables
 
 
-class SqliteDependencies:
+class SqliteDependencies(SqliteStoreTables):
     """DependencyStore (repos.dependencies) on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, create_missing: bool = False) -> None:
-        self.path = Path(path)
-        self.create_missing = create_missing
-        self._db = ConnectionThread(self.path, "dependencies")
-
-    def __repr__(self) -> str:
-        return f"<SqliteDependencies {self.path}>"
-
-    async def open(self) -> None:
-        await self._db.open(self._connect)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    def checked_out(self) -> int:
-        return self._db.busy
+    TABLES = (sql.CREATE_DEPENDENCIES,)
+    THREAD = "dependencies"
 
     async def waiting(self, *, after: JobRef | None, limit: int) -> list[Edge]:
         entity, key, at_ms = (None, None, None) if after is None else after
@@ -57,13 +43,3 @@ class SqliteDependencies:
             return int(n)
 
         return await self._db.run("count dependencies", work)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = connect(self.path, create_missing=self.create_missing)
-        try:
-            with write(db):
-                db.execute(sql.CREATE_DEPENDENCIES)
-        except BaseException:
-            db.close()
-            raise
-        return db

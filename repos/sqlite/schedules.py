@@ -4,9 +4,8 @@ thread) of their own beside the shards' and the membership's."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from repos.schedules import (
     Advance,
@@ -16,30 +15,15 @@ from repos.schedules import (
     ScheduleRow,
 )
 from repos.sqlite import sql
-from repos.sqlite.connection import ConnectionThread, connect, write
+from repos.sqlite.connection import write
+from repos.sqlite.store_tables import SqliteStoreTables
 
-T = TypeVar("T")
 
-
-class SqliteScheduleStore:
+class SqliteScheduleStore(SqliteStoreTables):
     """ScheduleStore (repos.schedules) on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, create_missing: bool = False) -> None:
-        self.path = Path(path)
-        self.create_missing = create_missing
-        self._db = ConnectionThread(self.path, "schedules")
-
-    def __repr__(self) -> str:
-        return f"<SqliteScheduleStore {self.path}>"
-
-    async def open(self) -> None:
-        await self._db.open(self._connect)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    def checked_out(self) -> int:
-        return self._db.busy
+    TABLES = (sql.CREATE_SCHEDULES, sql.CREATE_SCHEDULES_DUE_INDEX, sql.CREATE_BLOCKOUTS)
+    THREAD = "schedules"
 
     async def create(self, row: ScheduleRow) -> ScheduleRow:
         def work(db: sqlite3.Connection) -> ScheduleRow:
@@ -134,19 +118,7 @@ class SqliteScheduleStore:
     async def delete_blockout(self, name: str) -> bool:
         return await self._update("delete blockout", sql.DELETE_BLOCKOUT, {"name": name})
 
-    # -- internals (the functions below run on the connection's thread) ------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        db = connect(self.path, create_missing=self.create_missing)
-        try:
-            with write(db):
-                db.execute(sql.CREATE_SCHEDULES)
-                db.execute(sql.CREATE_SCHEDULES_DUE_INDEX)
-                db.execute(sql.CREATE_BLOCKOUTS)
-        except BaseException:
-            db.close()
-            raise
-        return db
+    # -- internals ------------------------------------------------------------------------
 
     async def _rows(
         self, operation: str, statement: str, args: dict[str, Any]
@@ -155,16 +127,6 @@ class SqliteScheduleStore:
             return [ScheduleRow.from_row(r) for r in db.execute(statement, args).fetchall()]
 
         return await self._run(operation, work)
-
-    async def _update(self, operation: str, statement: str, args: dict[str, Any]) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            with write(db):
-                return db.execute(statement, args).rowcount > 0
-
-        return await self._run(operation, work)
-
-    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.run(operation, work)
 
 
 def _advance_args(step: Advance, now_ms: int) -> dict[str, object]:
