@@ -104,13 +104,15 @@ def _under_ci() -> bool:
 
 
 def _mariadb_unreachable(exc: BaseException) -> NoReturn:
-    """Fail under CI (the MySQL tier must run there), skip on a developer machine."""
     reason = f"MariaDB not reachable at {MARIADB.host}:{MARIADB.port}: {exc!r}"
-    # The skip lives in the else branch alone: under CI this always fails, never skips.
+    _missing_service(reason, "MySQL", f" Start it: {START_MARIADB}")
+
+
+def _missing_service(reason: str, tier: str, hint: str = "") -> NoReturn:
+    """Fail under CI (the `tier` tests must run there), skip on a developer machine. The skip
+    lives in the else branch alone: under CI this always fails, never skips."""
     if _under_ci():
-        pytest.fail(
-            f"{reason}\nCI=true: MySQL tests must run, never skip. Start it: {START_MARIADB}"
-        )
+        pytest.fail(f"{reason}\nCI=true: {tier} tests must run, never skip.{hint}")
     else:
         pytest.skip(reason)
 
@@ -548,14 +550,6 @@ class Galera:
         return done.stdout
 
 
-def _galera_unavailable(reason: str) -> NoReturn:
-    """Fail under CI (the Galera tests must run there), skip on a developer machine."""
-    if _under_ci():
-        pytest.fail(f"{reason}\nCI=true: Galera tests must run, never skip.")
-    else:
-        pytest.skip(reason)
-
-
 def _galera_synced(status: str) -> bool:
     lines = status.splitlines()
     return len(lines) == 3 and all("state=Synced ready=ON cluster_size=3" in line for line in lines)
@@ -567,12 +561,14 @@ def galera() -> Iterator[Galera]:
     at the end of the session unless it was already up before (a developer's `make galera-up`).
     """
     if os.geteuid() != 0:
-        _galera_unavailable("scripts/galera.sh runs as root (mariadbd drops to --user=mysql)")
+        _missing_service(
+            "scripts/galera.sh runs as root (mariadbd drops to --user=mysql)", "Galera"
+        )
     was_up = _galera_synced(_galera_script("status").stdout)
     done = _galera_script("up")
     if done.returncode != 0:
         _galera_script("down")
-        _galera_unavailable(f"the local Galera cluster did not start:\n{done.stderr}")
+        _missing_service(f"the local Galera cluster did not start:\n{done.stderr}", "Galera")
     try:
         yield Galera()
     finally:
