@@ -99,8 +99,9 @@ class StoreConfig(_Section):
     pool_recycle_s: PositiveInt = 3600
     connect_timeout_s: PositiveFloat = 5.0
     create_missing: bool = False
-    #: The operator's word that engines write through several Galera nodes at once (the store
-    #: guard cannot see other writers; repos/server_guard.py).
+    #: The operator's word that engines write through several Galera nodes at once; without it
+    #: an engine writing through another node than the live ones is refused at join
+    #: (repos/server_guard.py).
     galera_multi_writer: bool = False
     max_payload_bytes: int = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=PAYLOAD_BYTES_CEILING

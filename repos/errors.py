@@ -286,17 +286,21 @@ class StoreMissing(StoreError):
 class UnsafeStore(StoreError):
     """Raised at open when the server would make the claim unsafe (repos/server_guard.py): TiDB
     (ignores SKIP LOCKED), MySQL < 8.0.1 or MariaDB < 10.6 (no SKIP LOCKED), a Galera node
-    outside the primary component. Raised before any table is made or row written.
+    outside the primary component (at open, before any table is made); a Galera node other
+    than the one the live engines write through, multi-writer undeclared (at join, before the
+    node's row is written).
 
     `server` describes what was found (version, comment, Galera state); `reasons` says why each
     refusal applies. ``infinite-scheduler store check`` prints the same verdict without raising.
     """
 
-    def __init__(self, address: str, server: str, reasons: tuple[str, ...]) -> None:
+    def __init__(
+        self, address: str, server: str, reasons: tuple[str, ...], *, operation: str = "open"
+    ) -> None:
         self.address = address
         self.server = server
         self.reasons = reasons
-        super().__init__("open", RuntimeError("; ".join(reasons)))
+        super().__init__(operation, RuntimeError("; ".join(reasons)))
 
     def _explain(self) -> str:
         return f"{self.server} at {self.address} is refused as a store: {'; '.join(self.reasons)}"

@@ -9,9 +9,11 @@ claimers skip. Some servers speak the protocol and break that promise silently:
   first fetch); refused at open, where the message can say why.
 - MariaDB Galera (and Percona XtraDB Cluster) keeps row locks local to a node: engines writing
   through different nodes claim the same row, and one COMMIT fails certification (error
-  1213). Nothing in the server tells whether other engines write through other nodes, so the
-  operator says so (``store.galera_multi_writer``); by default the engine assumes one writer
-  node and says when a URL of one host leaves it without failover. A node outside the primary
+  1213). So engines write through one node unless the operator says otherwise
+  (``store.galera_multi_writer``): each engine records in its nodes row the Galera node it
+  writes through, and one that would write through another node than the live engines do is
+  refused at join (:func:`multi_writer_refusal`). A URL of one host is accepted with a warning
+  that it leaves the engine without failover. A node outside the primary
   component (wsrep_ready OFF) refuses queries anyway, and is refused here with the reason.
 
 The I/O that reads a :class:`ServerIdentity` lives in the adapter (repos/mysql/identity.py);
@@ -21,7 +23,7 @@ this module only decides, so every case is unit-tested with recorded identities.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 #: First versions with FOR UPDATE SKIP LOCKED.
@@ -158,6 +160,30 @@ def judge(identity: ServerIdentity, *, url_hosts: int, galera_multi_writer: bool
             "store.galera_multi_writer is set but the server is no Galera node; it has no effect"
         )
     return Verdict(identity=identity, refusals=tuple(refusals), warnings=tuple(warnings))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaleraWriter:
+    """A live engine node and the Galera node (``wsrep_node_name``) it writes through."""
+
+    node_id: str
+    epoch: int
+    galera_node: str
+
+
+def multi_writer_refusal(galera_node: str, others: Sequence[GaleraWriter]) -> str | None:
+    """Why an engine may not join writing through `galera_node` while the live engine nodes
+    `others` write through other Galera nodes (multi-writer, undeclared), or None."""
+    if not others:
+        return None
+    named = ", ".join(f"{w.node_id} (epoch {w.epoch}) through {w.galera_node}" for w in others)
+    return (
+        f"this engine would write through Galera node {galera_node} while live engine nodes"
+        f" write through another: {named}. Engines writing through several Galera nodes claim"
+        " the same rows and lose certification as they commit (error 1213): give every engine the"
+        " same store hosts in the same order (one writer node), or set"
+        " store.galera_multi_writer = true to run multi-writer on purpose"
+    )
 
 
 def _version_refusals(identity: ServerIdentity) -> list[str]:

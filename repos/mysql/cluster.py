@@ -12,14 +12,17 @@ partition, hours), and no other node could declare it dead or take its claims ov
 from __future__ import annotations
 
 from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, check_settable
-from repos.errors import StoreError
+from repos.errors import StoreError, UnsafeStore
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Tx, error_code
 from repos.mysql.identity import guard_server
 from repos.mysql.store_tables import MysqlStoreTables
+from repos.server_guard import GaleraWriter, multi_writer_refusal
 from repos.urls import Driver, MysqlUrl
 
+#: Duplicate column: another process added it first.
+DUPLICATE_COLUMN = 1060
 #: Joins retried when the live node in the way turned out not to be live after all (its
 #: heartbeat aged past the timeout between the insert and the look at it).
 JOIN_ATTEMPTS = 3
@@ -27,7 +30,9 @@ JOIN_ATTEMPTS = 3
 
 class MysqlMembership(MysqlStoreTables):
     """Membership (repos.cluster) on one MySQL database. Its open refuses a server the claim
-    is unsafe on (UnsafeStore, nothing made) before it makes the nodes and leases tables."""
+    is unsafe on (UnsafeStore, nothing made) before it makes the nodes and leases tables; on
+    Galera its join refuses to write through another node than the live engines do, unless
+    multi-writer is declared."""
 
     TABLES = (
         ("create nodes table", sql.CREATE_NODES),
@@ -54,21 +59,37 @@ class MysqlMembership(MysqlStoreTables):
             events=events,
         )
         self._galera_multi_writer = galera_multi_writer
+        self._server = ""
+        self._galera = False
 
     async def _check(self) -> None:
-        await guard_server(self._ex, galera_multi_writer=self._galera_multi_writer)
+        verdict = await guard_server(self._ex, galera_multi_writer=self._galera_multi_writer)
+        self._server, self._galera = verdict.server, verdict.identity.galera
+
+    async def _upgrade(self) -> None:
+        async with self._ex.transaction("read nodes columns") as tx:
+            if await tx.fetch_all(sql.NODES_HAVE_WRITER):
+                return
+        try:
+            await self._ex.execute_ddl("upgrade nodes table", sql.ADD_NODES_WRITER)
+        except StoreError as exc:
+            if error_code(exc.cause) != DUPLICATE_COLUMN:
+                raise
 
     async def join(
         self, node_id: str, *, host: str, pid: int, version: str, node_timeout_ms: int
     ) -> Joined:
         names = {"node_id": node_id, "node_timeout_ms": node_timeout_ms}
         row = {**names, "host": host, "pid": pid, "version": version}
+        if self._galera and not self._galera_multi_writer:
+            await self._refuse_other_writers(node_timeout_ms)
+        insert = sql.GALERA_INSERT_NODE if self._galera else sql.INSERT_NODE
         for attempt in range(1, JOIN_ATTEMPTS + 1):
             await self._ex.run(
                 "join", lambda tx: tx.execute(sql.FREE_STALE_ID, names), one_statement=True
             )
             try:
-                epoch = int(await self._ex.run("join", lambda tx: _insert(tx, row)))
+                epoch = int(await self._ex.run("join", lambda tx: _insert(tx, insert, row)))
             except StoreError as exc:
                 if error_code(exc.cause) != DUPLICATE_KEY:
                     raise
@@ -81,8 +102,9 @@ class MysqlMembership(MysqlStoreTables):
 
     async def heartbeat(self, epoch: int, holds_from_ms: int) -> bool:
         args = {"epoch": epoch, "holds_from_ms": holds_from_ms}
+        heartbeat = sql.GALERA_HEARTBEAT if self._galera else sql.HEARTBEAT
         renewed = await self._ex.run(
-            "heartbeat", lambda tx: tx.execute(sql.HEARTBEAT, args), one_statement=True
+            "heartbeat", lambda tx: tx.execute(heartbeat, args), one_statement=True
         )
         return bool(renewed)
 
@@ -148,6 +170,16 @@ class MysqlMembership(MysqlStoreTables):
             [(now_ms,)] = await tx.fetch_all(sql.DB_NOW)
         return int(now_ms)
 
+    async def _refuse_other_writers(self, node_timeout_ms: int) -> None:
+        """Raise UnsafeStore if live engine nodes write through another Galera node than the
+        one this process writes through (nothing written)."""
+        async with self._ex.transaction("join") as tx:
+            rows = await tx.fetch_all(sql.OTHER_WRITERS, {"node_timeout_ms": node_timeout_ms})
+        others = [GaleraWriter(node_id=r[0], epoch=int(r[1]), galera_node=r[2]) for r in rows]
+        reason = multi_writer_refusal(str(rows[0][3]), others) if rows else None
+        if reason is not None:
+            raise UnsafeStore(self._ex.address, self._server, (reason,), operation="join")
+
     async def _refuse(self, node_id: str, node_timeout_ms: int, *, last: bool) -> None:
         """Raise NodeIdInUse naming the live holder of `node_id`; return if it is not live
         (any more), for the join to try again, unless this was the `last` try."""
@@ -159,7 +191,7 @@ class MysqlMembership(MysqlStoreTables):
                 raise NodeIdInUse(node_id, holder.as_live(now_ms), node_timeout_ms=node_timeout_ms)
 
 
-async def _insert(tx: Tx, row: dict[str, object]) -> int:
-    await tx.execute(sql.INSERT_NODE, row)
+async def _insert(tx: Tx, statement: str, row: dict[str, object]) -> int:
+    await tx.execute(statement, row)
     [(epoch,)] = await tx.fetch_all(sql.LAST_EPOCH)
     return int(epoch)

@@ -286,7 +286,9 @@ _NODE_COLUMNS = (
 )
 
 # live_id is the node id while the row may be live (ACTIVE, DRAINING) and NULL once it is
-# not: its unique key lets one process at a time join under an id, races included.
+# not: its unique key lets one process at a time join under an id, races included. writer is
+# the Galera node (wsrep_node_name) the process writes through, '' on other servers: read by
+# the guard against an undeclared multi-writer setup (repos/server_guard.py).
 CREATE_NODES = """CREATE TABLE IF NOT EXISTS nodes (
     epoch BIGINT NOT NULL AUTO_INCREMENT,
     node_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -298,6 +300,7 @@ CREATE_NODES = """CREATE TABLE IF NOT EXISTS nodes (
     heartbeat_at_ms BIGINT NOT NULL,
     state TINYINT NOT NULL,
     holds_from_ms BIGINT NOT NULL DEFAULT 0,
+    writer VARCHAR(64) NOT NULL DEFAULT '',
     PRIMARY KEY (epoch),
     UNIQUE KEY ux_live (live_id),
     KEY ix_node (node_id, state),
@@ -311,14 +314,21 @@ FREE_STALE_ID = (
     "UPDATE nodes SET live_id = NULL WHERE live_id = %(node_id)s"
     " AND heartbeat_at_ms < " + _NOW_MS + " - %(node_timeout_ms)s"
 )
-INSERT_NODE = (
-    "INSERT INTO nodes (node_id, live_id, host, pid, version, started_at_ms, heartbeat_at_ms,"
-    " state, holds_from_ms) VALUES (%(node_id)s, %(node_id)s, %(host)s, %(pid)s, %(version)s, "
-    + _NOW_MS
-    + ", "
-    + _NOW_MS
-    + ", 0, 0)"
-)
+# On Galera the row names the node that runs the statement, evaluated there: after a failover
+# the next heartbeat names the new one.
+_GALERA_WRITER = "@@wsrep_node_name"
+
+
+def _insert_node(writer: str) -> str:
+    return (
+        "INSERT INTO nodes (node_id, live_id, host, pid, version, started_at_ms, heartbeat_at_ms,"
+        " state, holds_from_ms, writer) VALUES (%(node_id)s, %(node_id)s, %(host)s, %(pid)s,"
+        f" %(version)s, {_NOW_MS}, {_NOW_MS}, 0, 0, {writer})"
+    )
+
+
+INSERT_NODE = _insert_node("''")
+GALERA_INSERT_NODE = _insert_node(_GALERA_WRITER)
 LAST_EPOCH = "SELECT LAST_INSERT_ID()"
 LIVE_HOLDER = "SELECT " + _NODE_COLUMNS + ", " + _NOW_MS + " FROM nodes WHERE live_id = %(node_id)s"
 # The id's earlier epochs that may hold claims and are not live: a crashed run's.
@@ -327,12 +337,31 @@ EARLIER_EPOCHS = (
     " AND epoch < %(epoch)s AND heartbeat_at_ms < " + _NOW_MS + " - %(node_timeout_ms)s"
     " ORDER BY epoch"
 )
-# Strictly later than the last heartbeat: the row always changes, so the affected-row count
-# (changed rows, the drivers' default) says whether the epoch is still ACTIVE or DRAINING.
-HEARTBEAT = (
-    "UPDATE nodes SET heartbeat_at_ms = GREATEST(" + _NOW_MS + ", heartbeat_at_ms + 1),"
-    " holds_from_ms = %(holds_from_ms)s WHERE epoch = %(epoch)s AND state IN (0, 1)"
+
+
+def _heartbeat(writer: str) -> str:
+    # Strictly later than the last heartbeat: the row always changes, so the affected-row count
+    # (changed rows, the drivers' default) says whether the epoch is still ACTIVE or DRAINING.
+    return (
+        f"UPDATE nodes SET heartbeat_at_ms = GREATEST({_NOW_MS}, heartbeat_at_ms + 1),"
+        f" holds_from_ms = %(holds_from_ms)s, writer = {writer}"
+        " WHERE epoch = %(epoch)s AND state IN (0, 1)"
+    )
+
+
+HEARTBEAT = _heartbeat("''")
+GALERA_HEARTBEAT = _heartbeat(_GALERA_WRITER)
+# The live nodes that write through another Galera node than the one answering, and its name.
+OTHER_WRITERS = (
+    "SELECT node_id, epoch, writer, @@wsrep_node_name FROM nodes WHERE state IN (0, 1)"
+    " AND writer <> '' AND writer <> @@wsrep_node_name"
+    " AND heartbeat_at_ms >= " + _NOW_MS + " - %(node_timeout_ms)s ORDER BY epoch"
 )
+# A nodes table made before the writer column: it is added with its default.
+NODES_HAVE_WRITER = """
+SELECT 1 FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = 'nodes' AND column_name = 'writer'"""
+ADD_NODES_WRITER = "ALTER TABLE nodes ADD COLUMN writer VARCHAR(64) NOT NULL DEFAULT ''"
 DECLARE_DEAD = (
     "UPDATE nodes SET state = 3, live_id = NULL WHERE epoch = %(epoch)s AND state IN (0, 1)"
     " AND heartbeat_at_ms < " + _NOW_MS + " - %(node_timeout_ms)s"

@@ -10,7 +10,8 @@ from repos.urls import Driver, MysqlUrl
 
 class MysqlStoreTables:
     """A pool of its own on one MySQL database; `open` makes the TABLES (``(operation,
-    DDL)``) if missing, after `_check` (nothing made if it raises: the pool is closed)."""
+    DDL)``) if missing, after `_check` (nothing made if it raises: the pool is closed), then
+    `_upgrade`s those an earlier version made."""
 
     TABLES: tuple[tuple[str, str], ...] = ()
     POOL_SIZE = 2
@@ -44,6 +45,7 @@ class MysqlStoreTables:
             await self._check()
             for operation, ddl in self.TABLES:
                 await self._ex.execute_ddl(operation, ddl)
+            await self._upgrade()
         except BaseException:
             await self._ex.close()
             raise
@@ -57,3 +59,6 @@ class MysqlStoreTables:
 
     async def _check(self) -> None:
         """What must hold before any table is made (the membership's store guard)."""
+
+    async def _upgrade(self) -> None:
+        """Tables an earlier version made, brought to this version's shape (after TABLES)."""

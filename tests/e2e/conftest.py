@@ -139,6 +139,7 @@ def write_config(
     near_poll_interval_s: float = 0.5,
     heartbeat_interval_s: float = 0.25,
     node_timeout_s: float = 1,
+    galera_multi_writer: bool = False,
 ) -> Path:
     """The e2e settings: fast cadences, no metrics server, a fixed node id (a process started
     with ``Engines.start(node_id=...)`` gets another from its environment, as an operator would
@@ -151,6 +152,7 @@ def write_config(
         "metrics_port = 0\n"
         "[store]\n"
         f'url = "{store_url}"\n'
+        f"galera_multi_writer = {str(galera_multi_writer).lower()}\n"
         "[handlers]\n"
         "backoff_base_s = 0.1\n"
         "drain_timeout_s = 2\n"
@@ -238,7 +240,7 @@ async def store(
 
 #: A cluster's cadences (tests/e2e/test_three_nodes.py): a node is declared dead 1 s after its last
 #: heartbeat, renewed every 0.2 s; a job stored inside a node's window is claimed within 0.1 s.
-CLUSTER_TIMINGS: dict[str, float] = {
+CLUSTER_TIMINGS: dict[str, Any] = {
     "lookahead_s": 2,
     "near_poll_interval_s": 0.1,
     "heartbeat_interval_s": 0.2,
@@ -720,7 +722,7 @@ async def store_for(tmp_path: Path) -> AsyncIterator[StoreFor]:
     nodes), with CLUSTER_TIMINGS unless told; each closed at teardown."""
     opened: list[Store] = []
 
-    async def open_store(url: str, direct_url: str, **settings: float) -> Store:
+    async def open_store(url: str, direct_url: str, **settings: Any) -> Store:
         name = f"config-{len(opened) + 1}.toml"
         config_path = write_config(tmp_path / name, url, **{**CLUSTER_TIMINGS, **settings})
         config = load_config(config_path)

@@ -2,9 +2,10 @@
 
 - single-writer: both engines write through n1; n1 is killed (-9) mid-run; they move to the
   next node and carry on: nothing lost, nothing fired twice; n1 restarts and rejoins.
-- multi-writer on purpose: each engine's URL names another node first, so two nodes take
-  writes for the same rows; the certification conflicts (1213 at COMMIT) are run again and
-  reported, and still nothing is lost or fired twice.
+- multi-writer on purpose (declared: store.galera_multi_writer): each engine's URL names
+  another node first, so two nodes take writes for the same rows; the certification conflicts
+  (1213 at COMMIT) are run again and reported, and still nothing is lost or fired twice.
+  Undeclared, the second engine is refused at start.
 
 The gap a failover leaves is measured by benchmarks (W9), not asserted here.
 """
@@ -39,6 +40,12 @@ def duplicates(engines: Engines) -> dict[int, int]:
     return {i: len(f) for i, f in engines.fires_by_id().items() if len(f) > 1}
 
 
+def writers(galera: Galera, database: str) -> set[str]:
+    """The Galera nodes the live engines' nodes rows say they write through."""
+    rows = galera.sql(2, f"SELECT writer FROM `{database}`.nodes WHERE state IN (0, 1)")
+    return {str(writer) for (writer,) in rows}
+
+
 def conflicts_retried(engine: EngineProcess) -> int:
     """Statements the engine ran again after a conflict, by its log (the same call counts
     infinite_scheduler_store_conflicts_total)."""
@@ -67,6 +74,8 @@ async def test_killing_the_writer_node_moves_the_engines_to_the_next_one(
         assert duplicates(engines) == {}
         for engine in started:
             assert "store writer moves from 127.0.0.1:3311 to 127.0.0.1:3312" in engine.stderr()
+        # Their nodes rows name the Galera node they write through now (the heartbeat's).
+        assert writers(galera, galera_database) == {"n2"}
         rows = await store.rows(min(seeded.values()), max(seeded.values()) + 1)
         assert {r.status for r in rows} == {Status.DONE} and len(rows) == len(seeded)
         for engine in started:
@@ -85,6 +94,25 @@ async def test_killing_the_writer_node_moves_the_engines_to_the_next_one(
     assert len(done) == len(seeded) and {r.status for r in done} == {Status.DONE}
 
 
+async def test_an_engine_that_would_write_through_another_node_is_refused_at_start(
+    galera: Galera, galera_database: str, store_for: StoreFor, engines: Engines
+) -> None:
+    direct = galera.node_url(1, galera_database)
+    first = await store_for(url_from(galera, galera_database, (1, 2, 3)), direct, **TIMINGS)
+    second = await store_for(url_from(galera, galera_database, (2, 3, 1)), direct, **TIMINGS)
+    a = engines.start(first.config_path, node_id="a")
+    await a.wait_ready()
+    b = engines.start(second.config_path, node_id="b")
+    assert await b.wait_exit() == 1
+    assert (
+        "is refused as a store: this engine would write through Galera node n2 while live engine"
+        " nodes write through another: a (epoch "
+    ) in b.stderr()
+    assert writers(galera, galera_database) == {"n1"}
+    assert a.alive()
+    assert await a.stop() == 0, a.stderr()[-3000:]
+
+
 async def test_two_writers_on_purpose_retry_their_conflicts_and_lose_nothing(
     galera: Galera, galera_database: str, store_for: StoreFor, engines: Engines, wall: WallClock
 ) -> None:
@@ -97,6 +125,7 @@ async def test_two_writers_on_purpose_retry_their_conflicts_and_lose_nothing(
             galera.node_url(1, galera_database),
             **TIMINGS,
             near_poll_interval_s=0.05,
+            galera_multi_writer=True,
         )
         for order in ((2, 3, 1), (3, 2, 1))
     ]

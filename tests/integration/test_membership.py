@@ -458,3 +458,25 @@ async def test_concurrent_takers_of_a_free_lease_have_exactly_one_winner(
             a.acquire_lease(name, ea, TTL_MS), b.acquire_lease(name, eb, TTL_MS)
         )
         assert sorted(wins) == [False, True], (i, wins)
+
+
+@pytest.mark.mysql
+async def test_a_nodes_table_of_the_version_before_galera_writers_gets_the_column(
+    mariadb: Any, mysql_database: str, raw_sql: RawSql
+) -> None:
+    url = mariadb.url(mysql_database)
+    old = make_membership(url)
+    await old.open()
+    try:
+        first = await join(old, "node-a")
+        await raw_sql(old, "ALTER TABLE nodes DROP COLUMN writer")
+        upgraded = make_membership(url)
+        await upgraded.open()
+        try:
+            second = await join(upgraded, "node-b")
+            assert await upgraded.heartbeat(first, 0)
+            assert [n.epoch for n in (await upgraded.list_nodes()).nodes] == [second, first]
+        finally:
+            await upgraded.close()
+    finally:
+        await old.close()

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from repos.cluster import Membership, NodeState
+from repos.errors import UnsafeStore
 from repos.registry import check_store, make_membership
 
 if TYPE_CHECKING:
@@ -102,3 +104,57 @@ def test_store_check_prints_the_galera_node(
     assert "  galera   node n3, cluster size 3, state Synced, ready ON\n" in done.stdout
     assert "  warning  the store URL names one host of a 3-node Galera cluster" in done.stdout
     assert done.stdout.endswith("ACCEPTED\n")
+
+
+@pytest.mark.galera
+async def test_a_join_through_another_node_than_the_live_engines_is_refused_unless_declared(
+    galera: Galera, galera_database: str
+) -> None:
+    first = make_membership(galera.node_url(1, galera_database))
+    await first.open()
+    second = make_membership(galera.node_url(2, galera_database))
+    await second.open()
+    declared = make_membership(galera.node_url(2, galera_database), galera_multi_writer=True)
+    await declared.open()
+    try:
+        a = await join(first, "a")
+        with pytest.raises(UnsafeStore) as refused:
+            await join(second, "b")
+        message = str(refused.value)
+        assert message.startswith(f"join failed: MariaDB {galera_version(galera)} (")
+        assert (
+            f"at 127.0.0.1:{galera.ports[1]} is refused as a store: this engine would write"
+            f" through Galera node n2 while live engine nodes write through another: a (epoch {a})"
+            " through n1."
+        ) in message
+        assert [(n.node_id, n.epoch) for n in (await first.list_nodes()).nodes] == [("a", a)]
+        # Through the same node, or declared multi-writer: welcome.
+        c = await join(first, "c")
+        await join(declared, "d")
+        assert writers(galera, galera_database) == {"a": "n1", "c": "n1", "d": "n2"}
+        # Once the engines on n1 left, n2 is the one writer node.
+        for epoch in (a, c):
+            await first.set_state(epoch, NodeState.LEFT)
+        await join(second, "b")
+    finally:
+        for membership in (first, second, declared):
+            await membership.close()
+
+
+def galera_version(galera: Galera) -> str:
+    [(version,)] = galera.sql(1, "SELECT VERSION()")
+    return str(version)
+
+
+def writers(galera: Galera, database: str) -> dict[str, str]:
+    rows = galera.sql(
+        1, f"SELECT node_id, writer FROM `{database}`.nodes WHERE state IN (0, 1) ORDER BY epoch"
+    )
+    return {str(node_id): str(writer) for node_id, writer in rows}
+
+
+async def join(membership: Membership, node_id: str) -> int:
+    joined = await membership.join(
+        node_id, host="host-1", pid=100, version="1.2.3", node_timeout_ms=10_000
+    )
+    return joined.epoch

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from infinite_scheduler.cli import render_verdict
-from repos.server_guard import ServerIdentity, judge
+from repos.server_guard import GaleraWriter, ServerIdentity, judge, multi_writer_refusal
 
 MARIADB_1011 = ServerIdentity(
     version="10.11.19-MariaDB-0+deb12u1",
@@ -212,3 +212,24 @@ def test_store_check_prints_galera_state_and_warnings() -> None:
     assert lines[4] == "  galera   node n1, cluster size 3, state Synced, ready ON"
     assert lines[5].startswith("  warning  the store URL names one host of a 3-node Galera")
     assert lines[6] == "ACCEPTED"
+
+
+# -- engines writing through several Galera nodes, undeclared --------------------------------
+
+
+def test_no_other_writer_leaves_the_join_free() -> None:
+    assert multi_writer_refusal("n1", []) is None
+
+
+def test_live_engines_on_another_galera_node_refuse_the_join_and_are_named() -> None:
+    others = [
+        GaleraWriter(node_id="a", epoch=4, galera_node="n1"),
+        GaleraWriter(node_id="b", epoch=9, galera_node="n3"),
+    ]
+    reason = multi_writer_refusal("n2", others)
+    assert reason is not None
+    assert reason.startswith(
+        "this engine would write through Galera node n2 while live engine nodes write through"
+        " another: a (epoch 4) through n1, b (epoch 9) through n3."
+    )
+    assert "set store.galera_multi_writer = true" in reason
