@@ -161,6 +161,7 @@ def store_check(config: SchedulerConfig) -> int:
                 driver=store.driver,
                 connect_timeout_s=store.connect_timeout_s,
                 galera_multi_writer=store.galera_multi_writer,
+                node_timeout_ms=config.cluster.node_timeout_ms,
             )
         )
     except SchedulerError as exc:

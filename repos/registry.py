@@ -209,9 +209,12 @@ async def check_store(
     driver: Driver = "asyncmy",
     connect_timeout_s: float = 5.0,
     galera_multi_writer: bool = False,
+    node_timeout_ms: int | None = None,
 ) -> Verdict | None:
     """The store guard's verdict on the MySQL server `url` names, without refusing anything
-    (``infinite-scheduler store check``); None for SQLite, which the guard does not judge."""
+    (``infinite-scheduler store check``); None for SQLite, which the guard does not judge.
+    With `node_timeout_ms`, the engines live on the store count too (on Galera: which node
+    they write through)."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         return None
@@ -221,6 +224,8 @@ async def check_store(
     executor = Executor(target, driver=driver, pool_size=1, connect_timeout_s=connect_timeout_s)
     await executor.open()
     try:
-        return await check_server(executor, galera_multi_writer=galera_multi_writer)
+        return await check_server(
+            executor, galera_multi_writer=galera_multi_writer, node_timeout_ms=node_timeout_ms
+        )
     finally:
         await executor.close()

@@ -146,14 +146,24 @@ class Verdict:
         return self.identity.describe()
 
 
-def judge(identity: ServerIdentity, *, url_hosts: int, galera_multi_writer: bool) -> Verdict:
+def judge(
+    identity: ServerIdentity,
+    *,
+    url_hosts: int,
+    galera_multi_writer: bool,
+    other_writers: Sequence[GaleraWriter] = (),
+) -> Verdict:
     """Accept or refuse `identity` as a store. `url_hosts` counts the hosts the store URL
     names; `galera_multi_writer` is the operator's word that engines write through several
-    Galera nodes at once."""
+    Galera nodes at once; `other_writers`, the live engines that write through other Galera
+    nodes than this one."""
     refusals = _version_refusals(identity)
     warnings: list[str] = []
     if identity.galera:
         refusals += _galera_refusals(identity)
+        if not galera_multi_writer:
+            elsewhere = multi_writer_refusal(identity.wsrep_node_name, other_writers)
+            refusals += [elsewhere] if elsewhere else []
         warnings += _galera_warnings(identity, url_hosts, galera_multi_writer)
     elif galera_multi_writer:
         warnings.append(

@@ -16,9 +16,9 @@ from repos.errors import StoreError, UnsafeStore
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.driver import DUPLICATE_KEY, Tx, error_code
-from repos.mysql.identity import guard_server
+from repos.mysql.identity import guard_server, writers_elsewhere
 from repos.mysql.store_tables import MysqlStoreTables
-from repos.server_guard import GaleraWriter, multi_writer_refusal
+from repos.server_guard import multi_writer_refusal
 from repos.urls import Driver, MysqlUrl
 
 #: Duplicate column: another process added it first.
@@ -173,10 +173,7 @@ class MysqlMembership(MysqlStoreTables):
     async def _refuse_other_writers(self, node_timeout_ms: int) -> None:
         """Raise UnsafeStore if live engine nodes write through another Galera node than the
         one this process writes through (nothing written)."""
-        async with self._ex.transaction("join") as tx:
-            rows = await tx.fetch_all(sql.OTHER_WRITERS, {"node_timeout_ms": node_timeout_ms})
-        others = [GaleraWriter(node_id=r[0], epoch=int(r[1]), galera_node=r[2]) for r in rows]
-        reason = multi_writer_refusal(str(rows[0][3]), others) if rows else None
+        reason = multi_writer_refusal(*await writers_elsewhere(self._ex, node_timeout_ms))
         if reason is not None:
             raise UnsafeStore(self._ex.address, self._server, (reason,), operation="join")
 

@@ -353,10 +353,11 @@ HEARTBEAT = _heartbeat("''")
 GALERA_HEARTBEAT = _heartbeat(_GALERA_WRITER)
 # The live nodes that write through another Galera node than the one answering, and its name.
 OTHER_WRITERS = (
-    "SELECT node_id, epoch, writer, @@wsrep_node_name FROM nodes WHERE state IN (0, 1)"
+    "SELECT node_id, epoch, writer FROM nodes WHERE state IN (0, 1)"
     " AND writer <> '' AND writer <> @@wsrep_node_name"
     " AND heartbeat_at_ms >= " + _NOW_MS + " - %(node_timeout_ms)s ORDER BY epoch"
 )
+GALERA_NODE_NAME = "SELECT @@wsrep_node_name"
 # A nodes table made before the writer column: it is added with its default.
 NODES_HAVE_WRITER = """
 SELECT 1 FROM information_schema.columns

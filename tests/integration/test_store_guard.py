@@ -108,7 +108,7 @@ def test_store_check_prints_the_galera_node(
 
 @pytest.mark.galera
 async def test_a_join_through_another_node_than_the_live_engines_is_refused_unless_declared(
-    galera: Galera, galera_database: str
+    tmp_path: Path, galera: Galera, galera_database: str
 ) -> None:
     first = make_membership(galera.node_url(1, galera_database))
     await first.open()
@@ -128,6 +128,12 @@ async def test_a_join_through_another_node_than_the_live_engines_is_refused_unle
             " through n1."
         ) in message
         assert [(n.node_id, n.epoch) for n in (await first.list_nodes()).nodes] == [("a", a)]
+        checked = store_check(tmp_path, galera.node_url(2, galera_database))
+        assert checked.returncode == 3
+        assert checked.stdout.splitlines()[-1].startswith(
+            f"REFUSED: this engine would write through Galera node n2 while live engine nodes"
+            f" write through another: a (epoch {a}) through n1."
+        )
         # Through the same node, or declared multi-writer: welcome.
         c = await join(first, "c")
         await join(declared, "d")

@@ -233,3 +233,11 @@ def test_live_engines_on_another_galera_node_refuse_the_join_and_are_named() -> 
         " another: a (epoch 4) through n1, b (epoch 9) through n3."
     )
     assert "set store.galera_multi_writer = true" in reason
+
+
+def test_the_verdict_refuses_a_galera_node_other_engines_do_not_write_through() -> None:
+    elsewhere = [GaleraWriter(node_id="a", epoch=4, galera_node="n2")]
+    refused = judge(GALERA_N1, url_hosts=3, galera_multi_writer=False, other_writers=elsewhere)
+    assert refused.refusals == (multi_writer_refusal("n1", elsewhere),)
+    declared = judge(GALERA_N1, url_hosts=3, galera_multi_writer=True, other_writers=elsewhere)
+    assert declared.accepted
