@@ -155,10 +155,12 @@ MARK_DONE = """
 UPDATE {target} SET status = 2, fired_at = %(fired_at_ms)s
 WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"""
 
-# A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch.
+# A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch. A job
+# postponed without running hands its attempt back (handed_back 1) and keeps its fired_at (NULL).
 MARK_FAILED = """
 UPDATE {target} SET status = %(status)s, claim_epoch = %(new_epoch)s,
-    due_at = COALESCE(%(retry_at_ms)s, due_at), last_error = %(error)s, fired_at = %(now_ms)s
+    due_at = COALESCE(%(retry_at_ms)s, due_at), last_error = %(error)s,
+    fired_at = COALESCE(%(fired_at_ms)s, fired_at), attempts = attempts - %(handed_back)s
 WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` = %(key)s"""
 
 # Back to PENDING, the claim's attempt handed back: the next claim gives the same attempt.
@@ -541,6 +543,19 @@ LIST_BLOCKOUTS = (
     "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
 )
 DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = %(name)s"
+# Categories paused store-wide (one row each while paused): every node reads them each heartbeat.
+CREATE_CATEGORY_PAUSES = """CREATE TABLE IF NOT EXISTS category_pauses (
+    name VARCHAR(64) NOT NULL,
+    paused_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+# A pause of a paused category keeps the first pause's time.
+PAUSE_CATEGORY = (
+    "INSERT INTO category_pauses (name, paused_at_ms) VALUES (%(name)s, %(now_ms)s)"
+    " ON DUPLICATE KEY UPDATE name = name"
+)
+RESUME_CATEGORY = "DELETE FROM category_pauses WHERE name = %(name)s"
+PAUSED_CATEGORIES = "SELECT name, paused_at_ms FROM category_pauses ORDER BY name"
 
 
 def advance_rows(steps: Sequence[Mapping[str, str]]) -> str:

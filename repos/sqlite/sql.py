@@ -93,7 +93,8 @@ WHERE claim_epoch = ?1 AND status = 1 AND "{id}" IN ({keys})"""
 # A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch.
 MARK_FAILED = """
 UPDATE "{table}" SET status = :status, claim_epoch = :new_epoch,
-    due_at = COALESCE(:retry_at_ms, due_at), last_error = :error, fired_at = :now_ms
+    due_at = COALESCE(:retry_at_ms, due_at), last_error = :error,
+    fired_at = COALESCE(:fired_at_ms, fired_at), attempts = attempts - :handed_back
 WHERE claim_epoch = :epoch AND status = 1 AND "{id}" = :key"""
 # Back to PENDING, the claim's attempt handed back: the next claim gives the same attempt.
 _RELEASE = """
@@ -389,6 +390,18 @@ LIST_BLOCKOUTS = (
     "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
 )
 DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = :name"
+# Categories paused store-wide (one row each while paused): every node reads them each heartbeat.
+CREATE_CATEGORY_PAUSES = """CREATE TABLE IF NOT EXISTS category_pauses (
+    name TEXT NOT NULL PRIMARY KEY,
+    paused_at_ms INTEGER NOT NULL
+)"""
+# A pause of a paused category keeps the first pause's time.
+PAUSE_CATEGORY = (
+    "INSERT INTO category_pauses (name, paused_at_ms) VALUES (:name, :now_ms)"
+    " ON CONFLICT (name) DO NOTHING"
+)
+RESUME_CATEGORY = "DELETE FROM category_pauses WHERE name = :name"
+PAUSED_CATEGORIES = "SELECT name, paused_at_ms FROM category_pauses ORDER BY name"
 CREATE_SCHEDULES_DUE_INDEX = (
     "CREATE INDEX IF NOT EXISTS ix_schedules_due ON schedules (state, paused, next_at_ms)"
 )
