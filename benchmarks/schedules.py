@@ -134,7 +134,7 @@ async def _create_each(
     n_anchors = n_anchors or n
     ids: list[int] = [0] * n
     async with opened(make_repo(opts, url)) as repo, opened_store(url, opts) as store:
-        book = ScheduleBook(store, {SMS.name: repo}, clock=SystemClock())
+        book = ScheduleBook(store, {SMS.name: repo}, clock=SystemClock(), categories=())
         template: dict[str, Any] = {"phone": PHONE, "message": MESSAGE}
         with bar(n, "W8 schedules", unit="schedules") as progress:
 

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
+from infinite_scheduler.categories import Categories
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
@@ -41,6 +42,7 @@ class SchedulerClient:
         self._repos: dict[str, Repo] = {}
         self._stack: AsyncExitStack | None = None
         self._schedules: ScheduleBook | None = None
+        self._categories: Categories | None = None
 
     async def __aenter__(self) -> SchedulerClient:
         async with AsyncExitStack() as stack:
@@ -52,7 +54,10 @@ class SchedulerClient:
             schedule_store = store_schedules(self.config)
             await schedule_store.open()
             stack.push_async_callback(schedule_store.close)
-            self._schedules = ScheduleBook(schedule_store, self._repos, clock=self.clock)
+            self._schedules = ScheduleBook(
+                schedule_store, self._repos, clock=self.clock, categories=self.config.categories
+            )
+            self._categories = Categories(schedule_store, self.config.categories, clock=self.clock)
             self._stack = stack.pop_all()
         return self
 
@@ -65,6 +70,7 @@ class SchedulerClient:
         stack, self._stack = self._stack, None
         self._repos = {}
         self._schedules = None
+        self._categories = None
         if stack is not None:
             await stack.aclose()
 
@@ -120,6 +126,15 @@ class SchedulerClient:
         self._open("schedules")
         assert self._schedules is not None
         return self._schedules
+
+    @property
+    def categories(self) -> Categories:
+        """Pause and resume categories on every engine node of the store (``await
+        client.categories.pause("reports")``, ``.resume(...)``, ``.paused()``): each node
+        honours it within about a heartbeat. infinite_scheduler/categories.py."""
+        self._open("categories")
+        assert self._categories is not None
+        return self._categories
 
     def _open(self, operation: str) -> None:
         if self._stack is None:

@@ -1,21 +1,30 @@
 """The dependency release: waiting jobs whose dependencies are done become PENDING (or FAILED).
 
 Every ``dependencies.poll_interval_s``, the node holding the lease ``dependencies``
-(infinite_scheduler/lease.py) reads the store's dependencies table a page of waiting jobs at a
-time, looks up the rows of those jobs and of their dependencies (one ``locate`` per entity type
-and page), decides each job (infinite_scheduler/dependencies.py ``decide``) and writes the
-outcome: ready jobs become PENDING (``end_waits``), and the normal claim fires them at their own
-time, never before; a job whose must-succeed dependency did not succeed becomes FAILED, its
-last_error naming that dependency; then the edges of every job decided, or found no longer
-WAITING (cancelled, gone with its shard), are removed. The claim and the ack pay nothing for
-any of it: WAITING rows sit outside the claim index's PENDING range, and finishing a job writes
-nothing about the jobs waiting for it.
+(infinite_scheduler/lease.py) reads the edges due to be looked at (repos/dependencies.py,
+``check_at``), with every other edge of their jobs, a page of jobs at a time; looks up the rows of
+those jobs and of their dependencies (one ``locate`` per entity type and page), decides each job
+(infinite_scheduler/dependencies.py ``decide``) and writes the outcome: ready jobs become PENDING
+(``end_waits``), and the normal claim fires them at their own time, never before; a job whose
+must-succeed dependency did not succeed becomes FAILED, its last_error naming that dependency;
+then the edges of every job decided, or found no longer WAITING (cancelled, gone with its
+shard), are removed. The claim and the ack pay nothing for any of it: WAITING rows sit outside
+the claim index's PENDING range, and finishing a job writes nothing about the jobs waiting for
+it.
 
-Each step is idempotent (``end_waits`` moves WAITING rows only, and edges are removed after
-it), so a pass cut short, or two passes at once from a holder whose lease lapsed, repeat work
-and never a fire. A node with no waiting jobs in the store reads one empty page per poll and
-takes no lease. Chains (a -> b -> c) move a link per pass at least: b's release makes it
-PENDING, it fires, and the pass after its ack releases a.
+What a pass reads is bounded by what may have moved, not by the edges stored. An edge of a job
+still waiting is parked until its dependency may have finished: at the next pass while that one
+runs or is overdue, at its time while it is due later, until the release moves it on while it
+waits itself (RECHECK_MS at the latest, for either: a cancel is noticed then), for good once it
+finished (the job's other edges bring the job back). A job released wakes its dependents' edges
+for its time; one failed or gone wakes them now, and the pass goes on in rounds until nothing is
+due, so a failure runs down a whole must-succeed chain in one pass. A chain of jobs due at once
+advances a link per pass after each link finishes.
+
+Each step is idempotent (``end_waits`` moves WAITING rows only, edges are removed after it, and
+a parked edge is only ever looked at again too early or once more), so a pass cut short, or two
+passes at once from a holder whose lease lapsed, repeat work and never a fire. A node with no
+edges due reads one empty page per poll and takes no lease.
 """
 
 from __future__ import annotations
@@ -30,12 +39,20 @@ from infinite_scheduler.clock import Clock
 from infinite_scheduler.dependencies import Decision, Outcome, decide
 from infinite_scheduler.lease import Lease
 from infinite_scheduler.waits import Backoff, wait_any
-from repos.base import Failure, RowRef, ShardingRepository, Status, StoreError
+from repos.base import FINISHED, Failure, RowRef, ShardingRepository, Status, StoreError
 from repos.dependencies import DependencyStore, Edge, JobRef
 
 logger = logging.getLogger(__name__)
 
 Repo = ShardingRepository[Any, Any]
+#: An edge whose dependency is due later, or waits itself, is looked at again after this long at
+#: the latest: a dependency cancelled before its time is noticed then (or at its time).
+RECHECK_MS = 300_000
+#: When an edge whose dependency finished is looked at: never by itself (the waiting job's other
+#: edges bring the job back).
+PARKED_MS = 2**62
+#: Rounds of one pass at most (a page of jobs each).
+MAX_ROUNDS = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +92,8 @@ class DependencyRelease:
         self.lease = lease
         self.clock = clock
         self.passes = 0
+        #: Edges read from the store, over every pass (tests, and the metrics, may watch it).
+        self.edges_read = 0
         self._unserved: set[str] = set()
 
     def __repr__(self) -> str:
@@ -95,16 +114,21 @@ class DependencyRelease:
             await wait_any(stop, timeout_s=interval_s)
 
     async def release_once(self) -> PassReport:
-        """One pass over every waiting job, if this node holds (or takes) the lease."""
+        """One pass over the edges due to be looked at, if this node holds (or takes) the
+        lease: rounds of a page of jobs each until none is left, so that a failure cascading
+        down a chain (must succeed) fails every link in the one pass."""
         report = PassReport()
-        edges = await self.store.waiting(after=None, limit=self.settings.page_size)
+        now_ms = self.clock.now_ms()
+        edges = await self._due(now_ms + 1)
         if not edges or not await self.lease.acquire():
             return report
-        while edges:
-            await self._page(edges, report)
-            if len({e.job for e in edges}) < self.settings.page_size:
+        for _ in range(MAX_ROUNDS):
+            await self._page(edges, report, now_ms)
+            # Later rounds: only what this pass woke (before now); what it parked at now (a
+            # dependency running or overdue) waits for the next pass.
+            edges = await self._due(now_ms)
+            if not edges:
                 break
-            edges = await self.store.waiting(after=edges[-1].job, limit=self.settings.page_size)
         self.passes += 1
         if report:
             logger.info(
@@ -120,28 +144,79 @@ class DependencyRelease:
         """A graceful stop: give the lease up, so that another node takes it at its next try."""
         await self.lease.release()
 
-    async def _page(self, edges: Sequence[Edge], report: PassReport) -> None:
-        by_job = self._typed(edges)
+    async def _due(self, before_ms: int) -> list[Edge]:
+        edges = await self.store.due(before_ms=before_ms, limit=self.settings.page_size)
+        self.edges_read += len(edges)
+        return edges
+
+    async def _page(self, edges: Sequence[Edge], report: PassReport, now_ms: int) -> None:
+        """Decide the page's jobs; write what moved on; park every edge still waiting until
+        its dependency may have finished (nothing read here comes back in this pass, but the
+        dependents of what failed or went, which are looked at next round)."""
+        by_job, unserved = self._typed(edges)
         statuses = await self._statuses(by_job)
         decided: dict[JobRef, Decision] = {}
+        later: dict[tuple[int, bool], list[Edge]] = {}
         for job, job_edges in by_job.items():
             deps = [(e, statuses.get(e.on)) for e in job_edges]
             decision = decide(statuses.get(job), deps)
             if decision.outcome is not Outcome.WAIT:
                 decided[job] = decision
+                continue
+            for edge, status in deps:
+                later.setdefault(self._next_look(edge, status, now_ms), []).append(edge)
+        if unserved:
+            later.setdefault((now_ms + RECHECK_MS, False), []).extend(unserved)
         await self._write(decided, report)
         await self.store.remove(list(decided))
+        for (at_ms, their_time), parked in later.items():
+            await self.store.postpone(parked, at_ms=at_ms, their_time=their_time)
+        await self._wake_dependents(decided, now_ms)
 
-    def _typed(self, edges: Sequence[Edge]) -> dict[JobRef, list[Edge]]:
-        """The page's edges by job, ids as their entity's key type; jobs of (or waiting for) an
-        entity type this node does not serve are left to a node that does."""
+    def _next_look(self, edge: Edge, status: Status | int | None, now_ms: int) -> tuple[int, bool]:
+        """(when, their_time) to look at an edge of a job still waiting again: its dependency
+        running or overdue, next pass; due later, at its time; finished, never (the job's
+        other edges bring it back); waiting itself, when the release moves it on (and at the
+        latest after RECHECK_MS, as for one due later: a cancel is noticed then)."""
+        if status is None or status in FINISHED:
+            return PARKED_MS, False
+        if status is Status.CLAIMED or (status is Status.PENDING and edge.on.at_ms <= now_ms):
+            return now_ms, False
+        return now_ms + RECHECK_MS, status is Status.PENDING
+
+    async def _wake_dependents(self, decided: Mapping[JobRef, Decision], now_ms: int) -> None:
+        """The jobs waiting for those just decided: for one released, from its time (the next
+        pass if that has come); for one failed or gone, at once (the next round of this
+        pass)."""
+        now: list[JobRef] = []
+        due_now: list[JobRef] = []
+        due_later: list[JobRef] = []
+        for job, decision in decided.items():
+            if decision.outcome is not Outcome.READY:
+                now.append(job)
+            else:
+                (due_now if job.at_ms <= now_ms else due_later).append(job)
+        if now:
+            await self.store.check_dependents(now, at_ms=now_ms - 1)
+        if due_now:
+            await self.store.check_dependents(due_now, at_ms=now_ms)
+        if due_later:
+            await self.store.check_dependents(due_later, at_ms=now_ms + RECHECK_MS, their_time=True)
+
+    def _typed(self, edges: Sequence[Edge]) -> tuple[dict[JobRef, list[Edge]], list[Edge]]:
+        """The page's edges by job, ids as their entity's key type; and the edges of jobs of (or
+        waiting for) an entity type this node does not serve, left whole to a node that does."""
+        skipped = {
+            edge.job
+            for edge in edges
+            if not self._served(edge.job.entity) or not self._served(edge.on.entity)
+        }
         by_job: dict[JobRef, list[Edge]] = {}
         for edge in edges:
-            if not self._served(edge.job.entity) or not self._served(edge.on.entity):
-                continue
-            job, on = self._key_typed(edge.job), self._key_typed(edge.on)
-            by_job.setdefault(job, []).append(Edge(job, on, edge.must))
-        return by_job
+            if edge.job not in skipped:
+                job, on = self._key_typed(edge.job), self._key_typed(edge.on)
+                by_job.setdefault(job, []).append(Edge(job, on, edge.must))
+        return by_job, [edge for edge in edges if edge.job in skipped]
 
     async def _statuses(self, by_job: Mapping[JobRef, Sequence[Edge]]) -> dict[JobRef, Any]:
         """The status of every row the page names, jobs and dependencies: one locate() per

@@ -39,6 +39,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
+from infinite_scheduler.categories import Categories
 from infinite_scheduler.clock import Clock, SystemClock, monotonic_ms
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
@@ -46,7 +47,6 @@ from infinite_scheduler.errors import (
     EngineNotRunning,
     HandlerMissing,
     NodeDeclaredDead,
-    UnknownCategory,
 )
 from infinite_scheduler.job import check_categories, group_jobs, split_jobs
 from infinite_scheduler.jobs import Handler, Lane
@@ -72,7 +72,6 @@ from repos.base import (
     RowRef,
     ShardingRepository,
     StoreError,
-    category_code,
 )
 from repos.cluster import Membership, NodeState
 from repos.dependencies import DependencyStore
@@ -205,6 +204,7 @@ class InfiniteScheduler:
             parts.node.count_live(roster)  # the first claims take their share of a burst
             await parts.takeover.at_start(roster)
             self._claiming = True
+            await parts.control.refresh()  # paused categories and blockouts, before any fire
             # Before the first fetch: occurrences made ahead before a downtime are folded
             # into one (fire-once-now) before any of them is claimed.
             await parts.materialiser.materialise_safely(self.clock.now_ms())
@@ -350,6 +350,7 @@ class InfiniteScheduler:
             "maintenance": parts.maintenance.run(self._stop),
             "dependencies": parts.dependencies.run(self._stop),
             "schedules": parts.materialiser.run(self._stop),
+            "control": parts.control.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")
@@ -442,6 +443,7 @@ class InfiniteScheduler:
                 "inside `async with engine:`"
             )
         async with asyncio.timeout(timeout_s):
+            await parts.control.refresh()  # what the control loop's last pass would have read
             await parts.materialiser.materialise(self.clock.now_ms())
             while await self._turn(parts):
                 pass
@@ -506,31 +508,12 @@ class InfiniteScheduler:
                 lane.wheel.cancel((key, at_ms))
         return cancelled
 
-    def pause_category(self, name: str) -> None:
-        """Start no job of this category on this node until resume_category() (those running
-        go on; the others wait, in order, and jobs of other categories go on)."""
-        self._set_category_paused(name, True)
-
-    def resume_category(self, name: str) -> None:
-        """Let the jobs of a paused category start again, within its limits."""
-        self._set_category_paused(name, False)
-
-    def _set_category_paused(self, name: str, paused: bool) -> None:
-        if name not in self.config.categories:
-            raise UnknownCategory(name, sorted(self.config.categories))
-        self._running_parts("pause_category").dispatcher.set_category_paused(
-            category_code(name), paused
-        )
-        logger.info(
-            "category %s %s",
-            name,
-            "paused" if paused else "resumed",
-            extra={
-                "action": "pause" if paused else "resume",
-                "category": name,
-                "node": self.node_id,
-            },
-        )
+    @property
+    def categories(self) -> Categories:
+        """Pause and resume categories on every node of the store (``await
+        engine.categories.pause("reports")``, ``.resume(...)``, ``.paused()``):
+        infinite_scheduler/categories.py. While running."""
+        return self._running_parts("categories").categories
 
     @property
     def schedules(self) -> ScheduleBook:

@@ -22,7 +22,7 @@
     ├── ClientNotOpen              a SchedulerClient used outside ``async with client:``
     ├── DependencyRefused          a job's dependency is unknown, missing, or makes a cycle
     ├── NodeDeclaredDead           engine.run(): another node declared this one dead
-    ├── UnknownCategory            pause_category() / resume_category() of a category not configured
+    ├── UnknownCategory            categories.pause() / resume() of a category not configured
     ├── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
     └── ScheduleError              a recurring schedule or blockout (infinite_scheduler/schedules)
         ├── InvalidSchedule        a field of one is invalid (named); nothing stored
@@ -102,8 +102,8 @@ class JobOptionError(EntitySpecError):
 
 
 class UnknownCategory(SchedulerError):
-    """Raised by the engine's pause_category() and resume_category() for a name no
-    ``[categories.NAME]`` of the config defines; nothing is paused or resumed."""
+    """Raised by ``categories.pause()`` and ``resume()`` (infinite_scheduler/categories.py)
+    for a name no ``[categories.NAME]`` of the config defines; nothing is stored."""
 
     def __init__(self, name: str, known: Sequence[str]) -> None:
         self.name = name
@@ -131,8 +131,8 @@ class HandlerMissing(SchedulerError):
 
 
 class EngineNotRunning(SchedulerError):
-    """Raised by the engine's schedule(), cancel(), pause_category() and resume_category()
-    before ``async with engine:`` or after it.
+    """Raised by the engine's schedule(), cancel(), categories and schedules before
+    ``async with engine:`` or after it.
 
     Raised before anything is stored or changed: only a running engine can place a job due
     soon into its wheel or take a cancelled one out. The repository works without an engine.

@@ -140,15 +140,21 @@ def group_jobs(
 def check_categories(jobs: Sequence[Job[Any]], categories: Collection[str]) -> None:
     """JobOptionError for the first job of a category not in `categories`."""
     for job in jobs:
-        if job.category and job.category not in categories:
-            configured = ", ".join(map(repr, sorted(categories))) or "none"
-            raise JobOptionError(
-                type(job.entity).__name__,
-                "category",
-                job.category,
-                f"unknown category (configured: {configured}); [categories.{job.category}]"
-                " in the config defines it",
-            )
+        refused = category_refusal(job.category, categories)
+        if refused is not None:
+            raise JobOptionError(type(job.entity).__name__, "category", job.category, refused)
+
+
+def category_refusal(category: str, categories: Collection[str]) -> str | None:
+    """Why a job, schedule or blockout may not name `category` (None: it may): "known" is
+    defined by a ``[categories.NAME]`` of the config; "" is no category."""
+    if not category or category in categories:
+        return None
+    configured = ", ".join(map(repr, sorted(categories))) or "none"
+    return (
+        f"unknown category (configured: {configured}); [categories.{category}]"
+        " in the config defines it"
+    )
 
 
 def with_options(rows: Sequence[EncodedRow], options: Options) -> list[EncodedRow]:

@@ -21,13 +21,16 @@ from functools import partial
 from typing import Any
 
 from infinite_scheduler.acker import Acker
+from infinite_scheduler.categories import Categories
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.config import SchedulerConfig
+from infinite_scheduler.control_view import ControlView
 from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
 from infinite_scheduler.dependency_release import DependencyRelease, ReleaseSettings
 from infinite_scheduler.dispatch import Dispatcher, job_in_frame
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings
+from infinite_scheduler.fire_blockouts import BlockoutGate
 from infinite_scheduler.jobs import Handler, Lane
 from infinite_scheduler.lease import DEPENDENCIES, MAINTENANCE, Lease, maintenance_lease_ttl_ms
 from infinite_scheduler.loop_lag import LoopLagMonitor
@@ -108,6 +111,10 @@ class Parts:
     node: Node
     materialiser: Materialiser
     schedules: ScheduleBook
+    #: The node's view of the paused categories and blockouts, refreshed every heartbeat.
+    control: ControlView
+    #: Category pause and resume for every node of the store.
+    categories: Categories
 
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
@@ -157,6 +164,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         backoff=Backoff(store_back=store_back),
     )
     takeover = _takeover(wiring, lanes, fetcher)
+    control = _control(wiring, dispatcher, payloads.blockouts)
     return Parts(
         lanes=lanes,
         by_model={lane.spec.model: lane.name for lane in lanes.values()},
@@ -174,7 +182,26 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
             wiring.schedule_store,
             {name: lane.repo for name, lane in lanes.items()},
             clock=wiring.clock,
+            categories=wiring.config.categories,
         ),
+        control=control,
+        categories=Categories(
+            wiring.schedule_store,
+            wiring.config.categories,
+            clock=wiring.clock,
+            changed=control.refresh,  # this node at once; the others at their next heartbeat
+        ),
+    )
+
+
+def _control(wiring: Wiring, dispatcher: Dispatcher, blockouts: BlockoutGate) -> ControlView:
+    return ControlView(
+        wiring.schedule_store,
+        dispatcher=dispatcher,
+        blockouts=blockouts,
+        categories=wiring.config.categories,
+        interval_s=wiring.config.cluster.heartbeat_interval_s,
+        node_id=wiring.node_id,
     )
 
 
@@ -241,6 +268,7 @@ def _payloads(
         epoch=wiring.epoch,
         stop=wiring.stop,
         backoff=backoff,
+        blockouts=BlockoutGate(acker, node_id=wiring.node_id),
     )
 
 

@@ -20,6 +20,7 @@ from infinite_scheduler.acker import Acker
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.dispatch import Dispatcher
 from infinite_scheduler.fencing import report_fenced
+from infinite_scheduler.fire_blockouts import BlockoutGate
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.waits import Backoff, wait_any
 from repos.base import ClaimedJob, Failure, RowRef, StoreError
@@ -44,6 +45,7 @@ class PayloadReader:
         epoch: int,
         stop: asyncio.Event,
         backoff: Backoff | None = None,
+        blockouts: BlockoutGate | None = None,
     ) -> None:
         self.clock = clock
         self.dispatcher = dispatcher
@@ -63,6 +65,8 @@ class PayloadReader:
         self._stop = stop
         #: run()'s; each held-back read has another() of its own.
         self._backoff = backoff or Backoff()
+        #: The blockouts of jobs about to fire: the one check every due job passes.
+        self.blockouts = blockouts or BlockoutGate(acker, node_id=node_id)
         self.reads = 0
 
     def __repr__(self) -> str:
@@ -78,8 +82,13 @@ class PayloadReader:
         self._wake.set()
 
     def hand_over(self, lane: Lane, jobs: list[ClaimedJob]) -> None:
-        """Jobs due now to the dispatcher: at once if every payload is here, else once read."""
+        """Jobs due now to the dispatcher: at once if every payload is here, else once read;
+        those a blockout holds (infinite_scheduler/fire_blockouts.py) go to the acker instead."""
         lane.in_hand.update([(job.key, job.at_ms) for job in jobs])
+        if self.blockouts:
+            jobs = self.blockouts.screen(lane, jobs, self.clock.now_ms())
+            if not jobs:
+                return
         if all(job.payload is not None for job in jobs):
             self.dispatcher.submit(lane, jobs)
             return

@@ -227,12 +227,15 @@ class StoredRow:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
     """A job that did not succeed: due again at retry_at_ms, or, when that is None, finished
-    with `status` (FAILED after its last attempt; MISSED when misfire policy dropped it)."""
+    with `status` (FAILED after its last attempt; MISSED when misfire policy or a blockout
+    dropped it). `hand_back`: the job did not run at all (a blockout postponed it), so the
+    claim's attempt is handed back and fired_at stays as it was."""
 
     ref: RowRef
     error: str
     retry_at_ms: int | None
     status: Status = Status.FAILED
+    hand_back: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -396,7 +399,10 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         With retry_at_ms the row goes back to PENDING (claim_epoch 0) with due_at =
         retry_at_ms; without, it takes the failure's status (FAILED, or MISSED) and keeps its
         epoch. Either way last_error = error and fired_at = now_ms (claimed_by kept for the
-        record).
+        record), but for a failure with hand_back (a postponement: the job never ran), which
+        leaves fired_at alone and hands the claim's attempt back (attempts - 1), as release()
+        does: the fire at the new time carries the attempt number, hence the idempotency key,
+        the postponed one would have.
         """
         ...
 

@@ -10,6 +10,11 @@ is resolved when the job is stored, to every row of that id stored then or in th
 are unique per shard only): so an id reused later in another shard is never waited for by
 mistake, and a cycle can only run through the jobs of one call, which is refused whole.
 
+Each edge carries ``check_at``: when the release is to look at it next (0 when stored). The
+release reads only the edges due by it, and parks the others: an edge whose dependency is due
+later until that time, one whose dependency waits itself until the release moves that one on.
+So a pass reads the edges whose dependencies may have finished, not every edge stored.
+
 The table holds the edges of waiting jobs only. The dependency release
 (infinite_scheduler/dependency_release.py) removes a job's edges once it moved the job on
 (to PENDING or FAILED) or found it no longer WAITING (cancelled, or gone with its shard): the
@@ -73,10 +78,24 @@ class DependencyStore(Protocol):
     async def close(self) -> None:
         """Release every connection. Idempotent."""
 
-    async def waiting(self, *, after: JobRef | None, limit: int) -> list[Edge]:
-        """Every edge of the first `limit` waiting jobs after `after` (from the first if None),
-        in (entity, id as text, sharding time) order: all edges of each job, so that a
-        decision about one sees everything it waits for. Ids come back as text."""
+    async def due(self, *, before_ms: int, limit: int) -> list[Edge]:
+        """Every edge of up to `limit` waiting jobs that have an edge whose check_at is before
+        before_ms, by job: all edges of each job, so that a decision about one sees everything
+        it waits for. Read through an index on check_at: edges parked for later cost nothing.
+        Ids come back as text. A new edge's check_at is 0 (looked at by the next pass)."""
+        ...
+
+    async def postpone(self, edges: Sequence[Edge], *, at_ms: int, their_time: bool = False) -> int:
+        """Look at these edges again from at_ms on (their_time: from their dependency's own
+        time, on_at, if that is earlier); return edges changed."""
+        ...
+
+    async def check_dependents(
+        self, on: Sequence[JobRef], *, at_ms: int, their_time: bool = False
+    ) -> int:
+        """Look at the edges waiting for these rows again from at_ms on (their_time: from the
+        row's own time, if earlier): a dependency the release just moved on. Read through an
+        index on (on_entity, on_id, on_at); returns edges changed."""
         ...
 
     async def remove(self, jobs: Sequence[JobRef]) -> int:

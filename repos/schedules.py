@@ -1,8 +1,9 @@
 """Recurring schedules and blockouts of a store: the contract, and the rows that cross it.
 
-Two store-wide tables beside ``nodes`` and ``leases``: ``schedules`` (one row per recurring
-schedule: its trigger and payload template as JSON, and where its materialisation stands) and
-``blockouts`` (named windows in which nothing of a scope fires). The adapters store and read
+Three store-wide tables beside ``nodes`` and ``leases``: ``schedules`` (one row per recurring
+schedule: its trigger and payload template as JSON, and where its materialisation stands),
+``blockouts`` (named windows in which nothing of a scope fires) and ``category_pauses`` (one
+row per category paused on every node of the store, while it is). The adapters store and read
 rows; what the JSON means (infinite_scheduler/schedules/) is none of their business.
 
 Schedule row life cycle (``state``)::
@@ -166,7 +167,8 @@ class ScheduleStore(Protocol):
     (StoreUnavailable when the database cannot be reached), as in ShardingRepository."""
 
     async def open(self) -> None:
-        """Connect and make both tables if missing. Idempotent."""
+        """Connect and make the tables if missing (a store made by an earlier version gets
+        those it lacks). Idempotent."""
 
     async def close(self) -> None:
         """Release every connection. Idempotent."""
@@ -220,4 +222,13 @@ class ScheduleStore(Protocol):
 
     async def delete_blockout(self, name: str) -> bool:
         """Delete the blockout of that name; False if there was none."""
+        ...
+
+    async def set_category_paused(self, name: str, paused: bool, *, now_ms: int) -> None:
+        """Pause the category on every node (a row, paused_at_ms = now_ms; pausing it again
+        keeps the first time) or resume it (the row deleted). Idempotent; the name is not
+        checked here (the engine's Categories does)."""
+
+    async def paused_categories(self) -> dict[str, int]:
+        """The categories paused, with the time each was paused, by name."""
         ...

@@ -8,10 +8,9 @@ become one fire there: their ids are the same) or is not fired at all (``skip``:
 stored MISSED with last_error ``blockout '<name>': skipped``, so the skip is on record).
 
 Where the check runs: in the materialiser, as it turns schedule occurrences into rows (one
-read of the small blockouts table per pass). The fetcher, the wheel and the dispatcher never
-look at blockouts, so the one-shot path pays nothing, with or without them; the price is that
-blockouts govern schedule occurrences only, and those made ahead before a blockout was added
-(about a minute's worth) keep their times.
+read of the small blockouts table per pass), and, for every job but by schedule scope, where a
+claimed job is about to fire (infinite_scheduler/fire_blockouts.py): one-shot jobs, and
+occurrences made ahead before a blockout was added. Both ask :func:`blocked`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.decisions import MisfirePolicy
+from infinite_scheduler.job import category_refusal
 from infinite_scheduler.schedules.blockouts import Blockout, make_blockout
 from infinite_scheduler.schedules.ids import check_schedule_id, occurrence_key
 from infinite_scheduler.schedules.model import Schedule, check_window, first_at
@@ -55,10 +56,20 @@ _SAMPLE_ID = 0
 class ScheduleBook:
     """Schedules and blockouts of one store, for the entity types given (by name)."""
 
-    def __init__(self, store: ScheduleStore, repos: Mapping[str, Repo], *, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: ScheduleStore,
+        repos: Mapping[str, Repo],
+        *,
+        clock: Clock,
+        categories: Collection[str],
+    ) -> None:
+        """`categories`: those the config defines; a schedule or a blockout naming another is
+        refused, as a job is (infinite_scheduler/job.py)."""
         self.store = store
         self._repos = repos
         self._clock = clock
+        self._categories = frozenset(categories)
 
     async def create(
         self,
@@ -84,6 +95,7 @@ class ScheduleBook:
         end_ms = None if end is None else _ms(end, "end")
         check_window(start_ms, end_ms, max_runs)
         _check_fields(name, priority, category, owner, misfire)
+        self._check_category("category", category)
         fields = {"name": name, "max_runs": max_runs, "priority": priority, "category": category,
                   "owner": owner, "misfire": misfire, "paused": paused}  # fmt: skip
         row = _new_row(spec, _trigger(trigger), payload_template, start_ms, end_ms, now_ms, fields)
@@ -159,6 +171,8 @@ class ScheduleBook:
         if isinstance(window.get("trigger"), CronTrigger | CalendarTrigger):
             window["trigger"] = window["trigger"].to_json()
         blockout = make_blockout(name, window, scope=scope, target=target, policy=policy)
+        if scope == "category":
+            self._check_category("target", target)
         row = BlockoutRow(
             name=name,
             scope=scope,
@@ -176,6 +190,11 @@ class ScheduleBook:
         return await self.store.delete_blockout(name)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _check_category(self, field: str, category: str) -> None:
+        refused = category_refusal(category, self._categories)
+        if refused is not None:
+            raise InvalidSchedule(field, f"{category!r}: {refused}")
 
     def _spec(self, entity: EntitySpec[Any, Any] | str) -> EntitySpec[Any, Any]:
         name = entity if isinstance(entity, str) else entity.name
@@ -220,6 +239,8 @@ class ScheduleBook:
         fields = {k: changes.get(k, getattr(row, k)) for k in
                   ("name", "priority", "category", "owner", "misfire")}  # fmt: skip
         _check_fields(**fields)
+        if "category" in changes:
+            self._check_category("category", fields["category"])
         template = row.template_json
         if "payload_template" in changes:
             spec = self._spec(row.entity)

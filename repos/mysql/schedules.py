@@ -29,6 +29,7 @@ class MysqlScheduleStore(MysqlStoreTables):
     TABLES = (
         ("create schedules table", sql.CREATE_SCHEDULES),
         ("create blockouts table", sql.CREATE_BLOCKOUTS),
+        ("create category pauses table", sql.CREATE_CATEGORY_PAUSES),
     )
 
     async def create(self, row: ScheduleRow) -> ScheduleRow:
@@ -141,6 +142,20 @@ class MysqlScheduleStore(MysqlStoreTables):
                 one_statement=True,
             )
         )
+
+    async def set_category_paused(self, name: str, paused: bool, *, now_ms: int) -> None:
+        statement = sql.PAUSE_CATEGORY if paused else sql.RESUME_CATEGORY
+        args = {"name": name, "now_ms": now_ms}
+        await self._ex.run(
+            "pause category" if paused else "resume category",
+            lambda tx: tx.execute(statement, args),
+            one_statement=True,
+        )
+
+    async def paused_categories(self) -> dict[str, int]:
+        async with self._ex.transaction("read paused categories") as tx:
+            rows = await tx.fetch_all(sql.PAUSED_CATEGORIES)
+        return {name: int(at_ms) for name, at_ms in rows}
 
     async def _rows(
         self, operation: str, statement: str, args: Mapping[str, object]

@@ -155,10 +155,12 @@ MARK_DONE = """
 UPDATE {target} SET status = 2, fired_at = %(fired_at_ms)s
 WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` IN ({keys})"""
 
-# A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch.
+# A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch. A job
+# postponed without running hands its attempt back (handed_back 1) and keeps its fired_at (NULL).
 MARK_FAILED = """
 UPDATE {target} SET status = %(status)s, claim_epoch = %(new_epoch)s,
-    due_at = COALESCE(%(retry_at_ms)s, due_at), last_error = %(error)s, fired_at = %(now_ms)s
+    due_at = COALESCE(%(retry_at_ms)s, due_at), last_error = %(error)s,
+    fired_at = COALESCE(%(fired_at_ms)s, fired_at), attempts = attempts - %(handed_back)s
 WHERE claim_epoch = %(epoch)s AND status = 1 AND `{id}` = %(key)s"""
 
 # Back to PENDING, the claim's attempt handed back: the next claim gives the same attempt.
@@ -439,23 +441,53 @@ CREATE_DEPENDENCIES = """CREATE TABLE IF NOT EXISTS dependencies (
     on_id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     on_at BIGINT NOT NULL,
     must TINYINT NOT NULL,
-    PRIMARY KEY (entity, job_id, job_at, on_entity, on_id, on_at)
+    check_at BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (entity, job_id, job_at, on_entity, on_id, on_at),
+    KEY ix_dependencies_check (check_at),
+    KEY ix_dependencies_on (on_entity, on_id, on_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+# The table as the version before check_at made it: the column and both keys added.
+DEPENDENCIES_HAS_CHECK_AT = (
+    "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE()"
+    " AND table_name = 'dependencies' AND column_name = 'check_at'"
+)
+UPGRADE_DEPENDENCIES = (
+    "ALTER TABLE dependencies ADD COLUMN check_at BIGINT NOT NULL DEFAULT 0,"
+    " ADD KEY ix_dependencies_check (check_at), ADD KEY ix_dependencies_on (on_entity, on_id, on_at)"
+)
 _EDGE_COLUMNS = "entity, job_id, job_at, on_entity, on_id, on_at, must"
 # Written by the repository's insert, in the transaction storing the waiting rows ({rows}:
-# literals, repos/mysql/literals.py).
+# literals, repos/mysql/literals.py); check_at 0: the release's next pass looks at them.
 INSERT_EDGES = (
     "INSERT INTO dependencies (" + _EDGE_COLUMNS + ") VALUES {rows}"
     " ON DUPLICATE KEY UPDATE must = must"
 )
-# Every edge of the first %(limit)s waiting jobs after (entity, job_id, job_at), if given.
-WAITING_EDGES = (
+# Every edge of up to %(limit)s waiting jobs with an edge to look at before %(before_ms)s
+# (through ix_dependencies_check: the edges parked for later are not read).
+DUE_EDGES = (
     "SELECT d.entity, d.job_id, d.job_at, d.on_entity, d.on_id, d.on_at, d.must"
     " FROM dependencies AS d JOIN (SELECT DISTINCT entity, job_id, job_at FROM dependencies"
-    " WHERE %(entity)s IS NULL OR (entity, job_id, job_at) > (%(entity)s, %(job_id)s, %(job_at)s)"
-    " ORDER BY entity, job_id, job_at LIMIT %(limit)s) AS p"
+    " WHERE check_at < %(before_ms)s LIMIT %(limit)s) AS p"
     " ON d.entity = p.entity AND d.job_id = p.job_id AND d.job_at = p.job_at"
     " ORDER BY d.entity, d.job_id, d.job_at"
+)
+# {keys}: whole edges (entity, job_id, job_at, on_entity, on_id, on_at) as literals, {at_ms} an
+# int literal: no bound value, so that a % in an id is never read as a placeholder.
+POSTPONE_EDGES = (
+    "UPDATE dependencies SET check_at = {at_ms}"
+    " WHERE (entity, job_id, job_at, on_entity, on_id, on_at) IN ({keys})"
+)
+POSTPONE_EDGES_TO_THEIR_TIME = (
+    "UPDATE dependencies SET check_at = LEAST(on_at, {at_ms})"
+    " WHERE (entity, job_id, job_at, on_entity, on_id, on_at) IN ({keys})"
+)
+# {keys}: dependencies (on_entity, on_id, on_at) as literals; through ix_dependencies_on.
+CHECK_DEPENDENTS = (
+    "UPDATE dependencies SET check_at = {at_ms} WHERE (on_entity, on_id, on_at) IN ({keys})"
+)
+CHECK_DEPENDENTS_AT_THEIR_TIME = (
+    "UPDATE dependencies SET check_at = LEAST(on_at, {at_ms})"
+    " WHERE (on_entity, on_id, on_at) IN ({keys})"
 )
 # {keys}: (entity, job_id, job_at) literals.
 REMOVE_EDGES = "DELETE FROM dependencies WHERE (entity, job_id, job_at) IN ({keys})"
@@ -571,6 +603,19 @@ LIST_BLOCKOUTS = (
     "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
 )
 DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = %(name)s"
+# Categories paused store-wide (one row each while paused): every node reads them each heartbeat.
+CREATE_CATEGORY_PAUSES = """CREATE TABLE IF NOT EXISTS category_pauses (
+    name VARCHAR(64) NOT NULL,
+    paused_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+# A pause of a paused category keeps the first pause's time.
+PAUSE_CATEGORY = (
+    "INSERT INTO category_pauses (name, paused_at_ms) VALUES (%(name)s, %(now_ms)s)"
+    " ON DUPLICATE KEY UPDATE name = name"
+)
+RESUME_CATEGORY = "DELETE FROM category_pauses WHERE name = %(name)s"
+PAUSED_CATEGORIES = "SELECT name, paused_at_ms FROM category_pauses ORDER BY name"
 
 
 def advance_rows(steps: Sequence[Mapping[str, str]]) -> str:

@@ -22,7 +22,12 @@ from repos.sqlite.store_tables import SqliteStoreTables
 class SqliteScheduleStore(SqliteStoreTables):
     """ScheduleStore (repos.schedules) on one SQLite file."""
 
-    TABLES = (sql.CREATE_SCHEDULES, sql.CREATE_SCHEDULES_DUE_INDEX, sql.CREATE_BLOCKOUTS)
+    TABLES = (
+        sql.CREATE_SCHEDULES,
+        sql.CREATE_SCHEDULES_DUE_INDEX,
+        sql.CREATE_BLOCKOUTS,
+        sql.CREATE_CATEGORY_PAUSES,
+    )
     THREAD = "schedules"
 
     async def create(self, row: ScheduleRow) -> ScheduleRow:
@@ -117,6 +122,17 @@ class SqliteScheduleStore(SqliteStoreTables):
 
     async def delete_blockout(self, name: str) -> bool:
         return await self._update("delete blockout", sql.DELETE_BLOCKOUT, {"name": name})
+
+    async def set_category_paused(self, name: str, paused: bool, *, now_ms: int) -> None:
+        statement = sql.PAUSE_CATEGORY if paused else sql.RESUME_CATEGORY
+        operation = "pause category" if paused else "resume category"
+        await self._update(operation, statement, {"name": name, "now_ms": now_ms})
+
+    async def paused_categories(self) -> dict[str, int]:
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            return {name: int(at) for name, at in db.execute(sql.PAUSED_CATEGORIES).fetchall()}
+
+        return await self._run("read paused categories", work)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -93,7 +93,8 @@ WHERE claim_epoch = ?1 AND status = 1 AND "{id}" IN ({keys})"""
 # A retry makes the row PENDING again (new_epoch 0); a last failure keeps the epoch.
 MARK_FAILED = """
 UPDATE "{table}" SET status = :status, claim_epoch = :new_epoch,
-    due_at = COALESCE(:retry_at_ms, due_at), last_error = :error, fired_at = :now_ms
+    due_at = COALESCE(:retry_at_ms, due_at), last_error = :error,
+    fired_at = COALESCE(:fired_at_ms, fired_at), attempts = attempts - :handed_back
 WHERE claim_epoch = :epoch AND status = 1 AND "{id}" = :key"""
 # Back to PENDING, the claim's attempt handed back: the next claim gives the same attempt.
 _RELEASE = """
@@ -276,22 +277,41 @@ CREATE_DEPENDENCIES = """CREATE TABLE IF NOT EXISTS dependencies (
     on_id TEXT NOT NULL,
     on_at INTEGER NOT NULL,
     must INTEGER NOT NULL,
+    check_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (entity, job_id, job_at, on_entity, on_id, on_at)
 ) WITHOUT ROWID"""
+# The table as the version before check_at made it gets the column (then the indexes).
+DEPENDENCY_COLUMNS = "SELECT name FROM pragma_table_info('dependencies')"
+UPGRADE_DEPENDENCIES = "ALTER TABLE dependencies ADD COLUMN check_at INTEGER NOT NULL DEFAULT 0"
+CREATE_DEPENDENCIES_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_dependencies_check ON dependencies (check_at)",
+    "CREATE INDEX IF NOT EXISTS ix_dependencies_on ON dependencies (on_entity, on_id, on_at)",
+)
 _EDGE_COLUMNS = "entity, job_id, job_at, on_entity, on_id, on_at, must"
-# Written by the repository's insert, in the transaction storing the waiting rows.
+# Written by the repository's insert, in the transaction storing the waiting rows; check_at 0:
+# the release's next pass looks at them.
 INSERT_EDGE = (
     "INSERT INTO dependencies (" + _EDGE_COLUMNS + ") VALUES (:entity, :job_id, :job_at,"
     " :on_entity, :on_id, :on_at, :must) ON CONFLICT DO NOTHING"
 )
-# Every edge of the first :limit waiting jobs after (:entity, :job_id, :job_at), if given.
-WAITING_EDGES = (
+# Every edge of up to :limit waiting jobs with an edge to look at before :before_ms.
+DUE_EDGES = (
     "SELECT d.entity, d.job_id, d.job_at, d.on_entity, d.on_id, d.on_at, d.must"
     " FROM dependencies AS d JOIN (SELECT DISTINCT entity, job_id, job_at FROM dependencies"
-    " WHERE :entity IS NULL OR (entity, job_id, job_at) > (:entity, :job_id, :job_at)"
-    " ORDER BY entity, job_id, job_at LIMIT :limit) AS p"
+    " WHERE check_at < :before_ms LIMIT :limit) AS p"
     " ON d.entity = p.entity AND d.job_id = p.job_id AND d.job_at = p.job_at"
     " ORDER BY d.entity, d.job_id, d.job_at"
+)
+_EDGE_IS = (
+    " WHERE entity = :entity AND job_id = :job_id AND job_at = :job_at"
+    " AND on_entity = :on_entity AND on_id = :on_id AND on_at = :on_at"
+)
+POSTPONE_EDGE = "UPDATE dependencies SET check_at = :at_ms" + _EDGE_IS
+POSTPONE_EDGE_TO_ITS_TIME = "UPDATE dependencies SET check_at = MIN(on_at, :at_ms)" + _EDGE_IS
+_DEPENDENCY_IS = " WHERE on_entity = :on_entity AND on_id = :on_id AND on_at = :on_at"
+CHECK_DEPENDENTS = "UPDATE dependencies SET check_at = :at_ms" + _DEPENDENCY_IS
+CHECK_DEPENDENTS_AT_THEIR_TIME = (
+    "UPDATE dependencies SET check_at = MIN(on_at, :at_ms)" + _DEPENDENCY_IS
 )
 REMOVE_EDGES = (
     "DELETE FROM dependencies WHERE entity = :entity AND job_id = :job_id AND job_at = :job_at"
@@ -389,6 +409,18 @@ LIST_BLOCKOUTS = (
     "SELECT id, name, scope, target, window_json, policy, created_at_ms FROM blockouts ORDER BY id"
 )
 DELETE_BLOCKOUT = "DELETE FROM blockouts WHERE name = :name"
+# Categories paused store-wide (one row each while paused): every node reads them each heartbeat.
+CREATE_CATEGORY_PAUSES = """CREATE TABLE IF NOT EXISTS category_pauses (
+    name TEXT NOT NULL PRIMARY KEY,
+    paused_at_ms INTEGER NOT NULL
+)"""
+# A pause of a paused category keeps the first pause's time.
+PAUSE_CATEGORY = (
+    "INSERT INTO category_pauses (name, paused_at_ms) VALUES (:name, :now_ms)"
+    " ON CONFLICT (name) DO NOTHING"
+)
+RESUME_CATEGORY = "DELETE FROM category_pauses WHERE name = :name"
+PAUSED_CATEGORIES = "SELECT name, paused_at_ms FROM category_pauses ORDER BY name"
 CREATE_SCHEDULES_DUE_INDEX = (
     "CREATE INDEX IF NOT EXISTS ix_schedules_due ON schedules (state, paused, next_at_ms)"
 )

@@ -682,6 +682,26 @@ async def test_mark_failed_with_retry_makes_the_row_due_again(repo: Repo) -> Non
     assert (again.key, again.due_ms, again.at_ms, again.attempts) == (1, retry_at, D22 + HOUR, 2)
 
 
+async def test_mark_failed_handing_back_postpones_without_spending_the_attempt(repo: Repo) -> None:
+    """A blockout's delay: due again later, as if the claim had never been made."""
+    await seed(repo, [sms(1, D22 + HOUR)])
+    [job] = await claim(repo, N1, NOW)
+    later = NOW + 30_000
+    failure = Failure(ref=job.ref, error="blockout 'b': delayed", retry_at_ms=later, hand_back=True)
+    assert await repo.mark_failed(N1.epoch, [failure], now_ms=NOW + 1) == 1
+    row = await one(repo, 1)
+    assert (row.status, row.due_ms, row.attempts, row.fired_at_ms, row.last_error) == (
+        Status.PENDING,
+        later,
+        0,
+        None,
+        "blockout 'b': delayed",
+    )
+    await _check_epochs(repo)
+    [again] = await claim(repo, N1, later + 1)
+    assert (again.due_ms, again.attempts) == (later, 1)  # the attempt the postponed one had
+
+
 @pytest.mark.parametrize("status", [Status.FAILED, Status.MISSED])
 async def test_mark_failed_without_retry_finishes_the_row(repo: Repo, status: Status) -> None:
     await seed(repo, [sms(1, D22 + HOUR), sms(2, D22 + 2 * HOUR)])

@@ -341,3 +341,162 @@ async def test_two_engines_release_a_job_once(engine_of, clock) -> None:
     assert [a.parts.dependencies.lease.held, b.parts.dependencies.lease.held].count(True) == 1
     fired = recorders[0].ids() + recorders[1].ids()
     assert sorted(fired) == [1, 2]  # each once
+
+
+# -- the release reads the edges that may have moved, not every edge --------------------------
+
+
+async def test_a_pass_reads_only_the_edges_whose_dependencies_may_have_finished(
+    engine_of, clock
+) -> None:
+    """200 jobs wait for one due in an hour: once their edges were looked at, the passes of
+    the next minutes read none of them (the old release read all 200 every pass)."""
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    later = T0 + 3600 * SECOND
+    await engine.schedule([sms(1, later)])
+    await engine.schedule([Job(sms(100 + i, T0 + SECOND), depends_on=after(1)) for i in range(200)])
+    release = engine.parts.dependencies
+    await release.release_once()
+    read = release.edges_read
+    assert read == 200  # new edges: looked at once, then parked until 1's time
+    for _ in range(5):
+        clock.advance(10 * SECOND)
+        await engine.run_until_idle()
+    assert release.edges_read == read
+    assert recorder.fires == []
+    clock.advance(later - clock.now_ms())
+    await engine.run_until_idle()
+    assert sorted(recorder.ids()) == [1, *range(100, 300)]
+
+
+async def test_a_failure_runs_down_a_whole_chain_in_one_pass(engine_of, clock, backend_url) -> None:
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    at = T0 + 10 * SECOND
+    await engine.schedule([sms(1, at)])
+    chain = [Job(sms(k, at), depends_on=after(k - 1, must="succeed")) for k in range(2, 7)]
+    await engine.schedule(chain)
+    assert await engine.cancel(SMS, [1]) == 1
+    report = await engine.parts.dependencies.release_once()
+    assert report.failed == 5  # the old release failed one link per pass
+    for k in range(2, 7):
+        [row] = await engine.repositories["sms"].get(k)
+        assert (row.status, row.last_error) == (
+            Status.FAILED,
+            f"dependency sms {k - 1} {'CANCELLED' if k == 2 else 'FAILED'}; it had to succeed",
+        )
+    assert await edges_left(backend_url) == 0
+
+
+async def test_a_released_dependency_wakes_its_dependents_at_its_time(
+    engine_of, clock, backend_url
+) -> None:
+    """c -> b -> a, all due later: a pass parks c's edge while b waits; b's release wakes it
+    for b's time, and the chain fires in order, each link as the one before finishes."""
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    a, b, c = T0 + 60 * SECOND, T0 + 61 * SECOND, T0 + 62 * SECOND
+    await engine.schedule(
+        [Job(sms(3, c), depends_on=after(2)), Job(sms(2, b), depends_on=after(1)), sms(1, a)]
+    )
+    release = engine.parts.dependencies
+    await engine.run_until_idle()
+    read = release.edges_read
+    clock.advance(30 * SECOND)
+    await engine.run_until_idle()
+    assert release.edges_read == read  # nothing moved: nothing read
+    clock.advance(a - clock.now_ms())
+    await run_until(engine, clock, c + SECOND)
+    assert [(i, fired) for _, i, fired in recorder.fires] == [(1, a), (2, b), (3, c)]
+    assert await edges_left(backend_url) == 0
+
+
+async def run_until(engine: InfiniteScheduler, clock: FakeClock, end_ms: int) -> None:
+    while clock.now_ms() < end_ms:
+        await engine.run_until_idle()
+        clock.advance(500)
+
+
+# -- the dependencies table's contract --------------------------------------------------------
+
+
+@pytest.fixture
+async def dependency_store(backend: Any, backend_url: str) -> AsyncIterator[Any]:
+    store = make_dependencies(backend_url, driver=backend.driver)
+    await store.open()
+    try:
+        yield store
+    finally:
+        assert store.checked_out() == 0  # type: ignore[attr-defined]
+        await store.close()
+
+
+def typed(found: list[Edge]) -> list[tuple[int, int]]:
+    return sorted((int(e.job.key), int(e.on.key)) for e in found)
+
+
+def _edge(job: int, on: int, on_at: int) -> Edge:
+    return Edge(JobRef("sms", job, T0), JobRef("sms", on, on_at), Must.COMPLETE)
+
+
+async def test_due_postpone_and_check_dependents(dependency_store, make_repo) -> None:
+    repo = await make_repo()
+    edges = [_edge(2, 1, T0), _edge(2, 5, T0 + 50), _edge(3, 1, T0), _edge(4, 9, T0 + 90)]
+    for job in (2, 3, 4):
+        await repo.insert([sms(job, T0)], now_ms=T0, edges=[e for e in edges if e.job.key == job])
+    # New edges are due at once; a job comes with all of its edges.
+    assert typed(await dependency_store.due(before_ms=1, limit=10)) == [
+        (2, 1),
+        (2, 5),
+        (3, 1),
+        (4, 9),
+    ]
+    assert len({e.job for e in await dependency_store.due(before_ms=1, limit=2)}) == 2
+    assert await dependency_store.postpone(edges[:3], at_ms=T0 + 10) == 3
+    assert await dependency_store.postpone(edges[3:], at_ms=T0 + 1000, their_time=True) == 1
+    assert await dependency_store.due(before_ms=T0 + 10, limit=10) == []
+    assert typed(await dependency_store.due(before_ms=T0 + 11, limit=10)) == [
+        (2, 1),
+        (2, 5),
+        (3, 1),
+    ]
+    # 4's edge: at its dependency's time (T0 + 90), earlier than T0 + 1000.
+    assert typed(await dependency_store.due(before_ms=T0 + 91, limit=10))[-1] == (4, 9)
+    await dependency_store.postpone(edges, at_ms=2**62)
+    assert await dependency_store.check_dependents([JobRef("sms", 1, T0)], at_ms=T0 + 5) == 2
+    assert typed(await dependency_store.due(before_ms=T0 + 6, limit=10)) == [(2, 1), (2, 5), (3, 1)]
+    n = await dependency_store.check_dependents(
+        [JobRef("sms", 9, T0 + 90)], at_ms=T0 + 1000, their_time=True
+    )
+    assert n == 1
+    assert typed(await dependency_store.due(before_ms=T0 + 91, limit=10))[-1] == (4, 9)
+    assert await dependency_store.check_dependents([JobRef("sms", 7, T0)], at_ms=0) == 0
+
+
+async def test_a_dependencies_table_of_the_version_before_check_at_is_upgraded_at_open(
+    backend, backend_url, dependency_store, make_repo, raw_sql
+) -> None:
+    repo = await make_repo()
+    await repo.insert([sms(2, T0)], now_ms=T0, edges=[_edge(2, 1, T0)])
+    old_shape = {
+        "sqlite": [
+            "DROP INDEX ix_dependencies_check",
+            "DROP INDEX ix_dependencies_on",
+            "ALTER TABLE dependencies DROP COLUMN check_at",
+        ],
+        "mysql": [
+            "ALTER TABLE dependencies DROP KEY ix_dependencies_check,"
+            " DROP KEY ix_dependencies_on, DROP COLUMN check_at"
+        ],
+    }[backend.kind]
+    for statement in old_shape:
+        await raw_sql(dependency_store, statement)
+    await repo.insert([sms(3, T0)], now_ms=T0, edges=[_edge(3, 1, T0)])  # an old node's insert
+    again = make_dependencies(backend_url, driver=backend.driver)
+    await again.open()
+    try:
+        assert len(await again.due(before_ms=1, limit=10)) == 2  # every old edge looked at once
+        assert await again.check_dependents([JobRef("sms", 1, T0)], at_ms=T0) == 2
+    finally:
+        await again.close()

@@ -290,7 +290,7 @@ async def test_a_paused_category_waits_and_runs_once_resumed(
     await store_jobs([sms(i, T0 + 300) for i in range(10, 12)], **settings)
     recorder = Recorder()
     async with engine_of(make_config(**settings), clock, recorder) as engine:
-        engine.pause_category("reports")
+        await engine.categories.pause("reports")
         clock.advance(400)
         await engine.run_until_idle()
         assert sorted(recorder.ids()) == [10, 11]
@@ -306,7 +306,7 @@ async def test_a_paused_category_waits_and_runs_once_resumed(
         clock.advance(60_000)
         await engine.run_until_idle()
         assert len(recorder.fires) == 2  # still paused, however long
-        engine.resume_category("reports")
+        await engine.categories.resume("reports")
         await engine.run_until_idle()
     assert sorted(recorder.ids()) == [0, 1, 2, 10, 11]
     assert {(await repo.get(i))[0].status for i in range(3)} == {Status.DONE}
@@ -329,7 +329,7 @@ async def test_jobs_of_an_unknown_category_are_refused_and_nothing_is_stored(
         with pytest.raises(JobOptionError, match="field 'category'"):
             await engine.schedule(items)
         with pytest.raises(UnknownCategory, match="'nope' is not configured.*'reports'"):
-            engine.pause_category("nope")
+            await engine.categories.pause("nope")
     assert [await repo.get(i) for i in (1, 2)] == [[], []]
 
 
@@ -356,14 +356,14 @@ async def test_jobs_a_paused_category_holds_back_leave_room_to_claim_the_others(
     await store_jobs([sms(i, T0 + 1500) for i in range(100, 103)], **settings)
     recorder = Recorder()
     async with engine_of(make_config(**settings), clock, recorder) as engine:
-        engine.pause_category("reports")
+        await engine.categories.pause("reports")
         clock.advance(500)
         await engine.run_until_idle()
         for _ in range(2):
             clock.advance(600)
             await engine.run_until_idle()
         assert sorted(recorder.ids()) == [100, 101, 102]
-        engine.resume_category("reports")
+        await engine.categories.resume("reports")
         await engine.run_until_idle()
     assert len(recorder.fires) == 33
 

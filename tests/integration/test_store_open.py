@@ -163,6 +163,7 @@ async def test_create_missing_makes_the_mysql_database(typo_database: str, drive
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
     assert await tables(typo_database) == [
         "blockouts",
+        "category_pauses",
         "dependencies",
         "leases",
         "nodes",
@@ -197,6 +198,7 @@ async def test_store_init_creates_the_mysql_database_once(
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
     assert await tables(typo_database) == [
         "blockouts",
+        "category_pauses",
         "leases",
         "nodes",
         "schedules",

@@ -48,6 +48,8 @@ PLACEHOLDERS = {
     "next_at_ms",
     "last_at_ms",
     "runs",
+    # when the dependency release looks at edges again, rendered from an int
+    "at_ms",
 }
 
 
