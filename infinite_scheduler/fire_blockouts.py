@@ -67,8 +67,11 @@ class BlockoutGate:
         found = self._applying.get((entity, code))
         if found is None:
             category = category_name(code) if code else ""
-            found = [b for b in self._blockouts if b.applies(entity=entity, category=category,
-                                                             schedule="")]  # fmt: skip
+            found = [
+                b
+                for b in self._blockouts
+                if b.applies(entity=entity, category=category, schedule="")
+            ]
             self._applying[(entity, code)] = found
         return found
 
