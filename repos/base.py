@@ -537,6 +537,16 @@ def encode_for(
     )
 
 
+def check_for(repo: ShardingRepository[TEntity, Any], batch: EncodedBatch, *, now_ms: int) -> None:
+    """encode_for's checks of rows encoded already (EntitySpec.check_batch)."""
+    repo.spec.check_batch(
+        batch,
+        now_ms=now_ms,
+        retention_ms=repo.policy.retention_ms,
+        max_payload_bytes=repo.max_payload_bytes,
+    )
+
+
 def encode_batch_for(
     repo: ShardingRepository[TEntity, Any], entities: Sequence[TEntity], *, now_ms: int
 ) -> EncodedBatch:
