@@ -8,6 +8,18 @@ remains, rounds follow each other as fast as the handlers make room. Rows due la
 `payload_ahead_s` are claimed without their payload, which infinite_scheduler/payloads.py reads
 shortly before they are due.
 
+A backlog's claims rank (:data:`RANKED_AFTER_MS`): once a claim comes back full of rows overdue
+by more than that, the lane's next claims take the rows due by effective priority (priority +
+age boost x minutes overdue, repos/options.py's rank(), the order the dispatcher runs them in)
+instead of due time, until one comes back short: the backlog in the store is then drained, and
+claims go on in due order. Without that, a priority-1000 job due last in a backlog larger than
+the node holds would wait until everything due before it had been claimed: the dispatcher
+orders only what it holds. The normal path pays nothing: rows on time, or a burst drained
+within seconds, are claimed in due order along the claim index, and a ranked claim (which
+reads and sorts every row due, as no index holds that order, and locks them until its short
+transaction ends) is made only for an old backlog, where the order matters and there is no
+hurry to be cheap per row: the handlers are the bottleneck.
+
 This class owns the claim protocol: every claim, a round's claim_due or the insert of already
 claimed rows by which schedule() holds new jobs due inside the window (store_new), is made under
 this node's epoch and gets a stamp of its own, and a claim whose outcome the store never told is
@@ -57,6 +69,11 @@ BURST_BATCHES = 5
 #: with others live, its share of that, one burst batch at least (infinite_scheduler/node.py
 #: counts them).
 BURST_HELD_BATCHES = 2
+#: A full claim of rows all overdue by more than this means a backlog (recovery after downtime,
+#: handlers slower than the arrivals) whose next claims rank. Less overdue, it is a burst being
+#: drained on time (W2's 20,000 rows go within a second or two), whose claims stay in due order:
+#: what is claimed is ordered by the dispatcher anyway, and the rest follows within seconds.
+RANKED_AFTER_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +91,8 @@ class FetchSettings:
     max_held: int
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE_NOW
     misfire_threshold_ms: int = 60_000
+    #: Points a job gains per minute overdue ([priority]): the rank of a backlog's claims.
+    age_boost_per_minute: float = 0.0
 
 
 class Fetcher:
@@ -110,6 +129,8 @@ class Fetcher:
         #: Live nodes drawing on the store's bursts, this one included, as the last heartbeat
         #: found them.
         self.sharing = 1
+        #: Names of the lanes whose next claim ranks (a backlog: see the module docstring).
+        self.ranked: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
@@ -277,23 +298,32 @@ class Fetcher:
             if limit <= 0:
                 self.backlog = True
                 return claimed
+            ranked = lane.name in self.ranked
             async with self._claiming(lane, from_ms) as stamp:
                 jobs = await lane.repo.claim_due(
                     self.claimant,
                     now_ms=stamp,
-                    before_ms=window_end_ms,
+                    # A ranked claim takes only the rows due: the backlog, not the window.
+                    before_ms=min(now_ms, window_end_ms) if ranked else window_end_ms,
                     since_ms=since_ms,
                     limit=limit,
                     payload_before_ms=now_ms + self.settings.payload_ahead_ms,
+                    boost_per_minute=self.settings.age_boost_per_minute if ranked else None,
                 )
             claimed += len(jobs)
             placed_ms = self.clock.now_ms()
             self._place(lane, jobs, placed_ms)
             if len(jobs) < limit:
-                return claimed
-            # Claimed oldest first: if the last was due, all of them were.
-            burst = jobs[-1].due_ms <= placed_ms
-            batch = self.settings.batch_size * (BURST_BATCHES if burst else 1)
+                if not ranked:
+                    return claimed
+                self.ranked.discard(lane.name)  # the backlog is claimed: the window, in order
+                continue
+            if not ranked:
+                # Claimed oldest first: if the last was due, all of them were.
+                burst = jobs[-1].due_ms <= placed_ms
+                batch = self.settings.batch_size * (BURST_BATCHES if burst else 1)
+                if jobs[-1].due_ms < placed_ms - RANKED_AFTER_MS:
+                    self.ranked.add(lane.name)
 
     def _place(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> None:
         """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order);

@@ -296,6 +296,7 @@ def _fetch_settings(wiring: Wiring) -> FetchSettings:
         max_held=c.max_held,
         misfire_policy=MisfirePolicy(c.misfire_policy),
         misfire_threshold_ms=int(c.misfire_threshold_s * 1000),
+        age_boost_per_minute=c.priority.age_boost_per_minute,
     )
 
 

@@ -4,9 +4,10 @@ Pure: no clock, no asyncio; the dispatcher passes ``now_ms`` in.
 
 Order. Whenever more jobs are due than handlers can run, the highest *effective* priority goes
 first, ``priority + boost_per_minute * minutes overdue``, ties by due time. All the waiting jobs
-are due, so at any one `now` that order is the order of ``priority - boost * due_ms / 60_000``:
-`now` drops out, and a job's rank is fixed when it arrives. A heap on that rank needs no
-re-sorting as time passes.
+are due, so at any one `now` that order is the order of repos/options.py's rank(): `now` drops
+out, and a job's rank is fixed when it arrives. A heap on that rank needs no re-sorting as time
+passes. The claims of a backlog order the rows still in the store by the same rank
+(infinite_scheduler/fetcher.py).
 
 The normal path pays nothing for it: while every waiting job has the defaults (priority 500, no
 category, ``options == 0``), they wait in a FIFO deque in the order they came due, which is the
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from repos.base import ClaimedJob, category_code, code_of, priority_of
+from repos.base import ClaimedJob, category_code, code_of, priority_of, rank
 
 #: (rank, due_ms, arrival, lane, job): the arrival number keeps equal ranks in arrival order and
 #: never lets the comparison reach the lane.
@@ -184,7 +185,12 @@ class Waiting:
         return taken
 
     def _push(self, lane: Any, job: ClaimedJob) -> None:
-        rank = job.due_ms * self._boost_per_ms - priority_of(job.options)
-        entry = (rank, job.due_ms, next(self._arrivals), lane, job)
+        entry = (
+            rank(job.due_ms, priority_of(job.options), self._boost_per_ms),
+            job.due_ms,
+            next(self._arrivals),
+            lane,
+            job,
+        )
         heapq.heappush(self._heaps.setdefault(code_of(job.options), []), entry)
         self._ranked += 1

@@ -61,6 +61,7 @@ from repos.options import category_name as category_name
 from repos.options import code_of as code_of
 from repos.options import pack as pack
 from repos.options import priority_of as priority_of
+from repos.options import rank as rank
 from repos.shards import Granularity as Granularity
 from repos.shards import ShardBounds as ShardBounds
 from repos.shards import bucket_of as bucket_of
@@ -366,6 +367,7 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         since_ms: int,
         limit: int,
         payload_before_ms: int | None = None,
+        boost_per_minute: float | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to `limit` PENDING rows with due_at < before_ms for `claimant`, oldest first.
 
@@ -377,6 +379,11 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         Returned in due_at order. A shard missing from the window is empty, not an error.
         Rows due at or after `payload_before_ms` come without their payload (None): read it
         with read_payloads when they are nearly due.
+
+        With `boost_per_minute`, the rows come by effective priority at now_ms instead, the
+        highest first (:func:`rank`, lowest first), ties by due time: the claim of a backlog of
+        rows due already (infinite_scheduler/fetcher.py). No index holds that order: the store
+        reads and sorts every row due before before_ms, so it is for backlogs only.
         """
         ...
 
@@ -537,6 +544,16 @@ def encode_for(
     repository's retention and ``max_payload_bytes`` (EntitySpec.encode_many)."""
     return repo.spec.encode_many(
         entities,
+        now_ms=now_ms,
+        retention_ms=repo.policy.retention_ms,
+        max_payload_bytes=repo.max_payload_bytes,
+    )
+
+
+def check_for(repo: ShardingRepository[TEntity, Any], batch: EncodedBatch, *, now_ms: int) -> None:
+    """encode_for's checks of rows encoded already (EntitySpec.check_batch)."""
+    repo.spec.check_batch(
+        batch,
         now_ms=now_ms,
         retention_ms=repo.policy.retention_ms,
         max_payload_bytes=repo.max_payload_bytes,

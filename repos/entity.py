@@ -269,11 +269,22 @@ class EntitySpec(Generic[TEntity, TKey]):
         batch = self._bulk.encode(entities)
         if batch is None:
             batch = EncodedBatch.of_rows([self.encode(e) for e in entities])
+        self.check_batch(
+            batch, now_ms=now_ms, retention_ms=retention_ms, max_payload_bytes=max_payload_bytes
+        )
+        return batch
+
+    def check_batch(
+        self, batch: EncodedBatch, *, now_ms: int, retention_ms: int, max_payload_bytes: int
+    ) -> None:
+        """encode_batch's checks of rows encoded already (a schedule's occurrences store its
+        template's payload as it is): ShardExpired or PayloadTooLarge for the first row in the
+        way, in order."""
         horizon_ms = now_ms - retention_ms
         if not batch.keys or (
             min(batch.at_ms) >= horizon_ms and max(map(len, batch.payloads)) <= max_payload_bytes
         ):
-            return batch
+            return
         for key, at_ms, payload in zip(batch.keys, batch.at_ms, batch.payloads, strict=True):
             if at_ms < horizon_ms:  # the first row in the way, in order
                 raise ShardExpired(
@@ -286,7 +297,6 @@ class EntitySpec(Generic[TEntity, TKey]):
                 )
             if len(payload) > max_payload_bytes:
                 raise PayloadTooLarge(self.name, key, len(payload), max_payload_bytes)
-        return batch
 
     def decode(self, key: int | str, at_ms: int, payload: bytes) -> TEntity:
         """Rebuild the entity from its stored row (done lazily, at fire time)."""

@@ -18,7 +18,13 @@ it was, and the next pass, here or on another node, makes the same rows again, i
 duplicates. A step that lost to a person's change is dropped: the change cancelled what it
 knew of, and the next pass reads the changed row.
 
-Priority and category of a schedule reach its occurrences through :func:`as_job`.
+An occurrence is stored as :func:`occurrence_row` makes it: the template's payload as the
+schedule stores it (encoded and checked once, when the schedule was made or changed:
+infinite_scheduler/schedules/book.py), its own id and time, and its schedule's priority and
+category in their columns, as ``Job(entity, priority=..., category=...)`` stores a one-shot job.
+No entity is built per occurrence: decoding one and encoding it again cost most of a pass's
+time between two awaits, and the late tail of W8 (benchmarks/RESULTS.md) was the event loop
+waiting for that.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infinite_scheduler.clock import Clock
-from infinite_scheduler.job import Job, with_options
 from infinite_scheduler.lease import Lease
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.schedules.blockouts import Blockout, Moved, Skipped, blocked
@@ -41,12 +46,14 @@ from infinite_scheduler.waits import wait_any
 from repos.base import (
     FINISHED,
     Claimant,
+    EncodedBatch,
+    EncodedRow,
     Failure,
     RowRef,
     ShardingRepository,
     Status,
     StoreError,
-    encode_for,
+    check_for,
 )
 from repos.schedules import Advance, ScheduleStore
 
@@ -83,9 +90,10 @@ class PassReport:
     unknown: set[str] = field(default_factory=set)  #: entity types not served here
 
 
-def as_job(s: Schedule, entity: Any) -> Job[Any]:
-    """What an occurrence is stored as: its entity, with its schedule's priority and category."""
-    return Job(entity, priority=s.row.priority, category=s.row.category)
+def occurrence_row(s: Schedule, key: int | str, at_ms: int, payload: bytes) -> EncodedRow:
+    """What an occurrence is stored as: the template's payload (`payload`, encoded once per
+    schedule), with its schedule's priority and category."""
+    return EncodedRow(key, at_ms, payload, s.row.priority, s.row.category)
 
 
 class Materialiser:
@@ -165,8 +173,8 @@ class Materialiser:
         self, batch: Sequence[Schedule], now_ms: int, blockouts: list[Blockout], report: PassReport
     ) -> int:
         s = self.settings
-        by_entity: dict[str, list[Any]] = {}
-        skipped: dict[str, list[Any]] = {}
+        by_entity: dict[str, list[EncodedRow]] = {}
+        skipped: dict[str, list[tuple[EncodedRow, str]]] = {}
         stale: dict[str, list[Any]] = {}
         steps: list[Advance] = []
         for i, sched in enumerate(batch):
@@ -193,19 +201,16 @@ class Materialiser:
         for name, keys in stale.items():
             if keys:  # before the inserts: a folded occurrence may be one made ahead
                 await self.repos[name].cancel(keys)
-        for name, jobs in by_entity.items():
-            if jobs:
+        for name, rows in by_entity.items():
+            if rows:
                 repo = self.repos[name]
-                rows = with_options(
-                    encode_for(repo, [job.entity for job in jobs], now_ms=now_ms),
-                    [(job.priority, job.category) for job in jobs],
-                )
+                check_for(repo, EncodedBatch.of_rows(rows), now_ms=now_ms)
                 report.occurrences += await repo.insert_rows(
                     rows, now_ms=now_ms, on_duplicate="ignore"
                 )
-        for name, entities in skipped.items():
-            if entities:
-                await self._store_skipped(self.repos[name], entities, now_ms)
+        for name, skips in skipped.items():
+            if skips:
+                await self._store_skipped(self.repos[name], skips, now_ms)
         changed = await self.store.advance(steps, now_ms=now_ms)
         report.schedules += changed
         report.lost_races += len(steps) - changed
@@ -213,44 +218,47 @@ class Materialiser:
 
     def _occurrences(
         self, s: Schedule, p: Plan, blockouts: list[Blockout], repo: Repo, report: PassReport
-    ) -> tuple[list[Any], list[tuple[Any, str]], int | None]:
-        """The jobs to store, the entities a blockout skips (with its name), and the time of
-        the last one made (moved by a blockout, maybe)."""
-        spec = repo.spec
+    ) -> tuple[list[EncodedRow], list[tuple[EncodedRow, str]], int | None]:
+        """The rows to store, the rows a blockout skips (with its name), and the time of the
+        last one made (moved by a blockout, maybe)."""
+        key_type = repo.spec.key_type
         payload = s.row.template_json.encode()
-        made: list[Any] = []
-        skips: list[tuple[Any, str]] = []
+        made: list[EncodedRow] = []
+        skips: list[tuple[EncodedRow, str]] = []
         last: int | None = None
         for at_ms in p.occurrences:
             verdict = blocked(blockouts, at_ms) if blockouts else None
             if isinstance(verdict, Moved):
                 at_ms = verdict.at_ms
                 report.moved += 1
-            key = occurrence_key(spec.key_type, s.id, s.row.generation, at_ms)
-            entity = spec.decode(key, at_ms, payload)
+            row = occurrence_row(s, occurrence_key(key_type, s.id, s.row.generation, at_ms),
+                                 at_ms, payload)  # fmt: skip
             if isinstance(verdict, Skipped):
-                skips.append((entity, verdict.blockout))
+                skips.append((row, verdict.blockout))
                 report.skipped += 1
             else:
-                made.append(as_job(s, entity))
+                made.append(row)
             last = at_ms
         return made, skips, last
 
-    async def _store_skipped(self, repo: Repo, skipped: list[tuple[Any, str]], now_ms: int) -> None:
+    async def _store_skipped(
+        self, repo: Repo, skipped: list[tuple[EncodedRow, str]], now_ms: int
+    ) -> None:
         """Store skipped occurrences as rows MISSED with the blockout named in last_error: the
         skip is on record, and a repeated pass finds them (duplicates, ignored)."""
         epoch = self.settings.epoch
         claimant = Claimant(self.settings.node_id, epoch)
-        entities = [entity for entity, _ in skipped]
-        await repo.insert(entities, now_ms=now_ms, on_duplicate="ignore", claimed_by=claimant)
+        rows = [row for row, _ in skipped]
+        check_for(repo, EncodedBatch.of_rows(rows), now_ms=now_ms)
+        await repo.insert_rows(rows, now_ms=now_ms, on_duplicate="ignore", claimed_by=claimant)
         failures = [
             Failure(
-                ref=RowRef(repo.spec.key_of(entity), _at_ms(repo, entity)),
+                ref=RowRef(row.key, row.at_ms),
                 error=f"blockout {name!r}: skipped",
                 retry_at_ms=None,
                 status=Status.MISSED,
             )
-            for entity, name in skipped
+            for row, name in skipped
         ]
         await repo.mark_failed(epoch, failures, now_ms=now_ms)
 
@@ -284,7 +292,3 @@ class Materialiser:
             "node": self.settings.node_id,
             "epoch": self.settings.epoch,
         }
-
-
-def _at_ms(repo: Repo, entity: Any) -> int:
-    return repo.spec.encode(entity).at_ms

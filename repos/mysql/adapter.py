@@ -175,12 +175,15 @@ class MysqlRepository(Generic[TEntity, TKey]):
         since_ms: int,
         limit: int,
         payload_before_ms: int | None = None,
+        boost_per_minute: float | None = None,
     ) -> list[ClaimedJob]:
-        args = {
+        args: dict[str, Any] = {
             "payload_before_ms": before_ms if payload_before_ms is None else payload_before_ms,
             "before_ms": before_ms,
             "limit": limit,
         }
+        if boost_per_minute is not None:
+            args["boost_per_ms"] = boost_per_minute / 60_000
         node_id, epoch = check_claimant(claimant)
         claim = {"node_id": node_id, "epoch": epoch, "now_ms": now_ms}
 
@@ -572,11 +575,14 @@ class MysqlRepository(Generic[TEntity, TKey]):
         self, shards: list[Shard], args: dict[str, Any], claim: dict[str, Any], tx: Tx
     ) -> list[Row]:
         """Select the due rows over `shards` and claim them, in the caller's transaction."""
+        ranked = "boost_per_ms" in args
         if len(shards) == 1:
-            select = sql.CLAIM_SELECT_ONE.format(target=shards[0].target, shard_no=0, **self._fmt)
+            one = sql.CLAIM_RANKED_SELECT_ONE if ranked else sql.CLAIM_SELECT_ONE
+            select = one.format(target=shards[0].target, shard_no=0, **self._fmt)
         else:
-            parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
-            select = sql.CLAIM_SELECT.format(parts=parts)
+            part = sql.CLAIM_RANKED_SELECT_PART if ranked else sql.CLAIM_SELECT_PART
+            parts = sql.union_all(part, [s.target for s in shards], **self._fmt)
+            select = (sql.CLAIM_RANKED_SELECT if ranked else sql.CLAIM_SELECT).format(parts=parts)
         rows = await tx.fetch_all(select, args)
         by_shard: dict[int, list[Any]] = defaultdict(list)
         for row in rows:

@@ -139,6 +139,18 @@ CLAIM_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
 # spans (the merge costs a derived table and a sort of its rows, which one shard needs not).
 CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
 CLAIM_SELECT_PART = "(" + CLAIM_SELECT_ONE + ")"
+# The claim of a backlog (claim_due(boost_per_minute=...)): the due rows by rank, lowest first,
+# ties by due time. `rank_` is repos/options.py's rank(): due_at * boost per ms - priority. It
+# is in no index: the server reads and sorts the range due before before_ms (the caller asks
+# this only of a backlog, rarely).
+CLAIM_RANKED_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
+ IF(due_at < %(payload_before_ms)s, payload, NULL), priority, category, {shard_no} AS shard_no,
+ due_at * %(boost_per_ms)s - priority AS rank_
+ FROM {target}
+ WHERE claim_epoch = 0 AND status = 0
+ AND due_at < %(before_ms)s ORDER BY rank_, due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+CLAIM_RANKED_SELECT = "{parts} ORDER BY rank_, due_at LIMIT %(limit)s"
+CLAIM_RANKED_SELECT_PART = "(" + CLAIM_RANKED_SELECT_ONE + ")"
 
 CLAIM_UPDATE = """
 UPDATE {target} SET status = 1, claim_epoch = %(epoch)s, claimed_by = %(node_id)s,

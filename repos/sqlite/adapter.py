@@ -38,7 +38,7 @@ from repos.base import (
 )
 from repos.dependencies import COLUMNS, edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
-from repos.options import DEFAULT_PRIORITY
+from repos.options import DEFAULT_PRIORITY, rank
 from repos.shards import (
     ShardBounds,
     bounds_of,
@@ -179,24 +179,32 @@ class SqliteRepository(Generic[TEntity, TKey]):
         since_ms: int,
         limit: int,
         payload_before_ms: int | None = None,
+        boost_per_minute: float | None = None,
     ) -> list[ClaimedJob]:
         node_id, epoch = check_claimant(claimant)
         if limit <= 0:
             return []
-        args = {
+        args: dict[str, Any] = {
             "payload_before_ms": before_ms if payload_before_ms is None else payload_before_ms,
             "before_ms": before_ms,
             "limit": limit,
         }
+        select, order = sql.CLAIM_SELECT, _by_due
+        if boost_per_minute is not None:
+            boost_per_ms = args["boost_per_ms"] = boost_per_minute / 60_000
+            select = sql.CLAIM_RANKED_SELECT
+
+            def order(r: Sequence[Any]) -> tuple[float, int]:
+                return rank(r[2], r[5], boost_per_ms), r[2]
 
         def work(db: sqlite3.Connection) -> list[ClaimedJob]:
             with write(db):
                 shards = self._window(db, since_ms, before_ms)
                 per_shard = [
-                    [(*r, table) for r in db.execute(self._q(sql.CLAIM_SELECT, table), args)]
+                    [(*r, table) for r in db.execute(self._q(select, table), args)]
                     for table in shards
                 ]
-                picked = list(heapq.merge(*per_shard, key=lambda r: r[2]))[:limit]
+                picked = list(heapq.merge(*per_shard, key=order))[:limit]
                 by_table: dict[str, list[Any]] = defaultdict(list)
                 for r in picked:
                     by_table[r[-1]].append(r[0])
@@ -604,3 +612,8 @@ def _repeated_key(keys: Sequence[int | str]) -> int | str | None:
 
 #: The sharding time of a RowRef, read in C (group_by_shard).
 _at_ms = attrgetter("at_ms")
+
+
+def _by_due(r: Sequence[Any]) -> Any:
+    """A claimed row's place in a claim in due order (its due_at)."""
+    return r[2]

@@ -79,6 +79,13 @@ SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms T
     priority, category
 FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
 ORDER BY due_at LIMIT :limit"""
+# The claim of a backlog (claim_due(boost_per_minute=...)): the due rows by rank, lowest first,
+# ties by due time (repos/options.py's rank(); the adapter merges the shards by the same).
+CLAIM_RANKED_SELECT = """
+SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms THEN payload END,
+    priority, category
+FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
+ORDER BY due_at * :boost_per_ms - priority, due_at LIMIT :limit"""
 CLAIM_UPDATE = """
 UPDATE "{table}" SET status = 1, claim_epoch = ?1, claimed_by = ?2, claimed_at = ?3,
     attempts = attempts + 1

@@ -233,6 +233,68 @@ async def test_without_age_boost_the_new_high_priority_job_goes_first(
     assert recorder.ids() == [1, 2]
 
 
+async def test_a_ranked_claim_takes_the_due_rows_by_effective_priority_then_due_time(
+    repo: Repo,
+) -> None:
+    """claim_due(boost_per_minute=...): the claim of a backlog. 10 points a minute at T0."""
+    rows = [
+        EncodedRow(1, T0 - 60 * MINUTE, b"{}", 100),  # 100 + 600 = 700
+        EncodedRow(2, T0 - MINUTE, b"{}", 600),  # 610
+        EncodedRow(3, T0 - 10 * MINUTE, b"{}"),  # 600: after 2, before 4
+        EncodedRow(4, T0 - 2 * MINUTE, b"{}"),  # 520
+        EncodedRow(5, T0 - 10 * MINUTE, b"{}", 100),  # 200
+        EncodedRow(6, T0 - 10 * MINUTE + 1, b"{}"),  # 600 - a hair: after 3
+        EncodedRow(7, T0 + 1, b"{}", 1000),  # not due: not in the backlog's claim
+    ]
+    assert await repo.insert_rows(rows, now_ms=T0) == 7
+    claimant = Claimant("node-a", 1)
+
+    async def claim(limit: int) -> list[Any]:
+        jobs = await repo.claim_due(claimant, now_ms=T0, before_ms=T0, since_ms=T0 - 2 * MINUTE * 60,
+                                    limit=limit, boost_per_minute=10)  # fmt: skip
+        return [job.key for job in jobs]
+
+    assert await claim(3) == [1, 2, 3]
+    assert await claim(10) == [6, 4, 5]  # the rest, claimed once
+
+
+async def test_a_ranked_claim_over_two_shards_merges_them_by_rank(repo: Repo) -> None:
+    """Without age boost the rank is the priority: ties by due time, across the shards."""
+    day = Granularity.DAY.span_ms
+    rows = [
+        EncodedRow(1, T0 - day, b"{}"),
+        EncodedRow(2, T0 - day + 1, b"{}", 900),
+        EncodedRow(3, T0 - 5, b"{}", 900),
+        EncodedRow(4, T0 - 4, b"{}", 1000),
+        EncodedRow(5, T0 - 3, b"{}"),
+    ]
+    assert await repo.insert_rows(rows, now_ms=T0 - day) == 5
+    jobs = await repo.claim_due(
+        Claimant("node-a", 1), now_ms=T0, before_ms=T0, since_ms=T0 - day, limit=4,
+        boost_per_minute=0,
+    )  # fmt: skip
+    assert [job.key for job in jobs] == [4, 2, 3, 1]
+
+
+async def test_high_priority_jobs_due_last_in_a_backlog_larger_than_a_node_holds_fire_first(
+    store_jobs: Callable[..., Any], make_config: Callable[..., SchedulerConfig], clock: FakeClock
+) -> None:
+    """Recovery after downtime: 400 jobs overdue, claims of 10 (and bursts of 50, at most 100
+    held): the three priority-1000 jobs due last are claimed by the first ranked claim
+    (infinite_scheduler/fetcher.py), not after the 397 due before them."""
+    late = T0 - 10 * MINUTE
+    items: list[Any] = [sms(i, late + i) for i in range(397)]
+    items += [Job(sms(i, late + i), priority=1000) for i in range(397, 400)]
+    settings: dict[str, Any] = {"batch_size": 10, "max_jobs_per_fetch": 100}
+    assert await store_jobs(items, **settings) == 400
+    recorder = Recorder()
+    async with engine_of(make_config(**settings), clock, recorder) as engine:
+        await engine.run_until_idle(timeout_s=30)
+    order = recorder.ids()
+    assert sorted(order) == list(range(400))
+    assert max(order.index(i) for i in (397, 398, 399)) < 20, order[:20]
+
+
 # -- categories -------------------------------------------------------------------------------
 
 
