@@ -1,0 +1,87 @@
+"""ASGI middleware: a request id for every request, and the body size limit.
+
+Plain ASGI rather than Starlette's BaseHTTPMiddleware, which would read the body first: a body
+over the limit is refused by its Content-Length before a byte of it is read, and a chunked one
+as soon as its bytes pass the limit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infinite_scheduler.api.audit import request_id
+from infinite_scheduler.api.errors import BodyTooLarge, error_response
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+class RequestIds:
+    """Gives each request an id (the error bodies', the audit rows' and the X-Request-Id
+    response header's)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = secrets.token_hex(8)
+        request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER, rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimit:
+    """413 for a body over `max_bytes`: by its Content-Length before reading it, or while
+    reading a chunked one."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            response = error_response(413, BodyTooLarge.code, self._message(declared))
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self._message(seen))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return f"request body of {size} bytes or more is over api.max_body_bytes = {self.max_bytes}"
+
+
+def _content_length(scope: Scope) -> int | None:
+    headers: Any = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
