@@ -1,8 +1,7 @@
 """ASGI middleware: a request id for every request, and the body size limit.
 
-Plain ASGI rather than Starlette's BaseHTTPMiddleware, which would read the body first: a body
-over the limit is refused by its Content-Length before a byte of it is read, and a chunked one
-as soon as its bytes pass the limit.
+Plain ASGI: a body over the limit is refused by its Content-Length before a byte of it is
+read, and a chunked one as soon as its bytes pass the limit.
 """
 
 from __future__ import annotations
@@ -43,8 +42,9 @@ class RequestIds:
 
 
 class BodyLimit:
-    """413 for a body over `max_bytes`: by its Content-Length before reading it, or while
-    reading a chunked one."""
+    """413 for a body over `max_bytes`: by its Content-Length before reading it, or once a
+    chunked one's bytes pass the limit. The body is read here (it is small by then) and
+    handed on whole: FastAPI would turn an error raised while it reads into a 400."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -56,24 +56,40 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            response = error_response(413, BodyTooLarge.code, self._message(declared))
-            await response(scope, receive, send)
+            await self._refuse(declared, scope, receive, send)
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self._message(seen))
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)  # a disconnect
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
+                await self._refuse(seen, scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
 
-        await self.app(scope, counted, send)
+    async def _refuse(self, size: int, scope: Scope, receive: Receive, send: Send) -> None:
+        message = (
+            f"request body of {size} bytes or more is over api.max_body_bytes = {self.max_bytes}"
+        )
+        await error_response(413, BodyTooLarge.code, message)(scope, receive, send)
 
-    def _message(self, size: int) -> str:
-        return f"request body of {size} bytes or more is over api.max_body_bytes = {self.max_bytes}"
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """`messages` first, then whatever comes (a disconnect)."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -4,16 +4,27 @@ never silently ignored); times are ISO 8601 with a zone, or null."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from infinite_scheduler.schedules.blockouts import Blockout
 from infinite_scheduler.schedules.model import Schedule
 from repos.access import AuditRow
 
 Misfire = Literal["fire_once_now", "do_nothing"]
+#: The latest time taken: a schedule's occurrences (a century apart at most) stay datetimes.
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _not_too_late(value: datetime) -> datetime:
+    if value >= LATEST:
+        raise ValueError(f"must be before {LATEST.isoformat()}")
+    return value
+
+
+Time = Annotated[AwareDatetime, AfterValidator(_not_too_late)]
 #: Names, categories and owners: as long as the schedules table holds.
 Name = Field(min_length=1, max_length=191)
 
@@ -30,8 +41,8 @@ class ScheduleCreate(_Request):
         '{"kind": "rate", "every_s": 60}, {"kind": "delay", "delay_s": 30}, or a calendar'
     )
     payload_template: dict[str, Any] = Field(default_factory=dict)
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Time | None = None
+    end: Time | None = None
     max_runs: int | None = Field(default=None, ge=1, le=2**31)
     priority: int = Field(default=500, ge=1, le=1000)
     category: str = Field(default="", max_length=64)
@@ -46,7 +57,7 @@ class ScheduleUpdate(_Request):
     name: str | None = Field(default=None, min_length=1, max_length=191)
     trigger: dict[str, Any] | None = None
     payload_template: dict[str, Any] | None = None
-    end: AwareDatetime | None = None
+    end: Time | None = None
     max_runs: int | None = Field(default=None, ge=1, le=2**31)
     priority: int | None = Field(default=None, ge=1, le=1000)
     category: str | None = Field(default=None, max_length=64)
@@ -112,8 +123,8 @@ class BlockoutCreate(_Request):
     `duration_s`."""
 
     name: str = Name
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Time | None = None
+    end: Time | None = None
     trigger: dict[str, Any] | None = None
     duration_s: int | None = Field(default=None, ge=1, le=366 * 86_400)
     scope: Literal["global", "entity", "category", "schedule"] = "global"
