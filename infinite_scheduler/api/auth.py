@@ -28,12 +28,13 @@ async def caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
     """The caller a request's bearer token stands for; 401 without a valid live one (an open
-    API serves a request without any token as ADMIN)."""
+    API serves a request without any token as ADMIN while no token is stored: the first
+    token made closes it)."""
     found = services(request)
     if credentials is None:
         if request.headers.get("authorization"):
             raise Unauthorized("malformed Authorization header: send 'Bearer <token>'")
-        if found.open_access:
+        if found.open_access and not await found.access.live_tokens():
             return OPEN_CALLER
         raise Unauthorized("no token: send 'Authorization: Bearer <token>'")
     who = await found.tokens.caller(credentials.credentials)

@@ -52,7 +52,7 @@ def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f"metrics_port = {metrics_port}\nfetch_interval_s = 1\nlookahead_s = 2\n"
-        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n"
+        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n[api]\nport = 0\n"
         f'[store]\nurl = "{url}"\n'  # last: tests append store keys
     )
     return path
