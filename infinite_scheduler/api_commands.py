@@ -18,7 +18,6 @@ from typing import Any, TextIO
 import orjson
 
 from infinite_scheduler.api.audit import Auditor
-from infinite_scheduler.api.server import ApiServer, api_access
 from infinite_scheduler.api.tokens import TokenBook, TokenInfo
 from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.clock import SystemClock
@@ -48,6 +47,8 @@ async def serve_api(
 ) -> None:
     """Serve the API until SIGINT/SIGTERM, with the schedules of `specs`' entity types.
     Port 0 lets the system choose one; the first line printed says where it listens."""
+    from infinite_scheduler.api.server import ApiServer, api_access  # FastAPI: only here
+
     clock = SystemClock()
     server = ApiServer(config.api)
     server.listen()

@@ -23,11 +23,10 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from infinite_scheduler import __version__, logs
-from infinite_scheduler.api.server import ApiAccess, ApiServer, api_access
-from infinite_scheduler.api_commands import add_commands, serve_api, tokens_main
+from infinite_scheduler.api_commands import add_commands, tokens_main
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
 from infinite_scheduler.demo import (
     LatenessWindow,
@@ -50,6 +49,9 @@ from infinite_scheduler.shard_commands import DropOptions, served_repositories, 
 from repos.registry import check_store, create_store
 from repos.server_guard import Verdict
 from repos.urls import SqliteUrl
+
+if TYPE_CHECKING:
+    from infinite_scheduler.api.server import ApiAccess, ApiServer
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,8 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
 def api(config: SchedulerConfig, *, app: str | None) -> int:
     """Serve the HTTP API alone until SIGINT/SIGTERM (exit 2: no token and not open, or the
     port taken; 1: the store)."""
+    from infinite_scheduler.api_commands import serve_api
+
     logs.configure(config.log_level)
     specs = [repo.spec for repo in served_repositories(config, load_app(app) if app else None)]
     try:
@@ -293,6 +297,8 @@ async def _api_before_start(
     taken port or no token stops the start, as metrics_port does)."""
     if not config.api.port:
         return None
+    from infinite_scheduler.api.server import ApiServer, api_access  # FastAPI: only when on
+
     server = ApiServer(config.api)
     server.listen()
     stack.push_async_callback(server.stop)

@@ -1,9 +1,6 @@
 """The HTTP management API: schedules, blockouts, tokens with roles and ownership, the audit
-log, health and readiness (infinite_scheduler/api/app.py builds it, server.py serves it)."""
+log, health and readiness (app.py builds it, server.py serves it).
 
-from __future__ import annotations
-
-from infinite_scheduler.api.app import create_app as create_app
-from infinite_scheduler.api.roles import Caller as Caller
-from infinite_scheduler.api.roles import Role as Role
-from infinite_scheduler.api.services import ApiServices as ApiServices
+Nothing is imported here: the CLI reaches tokens.py without loading FastAPI (a second of
+start-up on a busy machine).
+"""
