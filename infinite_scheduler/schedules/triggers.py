@@ -112,7 +112,8 @@ MAX_ANCHOR_MS = 221_845_392_000_000  # 9000-01-01T00:00:00Z
 def _whole_seconds(value: object, field_name: str) -> int:
     if type(value) is not int or not 1 <= value <= MAX_PERIOD_S:
         raise InvalidSchedule(
-            field_name, f"expected a whole number of seconds 1..{MAX_PERIOD_S}, got {value!r}"
+            field_name,
+            f"expected a whole number of seconds >= 1 (a century at most), got {value!r}",
         )
     return value
 
@@ -130,8 +131,7 @@ class RateTrigger:
         if type(self.anchor_ms) is not int or not 0 <= self.anchor_ms < MAX_ANCHOR_MS:
             raise InvalidSchedule(
                 "trigger.anchor_ms",
-                f"expected epoch milliseconds 0..{MAX_ANCHOR_MS} (before the year 9000),"
-                f" got {self.anchor_ms!r}",
+                f"expected epoch milliseconds >= 0 (before the year 9000), got {self.anchor_ms!r}",
             )
 
     def next_after(self, t_ms: int) -> int:
