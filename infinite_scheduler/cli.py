@@ -1,5 +1,5 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired``,
-``nodes list`` and ``store init|check``.
+``nodes list``, ``store init|check``, ``api`` and ``tokens create|list|revoke``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, or ``run`` refused by the
 store (a live node has its node id; a second node on SQLite; a server the claim is unsafe on),
@@ -21,11 +21,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from infinite_scheduler import __version__, logs
+from infinite_scheduler.api_commands import add_commands, tokens_main
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
 from infinite_scheduler.demo import (
     LatenessWindow,
@@ -44,10 +45,13 @@ from infinite_scheduler.errors import (
     UnsafeStore,
 )
 from infinite_scheduler.node_commands import nodes_main
-from infinite_scheduler.shard_commands import DropOptions, shards_main
+from infinite_scheduler.shard_commands import DropOptions, served_repositories, shards_main
 from repos.registry import check_store, create_store
 from repos.server_guard import Verdict
 from repos.urls import SqliteUrl
+
+if TYPE_CHECKING:
+    from infinite_scheduler.api.server import ApiAccess, ApiServer
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return nodes(config, app=args.app)
     if args.command == "store":
         return store_check(config) if args.action == "check" else store_init(config)
+    if args.command == "api":
+        return api(config, app=args.app)
+    if args.command == "tokens":
+        return tokens(config, args)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
@@ -103,6 +111,34 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     except SchedulerError as exc:
         refused = isinstance(exc, ConfigError | NodeRefused | UnsafeStore)
         return _failed(exc, EXIT_CONFIG if refused else EXIT_STORE)
+    return EXIT_OK
+
+
+def api(config: SchedulerConfig, *, app: str | None) -> int:
+    """Serve the HTTP API alone until SIGINT/SIGTERM (exit 2: no token and not open, or the
+    port taken; 1: the store)."""
+    from infinite_scheduler.api_commands import serve_api
+
+    logs.configure(config.log_level)
+    specs = [repo.spec for repo in served_repositories(config, load_app(app) if app else None)]
+    try:
+        run_loop(serve_api(config, specs, stop_signals=on_stop_signals))
+    except ConfigError as exc:
+        return _failed(exc, EXIT_CONFIG)
+    except SchedulerError as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
+def tokens(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    """``tokens create|list|revoke``: exit 2 for a bad name or role, 1 for a store error, a
+    name taken or no such token."""
+    try:
+        asyncio.run(tokens_main(config, args, sys.stdout))
+    except ValueError as exc:
+        return _failed(exc, EXIT_CONFIG)
+    except (SchedulerError, LookupError) as exc:
+        return _failed(exc, EXIT_STORE)
     return EXIT_OK
 
 
@@ -232,7 +268,13 @@ async def _serve_once(config: SchedulerConfig, *, demo: bool, setup: AppSetup | 
         register_examples(engine, lateness)
     if setup is not None:
         setup(engine)
-    async with engine:
+    async with AsyncExitStack() as stack:
+        api = await _api_before_start(config, engine, stack)
+        await stack.enter_async_context(engine)
+        if api is not None:
+            server, access = api
+            await server.serve(access.services(engine.schedules, node_active=_active(engine)))
+            stack.push_async_callback(server.stop)  # before the engine stops: no request fails
         with on_stop_signals(engine.stop):
             side = []
             if demo:
@@ -246,6 +288,27 @@ async def _serve_once(config: SchedulerConfig, *, demo: bool, setup: AppSetup | 
                 await engine.run()
             finally:
                 await asyncio.gather(*side, return_exceptions=True)
+
+
+async def _api_before_start(
+    config: SchedulerConfig, engine: InfiniteScheduler, stack: AsyncExitStack
+) -> tuple[ApiServer, ApiAccess] | None:
+    """With api.port set: listen and check the tokens before the engine claims anything (a
+    taken port or no token stops the start, as metrics_port does)."""
+    if not config.api.port:
+        return None
+    from infinite_scheduler.api.server import ApiServer, api_access  # FastAPI: only when on
+
+    server = ApiServer(config.api)
+    server.listen()
+    stack.push_async_callback(server.stop)
+    access = await stack.enter_async_context(api_access(config, clock=engine.clock))
+    return server, access
+
+
+def _active(engine: InfiniteScheduler) -> Callable[[], bool]:
+    """The API's readiness inside the engine: its node joined, renewing and not stopping."""
+    return lambda: not engine.stopping.is_set() and engine.parts.node.may_fire
 
 
 def load_app(spec: str) -> AppSetup:
@@ -348,6 +411,7 @@ def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
             f" dead after {config.cluster.node_timeout_s:g} s",
         ),
         ("metrics", f"port {config.metrics_port}" if config.metrics_port else "off"),
+        ("api", f"http://{config.api.host}:{config.api.port}/docs" if config.api.port else "off"),
     ]
     body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
     return f"infinite-scheduler {__version__}\n{body}"
@@ -390,6 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the settings and exit")
     check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     _add_shards_commands(commands)
+    add_commands(commands, CONFIG_HELP, APP_HELP)
     nodes_cmd = commands.add_parser("nodes", help="list the nodes sharing the store")
     nodes_actions = nodes_cmd.add_subparsers(dest="action", required=True)
     nodes_list = nodes_actions.add_parser(

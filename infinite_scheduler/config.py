@@ -62,6 +62,8 @@ DEFAULT_CONFIG_FILE = Path("config.toml")
 DEFAULT_STORE_URL = "sqlite:///var/infinite-scheduler.db"
 #: ``node_id`` value that asks for a generated id (matched case-insensitively).
 AUTO = "AUTO"
+#: The only address an open API (api.allow_open) may listen on.
+LOCALHOST = "127.0.0.1"
 _NODE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: A category's name: stored in each of its jobs' rows (repos/options.py, MAX_CATEGORY).
 CATEGORY_NAME = re.compile(r"[a-z0-9_]{1,64}")
@@ -201,6 +203,27 @@ class SchedulesConfig(_Section):
     max_per_schedule: PositiveInt = 1_000
 
 
+class ApiConfig(_Section):
+    """``[api]``: the HTTP management API (infinite_scheduler/api/), inside ``run`` and as
+    ``infinite-scheduler api``."""
+
+    #: TCP port; 0 turns the API off in ``run``.
+    port: int = Field(default=8464, ge=0, le=65535)
+    #: Address to listen on; 127.0.0.1 keeps it on this machine.
+    host: str = Field(default="127.0.0.1", min_length=1)
+    #: Serve requests without a token (as ADMIN): only with no token stored and host 127.0.0.1.
+    allow_open: bool = False
+    #: Largest request body taken; larger ones get 413 before they are read.
+    max_body_bytes: int = Field(default=2_097_152, ge=1024)
+
+    @model_validator(mode="after")
+    def _open_only_locally(self) -> Self:
+        if self.allow_open and self.host != LOCALHOST:
+            reason = f"an open API (no token) listens on {LOCALHOST} only, not {self.host!r}"
+            raise ConflictingSettings([Conflict("allow_open", self.allow_open, reason, ("host",))])
+        return self
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -233,6 +256,7 @@ class SchedulerConfig(BaseSettings):
     priority: PriorityConfig = Field(default_factory=PriorityConfig)
     categories: dict[str, CategoryConfig] = Field(default_factory=dict)
     schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -400,7 +424,7 @@ def _unknown_env_keys(env: Mapping[str, str], environ: Mapping[str, str]) -> lis
 
 def _section_hint(key: str) -> str:
     """``store_url`` is the likely typo for ``STORE__URL``: say so."""
-    for section in ("shards", "store", "handlers", "cluster", "priority", "categories"):
+    for section in ("shards", "store", "handlers", "cluster", "priority", "categories", "api"):
         if key.startswith(section + "_"):
             rest = key[len(section) + 1 :]
             return f"; section keys take a double underscore: {ENV_PREFIX}{section.upper()}__{rest.upper()}"

@@ -14,7 +14,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from infinite_scheduler.config import SchedulerConfig
+from infinite_scheduler.config import LOCALHOST, SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import ScheduleExists
 from infinite_scheduler.jobs import JobContext
@@ -37,9 +37,13 @@ FLAKY_SHARE = 0.02
 
 def demo_config(config: SchedulerConfig) -> SchedulerConfig:
     """The settings `run --demo` runs with: its store is created on first use, so that a fresh
-    clone runs without a `store init` first."""
+    clone runs without a `store init` first; its API, on 127.0.0.1, answers without a token
+    until one is made (api.allow_open)."""
     store = config.store.model_copy(update={"create_missing": True})
-    return config.model_copy(update={"store": store})
+    api = config.api
+    if api.host == LOCALHOST:
+        api = api.model_copy(update={"allow_open": True})
+    return config.model_copy(update={"store": store, "api": api})
 
 
 class LatenessWindow:

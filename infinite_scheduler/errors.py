@@ -24,10 +24,11 @@
     ├── NodeDeclaredDead           engine.run(): another node declared this one dead
     ├── UnknownCategory            categories.pause() / resume() of a category not configured
     ├── DropRefused                shards drop-expired: unfinished rows, drop not confirmed
-    └── ScheduleError              a recurring schedule or blockout (infinite_scheduler/schedules)
-        ├── InvalidSchedule        a field of one is invalid (named); nothing stored
-        ├── ScheduleNotFound       no schedule or blockout of that id or name
-        └── ScheduleExists         the name is taken; nothing stored
+    ├── ScheduleError              a recurring schedule or blockout (infinite_scheduler/schedules)
+    │   ├── InvalidSchedule        a field of one is invalid (named); nothing stored
+    │   ├── ScheduleNotFound       no schedule or blockout of that id or name
+    │   └── ScheduleExists         the name is taken; nothing stored
+    └── TokenExists                an API token of that name is stored already
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
 engine); they are re-exported here so callers need one import.
@@ -56,6 +57,7 @@ from repos.errors import SingleNodeStore as SingleNodeStore
 from repos.errors import StoreError as StoreError
 from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
+from repos.errors import TokenExists as TokenExists
 from repos.errors import UnsafeStore as UnsafeStore
 
 

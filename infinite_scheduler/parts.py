@@ -49,6 +49,7 @@ from infinite_scheduler.takeover import Takeover
 from infinite_scheduler.waiting import CategoryGate, Waiting
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
+from repos.access import AccessStore
 from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents, category_code
 from repos.cluster import Membership
 from repos.dependencies import DependencyStore
@@ -465,6 +466,13 @@ def store_schedules(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) ->
     from repos.registry import make_schedule_store
 
     return make_schedule_store(config.store_url, **_table_options(config, events))
+
+
+def store_access(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> AccessStore:
+    """The configured store's api_tokens and audit_log tables (built, not opened)."""
+    from repos.registry import make_access_store
+
+    return make_access_store(config.store_url, **_table_options(config, events))
 
 
 def store_membership(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Membership:

@@ -364,3 +364,12 @@ class ScheduleExists(ScheduleError):
         self.what = what
         self.name = name
         super().__init__(f"a {what} named {name!r} exists already; pick another name")
+
+
+class TokenExists(SchedulerError):
+    """Raised when an API token of that name (or, by a one-in-2^256 chance, that secret) is
+    stored already, revoked or not: names stay unique in the audit log. Nothing is stored."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"an API token named {name!r} exists already; pick another name")

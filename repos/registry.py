@@ -1,6 +1,6 @@
 """The one place that picks an adapter for a store URL: to make the store, a repository, the
-store's membership (its nodes table), its dependencies table or its schedules and blockouts, or
-to judge its server (the store guard)."""
+store's membership (its nodes table), its dependencies table, its schedules and blockouts or
+its API tokens and audit log, or to judge its server (the store guard)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repos.access import AccessStore
 from repos.base import ShardingRepository, ShardPolicy
 from repos.cluster import Membership
 from repos.dependencies import DependencyStore
@@ -39,7 +40,7 @@ async def create_store(
 ) -> StoreCreated:
     """Create the store `url` names unless it exists: the MySQL database (utf8mb4), or the
     SQLite file and its directory; then its store-wide tables (nodes, leases, schedules,
-    blockouts), if missing. The shard tables inside are the engine's business."""
+    blockouts, api_tokens, audit_log), if missing. The shard tables inside are the engine's business."""
     target = parse_store_url(url)
     if isinstance(target, SqliteUrl):
         from repos.sqlite.connection import create_file
@@ -65,6 +66,9 @@ async def create_store(
     schedules = make_schedule_store(url, driver=driver, connect_timeout_s=connect_timeout_s)
     await schedules.open()  # makes the schedules and blockouts tables
     await schedules.close()
+    access = make_access_store(url, driver=driver, connect_timeout_s=connect_timeout_s)
+    await access.open()  # makes the api_tokens and audit_log tables
+    await access.close()
     return done
 
 
@@ -194,6 +198,34 @@ def make_schedule_store(
     from repos.mysql.schedules import MysqlScheduleStore
 
     return MysqlScheduleStore(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
+        events=events,
+    )
+
+
+def make_access_store(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+    events: StoreEvents = NO_EVENTS,
+) -> AccessStore:
+    """Build (not open) the api_tokens and audit_log tables' adapter for the store `url`
+    names; its own small pool on MySQL, its own connection on SQLite."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.access import SqliteAccessStore
+
+        return SqliteAccessStore(target.path, create_missing=create_missing)
+    from repos.mysql.access import MysqlAccessStore
+
+    return MysqlAccessStore(
         target,
         driver=driver,
         pool_recycle_s=pool_recycle_s,

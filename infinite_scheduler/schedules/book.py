@@ -113,11 +113,11 @@ class ScheduleBook:
         return Schedule.of(await self.store.get(ref))
 
     async def list(
-        self, *, entity: str | None = None, limit: int = 1000
+        self, *, entity: str | None = None, limit: int = 1000, after: int = 0
     ) -> builtins.list[Schedule]:
-        """Every schedule (of one entity type, if given), by id."""
+        """Every schedule (of one entity type, if given), by id; from id `after` on (keyset
+        pages)."""
         found: list[Schedule] = []
-        after = 0
         while len(found) < limit:
             rows = await self.store.list_schedules(
                 entity=entity, after_id=after, limit=min(500, limit)

@@ -103,9 +103,18 @@ class CronTrigger:
         return {"kind": self.kind, "cron": self.cron, "zone": self.zone}
 
 
+#: A period or delay of a century at most, an anchor before the year 9000: every occurrence
+#: stays a time that datetimes, JSON and BIGINT columns hold.
+MAX_PERIOD_S = 100 * 366 * 86_400
+MAX_ANCHOR_MS = 221_845_392_000_000  # 9000-01-01T00:00:00Z
+
+
 def _whole_seconds(value: object, field_name: str) -> int:
-    if type(value) is not int or value < 1:
-        raise InvalidSchedule(field_name, f"expected a whole number of seconds >= 1, got {value!r}")
+    if type(value) is not int or not 1 <= value <= MAX_PERIOD_S:
+        raise InvalidSchedule(
+            field_name,
+            f"expected a whole number of seconds >= 1 (a century at most), got {value!r}",
+        )
     return value
 
 
@@ -119,9 +128,10 @@ class RateTrigger:
 
     def __post_init__(self) -> None:
         _whole_seconds(self.every_s, "trigger.every_s")
-        if type(self.anchor_ms) is not int or self.anchor_ms < 0:
+        if type(self.anchor_ms) is not int or not 0 <= self.anchor_ms < MAX_ANCHOR_MS:
             raise InvalidSchedule(
-                "trigger.anchor_ms", f"expected epoch milliseconds >= 0, got {self.anchor_ms!r}"
+                "trigger.anchor_ms",
+                f"expected epoch milliseconds >= 0 (before the year 9000), got {self.anchor_ms!r}",
             )
 
     def next_after(self, t_ms: int) -> int:

@@ -635,3 +635,54 @@ def advance_rows(steps: Sequence[Mapping[str, str]]) -> str:
     return " UNION ALL ".join(
         (ADVANCE_ROW if i else ADVANCE_FIRST_ROW).format(**values) for i, values in enumerate(steps)
     )
+
+
+# -- API tokens and the audit log (repos/mysql/access.py), beside the nodes table -------------
+CREATE_API_TOKENS = """CREATE TABLE IF NOT EXISTS api_tokens (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    name VARCHAR(64) NOT NULL,
+    role VARCHAR(16) NOT NULL,
+    owner VARCHAR(191) NOT NULL DEFAULT '',
+    secret_hash CHAR(64) NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    revoked_at_ms BIGINT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY ux_api_tokens_name (name),
+    UNIQUE KEY ux_api_tokens_hash (secret_hash)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+CREATE_AUDIT_LOG = """CREATE TABLE IF NOT EXISTS audit_log (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    at_ms BIGINT NOT NULL,
+    actor VARCHAR(64) NOT NULL,
+    action VARCHAR(64) NOT NULL,
+    target VARCHAR(255) NOT NULL,
+    before_json MEDIUMTEXT NULL,
+    after_json MEDIUMTEXT NULL,
+    request_id VARCHAR(64) NOT NULL DEFAULT '',
+    PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+_TOKEN_COLUMNS = "id, name, role, owner, secret_hash, created_at_ms, revoked_at_ms"
+INSERT_TOKEN = (
+    "INSERT INTO api_tokens (name, role, owner, secret_hash, created_at_ms)"
+    " VALUES (%(name)s, %(role)s, %(owner)s, %(secret_hash)s, %(created_at_ms)s)"
+)
+TOKEN_BY_ID = "SELECT " + _TOKEN_COLUMNS + " FROM api_tokens WHERE id = %(id)s"
+TOKEN_BY_HASH = "SELECT " + _TOKEN_COLUMNS + " FROM api_tokens WHERE secret_hash = %(secret_hash)s"
+LIST_TOKENS = "SELECT " + _TOKEN_COLUMNS + " FROM api_tokens ORDER BY id"
+REVOKE_TOKEN = (
+    "UPDATE api_tokens SET revoked_at_ms = %(now_ms)s"
+    " WHERE name = %(name)s AND revoked_at_ms IS NULL"
+)
+COUNT_LIVE_TOKENS = "SELECT COUNT(*) FROM api_tokens WHERE revoked_at_ms IS NULL"
+PING_TOKENS = "SELECT 1 FROM api_tokens LIMIT 1"
+_AUDIT_COLUMNS = "id, at_ms, actor, action, target, before_json, after_json, request_id"
+INSERT_AUDIT = (
+    "INSERT INTO audit_log (at_ms, actor, action, target, before_json, after_json, request_id)"
+    " VALUES (%(at_ms)s, %(actor)s, %(action)s, %(target)s, %(before_json)s, %(after_json)s,"
+    " %(request_id)s)"
+)
+AUDIT_BY_ID = "SELECT " + _AUDIT_COLUMNS + " FROM audit_log WHERE id = %(id)s"
+AUDIT_PAGE = (
+    "SELECT " + _AUDIT_COLUMNS + " FROM audit_log"
+    " WHERE %(before_id)s IS NULL OR id < %(before_id)s ORDER BY id DESC LIMIT %(limit)s"
+)

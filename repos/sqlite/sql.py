@@ -433,6 +433,53 @@ CREATE_SCHEDULES_DUE_INDEX = (
 )
 
 
+# -- API tokens and the audit log (repos/sqlite/access.py), beside the nodes table ------------
+CREATE_API_TOKENS = """CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    secret_hash TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER NULL,
+    UNIQUE (name),
+    UNIQUE (secret_hash)
+)"""
+CREATE_AUDIT_LOG = """CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before_json TEXT NULL,
+    after_json TEXT NULL,
+    request_id TEXT NOT NULL DEFAULT ''
+)"""
+_TOKEN_COLUMNS = "id, name, role, owner, secret_hash, created_at_ms, revoked_at_ms"
+INSERT_TOKEN = (
+    "INSERT INTO api_tokens (name, role, owner, secret_hash, created_at_ms)"
+    " VALUES (:name, :role, :owner, :secret_hash, :created_at_ms)"
+)
+TOKEN_BY_ID = "SELECT " + _TOKEN_COLUMNS + " FROM api_tokens WHERE id = :id"
+TOKEN_BY_HASH = "SELECT " + _TOKEN_COLUMNS + " FROM api_tokens WHERE secret_hash = :secret_hash"
+LIST_TOKENS = "SELECT " + _TOKEN_COLUMNS + " FROM api_tokens ORDER BY id"
+REVOKE_TOKEN = (
+    "UPDATE api_tokens SET revoked_at_ms = :now_ms WHERE name = :name AND revoked_at_ms IS NULL"
+)
+COUNT_LIVE_TOKENS = "SELECT COUNT(*) FROM api_tokens WHERE revoked_at_ms IS NULL"
+PING_TOKENS = "SELECT 1 FROM api_tokens LIMIT 1"
+_AUDIT_COLUMNS = "id, at_ms, actor, action, target, before_json, after_json, request_id"
+INSERT_AUDIT = (
+    "INSERT INTO audit_log (at_ms, actor, action, target, before_json, after_json, request_id)"
+    " VALUES (:at_ms, :actor, :action, :target, :before_json, :after_json, :request_id)"
+)
+AUDIT_BY_ID = "SELECT " + _AUDIT_COLUMNS + " FROM audit_log WHERE id = :id"
+AUDIT_PAGE = (
+    "SELECT " + _AUDIT_COLUMNS + " FROM audit_log"
+    " WHERE :before_id IS NULL OR id < :before_id ORDER BY id DESC LIMIT :limit"
+)
+
+
 def marks(n: int) -> str:
     """The ``{keys}`` of an ``IN (...)`` list of `n` values."""
     return ", ".join(["?"] * n)

@@ -52,7 +52,7 @@ def write_config(tmp_path: Path, url: str, metrics_port: int = 0) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f"metrics_port = {metrics_port}\nfetch_interval_s = 1\nlookahead_s = 2\n"
-        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n"
+        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n[api]\nport = 0\n"
         f'[store]\nurl = "{url}"\n'  # last: tests append store keys
     )
     return path
@@ -140,7 +140,9 @@ def test_app_package_in_the_working_directory_is_found_by_the_console_script(
     tmp_path: Path,
 ) -> None:
     write_myapp(tmp_path, APP_JOBS)
-    (tmp_path / "config.toml").write_text("metrics_port = 0\n[store]\ncreate_missing = true\n")
+    (tmp_path / "config.toml").write_text(
+        "metrics_port = 0\n[api]\nport = 0\n[store]\ncreate_missing = true\n"
+    )
     proc = run_myapp(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "myapp: registered" in proc.stdout
@@ -244,7 +246,7 @@ async def test_a_node_declared_dead_by_another_rejoins_as_a_new_epoch(
     config = tmp_path / "config.toml"
     config.write_text(
         'node_id = "cli-node"\nmetrics_port = 0\nfetch_interval_s = 1\nlookahead_s = 2\n'
-        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n"
+        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n[api]\nport = 0\n"
         f'[store]\nurl = "{url}"\n'
     )
     members = make_membership(url)

@@ -26,7 +26,8 @@ def write_config(tmp_path: Path, url: str, node_id: str = "AUTO") -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f'node_id = "{node_id}"\nmetrics_port = 0\nfetch_interval_s = 1\nlookahead_s = 2\n'
-        f'[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n[store]\nurl = "{url}"\n'
+        "[cluster]\nheartbeat_interval_s = 0.5\nnode_timeout_s = 2\n[api]\nport = 0\n"
+        f'[store]\nurl = "{url}"\n'
     )
     return path
 

@@ -14,9 +14,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("repos", "infinite_scheduler")
 #: What the engine's loops may import from repos/: the contracts (shards, membership,
-#: dependencies, schedules), and the factory of adapters.
+#: dependencies, schedules, API tokens and audit), and the factory of adapters.
 ENGINE_MAY_IMPORT = frozenset(
-    {"repos.base", "repos.cluster", "repos.dependencies", "repos.schedules", "repos.registry"}
+    {
+        "repos.base",
+        "repos.cluster",
+        "repos.dependencies",
+        "repos.schedules",
+        "repos.access",
+        "repos.registry",
+    }
 )
 #: infinite_scheduler's modules outside the engine: the front ends (they parse store URLs, make
 #: stores, seed the examples) and the public errors module (it re-exports the store's errors).
@@ -30,6 +37,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.demo",
         "infinite_scheduler.shard_commands",
         "infinite_scheduler.node_commands",
+        "infinite_scheduler.api_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})

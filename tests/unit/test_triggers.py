@@ -205,6 +205,8 @@ def test_json_round_trip(trigger) -> None:
         ({"kind": "rate", "every_s": 1.5}, "trigger.every_s", "whole number"),
         ({"kind": "rate", "every_s": 5, "anchor_ms": -1}, "trigger.anchor_ms", ">= 0"),
         ({"kind": "delay", "delay_s": 0}, "trigger.delay_s", ">= 1"),
+        ({"kind": "rate", "every_s": 10**30}, "trigger.every_s", "a century at most"),
+        ({"kind": "rate", "every_s": 5, "anchor_ms": 10**30}, "trigger.anchor_ms", "year 9000"),
         ({"kind": "calendar", "times": []}, "trigger.times", "at least one"),
         ({"kind": "calendar", "times": ["25:00"]}, "trigger.times", "HH:MM"),
         (
