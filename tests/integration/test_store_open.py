@@ -197,6 +197,8 @@ async def test_store_init_creates_the_mysql_database_once(
     assert first.stdout == f"created database {typo_database!r} on 127.0.0.1:3306\n"
     assert await schemata(typo_database) == [(typo_database, "utf8mb4")]
     assert await tables(typo_database) == [
+        "api_tokens",
+        "audit_log",
         "blockouts",
         "category_pauses",
         "leases",
