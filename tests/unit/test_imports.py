@@ -16,7 +16,14 @@ PACKAGES = ("repos", "infinite_scheduler")
 #: What the engine's loops may import from repos/: the contracts (shards, membership,
 #: dependencies, schedules), and the factory of adapters.
 ENGINE_MAY_IMPORT = frozenset(
-    {"repos.base", "repos.cluster", "repos.dependencies", "repos.schedules", "repos.registry"}
+    {
+        "repos.base",
+        "repos.cluster",
+        "repos.control",
+        "repos.dependencies",
+        "repos.schedules",
+        "repos.registry",
+    }
 )
 #: infinite_scheduler's modules outside the engine: the front ends (they parse store URLs, make
 #: stores, seed the examples) and the public errors module (it re-exports the store's errors).
