@@ -50,7 +50,7 @@ async def jobs(config: SchedulerConfig, clock: FakeClock) -> AsyncIterator[JobSe
 
 
 async def stored(jobs: JobService) -> list[StoredRow]:
-    repo: Any = jobs._client.repository("sms")
+    repo = jobs._client.repository("sms")
     return await repo.page(start_ms=0, end_ms=NOW + 400 * DAY, limit=10_000)
 
 
