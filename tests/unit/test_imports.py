@@ -37,6 +37,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.demo",
         "infinite_scheduler.shard_commands",
         "infinite_scheduler.node_commands",
+        "infinite_scheduler.job_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})
