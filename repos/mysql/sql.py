@@ -1,10 +1,10 @@
 """Every SQL statement of the MySQL adapters, as named templates.
 
 Placeholders in braces are identifiers only, and only ones that passed
-``repos.shards.check_identifier``: ``{target}`` is a shard (TABLE_TARGET or PARTITION_TARGET),
+``repos.shards.check_identifier``: ``{target}`` (and ``{source}``) is a shard (TABLE_TARGET or PARTITION_TARGET),
 ``{table}``, ``{name}`` and ``{database}`` are names, ``{id}`` and ``{at}`` the entity's id
 and sharding-time columns (``{id_type}``: ID_TYPE's type for that id). Lists are rendered by
-the caller: ``{rows}`` of INSERT, and ``{keys}`` and ``{epochs}`` of ``IN (...)``, as literals
+the caller: ``{rows}`` of INSERT, and ``{keys}``, ``{epochs}`` and ``{statuses}`` of ``IN (...)``, as literals
 (repos/mysql/literals.py: type-checked, digits and hex only), ``{partitions}`` as PARTITION_DEFs (their
 ``{end_ms}``: the shard's end, an int) joined by commas, and ``{parts}`` by :func:`union_all`.
 
@@ -230,24 +230,29 @@ PAGE_PART = (
     " ORDER BY `{at}`, `{id}` LIMIT %(limit)s)"
 )
 
+
 # -- job control (repos/control.py) ----------------------------------------------------------
 # One shard's rows matching a JobQuery, after the cursor, in (sharding time, id) order. Each
 # test narrows nothing when its parameter is NULL; {statuses}: literal ints (NULL for none
 # asked, and then %(any_status)s is true).
-_FIND = (
-    "SELECT " + ROW_COLUMNS + ", 0 AS shard_no FROM {target}"
-    " WHERE (%%(from_ms)s IS NULL OR `{at}` >= %%(from_ms)s)"
-    " AND (%%(before_ms)s IS NULL OR `{at}` < %%(before_ms)s)"
-    " AND (%%(any_status)s OR status IN ({statuses}))"
-    " AND (%%(category)s IS NULL OR category = %%(category)s)"
-    " AND (%%(key_from)s IS NULL OR `{id}` >= %%(key_from)s)"
-    " AND (%%(key_before)s IS NULL OR `{id}` < %%(key_before)s)"
-    " AND (%%(after_at_ms)s IS NULL OR `{at}` %(cmp)s %%(after_at_ms)s"
-    " OR (`{at}` = %%(after_at_ms)s AND `{id}` %(cmp)s %%(after_key)s))"
-    " ORDER BY `{at}` %(dir)s, `{id}` %(dir)s LIMIT %%(limit)s"
-)
-FIND = _FIND % {"cmp": ">", "dir": "ASC"}
-FIND_DESC = _FIND % {"cmp": "<", "dir": "DESC"}
+def _find(cmp: str, order: str) -> str:
+    """FIND in one direction: rows after the cursor, `cmp` (> or <), in `order` (ASC, DESC)."""
+    return (
+        "SELECT " + ROW_COLUMNS + ", 0 AS shard_no FROM {target}"
+        " WHERE (%(from_ms)s IS NULL OR `{at}` >= %(from_ms)s)"
+        " AND (%(before_ms)s IS NULL OR `{at}` < %(before_ms)s)"
+        " AND (%(any_status)s OR status IN ({statuses}))"
+        " AND (%(category)s IS NULL OR category = %(category)s)"
+        " AND (%(key_from)s IS NULL OR `{id}` >= %(key_from)s)"
+        " AND (%(key_before)s IS NULL OR `{id}` < %(key_before)s)"
+        " AND (%(after_at_ms)s IS NULL OR `{at}` " + cmp + " %(after_at_ms)s"
+        " OR (`{at}` = %(after_at_ms)s AND `{id}` " + cmp + " %(after_key)s))"
+        " ORDER BY `{at}` " + order + ", `{id}` " + order + " LIMIT %(limit)s"
+    )
+
+
+FIND = _find(">", "ASC")
+FIND_DESC = _find("<", "DESC")
 # Rows still in the state the caller saw to another; with %(release)s, the claim cleared and
 # its attempt handed back (a claimed row paused). No assignment reads status (MySQL assigns
 # left to right).

@@ -149,22 +149,28 @@ PAGE = (
     ' OR ("{at}" = :after_at_ms AND "{id}" > :after_key))'
     ' ORDER BY "{at}", "{id}" LIMIT :limit'
 )
+
+
 # -- job control (repos/control.py) ----------------------------------------------------------
 # One shard's rows matching a JobQuery, after the cursor, in (sharding time, id) order; each
 # test narrows nothing when its parameter is NULL (:statuses: a JSON array of ints, or NULL).
-_FIND = (
-    "SELECT " + _ROW_COLUMNS + ' FROM "{table}"'
-    ' WHERE (:from_ms IS NULL OR "{at}" >= :from_ms) AND (:before_ms IS NULL OR "{at}" < :before_ms)'
-    " AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))"
-    " AND (:category IS NULL OR category = :category)"
-    ' AND (:key_from IS NULL OR "{id}" >= :key_from)'
-    ' AND (:key_before IS NULL OR "{id}" < :key_before)'
-    ' AND (:after_at_ms IS NULL OR "{at}" %(cmp)s :after_at_ms'
-    ' OR ("{at}" = :after_at_ms AND "{id}" %(cmp)s :after_key))'
-    ' ORDER BY "{at}" %(dir)s, "{id}" %(dir)s LIMIT :limit'
-)
-FIND = _FIND % {"cmp": ">", "dir": "ASC"}
-FIND_DESC = _FIND % {"cmp": "<", "dir": "DESC"}
+def _find(cmp: str, order: str) -> str:
+    """FIND in one direction: rows after the cursor, `cmp` (> or <), in `order` (ASC, DESC)."""
+    return (
+        "SELECT " + _ROW_COLUMNS + ' FROM "{table}"'
+        ' WHERE (:from_ms IS NULL OR "{at}" >= :from_ms) AND (:before_ms IS NULL OR "{at}" < :before_ms)'
+        " AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))"
+        " AND (:category IS NULL OR category = :category)"
+        ' AND (:key_from IS NULL OR "{id}" >= :key_from)'
+        ' AND (:key_before IS NULL OR "{id}" < :key_before)'
+        ' AND (:after_at_ms IS NULL OR "{at}" ' + cmp + " :after_at_ms"
+        ' OR ("{at}" = :after_at_ms AND "{id}" ' + cmp + " :after_key))"
+        ' ORDER BY "{at}" ' + order + ', "{id}" ' + order + " LIMIT :limit"
+    )
+
+
+FIND = _find(">", "ASC")
+FIND_DESC = _find("<", "DESC")
 # Rows still in the state the caller saw (?5 status, ?6 claim_epoch) to another; ?4 set: the
 # claim is cleared and its attempt handed back (a claimed row paused).
 TRANSITION = """
