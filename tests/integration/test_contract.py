@@ -1016,7 +1016,7 @@ async def test_find_unknown_status_names_rows_this_version_cannot_read_and_never
     [dropped] = await repo.drop_shards_before(D23)
     assert (counts(dropped), dropped.unfinished) == (counts(day22), 4)
     assert await repo.find_unknown_status(limit=2) == [
-        UnknownStatus(shard=d24, count=1, sample=((6, 7),))
+        UnknownStatus(shard=d24, count=1, sample=((6, 12),))
     ]
 
 

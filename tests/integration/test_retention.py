@@ -393,7 +393,7 @@ async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_
     await repo.insert([sms(i, B0 + 1000 + i) for i in range(1, 5)], now_ms=B0)
     await repo.insert([sms(i, B0 + 7 * DAY + i) for i in (10, 11, 12)], now_ms=B0)
     await repo.insert([sms(13, B0 + 9 * DAY)], now_ms=B0)
-    await set_status(raw_sql, repo, backend, 3, 7)  # in the shard that expires
+    await set_status(raw_sql, repo, backend, 3, 12)  # in the shard that expires
     await set_status(raw_sql, repo, backend, 11, 9)  # in a live one
     await set_status(raw_sql, repo, backend, 10, -1)
     await set_status(raw_sql, repo, backend, 13, 9)  # not due yet

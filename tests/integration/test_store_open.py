@@ -166,6 +166,7 @@ async def test_create_missing_makes_the_mysql_database(typo_database: str, drive
         "dependencies",
         "leases",
         "nodes",
+        "revocations",
         "schedules",
     ]  # the store's own; shards later
 
@@ -199,6 +200,7 @@ async def test_store_init_creates_the_mysql_database_once(
         "blockouts",
         "leases",
         "nodes",
+        "revocations",
         "schedules",
     ]  # the store's own
     again = store_init(tmp_path, mysql_url(typo_database))
