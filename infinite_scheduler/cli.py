@@ -1,10 +1,12 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired``,
-``nodes list``, ``store init|check``, ``api`` and ``tokens create|list|revoke``.
+``nodes list``, ``store init|check``, ``api``, ``tokens create|list|revoke`` and
+``jobs list|show|cancel|pause|resume|run-now|reschedule``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, or ``run`` refused by the
 store (a live node has its node id; a second node on SQLite; a server the claim is unsafe on),
 3 ``shards drop-expired`` refused to drop unfinished rows (not confirmed, no ``--force``):
-nothing was dropped, or ``store check`` refused the server, 130
+nothing was dropped, or ``store check`` refused the server, or a ``jobs`` change refused by the
+job's state (nothing changed; a bad ``jobs`` input or an unknown id is 2), 130
 interrupted by SIGINT before the engine was running. The message goes to stderr, without a
 traceback. 3 is apart from 1 so that a script can tell a broken store from a drop that only
 wants a person's decision.
@@ -39,11 +41,15 @@ from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import (
     ConfigError,
     DropRefused,
+    InvalidJobRequest,
+    JobNotFound,
+    JobStateRefused,
     NodeDeclaredDead,
     NodeRefused,
     SchedulerError,
     UnsafeStore,
 )
+from infinite_scheduler.job_commands import add_jobs_commands, jobs_main
 from infinite_scheduler.node_commands import nodes_main
 from infinite_scheduler.shard_commands import DropOptions, served_repositories, shards_main
 from repos.registry import check_store, create_store
@@ -86,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return shards(config, args.action, dry_run=args.dry_run, force=args.force, app=args.app)
     if args.command == "nodes":
         return nodes(config, app=args.app)
+    if args.command == "jobs":
+        return jobs(config, args)
     if args.command == "store":
         return store_check(config) if args.action == "check" else store_init(config)
     if args.command == "api":
@@ -165,6 +173,20 @@ def nodes(config: SchedulerConfig, *, app: str | None) -> int:
     """List the store's nodes: live ones, timed out ones, the last that left or died."""
     try:
         nodes_main(config, setup=load_app(app) if app else None)
+    except SchedulerError as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
+def jobs(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    """One jobs command over the job service: 2 for a bad input or an unknown id, 3 for a
+    change the job's state refuses (nothing changed), 1 for a store error."""
+    try:
+        jobs_main(config, args, setup=load_app(args.app) if args.app else None)
+    except (InvalidJobRequest, JobNotFound) as exc:
+        return _failed(exc, EXIT_CONFIG)
+    except JobStateRefused as exc:
+        return _failed(exc, EXIT_REFUSED)
     except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
@@ -465,6 +487,7 @@ def _parser() -> argparse.ArgumentParser:
     nodes_list.add_argument(
         "--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)"
     )
+    add_jobs_commands(commands, _config_and_app)
     store_cmd = commands.add_parser("store", help="create or check the configured store")
     store_actions = store_cmd.add_subparsers(dest="action", required=True)
     init = store_actions.add_parser(
@@ -477,6 +500,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     return parser
+
+
+def _config_and_app(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    cmd.add_argument("--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)")
 
 
 def _add_shards_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

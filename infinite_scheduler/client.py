@@ -118,6 +118,15 @@ class SchedulerClient:
         """The stored rows of this id (one per shard that holds it), oldest first."""
         return await self._repo(spec, "get").get(key)
 
+    def repository(self, entity: str) -> Repo:
+        """The opened repository of an entity type given to this client, by name (the job
+        service's way to the rows: infinite_scheduler/management)."""
+        self._open("repository")
+        repo = self._repos.get(entity)
+        if repo is None:
+            raise _not_given([entity])
+        return repo
+
     @property
     def schedules(self) -> ScheduleBook:
         """Recurring schedules and blockouts of the client's entity types (create, get, list,

@@ -351,6 +351,7 @@ class InfiniteScheduler:
             "dependencies": parts.dependencies.run(self._stop),
             "schedules": parts.materialiser.run(self._stop),
             "control": parts.control.run(self._stop),
+            "revocations": parts.revoker.run(self._stop),
         }
         for name, coro in loops.items():
             task = asyncio.create_task(coro, name=f"infinite-scheduler:{name}")
@@ -454,6 +455,7 @@ class InfiniteScheduler:
         await parts.node.settle()  # a takeover the renewal started
         released = await parts.dependencies.release_once()  # before the fetch that claims them
         claimed = await parts.fetcher.fetch_once()
+        revoked = await parts.revoker.take_once()  # before the jobs due leave the wheel
         await parts.payloads.read_due()
         fired, _ = _fire_due(parts, self.clock.now_ms())
         await parts.payloads.settle()  # held-back jobs reach the dispatcher once read
@@ -462,7 +464,7 @@ class InfiniteScheduler:
         outcomes = parts.acker.pending
         await parts.acker.flush()
         self.metrics.held.set(parts.held())
-        return bool(claimed or fired or outcomes or released)
+        return bool(claimed or fired or outcomes or released or revoked)
 
     # -- the public API while running ---------------------------------------------------------
 

@@ -28,7 +28,11 @@
     │   ├── InvalidSchedule        a field of one is invalid (named); nothing stored
     │   ├── ScheduleNotFound       no schedule or blockout of that id or name
     │   └── ScheduleExists         the name is taken; nothing stored
-    └── TokenExists                an API token of that name is stored already
+    ├── TokenExists                an API token of that name is stored already
+    └── JobControlError            a job service operation refused (infinite_scheduler/management)
+        ├── InvalidJobRequest      an input is invalid (the field named); nothing read or changed
+        ├── JobNotFound            no row of that id
+        └── JobStateRefused        the job's state does not allow the operation; nothing changed
 
 The store errors live in ``repos.errors`` (the adapters raise them and must not import the
 engine); they are re-exported here so callers need one import.
@@ -219,3 +223,45 @@ class DropRefused(SchedulerError):
             else "stdin is not a terminal to confirm on; pass --force to drop them anyway"
         )
         super().__init__(f"nothing dropped: {held} and {why}")
+
+
+class JobControlError(SchedulerError):
+    """Raised by the job service (infinite_scheduler/management) when it refuses an operation;
+    whatever it refuses, it changed nothing."""
+
+
+class InvalidJobRequest(JobControlError):
+    """An input of a job service call is invalid: an unknown entity type or state, a page size
+    out of range, a cursor it did not give, a time out of range. `field` names it."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} {value!r}: {reason}; nothing changed")
+
+
+class JobNotFound(JobControlError):
+    """No live shard holds a row of this id."""
+
+    def __init__(self, entity: str, job_id: object) -> None:
+        self.entity = entity
+        self.job_id = job_id
+        super().__init__(f"{entity} {job_id!r}: no such job in the live shards")
+
+
+class JobStateRefused(JobControlError):
+    """The job is in a state where the operation makes no sense (fired, running, cancelled,
+    claimed too close to its time to be stopped, ...); nothing was changed."""
+
+    def __init__(
+        self, entity: str, job_id: object, operation: str, state: str, reason: str, shard: str
+    ) -> None:
+        self.entity = entity
+        self.job_id = job_id
+        self.operation = operation
+        self.state = state
+        self.shard = shard
+        super().__init__(
+            f"cannot {operation} {entity} {job_id!r} (shard {shard}): it is {state}: {reason};"
+            " nothing changed"
+        )

@@ -358,13 +358,13 @@ class Maintenance:
 
 
 def describe_rows(shard: ShardInfo) -> str:
-    """Rows by status in status order, e.g. ``PENDING=2 DONE=1 status 7=1`` (``-``: none)."""
+    """Rows by status in status order, e.g. ``PENDING=2 DONE=1 status 12=1`` (``-``: none)."""
     return " ".join(f"{status_label(st)}={n}" for st, n in sorted(shard.rows.items())) or "-"
 
 
 def describe_unknown(found: UnknownStatus) -> str:
     """The rows of unknown status in one shard, for the log and ``shards list``, e.g. ``6 rows
-    of a status this version does not know, never fired: ids 3 (status 7), 9 (status 8) and 4
+    of a status this version does not know, never fired: ids 3 (status 12), 9 (status 13) and 4
     more``."""
     rows = "1 row" if found.count == 1 else f"{found.count} rows"
     ids = ", ".join(f"{key} (status {status})" for key, status in found.sample)

@@ -5,7 +5,7 @@ by :func:`store_repository` unless given; the shard commands use them without an
 goes on until the engine starts. So the other parts are built then, by :func:`compose`, in
 ``__aenter__`` once the process has joined the store's membership (:func:`store_membership`)
 and so has its epoch: the lanes with their wheels, the acker, the dispatcher, the payload
-reader, the fetcher, shard maintenance (under the store's maintenance lease), the dependency
+reader, the fetcher, the revoker (operators' changes to held jobs), shard maintenance (under the store's maintenance lease), the dependency
 release (under its own lease), the loop-lag watcher and the node's heartbeat, wired to each
 other. Building them does no I/O, starts
 nothing and installs no signal handler; the engine opens and starts them afterwards. A part
@@ -39,6 +39,7 @@ from infinite_scheduler.membership import Fence
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.node import Node
 from infinite_scheduler.payloads import PayloadReader
+from infinite_scheduler.revocations import Revoker
 from infinite_scheduler.schedules.book import ScheduleBook
 from infinite_scheduler.schedules.materialiser import (
     SCHEDULES_LEASE,
@@ -116,6 +117,7 @@ class Parts:
     control: ControlView
     #: Category pause and resume for every node of the store.
     categories: Categories
+    revoker: Revoker
 
     def held(self) -> int:
         """Jobs claimed by this node and not finished: in the wheels, waiting or running."""
@@ -191,6 +193,15 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
             wiring.config.categories,
             clock=wiring.clock,
             changed=control.refresh,  # this node at once; the others at their next heartbeat
+        ),
+        # Every near poll: a cancel or pause reaches a held job a second before it is due.
+        revoker=Revoker(
+            wiring.membership,
+            lanes,
+            node_id=wiring.node_id,
+            epoch=wiring.epoch,
+            interval_s=wiring.config.near_poll_interval_s,
+            backoff=Backoff(store_back=store_back),
         ),
     )
 

@@ -11,6 +11,7 @@ Row life cycle (engine columns in brackets)::
                               |  \\--mark_failed(None)-----> FAILED          [last_error]
                               \\--release/take_over--> PENDING (attempt handed back; fires once, now)
     PENDING/CLAIMED --cancel--> CANCELLED
+    PENDING/CLAIMED --pause--> PAUSED --resume--> PENDING      (repos/control.py, operators)
     WAITING --end_waits--> PENDING (its dependencies done) or FAILED (a must-succeed one not)
     WAITING --cancel--> CANCELLED
 
@@ -81,10 +82,13 @@ class Status(IntEnum):
     CANCELLED = 4  #: cancelled before it fired
     MISSED = 5  #: overdue under misfire policy do_nothing: never fired, on purpose
     WAITING = 6  #: stored with dependencies not yet done (claim_epoch WAITING_EPOCH)
+    PAUSED = 7  #: held back by an operator until resumed (claim_epoch PAUSED_EPOCH)
 
 
 #: A WAITING row's claim_epoch: below the PENDING range (0), apart from a cancel's -1.
 WAITING_EPOCH = -2
+#: A PAUSED row's claim_epoch: out of the PENDING range too, so no claim looks at it.
+PAUSED_EPOCH = -3
 #: States a row never leaves: retention may drop them without loss.
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.MISSED})
 #: The known values are contiguous, so "a value this version does not know" is two index
@@ -101,7 +105,7 @@ def read_status(value: int) -> Status | int:
 
 
 def status_label(status: Status | int) -> str:
-    """``PENDING``, or ``status 7`` for a value this version does not know."""
+    """``PENDING``, or ``status 12`` for a value this version does not know."""
     return status.name if isinstance(status, Status) else f"status {status}"
 
 
@@ -204,11 +208,13 @@ class StoredRow:
     shard: str
     #: The epoch of the row's claim: 0 while PENDING, -1 if cancelled while PENDING.
     claim_epoch: int = 0
+    priority: int = DEFAULT_PRIORITY
+    category: str = ""  #: its name; '' for none
 
     @classmethod
     def from_row(cls, r: Sequence[Any], shard: str) -> StoredRow:
         """From the adapters' row tuple: id, at, status, due_at, attempts, claimed_by,
-        claimed_at, fired_at, last_error, payload, claim_epoch."""
+        claimed_at, fired_at, last_error, payload, claim_epoch, priority, category."""
         return cls(
             key=r[0],
             at_ms=r[1],
@@ -222,6 +228,8 @@ class StoredRow:
             payload=bytes(r[9]),
             shard=shard,
             claim_epoch=r[10],
+            priority=r[11],
+            category=r[12],
         )
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from repos.errors import LiveNode as LiveNode
 from repos.errors import NodeIdInUse as NodeIdInUse
@@ -38,6 +38,8 @@ from repos.errors import SingleNodeStore as SingleNodeStore
 NODES_TABLE = "nodes"
 #: The store's leases, made with the nodes table.
 LEASES_TABLE = "leases"
+#: Changes to claimed rows posted for the node holding them (repos/control.py).
+REVOCATIONS_TABLE = "revocations"
 
 
 class NodeState(IntEnum):
@@ -128,6 +130,17 @@ class Joined:
     earlier: tuple[NodeInfo, ...]
 
 
+class Revocation(NamedTuple):
+    """A claimed row an operator changed (repos/control.py), for the node holding it: the
+    claim's epoch, the entity type, the id as text (ids are ints or strings), the row's
+    sharding time."""
+
+    epoch: int
+    entity: str
+    key: str
+    at_ms: int
+
+
 class Membership(Protocol):
     """The nodes table of one store. Driver errors surface as StoreError (StoreUnavailable when
     the database cannot be reached), as in ShardingRepository."""
@@ -201,4 +214,10 @@ class Membership(Protocol):
 
     async def db_now(self) -> int:
         """The database's clock, epoch milliseconds."""
+        ...
+
+    async def take_revocations(self, epoch: int) -> list[Revocation]:
+        """The revocations posted for the epoch's claims (repos/control.py: rows an operator
+        changed while this epoch held them), removed as they are handed out: each is handed
+        out once. Those posted meanwhile stay for the next call."""
         ...

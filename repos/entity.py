@@ -22,7 +22,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from repos.cluster import LEASES_TABLE, NODES_TABLE
+from repos.cluster import LEASES_TABLE, NODES_TABLE, REVOCATIONS_TABLE
 from repos.dependencies import DEPENDENCIES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
 from repos.options import DEFAULT_PRIORITY
@@ -41,7 +41,14 @@ TKey = TypeVar("TKey", bound=int | str)
 
 #: Tables of the store itself (repos/cluster.py), which no entity's may be.
 STORE_TABLES = frozenset(
-    {NODES_TABLE, LEASES_TABLE, DEPENDENCIES_TABLE, SCHEDULES_TABLE, BLOCKOUTS_TABLE}
+    {
+        NODES_TABLE,
+        LEASES_TABLE,
+        REVOCATIONS_TABLE,
+        DEPENDENCIES_TABLE,
+        SCHEDULES_TABLE,
+        BLOCKOUTS_TABLE,
+    }
 )
 #: Columns the engine owns; an entity may not map a field onto them.
 ENGINE_COLUMNS = frozenset(

@@ -46,3 +46,21 @@ def check_schedule_id(key_type: type, schedule_id: int) -> None:
             f"schedule id {schedule_id} is beyond {INT_SCHEDULE_LIMIT - 1}, the most an int-id "
             "entity type's occurrence ids hold (infinite_scheduler/schedules/ids.py)",
         )
+
+
+def schedule_of(key: int | str) -> int | None:
+    """The schedule whose occurrence `key` is (occurrence_key), or None: a job of its own."""
+    if isinstance(key, str):
+        head, dot, _ = key.partition(".")
+        if key.startswith("~s") and dot and head[2:].isdigit():
+            return int(head[2:])
+        return None
+    return (-key) >> 40 if key < 0 else None
+
+
+def occurrence_range(key_type: type, schedule_id: int) -> tuple[int | str, int | str]:
+    """[first, after) of the ids of the schedule's occurrences, in the id's own order: str ids
+    share the prefix ``~s{id}.`` (``/`` follows ``.``), int ids one 40-bit block below 0."""
+    if key_type is str:
+        return f"~s{schedule_id}.", f"~s{schedule_id}/"
+    return -((schedule_id + 1) << 40) + 1, -(schedule_id << 40) + 1

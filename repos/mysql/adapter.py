@@ -35,6 +35,7 @@ from repos.dependencies import edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
+from repos.mysql.control import MysqlJobControl
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.duplicates import duplicate_entry, duplicate_of, row_of_entry
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 MAX_IN = 5000
 
 
-class MysqlRepository(Generic[TEntity, TKey]):
+class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
     """ShardingRepository over MySQL/MariaDB, multi-table or partitioned, asyncmy or aiomysql."""
 
     def __init__(
@@ -599,7 +600,7 @@ class MysqlRepository(Generic[TEntity, TKey]):
     ) -> list[StoredRow]:
         async with self._ex.transaction(operation) as tx:
             rows = await tx.fetch_all(stmt, args)
-        return [StoredRow.from_row(r, shards[r[11]].name) for r in rows]
+        return [StoredRow.from_row(r, shards[r[13]].name) for r in rows]
 
     async def _count(self, shards: list[Shard]) -> dict[int, dict[Status | int, int]]:
         stmt = sql.union_all(sql.COUNT_PART, [s.target for s in shards])

@@ -11,7 +11,15 @@ partition, hours), and no other node could declare it dead or take its claims ov
 
 from __future__ import annotations
 
-from repos.cluster import Joined, NodeIdInUse, NodeInfo, NodeState, Roster, check_settable
+from repos.cluster import (
+    Joined,
+    NodeIdInUse,
+    NodeInfo,
+    NodeState,
+    Revocation,
+    Roster,
+    check_settable,
+)
 from repos.errors import StoreError, UnsafeStore
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
@@ -37,6 +45,7 @@ class MysqlMembership(MysqlStoreTables):
     TABLES = (
         ("create nodes table", sql.CREATE_NODES),
         ("create leases table", sql.CREATE_LEASES),
+        ("create revocations table", sql.CREATE_REVOCATIONS),
     )
 
     def __init__(
@@ -164,6 +173,20 @@ class MysqlMembership(MysqlStoreTables):
         await self._ex.run(
             "release lease", lambda tx: tx.execute(sql.RELEASE_LEASE, args), one_statement=True
         )
+
+    async def take_revocations(self, epoch: int) -> list[Revocation]:
+        async with self._ex.transaction("take revocations") as tx:
+            rows = await tx.fetch_all(sql.REVOCATIONS, {"epoch": epoch})
+        found = [Revocation(int(e), entity, key, int(at)) for e, entity, key, at in rows]
+        if found:  # by key: one posted since the read stays for the next call
+
+            async def body(tx: Tx) -> None:
+                for r in found:
+                    args = {"epoch": r.epoch, "entity": r.entity, "job_id": r.key}
+                    await tx.execute(sql.FORGET_REVOCATION, {**args, "at_ms": r.at_ms})
+
+            await self._ex.run("take revocations", body)
+        return found
 
     async def db_now(self) -> int:
         async with self._ex.transaction("read the database's clock") as tx:

@@ -1,10 +1,10 @@
 """Every SQL statement of the MySQL adapters, as named templates.
 
 Placeholders in braces are identifiers only, and only ones that passed
-``repos.shards.check_identifier``: ``{target}`` is a shard (TABLE_TARGET or PARTITION_TARGET),
+``repos.shards.check_identifier``: ``{target}`` (and ``{source}``) is a shard (TABLE_TARGET or PARTITION_TARGET),
 ``{table}``, ``{name}`` and ``{database}`` are names, ``{id}`` and ``{at}`` the entity's id
 and sharding-time columns (``{id_type}``: ID_TYPE's type for that id). Lists are rendered by
-the caller: ``{rows}`` of INSERT, and ``{keys}`` and ``{epochs}`` of ``IN (...)``, as literals
+the caller: ``{rows}`` of INSERT, and ``{keys}``, ``{epochs}`` and ``{statuses}`` of ``IN (...)``, as literals
 (repos/mysql/literals.py: type-checked, digits and hex only), ``{partitions}`` as PARTITION_DEFs (their
 ``{end_ms}``: the shard's end, an int) joined by commas, and ``{parts}`` by :func:`union_all`.
 
@@ -220,7 +220,7 @@ WHERE status = 6 AND `{id}` = %(key)s"""
 
 ROW_COLUMNS = (
     "`{id}`, `{at}`, status, due_at, attempts, NULLIF(claimed_by, ''), NULLIF(claimed_at, 0),"
-    " NULLIF(fired_at, 0), last_error, payload, claim_epoch"
+    " NULLIF(fired_at, 0), last_error, payload, claim_epoch, priority, category"
 )
 # The rows named that another epoch than the caller's holds now (StoredRow columns).
 FENCED = (
@@ -242,6 +242,72 @@ PAGE_PART = (
     " AND (%(after_at_ms)s IS NULL OR `{at}` > %(after_at_ms)s"
     " OR (`{at}` = %(after_at_ms)s AND `{id}` > %(after_key)s))"
     " ORDER BY `{at}`, `{id}` LIMIT %(limit)s)"
+)
+
+
+# -- job control (repos/control.py) ----------------------------------------------------------
+# One shard's rows matching a JobQuery, after the cursor, in (sharding time, id) order. Each
+# test narrows nothing when its parameter is NULL; {statuses}: literal ints (NULL for none
+# asked, and then %(any_status)s is true).
+def _find(cmp: str, order: str) -> str:
+    """FIND in one direction: rows after the cursor, `cmp` (> or <), in `order` (ASC, DESC)."""
+    return (
+        "SELECT " + ROW_COLUMNS + ", 0 AS shard_no FROM {target}"
+        " WHERE (%(from_ms)s IS NULL OR `{at}` >= %(from_ms)s)"
+        " AND (%(before_ms)s IS NULL OR `{at}` < %(before_ms)s)"
+        " AND (%(any_status)s OR status IN ({statuses}))"
+        " AND (%(category)s IS NULL OR category = %(category)s)"
+        " AND (%(key_from)s IS NULL OR `{id}` >= %(key_from)s)"
+        " AND (%(key_before)s IS NULL OR `{id}` < %(key_before)s)"
+        " AND (%(after_at_ms)s IS NULL OR `{at}` " + cmp + " %(after_at_ms)s"
+        " OR (`{at}` = %(after_at_ms)s AND `{id}` " + cmp + " %(after_key)s))"
+        " ORDER BY `{at}` " + order + ", `{id}` " + order + " LIMIT %(limit)s"
+    )
+
+
+FIND = _find(">", "ASC")
+FIND_DESC = _find("<", "DESC")
+# Rows still in the state the caller saw to another; with %(release)s, the claim cleared and
+# its attempt handed back (a claimed row paused). No assignment reads status (MySQL assigns
+# left to right).
+TRANSITION = """
+UPDATE {target} SET status = %(status)s, claim_epoch = %(epoch)s,
+    due_at = COALESCE(%(due_ms)s, due_at), claimed_by = IF(%(release)s, '', claimed_by),
+    claimed_at = IF(%(release)s, 0, claimed_at),
+    attempts = IF(%(release)s, GREATEST(attempts - 1, 0), attempts)
+WHERE status = %(seen_status)s AND claim_epoch = %(seen_epoch)s AND `{id}` IN ({keys})"""
+_STILL_SEEN = " WHERE `{id}` = %(key)s AND status = %(status)s AND claim_epoch = %(epoch)s"
+# A row to another time. Multi-table: copied into the target shard and deleted from its own,
+# in one transaction; in place within one shard. Partitioned: one UPDATE of the whole table
+# (the server moves the row between partitions; through a partition target it would refuse).
+MOVE_COPY = (
+    "INSERT INTO {target} (`{id}`, `{at}`, payload, status, due_at, attempts, claim_epoch,"
+    " claimed_by, claimed_at, fired_at, last_error, priority, category)"
+    " SELECT `{id}`, %(at_ms)s, payload, status, %(due_ms)s, attempts, claim_epoch,"
+    " claimed_by, claimed_at, fired_at, last_error, priority, category FROM {source}" + _STILL_SEEN
+)
+MOVE_DELETE = "DELETE FROM {source}" + _STILL_SEEN
+MOVE_IN_PLACE = "UPDATE {source} SET `{at}` = %(at_ms)s, due_at = %(due_ms)s" + _STILL_SEEN
+MOVE_PARTITIONED = (
+    "UPDATE `{table}` SET `{at}` = %(at_ms)s, due_at = %(due_ms)s, shard_at = %(shard_at)s"
+    + _STILL_SEEN
+    + " AND shard_at = %(seen_shard_at)s"
+)
+CREATE_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
+    epoch BIGINT NOT NULL,
+    entity VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    job_id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (epoch, entity, job_id, at_ms)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+REVOKE = (
+    "INSERT INTO revocations (epoch, entity, job_id, at_ms) VALUES (%(epoch)s, %(entity)s,"
+    " %(job_id)s, %(at_ms)s) ON DUPLICATE KEY UPDATE epoch = epoch"
+)
+REVOCATIONS = "SELECT epoch, entity, job_id, at_ms FROM revocations WHERE epoch = %(epoch)s"
+FORGET_REVOCATION = (
+    "DELETE FROM revocations WHERE epoch = %(epoch)s AND entity = %(entity)s"
+    " AND job_id = %(job_id)s AND at_ms = %(at_ms)s"
 )
 
 # A scan of each shard (status is in no index): for the shards CLI and shards about to drop.

@@ -49,6 +49,7 @@ from repos.shards import (
 )
 from repos.sqlite import sql
 from repos.sqlite.connection import ConnectionThread, connect, reclaim, write
+from repos.sqlite.control import SqliteJobControl
 from repos.sqlite.sql import MAX_VARIABLES, marks
 from repos.statements import (
     check_claimant,
@@ -65,7 +66,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-class SqliteRepository(Generic[TEntity, TKey]):
+class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
     """ShardingRepository over one SQLite file: table `{prefix}_{suffix}` per shard."""
 
     def __init__(
@@ -443,12 +444,14 @@ class SqliteRepository(Generic[TEntity, TKey]):
         return db
 
     def _upgrade(self, db: sqlite3.Connection) -> None:
-        """Make the store's dependencies table if missing (an insert with edges writes it), and
+        """Make the store's dependencies and revocations tables if missing (an insert with
+        edges writes the one, a change to a claimed row the other), and
         bring the tables of earlier versions to this shape (sql.UPGRADE_*): before epoch claims,
         before priorities and categories. At open only: the embedded store is one process, so
         no older one makes tables later."""
         with write(db):
             db.execute(sql.CREATE_DEPENDENCIES)
+            db.execute(sql.CREATE_REVOCATIONS)
         columns = {
             table: {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
             for table in self._tables(db).values()

@@ -18,6 +18,7 @@ from repos.cluster import (
     NodeIdInUse,
     NodeInfo,
     NodeState,
+    Revocation,
     Roster,
     SingleNodeStore,
     check_settable,
@@ -30,7 +31,12 @@ from repos.sqlite.store_tables import SqliteStoreTables
 class SqliteMembership(SqliteStoreTables):
     """Membership (repos.cluster) on one SQLite file."""
 
-    TABLES = (sql.CREATE_NODES, sql.CREATE_NODES_STATE_INDEX, sql.CREATE_LEASES)
+    TABLES = (
+        sql.CREATE_NODES,
+        sql.CREATE_NODES_STATE_INDEX,
+        sql.CREATE_LEASES,
+        sql.CREATE_REVOCATIONS,
+    )
     THREAD = "nodes"
 
     async def join(
@@ -82,6 +88,16 @@ class SqliteMembership(SqliteStoreTables):
             return Roster(now_ms=now_ms, nodes=tuple(map(NodeInfo.from_row, rows)))
 
         return await self._run("list nodes", work)
+
+    async def take_revocations(self, epoch: int) -> list[Revocation]:
+        def work(db: sqlite3.Connection) -> list[Revocation]:
+            with write(db):  # one write transaction: nothing posted between read and delete
+                rows = db.execute(sql.REVOCATIONS, {"epoch": epoch}).fetchall()
+                if rows:
+                    db.execute(sql.FORGET_REVOCATIONS, {"epoch": epoch})
+            return [Revocation(*row) for row in rows]
+
+        return await self._run("take revocations", work)
 
     async def prune_nodes(self, older_than_ms: int) -> int:
         def work(db: sqlite3.Connection) -> int:

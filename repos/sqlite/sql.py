@@ -142,7 +142,7 @@ UPDATE "{table}" SET status = :status, last_error = :error WHERE status = 6 AND 
 
 _ROW_COLUMNS = (
     '"{id}", "{at}", status, due_at, attempts, claimed_by, claimed_at, fired_at, last_error,'
-    " payload, claim_epoch"
+    " payload, claim_epoch, priority, category"
 )
 # The rows named that another epoch than the caller's (?1) holds now.
 FENCED = "SELECT " + _ROW_COLUMNS + ' FROM "{table}" WHERE claim_epoch <> ?1 AND "{id}" IN ({keys})'
@@ -157,6 +157,63 @@ PAGE = (
     ' OR ("{at}" = :after_at_ms AND "{id}" > :after_key))'
     ' ORDER BY "{at}", "{id}" LIMIT :limit'
 )
+
+
+# -- job control (repos/control.py) ----------------------------------------------------------
+# One shard's rows matching a JobQuery, after the cursor, in (sharding time, id) order; each
+# test narrows nothing when its parameter is NULL (:statuses: a JSON array of ints, or NULL).
+def _find(cmp: str, order: str) -> str:
+    """FIND in one direction: rows after the cursor, `cmp` (> or <), in `order` (ASC, DESC)."""
+    return (
+        "SELECT " + _ROW_COLUMNS + ' FROM "{table}"'
+        ' WHERE (:from_ms IS NULL OR "{at}" >= :from_ms) AND (:before_ms IS NULL OR "{at}" < :before_ms)'
+        " AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))"
+        " AND (:category IS NULL OR category = :category)"
+        ' AND (:key_from IS NULL OR "{id}" >= :key_from)'
+        ' AND (:key_before IS NULL OR "{id}" < :key_before)'
+        ' AND (:after_at_ms IS NULL OR "{at}" ' + cmp + " :after_at_ms"
+        ' OR ("{at}" = :after_at_ms AND "{id}" ' + cmp + " :after_key))"
+        ' ORDER BY "{at}" ' + order + ', "{id}" ' + order + " LIMIT :limit"
+    )
+
+
+FIND = _find(">", "ASC")
+FIND_DESC = _find("<", "DESC")
+# Rows still in the state the caller saw (?5 status, ?6 claim_epoch) to another; ?4 set: the
+# claim is cleared and its attempt handed back (a claimed row paused).
+TRANSITION = """
+UPDATE "{table}" SET status = ?1, claim_epoch = ?2, due_at = COALESCE(?3, due_at),
+    claimed_by = CASE WHEN ?4 THEN NULL ELSE claimed_by END,
+    claimed_at = CASE WHEN ?4 THEN NULL ELSE claimed_at END,
+    attempts = CASE WHEN ?4 THEN MAX(attempts - 1, 0) ELSE attempts END
+WHERE status = ?5 AND claim_epoch = ?6 AND "{id}" IN ({keys})"""
+_STILL_SEEN = ' WHERE "{id}" = :key AND status = :status AND claim_epoch = :epoch'
+# A row to another time: copied into the target shard, deleted from its own (one transaction);
+# in place when the shard is the same.
+MOVE_COPY = (
+    'INSERT INTO "{target}" ("{id}", "{at}", payload, status, due_at, attempts, claim_epoch,'
+    " claimed_by, claimed_at, fired_at, last_error, priority, category)"
+    ' SELECT "{id}", :at_ms, payload, status, :due_ms, attempts, claim_epoch, claimed_by,'
+    ' claimed_at, fired_at, last_error, priority, category FROM "{table}"' + _STILL_SEEN
+)
+MOVE_DELETE = 'DELETE FROM "{table}"' + _STILL_SEEN
+MOVE_IN_PLACE = 'UPDATE "{table}" SET "{at}" = :at_ms, due_at = :due_ms' + _STILL_SEEN
+STILL_SEEN = 'SELECT 1 FROM "{table}"' + _STILL_SEEN
+ID_STORED = 'SELECT status FROM "{table}" WHERE "{id}" = :key'
+CREATE_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
+    epoch INTEGER NOT NULL,
+    entity TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (epoch, entity, job_id, at_ms)
+) WITHOUT ROWID"""
+REVOKE = (
+    "INSERT INTO revocations (epoch, entity, job_id, at_ms) VALUES (:epoch, :entity, :job_id,"
+    " :at_ms) ON CONFLICT DO NOTHING"
+)
+REVOCATIONS = "SELECT epoch, entity, job_id, at_ms FROM revocations WHERE epoch = :epoch"
+FORGET_REVOCATIONS = "DELETE FROM revocations WHERE epoch = :epoch"
+
 # A scan of the shard (status is in no index): for the shards CLI and shards about to drop.
 COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'
 # Status outside STATUS_RANGE: every row (a scan), or only the rows waiting to be claimed due

@@ -469,12 +469,12 @@ async def test_duplicate_of_a_row_of_an_unknown_status_names_the_raw_value(
 ) -> None:
     await seed(repo, [sms(1, D22 + HOUR, "original")])
     table = "sms" if backend.layout == "partitioned" and backend.kind == "mysql" else "sms_20261122"
-    await raw_sql(repo, f"UPDATE {table} SET status = 7 WHERE id = 1")
+    await raw_sql(repo, f"UPDATE {table} SET status = 12 WHERE id = 1")
     with pytest.raises(DuplicateJob) as caught:
         await repo.insert([sms(1, D22 + 2 * HOUR, "again")], now_ms=NOW)
     shard = shard_name(backend, bounds_of(D22, Granularity.DAY))
     assert str(caught.value) == (
-        f"entity 'sms', job 1: id already stored in shard '{shard}' (status 7); "
+        f"entity 'sms', job 1: id already stored in shard '{shard}' (status 12); "
         "ids are unique per shard, even for finished rows"
     )
 
@@ -1008,13 +1008,13 @@ async def test_find_unknown_status_names_rows_this_version_cannot_read_and_never
     await seed(repo, [sms(k, D22 + k) for k in (1, 2, 3, 4)] + [sms(5, D23), sms(6, D24)])
     assert await repo.find_unknown_status(limit=10) == []
     d22, d24 = (shard_name(backend, bounds_of(d, Granularity.DAY)) for d in (D22, D24))
-    for key, status, shard in ((4, 7, d22), (2, -1, d22), (3, 9, d22), (6, 7, d24)):
+    for key, status, shard in ((4, 12, d22), (2, -1, d22), (3, 9, d22), (6, 12, d24)):
         table = "sms" if is_partitioned(backend) else shard
         await raw_sql(repo, f"UPDATE {table} SET status = {status} WHERE id = {key}")
 
     assert await repo.find_unknown_status(limit=2) == [
         UnknownStatus(shard=d22, count=3, sample=((2, -1), (3, 9))),
-        UnknownStatus(shard=d24, count=1, sample=((6, 7),)),
+        UnknownStatus(shard=d24, count=1, sample=((6, 12),)),
     ]
     assert [(u.count, u.sample) for u in await repo.find_unknown_status(limit=0)] == [
         (3, ()),
@@ -1026,17 +1026,17 @@ async def test_find_unknown_status_names_rows_this_version_cannot_read_and_never
         (1, Status.CLAIMED),
         (2, -1),
         (3, 9),
-        (4, 7),
+        (4, 12),
         (5, Status.CLAIMED),
-        (6, 7),
+        (6, 12),
     ]
-    assert (await one(repo, 4)).status == 7
+    assert (await one(repo, 4)).status == 12
     [day22] = [s for s in await repo.list_shards(counts=True) if s.name == d22]
-    assert (counts(day22), day22.unfinished) == ({Status.CLAIMED: 1, -1: 1, 7: 1, 9: 1}, 4)
+    assert (counts(day22), day22.unfinished) == ({Status.CLAIMED: 1, -1: 1, 9: 1, 12: 1}, 4)
     [dropped] = await repo.drop_shards_before(D23)
     assert (counts(dropped), dropped.unfinished) == (counts(day22), 4)
     assert await repo.find_unknown_status(limit=2) == [
-        UnknownStatus(shard=d24, count=1, sample=((6, 7),))
+        UnknownStatus(shard=d24, count=1, sample=((6, 12),))
     ]
 
 

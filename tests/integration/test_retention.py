@@ -393,7 +393,7 @@ async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_
     await repo.insert([sms(i, B0 + 1000 + i) for i in range(1, 5)], now_ms=B0)
     await repo.insert([sms(i, B0 + 7 * DAY + i) for i in (10, 11, 12)], now_ms=B0)
     await repo.insert([sms(13, B0 + 9 * DAY)], now_ms=B0)
-    await set_status(raw_sql, repo, backend, 3, 7)  # in the shard that expires
+    await set_status(raw_sql, repo, backend, 3, 12)  # in the shard that expires
     await set_status(raw_sql, repo, backend, 11, 9)  # in a live one
     await set_status(raw_sql, repo, backend, 10, -1)
     await set_status(raw_sql, repo, backend, 13, 9)  # not due yet
@@ -406,14 +406,14 @@ async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_
     assert not report.failures
     [dropped] = report.entities["sms"].dropped
     assert dropped.name == expired
-    assert dropped.rows == {Status.PENDING: 3, 7: 1} and dropped.unfinished == 4
+    assert dropped.rows == {Status.PENDING: 3, 12: 1} and dropped.unfinished == 4
     assert sample(m, "unfinished_rows_dropped_total") == 4
     assert sample(m, "rows_unknown_status") == 2  # the live shard's; the dropped one is gone
     assert warnings_of(caplog) == [
         (
             expired,
             f"sms: shard {expired} holds 1 row of a status this version does not know,"
-            " never fired: ids 3 (status 7)",
+            " never fired: ids 3 (status 12)",
         ),
         (
             live,
@@ -422,7 +422,7 @@ async def test_rows_of_an_unknown_status_are_reported_every_pass_and_dropped_as_
         ),
         (
             expired,
-            f"sms: dropped shard {expired} with 4 unfinished rows (of 4: PENDING=3 status 7=1)"
+            f"sms: dropped shard {expired} with 4 unfinished rows (of 4: PENDING=3 status 12=1)"
             " past retention",
         ),
     ]
@@ -504,7 +504,7 @@ async def test_the_engine_keeps_running_over_rows_of_an_unknown_status(
         await seeder.insert([sms(7, now - 1000)], now_ms=now)  # live, due: never claimed
         for key, day in ((1, 0), (7, 10)):
             table = f"sms_{datetime.fromtimestamp((B0 + day * DAY) / 1000, UTC):%Y%m%d}"
-            await raw_sql(seeder, f"UPDATE {table} SET status = 7 WHERE id = {key}")
+            await raw_sql(seeder, f"UPDATE {table} SET status = 12 WHERE id = {key}")
         engine = InfiniteScheduler(config, clock=FakeClock(now))
         engine.register(SMS, lambda ctx: None)
 

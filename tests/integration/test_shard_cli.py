@@ -269,7 +269,7 @@ async def test_list_shows_rows_of_a_status_this_version_does_not_know(
     repo = make_repository(store_url, SMS, ShardPolicy())
     await repo.open()
     try:
-        await raw_sql(repo, f"UPDATE {seeded.expired} SET status = 7 WHERE id = 1")
+        await raw_sql(repo, f"UPDATE {seeded.expired} SET status = 12 WHERE id = 1")
     finally:
         await repo.close()
     proc = shards("list", "--config", str(seeded.config))
@@ -280,10 +280,10 @@ async def test_list_shows_rows_of_a_status_this_version_does_not_know(
         "PENDING=1",
         "DONE=1",
         "status",
-        "7=1",
+        "12=1",
     ]
     assert (
         f"  {seeded.expired}: 1 row of a status this version does not know, never fired:"
-        " ids 1 (status 7)\n"
+        " ids 1 (status 12)\n"
     ) in proc.stdout
     assert "total 7 rows, 6 unfinished" in proc.stdout

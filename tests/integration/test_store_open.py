@@ -167,6 +167,7 @@ async def test_create_missing_makes_the_mysql_database(typo_database: str, drive
         "dependencies",
         "leases",
         "nodes",
+        "revocations",
         "schedules",
     ]  # the store's own; shards later
 
@@ -203,6 +204,7 @@ async def test_store_init_creates_the_mysql_database_once(
         "category_pauses",
         "leases",
         "nodes",
+        "revocations",
         "schedules",
     ]  # the store's own
     again = store_init(tmp_path, mysql_url(typo_database))

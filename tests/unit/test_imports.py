@@ -19,9 +19,10 @@ ENGINE_MAY_IMPORT = frozenset(
     {
         "repos.base",
         "repos.cluster",
+        "repos.access",
+        "repos.control",
         "repos.dependencies",
         "repos.schedules",
-        "repos.access",
         "repos.registry",
     }
 )
@@ -38,6 +39,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.shard_commands",
         "infinite_scheduler.node_commands",
         "infinite_scheduler.api_commands",
+        "infinite_scheduler.job_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})

@@ -29,6 +29,8 @@ SQL_TEXT = re.compile(
 #: The placeholders a template may have: identifiers, and lists the caller renders.
 PLACEHOLDERS = {
     "target",
+    "source",  # a shard target too: where a moved row comes from (repos/control.py)
+    "statuses",  # rendered from ints, as epochs
     "table",
     "name",
     "database",
