@@ -12,6 +12,7 @@ The gap a failover leaves is measured by benchmarks (W9), not asserted here.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -46,6 +47,15 @@ def writers(galera: Galera, database: str) -> set[str]:
     return {str(writer) for (writer,) in rows}
 
 
+async def writers_become(galera: Galera, database: str, expected: set[str]) -> bool:
+    """Whether writers() turns `expected` within a few heartbeats."""
+    for _ in range(50):
+        if writers(galera, database) == expected:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 def conflicts_retried(engine: EngineProcess) -> int:
     """Statements the engine ran again after a conflict, by its log (the same call counts
     infinite_scheduler_store_conflicts_total)."""
@@ -75,7 +85,7 @@ async def test_killing_the_writer_node_moves_the_engines_to_the_next_one(
         for engine in started:
             assert "store writer moves from 127.0.0.1:3311 to 127.0.0.1:3312" in engine.stderr()
         # Their nodes rows name the Galera node they write through now (the heartbeat's).
-        assert writers(galera, galera_database) == {"n2"}
+        assert await writers_become(galera, galera_database, {"n2"}), started[0].stderr()[-3000:]
         rows = await store.rows(min(seeded.values()), max(seeded.values()) + 1)
         assert {r.status for r in rows} == {Status.DONE} and len(rows) == len(seeded)
         for engine in started:

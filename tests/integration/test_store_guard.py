@@ -4,6 +4,7 @@ on recorded identities)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -141,10 +142,22 @@ async def test_a_join_through_another_node_than_the_live_engines_is_refused_unle
         # Once the engines on n1 left, n2 is the one writer node.
         for epoch in (a, c):
             await first.set_state(epoch, NodeState.LEFT)
+        await applied_on(galera, 2, galera_database, f"epoch IN ({a}, {c}) AND state IN (0, 1)")
         await join(second, "b")
     finally:
         for membership in (first, second, declared):
             await membership.close()
+
+
+async def applied_on(galera: Galera, n: int, database: str, none_where: str) -> None:
+    """Wait until node `n` has applied what another node committed (Galera applies a replicated
+    write a moment after the COMMIT returns: a read on another node may not see it yet)."""
+    for _ in range(100):
+        [(count,)] = galera.sql(n, f"SELECT COUNT(*) FROM `{database}`.nodes WHERE {none_where}")
+        if int(count) == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"node {n} never applied the change: {none_where}")
 
 
 def galera_version(galera: Galera) -> str:
