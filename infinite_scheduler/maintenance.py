@@ -149,6 +149,9 @@ class Maintenance:
         self.skipped = 0  #: passes left to the lease's holder
         self.dropped = 0
         self._warned: set[tuple[str, str]] = set()
+        for repo in self.repos:  # at 0 from the start: increase() then sees the first drop too
+            metrics.shards_dropped.labels(repo.spec.name)
+            metrics.unfinished_dropped.labels(repo.spec.name)
 
     def __repr__(self) -> str:
         return f"<Maintenance passes={self.passes} skipped={self.skipped} dropped={self.dropped}>"

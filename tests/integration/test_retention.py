@@ -174,6 +174,14 @@ async def test_shards_ahead_says_what_the_last_pass_made_and_falls_while_none_ru
     assert sample(m, "shards_ahead") == 3
 
 
+async def test_the_drop_counters_exist_at_zero_before_any_drop(make_repo: Any) -> None:
+    """A counter first seen at 1 is no increase to Prometheus: the alert on unfinished rows
+    dropped would miss the first drop."""
+    m = maintenance([await make_repo()])
+    assert sample(m, "unfinished_rows_dropped_total") == 0
+    assert sample(m, "shards_dropped_total") == 0
+
+
 async def test_unfinished_rows_of_a_dropped_shard_are_counted_logged_and_metered(
     make_repo: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
