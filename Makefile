@@ -74,5 +74,17 @@ galera-down:
 galera-status:
 	scripts/galera.sh status
 
+# docker/compose.yaml's topology on this machine: two engine nodes on the local MariaDB, the
+# management API and Prometheus with the alert rules (scripts/cluster.sh; data under
+# /tmp/infsched-cluster). `make cluster` again starts only what is not running.
+cluster: $(STAMP) ensure-mysql prometheus-tools
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-status:
+	scripts/cluster.sh status
+
 clean:
 	rm -rf $(VENV) build *.egg-info
