@@ -136,3 +136,9 @@ def test_the_dashboard_shows_what_issue_16_asks_for(
         "category_waiting",
     ):
         assert f"infinite_scheduler_{series}" in text, series
+
+
+def test_every_alert_has_a_runbook_line_in_the_deployment_guide() -> None:
+    guide = (ROOT / "docs/deploy.md").read_text()
+    runbook = guide[guide.index("## Alerts and what to do") :]
+    assert [r["alert"] for r in alert_rules() if f"| `{r['alert']}` |" not in runbook] == []
