@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 MYSQL_HOST ?= 127.0.0.1
 MYSQL_PORT ?= 3306
 
-.PHONY: run test unit lint bench install ensure-mysql galera-up galera-down galera-status clean
+.PHONY: run test unit lint bench install ensure-mysql prometheus-tools galera-up galera-down galera-status cluster cluster-down cluster-status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/infinite-scheduler run --config config.toml --demo
 
-test: $(STAMP) ensure-mysql
+test: $(STAMP) ensure-mysql prometheus-tools
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
@@ -54,6 +54,16 @@ ensure-mysql: $(STAMP)
 		done; \
 	fi
 
+# Debian's prometheus package gives tests/ops `prometheus` and `promtool`; installed (as root)
+# only when missing, without its recommends (the node exporter). The package would start its
+# service: policy-rc.d or no init forbids it in containers, and elsewhere it is stopped again,
+# so nothing is left on port 9090 (the tests run their own server on a free port).
+prometheus-tools:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+			&& { service prometheus stop >/dev/null 2>&1 || true; }; \
+	fi
+
 # A three-node Galera cluster on 127.0.0.1:3311..3313 (issue 13); data under /tmp/infsched-galera.
 galera-up:
 	scripts/galera.sh up
@@ -63,6 +73,18 @@ galera-down:
 
 galera-status:
 	scripts/galera.sh status
+
+# docker/compose.yaml's topology on this machine: two engine nodes on the local MariaDB, the
+# management API and Prometheus with the alert rules (scripts/cluster.sh; data under
+# /tmp/infsched-cluster). `make cluster` again starts only what is not running.
+cluster: $(STAMP) ensure-mysql prometheus-tools
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-status:
+	scripts/cluster.sh status
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -110,7 +110,8 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
         config = demo_config(config)
     sys.stdout.write(summary(config, config_path=config_path, demo=demo))
     if config.metrics_port:
-        sys.stdout.write(f"  metrics  http://127.0.0.1:{config.metrics_port}/metrics\n")
+        address = f"{config.metrics_host}:{config.metrics_port}"
+        sys.stdout.write(f"  metrics  http://{address}/metrics\n")
     sys.stdout.flush()
     logs.configure("WARNING" if demo else config.log_level)
     setup = load_app(app) if app else None

@@ -247,6 +247,8 @@ class SchedulerConfig(BaseSettings):
     misfire_horizon_s: PositiveInt = 86_400
     misfire_threshold_s: PositiveFloat = 60.0
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    #: Address the /metrics endpoint listens on; 0.0.0.0 lets a Prometheus elsewhere scrape it.
+    metrics_host: str = Field(default=LOCALHOST, min_length=1)
     log_level: LogLevel = "INFO"
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

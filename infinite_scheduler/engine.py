@@ -176,7 +176,7 @@ class InfiniteScheduler:
         async with AsyncExitStack() as stack:
             # First: a port already taken must stop the start before any store is opened
             # or any job claimed (claims would only be handed back by the next start).
-            self.metrics.serve(self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
             stack.callback(self.metrics.shutdown)
             await membership.open()
             stack.push_async_callback(membership.close)

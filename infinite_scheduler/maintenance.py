@@ -72,6 +72,14 @@ def ahead_window(now_ms: int, granularity: Granularity, create_ahead: int) -> tu
     return start_ms, start_ms + (create_ahead + 1) * granularity.span_ms
 
 
+def periods_ahead(ready_until_ms: int, now_ms: int, granularity: Granularity) -> int:
+    """Whole periods with a shard after the current one, when shards are made up to
+    `ready_until_ms`: a pass with create_ahead = N leaves N, and it falls as time passes without
+    a pass; -1 when even the current period has none."""
+    current_end_ms = bucket_of(now_ms, granularity) + granularity.span_ms
+    return max(-1, (ready_until_ms - current_end_ms) // granularity.span_ms)
+
+
 def expiry_cutoff_ms(now_ms: int, policy: ShardPolicy) -> int:
     """Shards ending at or before this are expired: all their rows are beyond retention."""
     return now_ms - policy.retention_ms
@@ -141,6 +149,9 @@ class Maintenance:
         self.skipped = 0  #: passes left to the lease's holder
         self.dropped = 0
         self._warned: set[tuple[str, str]] = set()
+        for repo in self.repos:  # at 0 from the start: increase() then sees the first drop too
+            metrics.shards_dropped.labels(repo.spec.name)
+            metrics.unfinished_dropped.labels(repo.spec.name)
 
     def __repr__(self) -> str:
         return f"<Maintenance passes={self.passes} skipped={self.skipped} dropped={self.dropped}>"
@@ -273,6 +284,7 @@ class Maintenance:
         ensured = await repo.ensure_shards(*window)
         live = len(await repo.list_shards())
         self.metrics.shards_live.labels(name).set(live)
+        self._watch_ahead(name, window[1], repo)  # every shard of the window exists now
         self._warn_ignored(repo)
         return EntityReport(
             entity=name,
@@ -280,6 +292,15 @@ class Maintenance:
             dropped=tuple(dropped),
             live=live,
             unknown=tuple(unknown),
+        )
+
+    def _watch_ahead(self, entity: str, ready_until_ms: int, repo: Repo) -> None:
+        """Set ``shards_ahead`` to what this pass made, counted against the clock when scraped,
+        so that the series falls (and the alert fires) when passes stop, not only when they
+        fail."""
+        granularity, clock = repo.policy.granularity, self.clock
+        self.metrics.shards_ahead.labels(entity).set_function(
+            lambda: periods_ahead(ready_until_ms, clock.now_ms(), granularity)
         )
 
     def _record_drop(self, entity: str, info: ShardInfo) -> None:

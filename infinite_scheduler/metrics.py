@@ -111,6 +111,13 @@ class Metrics:
             registry=self.registry,
         )
         self.held = self._gauge("jobs_held", "Jobs held in the wheel.")
+        self.backlog = self._gauge(
+            "jobs_backlog",
+            "Jobs of the entity type due and out of the wheel whose outcome is not written yet"
+            " (waiting for a handler, running, or waiting for their ack): a figure that keeps"
+            " rising is a backlog on this node.",
+            "entity",
+        )
         self.in_flight = self._gauge("jobs_in_flight", "Handlers running now.")
         self.overrunning = self._gauge(
             "handlers_overrunning",
@@ -134,6 +141,13 @@ class Metrics:
             "Rows not DONE/FAILED/CANCELLED/MISSED that were in shards retention dropped.",
         )
         self.shards_live = self._gauge("shards_live", "Shards in the store.", "entity")
+        self.shards_ahead = self._gauge(
+            "shards_ahead",
+            "Whole periods with a shard made after the current one, by the last maintenance pass"
+            " of this node (computed when scraped: it falls while no pass runs; -1: not even the"
+            " current period has one, and inserts due now are refused).",
+            "entity",
+        )
         self.unknown_status = self._gauge(
             "rows_unknown_status",
             "Rows due by now (or in shards being dropped) whose status this version does not"
@@ -194,6 +208,10 @@ class Metrics:
         self.category_running.labels(name).set_function(running)
         self.category_waiting.labels(name).set_function(waiting)
         self.category_paused.labels(name).set_function(paused)
+
+    def watch_backlog(self, entity: str, backlog: Callable[[], float]) -> None:
+        """Read an entity type's backlog from its lane when scraped: nothing per job."""
+        self.backlog.labels(entity).set_function(backlog)
 
     def _counter(self, name: str, doc: str) -> Counter:
         return Counter(f"{PREFIX}_{name}", doc, ["entity"], registry=self.registry)

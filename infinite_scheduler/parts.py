@@ -223,13 +223,15 @@ def _lanes(registrations: Sequence[Registration], wiring: Wiring) -> dict[str, L
     lanes: dict[str, Lane] = {}
     for reg in registrations:
         assert reg.handler is not None  # check_handlers
-        lanes[reg.spec.name] = Lane(
+        lane = Lane(
             spec=reg.spec,
             repo=reg.repo,
             handler=reg.handler,
             metrics=wiring.metrics.for_entity(reg.spec.name),
             wheel=TimerWheel(now_ms=now_ms, tick_ms=1, slots=slots),
         )
+        wiring.metrics.watch_backlog(reg.spec.name, partial(len, lane.in_hand))
+        lanes[reg.spec.name] = lane
     return lanes
 
 

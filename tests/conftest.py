@@ -22,6 +22,9 @@
   dropped after the test. A cluster that cannot start fails under ``CI=true``, skips otherwise.
   Tests marked ``galera`` get a longer timeout (the first one waits for the cluster).
 
+- ``promtool``, ``prometheus_binary`` (session): Debian's Prometheus tools, failing under
+  ``CI=true`` when missing; ``dashboard_queries``: every PromQL target of the Grafana dashboard.
+
 Test modules reach all of this through fixtures only: ``tests`` is not a package, so nothing
 here is importable at run time.
 """
@@ -29,8 +32,10 @@ here is importable at run time.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -611,3 +616,36 @@ class RecordedEvents:
 def recorded_events() -> Callable[[], RecordedEvents]:
     """``recorded_events()``: a new StoreEvents that keeps what the store told it."""
     return RecordedEvents
+
+
+# -- Prometheus (tests/ops) --------------------------------------------------------------------
+
+#: Debian's prometheus package: `make test` installs it (`make prometheus-tools`).
+PROMETHEUS_HINT = " Install them: make prometheus-tools (as root: apt-get install prometheus)."
+DASHBOARD = Path(__file__).resolve().parents[1] / "docker" / "grafana" / "dashboard.json"
+
+
+def _prometheus_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        _missing_service(f"{name} not found on PATH", "Prometheus", PROMETHEUS_HINT)
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Debian's promtool: fails under CI=true when missing, skips elsewhere."""
+    return _prometheus_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """Debian's prometheus server binary: fails under CI=true when missing, skips elsewhere."""
+    return _prometheus_tool("prometheus")
+
+
+@pytest.fixture(scope="session")
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of docker/grafana/dashboard.json, in order."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]

@@ -452,6 +452,37 @@ async def test_a_handler_cut_off_by_the_drain_hands_its_claim_back(
     assert await statuses(repo, [2]) == {2: Status.DONE}
 
 
+async def test_the_backlog_series_counts_due_jobs_not_finished_by_entity(
+    engine_factory: EngineFactory, repo: Repo
+) -> None:
+    """Wall: jobs due and handed over are the entity's backlog until their outcome is written;
+    the job still in the wheel is not."""
+    now = wall_ms()
+    await repo.insert([sms(1, now), sms(2, now), sms(3, now + 60_000)], now_ms=now)
+    release = asyncio.Event()
+    started: list[int | str] = []
+
+    async def handler(ctx: JobContext[Any]) -> None:
+        started.append(ctx.job_id)
+        await release.wait()
+
+    def backlog() -> float | None:
+        name = "infinite_scheduler_jobs_backlog"
+        return engine.metrics.registry.get_sample_value(name, {"entity": "sms"})
+
+    engine = engine_factory(handler=handler, wall=True, lookahead_s=90)
+    async with engine:
+        async with asyncio.timeout(3):
+            while len(started) < 2:  # noqa: ASYNC110 - the handlers start on the loop
+                await asyncio.sleep(0.01)
+        assert backlog() == 2
+        release.set()
+        async with asyncio.timeout(3):
+            while (await statuses(repo, [1, 2])) != {1: Status.DONE, 2: Status.DONE}:  # noqa: ASYNC110 - their acks
+                await asyncio.sleep(0.02)
+        assert backlog() == 0
+
+
 async def test_a_shard_of_the_version_before_epoch_claims_fires_what_it_left_once(
     engine_factory: EngineFactory, old_shard: Callable[..., Awaitable[None]]
 ) -> None:
@@ -883,6 +914,32 @@ async def test_metrics_port_in_use_stops_the_start_before_any_store_opens(
     )
     assert spy.opened == 0 and recorder.fires == []
     assert await rows_of(repo, ids) == {(Status.PENDING, None, 0)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@SQLITE_ONLY
+async def test_the_metrics_endpoint_listens_on_metrics_host(
+    engine_factory: EngineFactory,
+) -> None:
+    """127.0.0.2 is loopback too, yet another address: only a bind to it answers there (a
+    container's Prometheus needs the node's 0.0.0.0, which this stands in for)."""
+    port = free_port()
+    async with engine_factory(handler=Recorder(), metrics_port=port, metrics_host="127.0.0.2"):
+        assert answers("127.0.0.2", port) and not answers("127.0.0.1", port)
+    assert not answers("127.0.0.2", port)
 
 
 async def test_schedule_with_a_payload_over_the_limit_stores_none_of_the_call(

@@ -156,6 +156,32 @@ async def test_the_current_shard_and_create_ahead_more_are_made(make_repo: Any) 
     assert sample(m, "shards_live") == 5
 
 
+async def test_shards_ahead_says_what_the_last_pass_made_and_falls_while_none_runs(
+    make_repo: Any,
+) -> None:
+    repo = await make_repo()
+    m = maintenance([repo], create_ahead=3)
+    clock = m.clock
+    assert isinstance(clock, FakeClock)
+    assert sample(m, "shards_ahead") is None  # no pass yet: no series, rather than a guess
+    await m.run_once(B0)
+    assert sample(m, "shards_ahead") == 3
+    clock.advance(2 * DAY)  # no pass for two days: the alert on this series must see it
+    assert sample(m, "shards_ahead") == 1
+    clock.advance(2 * DAY)
+    assert sample(m, "shards_ahead") == -1  # inserts due now would find no shard
+    await m.run_once(clock.now_ms())
+    assert sample(m, "shards_ahead") == 3
+
+
+async def test_the_drop_counters_exist_at_zero_before_any_drop(make_repo: Any) -> None:
+    """A counter first seen at 1 is no increase to Prometheus: the alert on unfinished rows
+    dropped would miss the first drop."""
+    m = maintenance([await make_repo()])
+    assert sample(m, "unfinished_rows_dropped_total") == 0
+    assert sample(m, "shards_dropped_total") == 0
+
+
 async def test_unfinished_rows_of_a_dropped_shard_are_counted_logged_and_metered(
     make_repo: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

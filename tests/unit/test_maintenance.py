@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from infinite_scheduler.maintenance import ahead_window, expiry_cutoff_ms
+from infinite_scheduler.maintenance import ahead_window, expiry_cutoff_ms, periods_ahead
 from repos.base import ShardPolicy
 from repos.shards import Granularity, read_shard_names
 
@@ -25,6 +25,20 @@ def test_ahead_window_is_the_current_period_and_create_ahead_more(
     now_ms = B0 + span + offset_ms  # at, just after and just before a period boundary
     start = B0 + span if offset_ms >= 0 else B0
     assert ahead_window(now_ms, granularity, 3) == (start, start + 4 * span)
+
+
+@pytest.mark.parametrize("granularity", [DAY, HOUR])
+def test_periods_ahead_counts_whole_periods_after_the_current_one_as_time_passes(
+    granularity: Granularity,
+) -> None:
+    span = granularity.span_ms
+    _, until_ms = ahead_window(B0, granularity, 3)  # what a pass at B0 made
+    assert periods_ahead(until_ms, B0, granularity) == 3
+    assert periods_ahead(until_ms, B0 + span - 1, granularity) == 3  # same period
+    assert periods_ahead(until_ms, B0 + span, granularity) == 2  # no pass since
+    assert periods_ahead(until_ms, B0 + 3 * span, granularity) == 0  # the current one only
+    assert periods_ahead(until_ms, B0 + 4 * span, granularity) == -1  # not even that
+    assert periods_ahead(until_ms, B0 + 40 * span, granularity) == -1
 
 
 def test_expiry_cutoff_is_retention_before_now() -> None:
