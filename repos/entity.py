@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from repos.cluster import LEASES_TABLE, NODES_TABLE
 from repos.dependencies import DEPENDENCIES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
+from repos.history import HISTORY_TABLE
 from repos.options import DEFAULT_PRIORITY
 from repos.schedules import BLOCKOUTS_TABLE, SCHEDULES_TABLE
 from repos.shards import (
@@ -41,7 +42,14 @@ TKey = TypeVar("TKey", bound=int | str)
 
 #: Tables of the store itself (repos/cluster.py), which no entity's may be.
 STORE_TABLES = frozenset(
-    {NODES_TABLE, LEASES_TABLE, DEPENDENCIES_TABLE, SCHEDULES_TABLE, BLOCKOUTS_TABLE}
+    {
+        NODES_TABLE,
+        LEASES_TABLE,
+        DEPENDENCIES_TABLE,
+        SCHEDULES_TABLE,
+        BLOCKOUTS_TABLE,
+        HISTORY_TABLE,
+    }
 )
 #: Columns the engine owns; an entity may not map a field onto them.
 ENGINE_COLUMNS = frozenset(

@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("repos", "infinite_scheduler")
 #: What the engine's loops may import from repos/: the contracts (shards, membership,
-#: dependencies, schedules, API tokens and audit), and the factory of adapters.
+#: dependencies, schedules, API tokens and audit, execution history), and the factory of
+#: adapters.
 ENGINE_MAY_IMPORT = frozenset(
     {
         "repos.base",
@@ -22,6 +23,7 @@ ENGINE_MAY_IMPORT = frozenset(
         "repos.dependencies",
         "repos.schedules",
         "repos.access",
+        "repos.history",
         "repos.registry",
     }
 )
