@@ -1,5 +1,6 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired``,
-``nodes list``, ``store init|check``, ``api`` and ``tokens create|list|revoke``.
+``nodes list``, ``store init|check``, ``api``, ``tokens create|list|revoke``, ``history`` and
+``sla``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, or ``run`` refused by the
 store (a live node has its node id; a second node on SQLite; a server the claim is unsafe on),
@@ -44,6 +45,7 @@ from infinite_scheduler.errors import (
     SchedulerError,
     UnsafeStore,
 )
+from infinite_scheduler.history_commands import add_history_commands, history_command
 from infinite_scheduler.node_commands import nodes_main
 from infinite_scheduler.shard_commands import DropOptions, served_repositories, shards_main
 from repos.registry import check_store, create_store
@@ -92,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return api(config, app=args.app)
     if args.command == "tokens":
         return tokens(config, args)
+    if args.command in ("history", "sla"):
+        return history(config, args)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
@@ -138,6 +142,17 @@ def tokens(config: SchedulerConfig, args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _failed(exc, EXIT_CONFIG)
     except (SchedulerError, LookupError) as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
+def history(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    """``history ENTITY ID`` and ``sla``: exit 2 for a bad argument, 1 for a store error."""
+    try:
+        history_command(config, args)
+    except ValueError as exc:
+        return _failed(exc, EXIT_CONFIG)
+    except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
 
@@ -455,6 +470,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     _add_shards_commands(commands)
     add_commands(commands, CONFIG_HELP, APP_HELP)
+    add_history_commands(commands, CONFIG_HELP)
     nodes_cmd = commands.add_parser("nodes", help="list the nodes sharing the store")
     nodes_actions = nodes_cmd.add_subparsers(dest="action", required=True)
     nodes_list = nodes_actions.add_parser(

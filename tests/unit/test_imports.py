@@ -40,6 +40,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.shard_commands",
         "infinite_scheduler.node_commands",
         "infinite_scheduler.api_commands",
+        "infinite_scheduler.history_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})
