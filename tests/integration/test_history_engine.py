@@ -232,3 +232,18 @@ async def test_the_sla_of_a_window_counts_what_the_engine_wrote(
     assert (total.lateness_p50_ms, total.lateness_p99_ms) == (0, 5000)
     page = await client.history_page(HistoryFilter(outcome=Outcome.FAILED))
     assert [r.job_id for r in page.rows] == ["5"] and page.cursor is None
+
+
+async def test_bad_reading_arguments_are_refused_clearly(client: SchedulerClient) -> None:
+    with pytest.raises(ValueError, match="is not a cursor a history page returned"):
+        await client.history_page(cursor="junk")
+    with pytest.raises(ValueError, match="window_ms 0 must be a positive int"):
+        await client.sla(window_ms=0)
+    with pytest.raises(ValueError, match=r"job id 1\.5 must be an int or a str"):
+        await client.history(SMS, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit 0 must be an int from 1 to 10000"):
+        await client.history_page(limit=0)
+    with pytest.raises(ValueError, match="entity '' must be an entity type's name"):
+        await client.history("", 1)
+    page = await client.history_page(HistoryFilter(entity="sms'; DROP TABLE history_x; --"))
+    assert page.rows == () and page.cursor is None
