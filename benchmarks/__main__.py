@@ -61,7 +61,7 @@ ALL = ("ceiling", "ingest", "w1", "w2", "w3", "w4", "w5", "drop", "scale", "peer
 STORES = ("mysql-multi", "mysql-partitioned", "sqlite")
 DRIVERS = ("asyncmy", "aiomysql")
 #: Fields that tell two lines of one workload apart, so that --repeat takes medians per figure.
-IDENTITY = ("workload", "store", "driver", "n", "rate", "system", "nodes")
+IDENTITY = ("workload", "store", "driver", "n", "rate", "system", "nodes", "history")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peer_workers=args.peer_workers,
         workdir=Path(tempfile.mkdtemp(prefix="ist-bench-")),
         out_dir=args.out,
+        history=args.history == "on",
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     names = {"all": ALL, "plot": ()}.get(args.workload, (args.workload,))
@@ -158,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--peer-workers", type=int, default=10, help="APScheduler's pool")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    parser.add_argument(
+        "--history",
+        choices=("on", "off"),
+        default="on",
+        help="the engines write execution history ([history] enabled; lines say history=false)",
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "out", help="records, results.jsonl"
     )

@@ -57,6 +57,7 @@ class Options:
     peer_workers: int  #: APScheduler's thread pool size
     workdir: Path  #: temporary configs, logs, SQLite files
     out_dir: Path  #: kept records (for plot.py) and results.jsonl
+    history: bool = True  #: the engines write execution history ([history] enabled)
 
     @property
     def layout(self) -> str:
@@ -76,6 +77,8 @@ def result(workload: str, opts: Options, n: int | None, **fields: Any) -> Result
     line: Result = dict.fromkeys(KEYS)
     driver = opts.driver if opts.is_mysql else None  # SQLite has no driver to choose
     line.update(workload=workload, store=opts.store, driver=driver, n=n)
+    if not opts.history:
+        line.update(history=False)
     line.update(commit=commit(), machine=machine())
     line.update(fields)
     return line

@@ -34,15 +34,22 @@ BASE_SETTINGS: dict[str, Any] = {
 def write_config(
     path: Path, opts: Options, url: str, settings: Mapping[str, Any] | None = None
 ) -> Path:
-    """A config.toml for the engine: top-level keys, then [store], [handlers], [cluster] and
-    [schedules]."""
+    """A config.toml for the engine: top-level keys, then [store], [handlers], [cluster],
+    [schedules] and [history]."""
     top = {**BASE_SETTINGS, "batch_size": opts.batch_size, **(settings or {})}
     handlers = top.pop("handlers", {})
     cluster = top.pop("cluster", {})
     schedules = top.pop("schedules", {})
     store = {"url": url, "layout": opts.layout, "driver": opts.driver}
     lines = [f"{key} = {_toml(value)}" for key, value in top.items()]
-    sections = {"store": store, "handlers": handlers, "cluster": cluster, "schedules": schedules}
+    history = {"enabled": opts.history}
+    sections = {
+        "store": store,
+        "handlers": handlers,
+        "cluster": cluster,
+        "schedules": schedules,
+        "history": history,
+    }
     for section, values in sections.items():
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())

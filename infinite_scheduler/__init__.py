@@ -46,6 +46,10 @@ from infinite_scheduler.schedules.triggers import RateTrigger as RateTrigger
 from infinite_scheduler.version import __version__ as __version__
 from repos.base import Status as Status
 from repos.entity import EntitySpec as EntitySpec
+from repos.history import HistoryFilter as HistoryFilter
+from repos.history import HistoryRow as HistoryRow
+from repos.history import Outcome as Outcome
+from repos.history import SlaReport as SlaReport
 
 __all__ = [
     "CalendarTrigger",
@@ -60,6 +64,8 @@ __all__ = [
     "EntitySpec",
     "EntitySpecError",
     "HandlerMissing",
+    "HistoryFilter",
+    "HistoryRow",
     "InfiniteScheduler",
     "InvalidIdentifier",
     "Job",
@@ -69,6 +75,7 @@ __all__ = [
     "NodeDeclaredDead",
     "NodeIdInUse",
     "NodeRefused",
+    "Outcome",
     "RateTrigger",
     "ScheduleError",
     "ScheduleExists",
@@ -78,6 +85,7 @@ __all__ = [
     "SchedulerError",
     "ShardExpired",
     "SingleNodeStore",
+    "SlaReport",
     "Status",
     "StoreError",
     "StoreUnavailable",

@@ -1,4 +1,9 @@
-"""Group-committed acknowledgements: many finished jobs, one statement per shard."""
+"""Group-committed acknowledgements: many finished jobs, one statement per shard.
+
+With history on, each outcome carries its attempt's history row (repos/history.py), and the
+repository stores them in the ack's own transaction: one more multi-row INSERT per flush,
+never a round trip per job.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from infinite_scheduler.clock import Clock
 from infinite_scheduler.fencing import report_fenced
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.waits import Backoff, wait_any
-from repos.base import Failure, RowRef, StoreError
+from repos.base import Attempt, ClaimedJob, Failure, RowRef, StoreError, category_name, code_of
+from repos.history import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +42,17 @@ class Acker:
         batch_size: int,
         on_retry: Callable[[int], None] = lambda at_ms: None,
         backoff: Backoff | None = None,
+        history: bool = False,
     ) -> None:
         self.node_id = node_id
+        #: Write a history row per attempt ([history] enabled).
+        self.history = history
         self.epoch = epoch
         self.clock = clock
         self.batch_size = batch_size
         self.on_retry = on_retry
         self.backoff = backoff or Backoff(first_s=0.05)
-        self._done: dict[str, tuple[Lane, list[RowRef]]] = {}
+        self._done: dict[str, tuple[Lane, list[RowRef], list[Attempt]]] = {}
         self._failed: dict[str, tuple[Lane, list[Failure]]] = {}
         self._pending = 0
         self._wake = asyncio.Event()
@@ -56,9 +65,39 @@ class Acker:
     def pending(self) -> int:
         return self._pending
 
-    def done(self, lane: Lane, ref: RowRef) -> None:
-        self._done.setdefault(lane.name, (lane, []))[1].append(ref)
+    def done(self, lane: Lane, job: ClaimedJob, fired_ms: int) -> None:
+        """The job's handler returned (it started at fired_ms)."""
+        entry = self._done.get(lane.name)
+        if entry is None:
+            entry = self._done[lane.name] = (lane, [], [])
+        entry[1].append(job.ref)
+        if self.history:
+            entry[2].append(self._attempt(job, fired_ms, Outcome.OK, None))
         self._added()
+
+    def attempt(
+        self, job: ClaimedJob, fired_ms: int, outcome: Outcome, error: str | None
+    ) -> Attempt | None:
+        """The history row of an attempt ending now (fired_ms 0: it never fired), for a
+        Failure's `history`; None with history off."""
+        return self._attempt(job, fired_ms, outcome, error) if self.history else None
+
+    def _attempt(
+        self, job: ClaimedJob, fired_ms: int, outcome: Outcome, error: str | None
+    ) -> Attempt:
+        code = code_of(job.options)
+        return Attempt(
+            job.key,
+            job.at_ms,
+            job.attempts,
+            self.node_id,
+            category_name(code) if code else "",
+            job.due_ms,
+            fired_ms,
+            self.clock.now_ms(),
+            outcome,
+            error,
+        )
 
     def failed(self, lane: Lane, failure: Failure) -> None:
         self._failed.setdefault(lane.name, (lane, []))[1].append(failure)
@@ -103,13 +142,15 @@ class Acker:
 
     async def _write(
         self,
-        done: dict[str, tuple[Lane, list[RowRef]]],
+        done: dict[str, tuple[Lane, list[RowRef], list[Attempt]]],
         failed: dict[str, tuple[Lane, list[Failure]]],
     ) -> None:
         now_ms = self.clock.now_ms()
         while done:
-            name, (lane, refs) = next(iter(done.items()))
-            changed = await lane.repo.mark_done(self.epoch, refs, fired_at_ms=now_ms)
+            name, (lane, refs, attempts) = next(iter(done.items()))
+            changed = await lane.repo.mark_done(
+                self.epoch, refs, fired_at_ms=now_ms, history=attempts
+            )
             if changed < len(refs):
                 await self._fenced(lane, refs, "ack")
             lane.in_hand.difference_update(refs)  # a RowRef equals its (key, at_ms)
@@ -141,11 +182,13 @@ class Acker:
 
     def _requeue(
         self,
-        done: dict[str, tuple[Lane, list[RowRef]]],
+        done: dict[str, tuple[Lane, list[RowRef], list[Attempt]]],
         failed: dict[str, tuple[Lane, list[Failure]]],
     ) -> None:
-        for name, (lane, refs) in done.items():
-            self._done.setdefault(name, (lane, []))[1].extend(refs)
+        for name, (lane, refs, attempts) in done.items():
+            entry = self._done.setdefault(name, (lane, [], []))
+            entry[1].extend(refs)
+            entry[2].extend(attempts)
         for name, (lane, failures) in failed.items():
             self._failed.setdefault(name, (lane, []))[1].extend(failures)
         if self._pending:

@@ -1,6 +1,6 @@
 """The ``infinite-scheduler`` command: ``run``, ``check-config``, ``shards list|drop-expired``,
-``nodes list``, ``store init|check``, ``api``, ``tokens create|list|revoke`` and
-``jobs list|show|cancel|pause|resume|run-now|reschedule``.
+``nodes list``, ``store init|check``, ``api``, ``tokens create|list|revoke``,
+``jobs list|show|cancel|pause|resume|run-now|reschedule``, ``history`` and ``sla``.
 
 Exit codes: 0 ok, 1 store error, 2 bad configuration or arguments, or ``run`` refused by the
 store (a live node has its node id; a second node on SQLite; a server the claim is unsafe on),
@@ -49,6 +49,7 @@ from infinite_scheduler.errors import (
     SchedulerError,
     UnsafeStore,
 )
+from infinite_scheduler.history_commands import add_history_commands, history_command
 from infinite_scheduler.job_commands import add_jobs_commands, jobs_main
 from infinite_scheduler.node_commands import nodes_main
 from infinite_scheduler.shard_commands import DropOptions, served_repositories, shards_main
@@ -82,26 +83,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return _failed(exc, EXIT_CONFIG)
-    if args.command == "run" and not (args.app or args.demo):
+    command = _commands().get(args.command)
+    if command is not None:
+        return command(config, args)
+    sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
+    return EXIT_OK
+
+
+Command = Callable[[SchedulerConfig, argparse.Namespace], int]
+
+
+def _commands() -> dict[str, Command]:
+    """What each command runs (``check-config``, the default, is main's own)."""
+    return {
+        "run": _run_command,
+        "shards": lambda c, a: shards(c, a.action, dry_run=a.dry_run, force=a.force, app=a.app),
+        "nodes": lambda c, a: nodes(c, app=a.app),
+        "jobs": jobs,
+        "store": lambda c, a: store_check(c) if a.action == "check" else store_init(c),
+        "api": lambda c, a: api(c, app=a.app),
+        "tokens": tokens,
+        "history": history,
+        "sla": history,
+    }
+
+
+def _run_command(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    if not (args.app or args.demo):
         # An engine without entity types would open the store and fire nothing, silently.
         sys.stderr.write(NOTHING_TO_RUN)
         return EXIT_CONFIG
-    if args.command == "run":
-        return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
-    if args.command == "shards":
-        return shards(config, args.action, dry_run=args.dry_run, force=args.force, app=args.app)
-    if args.command == "nodes":
-        return nodes(config, app=args.app)
-    if args.command == "jobs":
-        return jobs(config, args)
-    if args.command == "store":
-        return store_check(config) if args.action == "check" else store_init(config)
-    if args.command == "api":
-        return api(config, app=args.app)
-    if args.command == "tokens":
-        return tokens(config, args)
-    sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
-    return EXIT_OK
+    return run(config, config_path=args.config or "config.toml", demo=args.demo, app=args.app)
 
 
 def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | None = None) -> int:
@@ -147,6 +159,17 @@ def tokens(config: SchedulerConfig, args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _failed(exc, EXIT_CONFIG)
     except (SchedulerError, LookupError) as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
+def history(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    """``history ENTITY ID`` and ``sla``: exit 2 for a bad argument, 1 for a store error."""
+    try:
+        history_command(config, args)
+    except ValueError as exc:
+        return _failed(exc, EXIT_CONFIG)
+    except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
 
@@ -478,6 +501,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     _add_shards_commands(commands)
     add_commands(commands, CONFIG_HELP, APP_HELP)
+    add_history_commands(commands, CONFIG_HELP)
     nodes_cmd = commands.add_parser("nodes", help="list the nodes sharing the store")
     nodes_actions = nodes_cmd.add_subparsers(dest="action", required=True)
     nodes_list = nodes_actions.add_parser(

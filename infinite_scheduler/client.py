@@ -18,10 +18,12 @@ from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
 from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
+from infinite_scheduler.history import ExecutionHistory, HistoryPage
 from infinite_scheduler.job import check_categories, group_jobs, split_jobs, with_options
-from infinite_scheduler.parts import Repo, store_repository, store_schedules
+from infinite_scheduler.parts import Repo, store_history, store_repository, store_schedules
 from infinite_scheduler.schedules.book import ScheduleBook
 from repos.base import EntitySpec, OnDuplicate, StoredRow, encode_for
+from repos.history import HistoryFilter, HistoryRow, SlaReport
 
 
 class SchedulerClient:
@@ -43,6 +45,7 @@ class SchedulerClient:
         self._stack: AsyncExitStack | None = None
         self._schedules: ScheduleBook | None = None
         self._categories: Categories | None = None
+        self._history: ExecutionHistory | None = None
 
     async def __aenter__(self) -> SchedulerClient:
         async with AsyncExitStack() as stack:
@@ -58,6 +61,14 @@ class SchedulerClient:
                 schedule_store, self._repos, clock=self.clock, categories=self.config.categories
             )
             self._categories = Categories(schedule_store, self.config.categories, clock=self.clock)
+            history_store = store_history(self.config)
+            await history_store.open()
+            stack.push_async_callback(history_store.close)
+            self._history = ExecutionHistory(
+                history_store,
+                clock=self.clock,
+                late_threshold_ms=self.config.history.late_threshold_ms,
+            )
             self._stack = stack.pop_all()
         return self
 
@@ -71,6 +82,7 @@ class SchedulerClient:
         self._repos = {}
         self._schedules = None
         self._categories = None
+        self._history = None
         if stack is not None:
             await stack.aclose()
 
@@ -144,6 +156,41 @@ class SchedulerClient:
         self._open("categories")
         assert self._categories is not None
         return self._categories
+
+    @property
+    def execution_history(self) -> ExecutionHistory:
+        """The store's execution history (infinite_scheduler/history.py), for every entity
+        type, this client's or not."""
+        self._open("history")
+        assert self._history is not None
+        return self._history
+
+    async def history(
+        self, entity: str | EntitySpec[Any, Any], key: int | str, *, limit: int = 1000
+    ) -> list[HistoryRow]:
+        """Every attempt of one job, newest first: node, due, fired and finished times,
+        outcome (ok, retry, failed, timeout, missed) and error. Kept [history] retention_days."""
+        return await self.execution_history.of_job(entity, key, limit=limit)
+
+    async def history_page(
+        self, where: HistoryFilter | None = None, *, cursor: str | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """Attempts of an entity type, outcome and time range (HistoryFilter), newest first;
+        pass the page's `cursor` for the next one."""
+        return await self.execution_history.page(where, cursor=cursor, limit=limit)
+
+    async def sla(
+        self,
+        *,
+        entity: str | EntitySpec[Any, Any] | None = None,
+        category: str | None = None,
+        window_ms: int = 3_600_000,
+    ) -> SlaReport:
+        """Fired, late share (> [history] late_threshold_ms), failed share and lateness and
+        duration percentiles of the attempts that ended in the last `window_ms`."""
+        return await self.execution_history.sla(
+            entity=entity, category=category, window_ms=window_ms
+        )
 
     def _open(self, operation: str) -> None:
         if self._stack is None:

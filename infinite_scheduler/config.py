@@ -224,6 +224,21 @@ class ApiConfig(_Section):
         return self
 
 
+class HistoryConfig(_Section):
+    """``[history]``: one row per attempt (repos/history.py), written with the acks."""
+
+    #: Write the rows (false: no history writes at all, and no history tables made).
+    enabled: bool = True
+    #: Days a day's history table is kept after the day ends, then dropped whole.
+    retention_days: PositiveInt = 7
+    #: An attempt fired more than this after its due time counts as late in the SLA summary.
+    late_threshold_ms: int = Field(default=1000, ge=0)
+
+    @property
+    def retention_ms(self) -> int:
+        return self.retention_days * 86_400_000
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -259,6 +274,7 @@ class SchedulerConfig(BaseSettings):
     categories: dict[str, CategoryConfig] = Field(default_factory=dict)
     schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -426,7 +442,8 @@ def _unknown_env_keys(env: Mapping[str, str], environ: Mapping[str, str]) -> lis
 
 def _section_hint(key: str) -> str:
     """``store_url`` is the likely typo for ``STORE__URL``: say so."""
-    for section in ("shards", "store", "handlers", "cluster", "priority", "categories", "api"):
+    sections = ("shards", "store", "handlers", "cluster", "priority", "categories", "api")
+    for section in (*sections, "history"):
         if key.startswith(section + "_"):
             rest = key[len(section) + 1 :]
             return f"; section keys take a double underscore: {ENV_PREFIX}{section.upper()}__{rest.upper()}"

@@ -28,6 +28,7 @@ from infinite_scheduler.jobs import JobContext, Lane
 from infinite_scheduler.metrics import Metrics
 from infinite_scheduler.waiting import Waiting
 from repos.base import ClaimedJob, Failure
+from repos.history import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ class Dispatcher:
         try:
             ctx = lane.context(job, fired_ms)
         except Exception as exc:  # a payload that no longer decodes can never succeed
-            self._give_up(lane, job, f"payload does not decode: {exc!r}")
+            self._give_up(lane, job, f"payload does not decode: {exc!r}", fired_ms)
             return
         try:
             if lane.is_async:
@@ -321,19 +322,18 @@ class Dispatcher:
         except asyncio.CancelledError:
             if not self._expired(me) or me.cancelling():
                 raise  # shutdown (maybe besides the watchdog): the worker stops here
-            self._failed(lane, job, self._timed_out_error)
+            self._failed(lane, job, self._timed_out_error, fired_ms, timed_out=True)
         except Exception as exc:
             # A handler may turn the watchdog's cancel into an error of its own.
-            self._failed(
-                lane,
-                job,
-                self._timed_out_error if self._expired(me) else f"{type(exc).__name__}: {exc}",
-            )
+            if self._expired(me):
+                self._failed(lane, job, self._timed_out_error, fired_ms, timed_out=True)
+            else:
+                self._failed(lane, job, f"{type(exc).__name__}: {exc}", fired_ms)
         else:
             self._expired(me)  # a handler that swallowed the cancel and finished: it finished
             self.succeeded += 1
             lane.metrics.succeeded.inc()
-            self.acker.done(lane, job.ref)
+            self.acker.done(lane, job, fired_ms)
 
     async def _call_in_thread(
         self, lane: Lane, job: ClaimedJob, ctx: JobContext[Any], me: asyncio.Task[None]
@@ -398,10 +398,13 @@ class Dispatcher:
         worker.uncancel()
         return True
 
-    def _failed(self, lane: Lane, job: ClaimedJob, error: str) -> None:
+    def _failed(
+        self, lane: Lane, job: ClaimedJob, error: str, fired_ms: int, *, timed_out: bool = False
+    ) -> None:
         decision = self.retry.next_attempt(job.attempts, self.clock.now_ms())
         if isinstance(decision, GiveUp):
-            self._give_up(lane, job, error)
+            outcome = Outcome.TIMEOUT if timed_out else Outcome.FAILED
+            self._give_up(lane, job, error, fired_ms, outcome)
             return
         logger.info(
             "%s %s attempt %d failed, retry at %d: %s",
@@ -414,9 +417,18 @@ class Dispatcher:
         )
         self.retried += 1
         lane.metrics.retried.inc()
-        self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=decision.at_ms))
+        history = self.acker.attempt(job, fired_ms, Outcome.RETRY, error)
+        failure = Failure(ref=job.ref, error=error, retry_at_ms=decision.at_ms, history=history)
+        self.acker.failed(lane, failure)
 
-    def _give_up(self, lane: Lane, job: ClaimedJob, error: str) -> None:
+    def _give_up(
+        self,
+        lane: Lane,
+        job: ClaimedJob,
+        error: str,
+        fired_ms: int,
+        outcome: Outcome = Outcome.FAILED,
+    ) -> None:
         logger.warning(
             "%s %s failed after %d attempts: %s",
             lane.name,
@@ -427,7 +439,10 @@ class Dispatcher:
         )
         self.failed += 1
         lane.metrics.failed.inc()
-        self.acker.failed(lane, Failure(ref=job.ref, error=error, retry_at_ms=None))
+        history = self.acker.attempt(job, fired_ms, outcome, error)
+        self.acker.failed(
+            lane, Failure(ref=job.ref, error=error, retry_at_ms=None, history=history)
+        )
 
 
 def job_in_frame(frame: FrameType) -> tuple[str, int | str] | None:

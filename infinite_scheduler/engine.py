@@ -59,6 +59,7 @@ from infinite_scheduler.parts import (
     check_handlers,
     compose,
     store_dependencies,
+    store_history,
     store_membership,
     store_repository,
     store_schedules,
@@ -75,6 +76,7 @@ from repos.base import (
 )
 from repos.cluster import Membership, NodeState
 from repos.dependencies import DependencyStore
+from repos.history import HistoryStore
 from repos.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)
@@ -190,7 +192,12 @@ class InfiniteScheduler:
             stack.push_async_callback(dependencies.close)
             await schedule_store.open()
             stack.push_async_callback(schedule_store.close)
-            wiring = self._wiring(membership, dependencies, joined_ms, schedule_store)
+            history = None
+            if self.config.history.enabled:
+                history = store_history(self.config, self.metrics.store_events)
+                await history.open()
+                stack.push_async_callback(history.close)
+            wiring = self._wiring(membership, dependencies, joined_ms, schedule_store, history)
             parts = compose(registrations, wiring)
             if not self._manual:
                 self._start_heartbeat(parts)
@@ -235,6 +242,7 @@ class InfiniteScheduler:
         dependencies: DependencyStore,
         joined_ms: int,
         schedule_store: ScheduleStore,
+        history: HistoryStore | None,
     ) -> Wiring:
         assert self._epoch is not None
         return Wiring(
@@ -251,6 +259,7 @@ class InfiniteScheduler:
             on_added=self._wheel_changed.set,
             on_declared_dead=self._on_declared_dead,
             schedule_store=schedule_store,
+            history=history,
         )
 
     def _identity(self) -> Identity:

@@ -55,6 +55,7 @@ from repos.base import (
     encode_for,
     pack,
 )
+from repos.history import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -386,9 +387,11 @@ class Fetcher:
 
     def _mark_missed(self, lane: Lane, job: ClaimedJob, now_ms: int) -> None:
         error = f"misfired: found {now_ms - job.due_ms} ms late (misfire_policy do_nothing)"
-        self.acker.failed(
-            lane, Failure(ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED)
+        history = self.acker.attempt(job, 0, Outcome.MISSED, error)
+        failure = Failure(
+            ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED, history=history
         )
+        self.acker.failed(lane, failure)
         lane.metrics.missed.inc()
 
 

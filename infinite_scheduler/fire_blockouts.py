@@ -24,6 +24,7 @@ from infinite_scheduler.acker import Acker
 from infinite_scheduler.jobs import Lane
 from infinite_scheduler.schedules.blockouts import Blockout, Moved, blocked
 from repos.base import ClaimedJob, Failure, Status, category_name, code_of
+from repos.history import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ class BlockoutGate:
 
     def _skip(self, lane: Lane, job: ClaimedJob, blockout: str) -> None:
         error = f"blockout {blockout!r}: skipped"
-        failure = Failure(ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED)
+        history = self._acker.attempt(job, 0, Outcome.MISSED, error)
+        failure = Failure(
+            ref=job.ref, error=error, retry_at_ms=None, status=Status.MISSED, history=history
+        )
         self._acker.failed(lane, failure)
         lane.metrics.missed.inc()
         self._log(lane, job, blockout, "skipped")

@@ -52,6 +52,7 @@ from repos.base import (
     bucket_of,
     status_label,
 )
+from repos.history import HistoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ UNKNOWN_IDS_SHOWN = 10
 NODES_PART = "nodes table"
 #: The key of MaintenanceReport.failures for the sweep of finished epochs' claims.
 CLAIMS_PART = "finished claims"
+#: The key of MaintenanceReport.failures for the execution history's day tables.
+HISTORY_PART = "history"
+#: History days made ahead of today (the acks make a missing one too, at a DDL's cost).
+HISTORY_DAYS_AHEAD = 1
 
 
 def ahead_window(now_ms: int, granularity: Granularity, create_ahead: int) -> tuple[int, int]:
@@ -92,6 +97,8 @@ class MaintenanceSettings:
     interval_s: float
     #: LEFT and DEAD rows of the nodes table older than this go (the shards' retention).
     nodes_retention_ms: int = 7 * 86_400_000
+    #: A history day's table goes this long after the day ended ([history] retention_days).
+    history_retention_ms: int = 7 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +128,8 @@ class MaintenanceReport:
     claims_swept: int = 0
     #: Rows of the nodes table deleted by this pass.
     nodes_pruned: int = 0
+    #: History day tables dropped by this pass.
+    history_dropped: tuple[str, ...] = ()
 
 
 class Maintenance:
@@ -138,8 +147,10 @@ class Maintenance:
         metrics: Metrics,
         lease: Lease | None = None,
         takeover: Takeover | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         self.repos = list(repos)
+        self.history = history
         self.settings = settings
         self.clock = clock
         self.metrics = metrics
@@ -208,7 +219,28 @@ class Maintenance:
                 report.failures[name] = exc
                 self._log_failure(name, exc)
         self.passes += 1
-        return report
+        if self.history is None:
+            return report
+        return replace(report, history_dropped=await self._history(self.history, report))
+
+    async def _history(self, history: HistoryStore, report: MaintenanceReport) -> tuple[str, ...]:
+        """Drop the history days past their retention, make today's and the next; a failure
+        goes into the report, the next pass retries."""
+        now_ms = report.now_ms
+        extra = {"action": "maintenance", "node": self.settings.node_id}
+        try:
+            dropped = await history.drop_days_before(now_ms - self.settings.history_retention_ms)
+            start_ms, end_ms = ahead_window(now_ms, Granularity.DAY, HISTORY_DAYS_AHEAD)
+            await history.ensure_days(start_ms, end_ms)
+        except StoreError as exc:
+            report.failures[HISTORY_PART] = exc
+            logger.warning(
+                "history maintenance failed, the next pass retries: %s", exc, extra=extra
+            )
+            return ()
+        for table in dropped:
+            logger.info("dropped history table %s past retention", table, extra=extra)
+        return tuple(dropped)
 
     async def _sweep(self, lease: Lease, report: MaintenanceReport) -> int:
         """Claims left under finished epochs back to PENDING (Takeover.sweep); before the

@@ -54,6 +54,7 @@ from repos.access import AccessStore
 from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents, category_code
 from repos.cluster import Membership
 from repos.dependencies import DependencyStore
+from repos.history import HistoryStore
 from repos.schedules import ScheduleStore
 
 Repo = ShardingRepository[Any, Any]
@@ -94,6 +95,8 @@ class Wiring:
     on_declared_dead: Callable[[], None]
     #: The store's schedules and blockouts (opened by the engine).
     schedule_store: ScheduleStore
+    #: The store's execution history tables (opened by the engine); None: [history] is off.
+    history: HistoryStore | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +152,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         # The fetcher is built below, before any outcome can be written.
         on_retry=lambda at_ms: fetcher.retry_due(at_ms),
         backoff=Backoff(0.05, store_back=store_back),
+        history=wiring.history is not None,
     )
     dispatcher = _dispatcher(wiring, acker)
     payloads = _payloads(wiring, dispatcher, acker, Backoff(store_back=store_back))
@@ -321,6 +325,7 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane], takeover: Takeover) 
         create_ahead=shards.create_ahead,
         interval_s=shards.maintenance_interval_s,
         nodes_retention_ms=shards.retention_s * 1000,
+        history_retention_ms=wiring.config.history.retention_ms,
     )
     # One node of the store runs the passes: the holder of this lease.
     lease = Lease(
@@ -336,7 +341,13 @@ def _maintenance(wiring: Wiring, lanes: Mapping[str, Lane], takeover: Takeover) 
     )
     repos = [lane.repo for lane in lanes.values()]
     return Maintenance(
-        repos, settings, clock=wiring.clock, metrics=wiring.metrics, lease=lease, takeover=takeover
+        repos,
+        settings,
+        clock=wiring.clock,
+        metrics=wiring.metrics,
+        lease=lease,
+        takeover=takeover,
+        history=wiring.history,
     )
 
 
@@ -486,6 +497,13 @@ def store_access(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Ac
     from repos.registry import make_access_store
 
     return make_access_store(config.store_url, **_table_options(config, events))
+
+
+def store_history(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> HistoryStore:
+    """The configured store's execution history tables (built, not opened)."""
+    from repos.registry import make_history_store
+
+    return make_history_store(config.store_url, **_table_options(config, events))
 
 
 def store_membership(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Membership:

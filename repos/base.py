@@ -53,6 +53,7 @@ from repos.errors import StoreMissing as StoreMissing
 from repos.errors import StoreUnavailable as StoreUnavailable
 from repos.events import NO_EVENTS as NO_EVENTS
 from repos.events import StoreEvents as StoreEvents
+from repos.history import Attempt as Attempt
 from repos.options import DEFAULT_PRIORITY as DEFAULT_PRIORITY
 from repos.options import MAX_CATEGORY as MAX_CATEGORY
 from repos.options import MAX_PRIORITY as MAX_PRIORITY
@@ -238,13 +239,15 @@ class Failure:
     """A job that did not succeed: due again at retry_at_ms, or, when that is None, finished
     with `status` (FAILED after its last attempt; MISSED when misfire policy or a blockout
     dropped it). `hand_back`: the job did not run at all (a blockout postponed it), so the
-    claim's attempt is handed back and fired_at stays as it was."""
+    claim's attempt is handed back and fired_at stays as it was. `history`: the attempt's
+    history row (repos/history.py), written with the failure if it changes the row."""
 
     ref: RowRef
     error: str
     retry_at_ms: int | None
     status: Status = Status.FAILED
     hand_back: bool = False
+    history: Attempt | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -401,10 +404,20 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         answer: its job must not fire here."""
         ...
 
-    async def mark_done(self, epoch: int, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+    async def mark_done(
+        self,
+        epoch: int,
+        refs: Sequence[RowRef],
+        *,
+        fired_at_ms: int,
+        history: Sequence[Attempt] = (),
+    ) -> int:
         """Set DONE and fired_at on those rows still CLAIMED under `epoch`; return rows changed.
 
         Rows taken over (or cancelled) meanwhile are left alone: fewer rows changed than named.
+        `history`: attempts of these rows (repos/history.py), stored in the same transaction,
+        one multi-row INSERT per history day; those of rows left alone are not stored. The
+        day's history table is made first if missing.
         """
         ...
 
@@ -417,7 +430,8 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         record), but for a failure with hand_back (a postponement: the job never ran), which
         leaves fired_at alone and hands the claim's attempt back (attempts - 1), as release()
         does: the fire at the new time carries the attempt number, hence the idempotency key,
-        the postponed one would have.
+        the postponed one would have. A failure's ``history`` row is stored in the same
+        transaction if its row changed, as mark_done's.
         """
         ...
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from repos.cluster import LEASES_TABLE, NODES_TABLE, REVOCATIONS_TABLE
 from repos.dependencies import DEPENDENCIES_TABLE
 from repos.errors import EntitySpecError, PayloadTooLarge, ShardExpired
+from repos.history import HISTORY_TABLE
 from repos.options import DEFAULT_PRIORITY
 from repos.schedules import BLOCKOUTS_TABLE, SCHEDULES_TABLE
 from repos.shards import (
@@ -48,6 +49,7 @@ STORE_TABLES = frozenset(
         DEPENDENCIES_TABLE,
         SCHEDULES_TABLE,
         BLOCKOUTS_TABLE,
+        HISTORY_TABLE,
     }
 )
 #: Columns the engine owns; an entity may not map a field onto them.

@@ -15,6 +15,7 @@ from repos.cluster import Membership
 from repos.dependencies import DependencyStore
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EntitySpec
 from repos.events import NO_EVENTS, StoreEvents
+from repos.history import HistoryStore
 from repos.schedules import ScheduleStore
 from repos.server_guard import Verdict
 from repos.urls import Driver, LayoutName, SqliteUrl, parse_store_url
@@ -226,6 +227,35 @@ def make_access_store(
     from repos.mysql.access import MysqlAccessStore
 
     return MysqlAccessStore(
+        target,
+        driver=driver,
+        pool_recycle_s=pool_recycle_s,
+        connect_timeout_s=connect_timeout_s,
+        create_missing=create_missing,
+        events=events,
+    )
+
+
+def make_history_store(
+    url: str,
+    *,
+    driver: Driver = "asyncmy",
+    pool_recycle_s: int = 3600,
+    connect_timeout_s: float = 5.0,
+    create_missing: bool = False,
+    events: StoreEvents = NO_EVENTS,
+) -> HistoryStore:
+    """Build (not open) the execution history's adapter for the store `url` names (its day
+    tables: made ahead, dropped, read); its own small pool on MySQL, its own connection on
+    SQLite. The acks write the rows through the entity repositories."""
+    target = parse_store_url(url)
+    if isinstance(target, SqliteUrl):
+        from repos.sqlite.history import SqliteHistoryStore
+
+        return SqliteHistoryStore(target.path, create_missing=create_missing)
+    from repos.mysql.history import MysqlHistoryStore
+
+    return MysqlHistoryStore(
         target,
         driver=driver,
         pool_recycle_s=pool_recycle_s,

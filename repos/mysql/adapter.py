@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 from repos.base import (
+    Attempt,
     Claimant,
     ClaimedJob,
     ClaimsLocked,
@@ -38,6 +40,7 @@ from repos.mysql import sql
 from repos.mysql.control import MysqlJobControl
 from repos.mysql.driver import DUPLICATE_KEY, Executor, Row, Tx, error_code
 from repos.mysql.duplicates import duplicate_entry, duplicate_of, row_of_entry
+from repos.mysql.history import HistoryWriter
 from repos.mysql.layouts import Layout, MultiTable, Partitioned, Shard
 from repos.mysql.literals import (
     MAX_INSERT_PAYLOAD_BYTES,
@@ -114,6 +117,7 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         self._live = LiveShards(self._layout, self._ex, policy.granularity)
         #: The store's dependencies table is known to exist (made by the first insert with edges).
         self._dependencies_made = False
+        self._history = HistoryWriter(spec.name)
 
     def __repr__(self) -> str:
         return f"<MysqlRepository {self.spec.name} {self._ex.address} shards={len(self._live)}>"
@@ -219,26 +223,72 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         # Only the rows named: a partitioned shard's oldest partition may hold others too.
         return {ref: found[ref] for ref in refs if ref in found}
 
-    async def mark_done(self, epoch: int, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
+    async def mark_done(
+        self,
+        epoch: int,
+        refs: Sequence[RowRef],
+        *,
+        fired_at_ms: int,
+        history: Sequence[Attempt] = (),
+    ) -> int:
         args = {"fired_at_ms": fired_at_ms, "epoch": epoch}
-        return await self._update_refs("mark done", sql.MARK_DONE, refs, args)
+        if not history:
+            return await self._update_refs("mark done", sql.MARK_DONE, refs, args)
+        tables = await self._history.prepare(self._ex, history)
+
+        async def record(tx: Tx, by_target: dict[str, list[Any]], changed: int) -> None:
+            keep = None if changed == len(refs) else await self._done_now(tx, by_target, args)
+            await self._history.write(tx, tables, keep)
+
+        with self._forgetting_history():
+            return await self._update_refs("mark done", sql.MARK_DONE, refs, args, record)
 
     async def mark_failed(self, epoch: int, failures: Sequence[Failure], *, now_ms: int) -> int:
+        history = [f.history for f in failures if f.history is not None]
+        tables = await self._history.prepare(self._ex, history) if history else {}
+
         async def body(tx: Tx, fallback: bool) -> int:
             changed = 0
+            kept: set[tuple[Any, int]] = set()
             for f in failures:
                 target = self._live.target_of(f.ref.at_ms, fallback=fallback)
                 if target is None:
                     continue
                 stmt = sql.MARK_FAILED.format(target=target, **self._fmt)
-                changed += await tx.execute(stmt, failure_args(f, epoch, now_ms))
+                if await tx.execute(stmt, failure_args(f, epoch, now_ms)):
+                    changed += 1
+                    kept.add(f.ref)
+            if tables:
+                await self._history.write(tx, tables, kept)
             return changed
 
         if not failures:
             return 0
-        return await self._live.again_if_dropped(
-            lambda fallback: self._ex.run("mark failed", lambda tx: body(tx, fallback))
-        )
+        with self._forgetting_history():
+            return await self._live.again_if_dropped(
+                lambda fallback: self._ex.run("mark failed", lambda tx: body(tx, fallback))
+            )
+
+    @contextmanager
+    def _forgetting_history(self) -> Iterator[None]:
+        """An ack that failed may have found a history table gone: made again next time."""
+        try:
+            yield
+        except StoreError:
+            self._history.forget()
+            raise
+
+    async def _done_now(
+        self, tx: Tx, by_target: dict[str, list[Any]], args: dict[str, Any]
+    ) -> set[tuple[Any, int]]:
+        """The rows this ack marked DONE (in its transaction): its history is theirs only."""
+        done: set[tuple[Any, int]] = set()
+        for target, keys in by_target.items():
+            for chunk in chunks(keys, MAX_IN):
+                keys_sql = literal_list(self._key, chunk)
+                stmt = sql.DONE_BY_THIS_ACK.format(target=target, keys=keys_sql, **self._fmt)
+                done.update((key, at_ms) for key, at_ms in await tx.fetch_all(stmt, args))
+        return done
 
     async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
         return await self._update_refs("release", sql.RELEASE, refs, {"epoch": epoch})
@@ -523,8 +573,16 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         )
 
     async def _update_refs(
-        self, operation: str, template: str, refs: Sequence[RowRef], args: dict[str, Any]
+        self,
+        operation: str,
+        template: str,
+        refs: Sequence[RowRef],
+        args: dict[str, Any],
+        then: Callable[[Tx, dict[str, list[Any]], int], Awaitable[None]] | None = None,
     ) -> int:
+        """One UPDATE per shard (and MAX_IN ids); `then` runs in the same transaction after
+        them, given the ids by target and the rows changed."""
+
         async def attempt(fallback: bool) -> int:
             by_target = self._live.keys_by_target(refs, fallback=fallback)
 
@@ -535,6 +593,8 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
                         keys_sql = literal_list(self._key, chunk)
                         stmt = template.format(target=target, keys=keys_sql, **self._fmt)
                         changed += await tx.execute(stmt, args)
+                if then is not None:
+                    await then(tx, by_target, changed)
                 return changed
 
             return int(await self._ex.run(operation, body)) if by_target else 0

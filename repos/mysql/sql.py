@@ -752,3 +752,70 @@ AUDIT_PAGE = (
     "SELECT " + _AUDIT_COLUMNS + " FROM audit_log"
     " WHERE %(before_id)s IS NULL OR id < %(before_id)s ORDER BY id DESC LIMIT %(limit)s"
 )
+
+
+# -- execution history (repos/history.py, repos/mysql/history.py): a table per UTC day -------
+# Clustered by the attempt's end (appended in time order: the cheapest insert), then which
+# attempt; ix_history_job finds a job's attempts. Ids as text, compared byte for byte as the
+# shards' are. fired_at 0: never fired. The error is bounded (repos/history.py).
+CREATE_HISTORY = """CREATE TABLE IF NOT EXISTS `{table}` (
+    finished_at BIGINT NOT NULL,
+    entity VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    job_id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    job_at BIGINT NOT NULL,
+    attempt INT NOT NULL,
+    node VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    category VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+    due_at BIGINT NOT NULL,
+    fired_at BIGINT NOT NULL,
+    outcome TINYINT NOT NULL,
+    error VARCHAR(1000) NULL,
+    PRIMARY KEY (finished_at, entity, job_id, job_at, attempt),
+    KEY ix_history_job (entity, job_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+# {rows}: literals (repos/mysql/history.py). A repeat of a row already there (a flush written
+# twice in one millisecond of a fake clock) changes nothing.
+INSERT_HISTORY = (
+    "INSERT INTO `{table}` (entity, job_id, job_at, attempt, node, category, due_at, fired_at,"
+    " finished_at, outcome, error) VALUES {rows} ON DUPLICATE KEY UPDATE attempt = attempt"
+)
+# After an ack that changed fewer rows than it named: the rows it did mark DONE.
+DONE_BY_THIS_ACK = """
+SELECT `{id}`, `{at}` FROM {target}
+WHERE claim_epoch = %(epoch)s AND status = 2 AND fired_at = %(fired_at_ms)s AND `{id}` IN ({keys})"""
+_HISTORY_COLUMNS = (
+    "entity, job_id, job_at, attempt, node, category, due_at, fired_at, finished_at, outcome, error"
+)
+HISTORY_OF_JOB = (
+    "SELECT " + _HISTORY_COLUMNS + " FROM `{table}` WHERE entity = %(entity)s"
+    " AND job_id = %(job_id)s ORDER BY finished_at DESC, job_at DESC, attempt DESC LIMIT %(limit)s"
+)
+# Newest first; keyset after a cursor (the page order's key, all descending).
+HISTORY_PAGE = (
+    "SELECT " + _HISTORY_COLUMNS + " FROM `{table}`"
+    " WHERE (%(entity)s IS NULL OR entity = %(entity)s)"
+    " AND (%(outcome)s IS NULL OR outcome = %(outcome)s)"
+    " AND (%(start_ms)s IS NULL OR finished_at >= %(start_ms)s)"
+    " AND (%(end_ms)s IS NULL OR finished_at < %(end_ms)s)"
+    " AND (%(after_finished)s IS NULL OR (finished_at, entity, job_id, job_at, attempt)"
+    " < (%(after_finished)s, %(after_entity)s, %(after_job_id)s, %(after_at)s, %(after_attempt)s))"
+    " ORDER BY finished_at DESC, entity DESC, job_id DESC, job_at DESC, attempt DESC"
+    " LIMIT %(limit)s"
+)
+_HISTORY_WINDOW = (
+    " WHERE finished_at >= %(start_ms)s AND finished_at < %(end_ms)s"
+    " AND (%(entity)s IS NULL OR entity = %(entity)s)"
+    " AND (%(category)s IS NULL OR category = %(category)s)"
+)
+# The SLA's counts, in the store: one row per entity, category and outcome.
+HISTORY_SLA_COUNTS = (
+    "SELECT entity, category, outcome, COUNT(*),"
+    " SUM(fired_at > 0 AND fired_at - due_at > %(late_ms)s) FROM `{table}`"
+    + _HISTORY_WINDOW
+    + " GROUP BY entity, category, outcome"
+)
+HISTORY_SLA_SAMPLE = (
+    "SELECT entity, category, fired_at - due_at, finished_at - fired_at FROM `{table}`"
+    + _HISTORY_WINDOW
+    + " AND fired_at > 0 ORDER BY finished_at DESC LIMIT %(limit)s"
+)

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from repos.base import (
+    Attempt,
     Claimant,
     ClaimedJob,
     DuplicateJob,
@@ -50,6 +51,7 @@ from repos.shards import (
 from repos.sqlite import sql
 from repos.sqlite.connection import ConnectionThread, connect, reclaim, write
 from repos.sqlite.control import SqliteJobControl
+from repos.sqlite.history import HistoryWriter
 from repos.sqlite.sql import MAX_VARIABLES, marks
 from repos.statements import (
     check_claimant,
@@ -88,6 +90,7 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._db = ConnectionThread(self.path, spec.name)
         self.ignored_names: frozenset[str] = frozenset()
+        self._history = HistoryWriter(spec.name)
 
     def __repr__(self) -> str:
         return f"<SqliteRepository {self.spec.name} {self.path}>"
@@ -234,8 +237,23 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
 
         return await self._run("read payloads", work) if refs else {}
 
-    async def mark_done(self, epoch: int, refs: Sequence[RowRef], *, fired_at_ms: int) -> int:
-        return await self._update_refs("mark done", sql.MARK_DONE, refs, (epoch, fired_at_ms))
+    async def mark_done(
+        self,
+        epoch: int,
+        refs: Sequence[RowRef],
+        *,
+        fired_at_ms: int,
+        history: Sequence[Attempt] = (),
+    ) -> int:
+        lead = (epoch, fired_at_ms)
+        if not history:
+            return await self._update_refs("mark done", sql.MARK_DONE, refs, lead)
+
+        def record(db: sqlite3.Connection, by_table: dict[str, list[Any]], changed: int) -> None:
+            keep = None if changed == len(refs) else self._done_now(db, by_table, lead)
+            self._history.write(db, history, keep)
+
+        return await self._update_refs("mark done", sql.MARK_DONE, refs, lead, record)
 
     async def mark_failed(self, epoch: int, failures: Sequence[Failure], *, now_ms: int) -> int:
         if not failures:
@@ -243,6 +261,7 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0
+            history = []
             with write(db):
                 live = set(self._tables(db).values())
                 for f in failures:
@@ -250,10 +269,31 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
                     if table not in live:
                         continue
                     args = failure_args(f, epoch, now_ms)
-                    changed += db.execute(self._q(sql.MARK_FAILED, table), args).rowcount
+                    if db.execute(self._q(sql.MARK_FAILED, table), args).rowcount:
+                        changed += 1
+                        if f.history is not None:
+                            history.append(f.history)
+                if history:
+                    self._history.write(db, history)
             return changed
 
-        return await self._run("mark failed", work)
+        try:
+            return await self._run("mark failed", work)
+        except Exception:
+            self._history.forget()  # a history table made in the rolled-back transaction
+            raise
+
+    def _done_now(
+        self, db: sqlite3.Connection, by_table: dict[str, list[Any]], lead: tuple[Any, ...]
+    ) -> set[tuple[Any, int]]:
+        """The rows this ack marked DONE (in its transaction): its history is theirs only."""
+        done: set[tuple[Any, int]] = set()
+        live = set(self._tables(db).values())
+        for table in by_table.keys() & live:
+            for chunk in chunks(by_table[table], MAX_VARIABLES - len(lead)):
+                stmt = self._q(sql.DONE_BY_THIS_ACK, table, keys=marks(len(chunk)))
+                done.update((key, at_ms) for key, at_ms in db.execute(stmt, (*lead, *chunk)))
+        return done
 
     async def release(self, epoch: int, refs: Sequence[RowRef]) -> int:
         return await self._update_refs("release", sql.RELEASE, refs, (epoch,))
@@ -553,8 +593,15 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
         }
 
     async def _update_refs(
-        self, operation: str, template: str, refs: Sequence[RowRef], lead: tuple[Any, ...]
+        self,
+        operation: str,
+        template: str,
+        refs: Sequence[RowRef],
+        lead: tuple[Any, ...],
+        then: Callable[[sqlite3.Connection, dict[str, list[Any]], int], None] | None = None,
     ) -> int:
+        """One UPDATE per shard (and MAX_VARIABLES ids); `then` runs in the same transaction
+        after them, given the ids by table and the rows changed."""
         if not refs:
             return 0
         by_table = self._keys_by_table(refs)
@@ -569,9 +616,15 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
                     for chunk in chunks(keys, MAX_VARIABLES - len(lead)):
                         stmt = self._q(template, table, keys=marks(len(chunk)))
                         changed += db.execute(stmt, (*lead, *chunk)).rowcount
+                if then is not None:
+                    then(db, by_table, changed)
             return changed
 
-        return await self._run(operation, work)
+        try:
+            return await self._run(operation, work)
+        except Exception:
+            self._history.forget()  # a history table made in the rolled-back transaction
+            raise
 
 
 def _count(db: sqlite3.Connection, stmt: str) -> dict[Status | int, int]:

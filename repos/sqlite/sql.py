@@ -545,3 +545,57 @@ def marks(n: int) -> str:
 def rows(n: int) -> str:
     """The ``{rows}`` of an INSERT of `n` rows."""
     return ", ".join(["(" + marks(INSERT_WIDTH) + ")"] * n)
+
+
+# -- execution history (repos/history.py, repos/sqlite/history.py): a table per UTC day -------
+# As on MySQL (repos/mysql/sql.py, CREATE_HISTORY); made inside the ack's own transaction (DDL
+# is transactional here). Ids as text; fired_at 0: never fired.
+CREATE_HISTORY = (
+    'CREATE TABLE IF NOT EXISTS "{table}" (finished_at INTEGER NOT NULL, entity TEXT NOT NULL,'
+    " job_id TEXT NOT NULL, job_at INTEGER NOT NULL, attempt INTEGER NOT NULL,"
+    " node TEXT NOT NULL, category TEXT NOT NULL DEFAULT '', due_at INTEGER NOT NULL,"
+    " fired_at INTEGER NOT NULL, outcome INTEGER NOT NULL, error TEXT,"
+    " PRIMARY KEY (finished_at, entity, job_id, job_at, attempt)) WITHOUT ROWID"
+)
+CREATE_HISTORY_INDEX = 'CREATE INDEX IF NOT EXISTS "ix_{table}_job" ON "{table}" (entity, job_id)'
+# A repeat of a row already there (a flush written twice in one millisecond) changes nothing.
+INSERT_HISTORY = (
+    'INSERT OR IGNORE INTO "{table}" (entity, job_id, job_at, attempt, node, category, due_at,'
+    " fired_at, finished_at, outcome, error) VALUES (:entity, :job_id, :job_at, :attempt, :node,"
+    " :category, :due_at, :fired_at, :finished_at, :outcome, :error)"
+)
+DONE_BY_THIS_ACK = """
+SELECT "{id}", "{at}" FROM "{table}"
+WHERE claim_epoch = ?1 AND status = 2 AND fired_at = ?2 AND "{id}" IN ({keys})"""
+_HISTORY_COLUMNS = (
+    "entity, job_id, job_at, attempt, node, category, due_at, fired_at, finished_at, outcome, error"
+)
+HISTORY_OF_JOB = (
+    "SELECT " + _HISTORY_COLUMNS + ' FROM "{table}" WHERE entity = :entity AND job_id = :job_id'
+    " ORDER BY finished_at DESC, job_at DESC, attempt DESC LIMIT :limit"
+)
+HISTORY_PAGE = (
+    "SELECT " + _HISTORY_COLUMNS + ' FROM "{table}"'
+    " WHERE (:entity IS NULL OR entity = :entity) AND (:outcome IS NULL OR outcome = :outcome)"
+    " AND (:start_ms IS NULL OR finished_at >= :start_ms)"
+    " AND (:end_ms IS NULL OR finished_at < :end_ms)"
+    " AND (:after_finished IS NULL OR (finished_at, entity, job_id, job_at, attempt)"
+    " < (:after_finished, :after_entity, :after_job_id, :after_at, :after_attempt))"
+    " ORDER BY finished_at DESC, entity DESC, job_id DESC, job_at DESC, attempt DESC"
+    " LIMIT :limit"
+)
+_HISTORY_WINDOW = (
+    " WHERE finished_at >= :start_ms AND finished_at < :end_ms"
+    " AND (:entity IS NULL OR entity = :entity) AND (:category IS NULL OR category = :category)"
+)
+HISTORY_SLA_COUNTS = (
+    "SELECT entity, category, outcome, COUNT(*),"
+    ' SUM(fired_at > 0 AND fired_at - due_at > :late_ms) FROM "{table}"'
+    + _HISTORY_WINDOW
+    + " GROUP BY entity, category, outcome"
+)
+HISTORY_SLA_SAMPLE = (
+    'SELECT entity, category, fired_at - due_at, finished_at - fired_at FROM "{table}"'
+    + _HISTORY_WINDOW
+    + " AND fired_at > 0 ORDER BY finished_at DESC LIMIT :limit"
+)

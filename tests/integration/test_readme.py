@@ -60,5 +60,6 @@ def test_readme_examples_run_as_one_script(tmp_path: Path) -> None:
         "to +15550100: hi (key sms:1:1)\nPENDING\nWAITING\n"
         "no job of this id is stored, nor stored in this call\n"
         "['morning-digest', 'heartbeat']\n"
+        "sms 1 attempt 1: ok\nfired 1, failed 0%\n"
         "urgent > normal > low\n"
     )

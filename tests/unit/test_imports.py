@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("repos", "infinite_scheduler")
 #: What the engine's loops may import from repos/: the contracts (shards, membership,
-#: dependencies, schedules, API tokens and audit), and the factory of adapters.
+#: dependencies, schedules, API tokens and audit, execution history), and the factory of
+#: adapters.
 ENGINE_MAY_IMPORT = frozenset(
     {
         "repos.base",
@@ -23,6 +24,7 @@ ENGINE_MAY_IMPORT = frozenset(
         "repos.control",
         "repos.dependencies",
         "repos.schedules",
+        "repos.history",
         "repos.registry",
     }
 )
@@ -40,6 +42,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.node_commands",
         "infinite_scheduler.api_commands",
         "infinite_scheduler.job_commands",
+        "infinite_scheduler.history_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})

@@ -1,0 +1,178 @@
+"""Execution history on MySQL/MariaDB (repos/history.py): a table per UTC day, ``history_YYYYMMDD``.
+
+:class:`HistoryWriter` is the entity repository's part: it makes a day's table once per
+process (DDL, before the ack's transaction) and renders an ack's attempts as one multi-row
+INSERT per day inside it. :class:`MysqlHistoryStore` makes days ahead, drops them and reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from repos.history import (
+    HISTORY_GRANULARITY,
+    HISTORY_TABLE,
+    Attempt,
+    HistoryCursor,
+    HistoryFilter,
+    HistoryRow,
+    SlaCount,
+    SlaSample,
+    bounded_error,
+    by_table,
+    cursor_args,
+    day_outside,
+    history_table,
+    window_args,
+)
+from repos.mysql import sql
+from repos.mysql.driver import Executor, Tx
+from repos.mysql.literals import str_literal
+from repos.mysql.store_tables import MysqlStoreTables
+from repos.shards import ShardBounds, read_shard_names, shards_between
+
+_PATTERN = HISTORY_TABLE + "\\_%"
+
+
+class HistoryWriter:
+    """Writes an entity type's attempts inside its acks' transactions."""
+
+    def __init__(self, entity: str) -> None:
+        self._entity = str_literal(entity)
+        #: Tables this process made or found (only today's is ever written, in practice).
+        self._made: set[str] = set()
+        self._literals: dict[str, str] = {"": "''"}
+
+    def forget(self) -> None:
+        """After a failed ack: a table may have been dropped by hand; make it again next time."""
+        self._made.clear()
+
+    async def prepare(self, ex: Executor, attempts: Sequence[Attempt]) -> dict[str, list[Attempt]]:
+        """The attempts by table, every table made (DDL commits, so before the transaction)."""
+        tables = by_table(attempts)
+        for table in tables.keys() - self._made:
+            await ex.execute_ddl("create history table", sql.CREATE_HISTORY.format(table=table))
+            self._made.add(table)
+        return tables
+
+    async def write(self, tx: Tx, tables: dict[str, list[Attempt]], keep: Any = None) -> None:
+        """One INSERT per table; with `keep` (a set of (key, at_ms)), only those attempts."""
+        for table, attempts in tables.items():
+            rows = [a for a in attempts if keep is None or (a.key, a.at_ms) in keep]
+            if rows:
+                values = ",".join(map(self._row, rows))
+                await tx.execute(sql.INSERT_HISTORY.format(table=table, rows=values))
+
+    def _row(self, a: Attempt) -> str:
+        """A row of literals: ints formatted as ints (a non-int raises), text hex-encoded."""
+        key = str_literal(a.key) if isinstance(a.key, str) else f"'{a.key:d}'"
+        error = "NULL" if a.error is None else str_literal(bounded_error(a.error) or "")
+        return (
+            f"({self._entity},{key},{a.at_ms:d},{a.attempt:d},{self._text(a.node)},"
+            f"{self._text(a.category)},{a.due_ms:d},{a.fired_ms:d},{a.finished_ms:d},"
+            f"{a.outcome:d},{error})"
+        )
+
+    def _text(self, value: str) -> str:
+        """Node ids and categories repeat: each rendered once."""
+        found = self._literals.get(value)
+        if found is None:
+            found = self._literals[value] = str_literal(value)
+        return found
+
+
+class MysqlHistoryStore(MysqlStoreTables):
+    """HistoryStore (repos.history) on one MySQL database."""
+
+    async def ensure_days(self, start_ms: int, end_ms: int) -> list[str]:
+        wanted = [history_table(b) for b in shards_between(start_ms, end_ms, HISTORY_GRANULARITY)]
+        live = {name for _, name in await self.days()}
+        for table in wanted:
+            if table not in live:
+                ddl = sql.CREATE_HISTORY.format(table=table)
+                await self._ex.execute_ddl("create history table", ddl, shard=table)
+        return wanted
+
+    async def days(self) -> list[tuple[ShardBounds, str]]:
+        async with self._ex.transaction("list history tables", one_statement=True) as tx:
+            rows = await tx.fetch_all(sql.LIST_TABLES, {"pattern": _PATTERN})
+        found, _ = read_shard_names((r[0] for r in rows), HISTORY_TABLE + "_", HISTORY_GRANULARITY)
+        return list(found.items())
+
+    async def drop_days_before(self, cutoff_ms: int) -> list[str]:
+        dropped = []
+        for bounds, table in await self.days():
+            if bounds.end_ms <= cutoff_ms:
+                ddl = sql.DROP_TABLE.format(table=table)
+                await self._ex.execute_ddl("drop history table", ddl, shard=table)
+                dropped.append(table)
+        return dropped
+
+    async def attempts(self, entity: str, job_id: str, *, limit: int = 1000) -> list[HistoryRow]:
+        args = {"entity": entity, "job_id": job_id, "limit": limit}
+        found: list[HistoryRow] = []
+        for _, table in reversed(await self.days()):
+            args["limit"] = limit - len(found)
+            found += await self._read(sql.HISTORY_OF_JOB.format(table=table), args)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def page(
+        self, where: HistoryFilter, *, after: HistoryCursor | None = None, limit: int = 100
+    ) -> list[HistoryRow]:
+        args = {**where.args(), **cursor_args(after)}
+        found: list[HistoryRow] = []
+        for bounds, table in reversed(await self.days()):
+            if day_outside(bounds, where.start_ms, where.end_ms, after):
+                continue
+            args["limit"] = limit - len(found)
+            found += await self._read(sql.HISTORY_PAGE.format(table=table), args)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def sla_counts(
+        self,
+        *,
+        start_ms: int,
+        end_ms: int,
+        late_threshold_ms: int,
+        entity: str | None = None,
+        category: str | None = None,
+    ) -> list[SlaCount]:
+        args = window_args(start_ms, end_ms, entity, category) | {"late_ms": late_threshold_ms}
+        counts: list[SlaCount] = []
+        for bounds, table in await self.days():
+            if not day_outside(bounds, start_ms, end_ms, None):
+                rows = await self._fetch(sql.HISTORY_SLA_COUNTS.format(table=table), args)
+                counts += [SlaCount(r[0], r[1], int(r[2]), int(r[3]), int(r[4] or 0)) for r in rows]
+        return counts
+
+    async def sla_sample(
+        self,
+        *,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        entity: str | None = None,
+        category: str | None = None,
+    ) -> list[SlaSample]:
+        args = window_args(start_ms, end_ms, entity, category)
+        sample: list[SlaSample] = []
+        for bounds, table in reversed(await self.days()):
+            if len(sample) >= limit:
+                break
+            if not day_outside(bounds, start_ms, end_ms, None):
+                args["limit"] = limit - len(sample)
+                rows = await self._fetch(sql.HISTORY_SLA_SAMPLE.format(table=table), args)
+                sample += [SlaSample(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+        return sample
+
+    async def _fetch(self, statement: str, args: dict[str, Any]) -> list[Any]:
+        async with self._ex.transaction("read history", one_statement=True) as tx:
+            return await tx.fetch_all(statement, args)
+
+    async def _read(self, statement: str, args: dict[str, Any]) -> list[HistoryRow]:
+        return [HistoryRow.from_row(r) for r in await self._fetch(statement, args)]
