@@ -57,6 +57,7 @@ class Options:
     peer_workers: int  #: APScheduler's thread pool size
     workdir: Path  #: temporary configs, logs, SQLite files
     out_dir: Path  #: kept records (for plot.py) and results.jsonl
+    backlog: int | None = None  #: W4: a recovery from this many overdue rows instead
 
     @property
     def layout(self) -> str:
