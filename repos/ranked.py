@@ -17,15 +17,14 @@ claim is two steps, each bounded whatever the backlog's size:
    took CLAIM_ROUNDS rounds' worth): the fetcher's sign that the backlog is drained.
 
 The window bound, exact: with a boost of b points a minute > 0, let D be the due time of the n-th
-oldest due unclaimed row (n = limit). Each of those n rows ranks at most D*b - 1 (priority >= 1,
-times in minutes), and a row due after D + 999/b ranks more than D*b + 999 - 1000 = D*b - 1
-(priority <= 1000): all n rank before it, so it is never among the best n, and step 1 reads no
-further. (Per shard, the shard's own n-th oldest is due no earlier than D: a looser, safe bound.)
+oldest due unclaimed row (n = limit; times in minutes, rank = due x b - priority).
+Proof: those n rows rank <= D*b - 1 (priority >= 1); a row due after D + 999/b ranks
+> D*b + 999 - 1000 (priority <= 1000): all n come first, so step 1 need not read past D + 999/b.
+(Per shard, the shard's own n-th oldest is due no earlier than D: a looser bound, as safe.)
 
 The scan bound is not exact: in a backlog of more than RANKED_SCAN_ROWS rows per shard, priority
-orders the oldest RANKED_SCAN_ROWS (fewer, if the window bound cuts them): a priority-1000 row
-due after them waits until they are claimed. With the default boost (10 points a minute) it
-would pass at most 999/10 minutes' worth of rows anyway.
+orders within the oldest RANKED_SCAN_ROWS (fewer, where the window bound cuts them): a
+priority-1000 row due after them waits until they are claimed.
 """
 
 from __future__ import annotations
