@@ -3,6 +3,7 @@
     python -m benchmarks w2 --repeat 3 --json          # W2 three times, then the median line
     python -m benchmarks all --quick                   # what `make bench` runs
     python -m benchmarks scale --store mysql-partitioned
+    python -m benchmarks w4 --backlog 200000 --json     # W4 as a recovery from a backlog
 
 Each run prints one line per figure (a table, or JSON lines with --json) and appends the JSON
 lines to OUT/results.jsonl. With --repeat K, every run's line is printed, then the median
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=Path(tempfile.mkdtemp(prefix="ist-bench-")),
         out_dir=args.out,
         history=args.history == "on",
+        backlog=args.backlog,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     names = {"all": ALL, "plot": ()}.get(args.workload, (args.workload,))
@@ -156,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument(
         "--writers", type=int, default=2, help="W1's concurrent inserts (and the ceiling's)"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=None,
+        help="W4: start one engine on this many overdue jobs (a few of priority 1000, due last)",
     )
     parser.add_argument("--peer-workers", type=int, default=10, help="APScheduler's pool")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")

@@ -58,6 +58,7 @@ class Options:
     workdir: Path  #: temporary configs, logs, SQLite files
     out_dir: Path  #: kept records (for plot.py) and results.jsonl
     history: bool = True  #: the engines write execution history ([history] enabled)
+    backlog: int | None = None  #: W4: a recovery from this many overdue rows instead
 
     @property
     def layout(self) -> str:

@@ -5,19 +5,35 @@ n jobs due over 20 s; the engine is killed at 10 s and a new one started at 15 s
 would be a bug of the harness, reported as ``unrecorded``. Lost = ids whose row is not DONE at
 the end, or that no record shows fired. Recovered = ids due before the restart that the first
 engine never fired; their lateness is measured from the restart (spawn of the new process).
+
+With ``--backlog N`` (:func:`w4_backlog`), W4 is the recovery after a longer downtime instead:
+N jobs overdue by one to six minutes, the last BACKLOG_HIGH of them priority 1000, and one
+engine started on them. It measures how long the drain takes, the server's and the engine's
+CPU per job, and when the high-priority jobs fired: the claims of an old backlog rank
+(infinite_scheduler/fetcher.py), so they should fire within the first claims, not last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from benchmarks.common import Options, bar, now_ms, result, sms
-from benchmarks.loader import count_done, load, spread, stored_rows
-from benchmarks.records import Fires, read
-from benchmarks.runner import EngineProcess, engine_running
-from benchmarks.stats import Result, accounting, first_fires, lateness
+from benchmarks.cpu import cpu_use
+from benchmarks.loader import (
+    count_done,
+    insert_all,
+    load,
+    make_shards,
+    spread,
+    stored_rows,
+    wait_done,
+)
+from benchmarks.records import Fires, Tail, read
+from benchmarks.runner import EngineProcess, engine_running, wait_fires
+from benchmarks.stats import Result, accounting, first_fires, lateness, rate
 from benchmarks.store import bench_store, make_repo, opened
-from repos.base import ShardingRepository, Status
+from repos.base import ShardingRepository, Status, encode_for
 
 FETCH_INTERVAL_S = 25  # the default the engines run with here; the bar allows this + 1 s
 #: The restart reuses the killed engine's node id, which is free once its heartbeat timed out:
@@ -25,7 +41,16 @@ FETCH_INTERVAL_S = 25  # the default the engines run with here; the bar allows t
 W4_SETTINGS = {"cluster": {"heartbeat_interval_s": 0.5, "node_timeout_s": 1.5}}
 
 
+#: --backlog: how many of the backlog's jobs, the last due, are priority 1000 (the rest: 500).
+BACKLOG_HIGH = 10
+#: --backlog: the jobs are due over this span, ending BACKLOG_AGE_MS before the engine starts.
+BACKLOG_SPAN_MS = 5 * 60_000
+BACKLOG_AGE_MS = 60_000
+
+
 async def w4(opts: Options) -> list[Result]:
+    if opts.backlog:
+        return await w4_backlog(opts, opts.backlog)
     n = opts.pick(2_000, 10_000)
     span_s, kill_s, restart_s = (8, 4, 6) if opts.quick else (20, 10, 15)
     ids = range(1, n + 1)
@@ -53,6 +78,52 @@ async def w4(opts: Options) -> list[Result]:
     )
     line.update(_recovered(fires_a, fires_b, second))
     return [line]
+
+
+async def w4_backlog(opts: Options, n: int) -> list[Result]:
+    """One engine started on n overdue jobs: how long the drain took (first fire to last),
+    CPU per job (from the engine's READY: its first claims come before), and when the
+    priority-1000 jobs, due last, fired (ms after the first fire, and places in fire order)."""
+    ids = range(1, n + 1)
+    async with bench_store(opts, "w4") as url, opened(make_repo(opts, url)) as repo:
+        start_ms = now_ms() - BACKLOG_AGE_MS - BACKLOG_SPAN_MS
+        jobs = sms(ids, spread(start_ms, BACKLOG_SPAN_MS, n))
+        await make_shards(repo, jobs)
+        await insert_all(repo, jobs[: n - BACKLOG_HIGH], opts.batch_size, "W4 backlog load")
+        high = encode_for(repo, jobs[n - BACKLOG_HIGH :], now_ms=now_ms())
+        await repo.insert_rows([r._replace(priority=1000) for r in high], now_ms=now_ms())
+        async with engine_running(opts, url, "w4-backlog", W4_SETTINGS) as engine:
+            tail = Tail(engine.record)
+            with (
+                bar(n, "W4 backlog drain") as progress,
+                cpu_use(engine.pid, server=opts.is_mysql) as cpu,
+            ):
+                deadline_s = time.monotonic() + 120 + n / 200
+                await wait_fires(tail, n, deadline_s=deadline_s, progress=progress)
+            done = await wait_done(repo, n, timeout_s=30)
+    tail.poll()
+    fires = tail.fires
+    first_us = min(fires.fired_us, default=0)
+    drain_s = (max(fires.fired_us, default=0) - first_us) / 1e6
+    line = result("w4", opts, n, jobs_per_s=rate(n, drain_s), **cpu.per_job_us(n))
+    line.update(accounting(fires, ids), not_done=n - done, backlog=n, drain_s=round(drain_s, 2))
+    line.update(_high_fired(fires, range(n - BACKLOG_HIGH + 1, n + 1), first_us))
+    return [line]
+
+
+def _high_fired(fires: Fires, high: range, first_us: int) -> dict[str, object]:
+    """When the high-priority jobs fired: the last of them, ms after the first fire of all,
+    and its place in the fire order (0: first)."""
+    wanted = set(high)
+    places = [k for k, i in enumerate(fires.ids) if i in wanted]
+    return {
+        "high": len(high),
+        "high_fired": len(places),
+        "high_last_fired_ms": round((fires.fired_us[max(places)] - first_us) / 1000)
+        if places
+        else None,
+        "high_last_place": max(places) if places else None,
+    }
 
 
 def _recovered(fires_a: Fires, fires_b: Fires, second: EngineProcess) -> dict[str, object]:

@@ -15,10 +15,17 @@ instead of due time, until one comes back short: the backlog in the store is the
 claims go on in due order. Without that, a priority-1000 job due last in a backlog larger than
 the node holds would wait until everything due before it had been claimed: the dispatcher
 orders only what it holds. The normal path pays nothing: rows on time, or a burst drained
-within seconds, are claimed in due order along the claim index, and a ranked claim (which
-reads and sorts every row due, as no index holds that order, and locks them until its short
-transaction ends) is made only for an old backlog, where the order matters and there is no
-hurry to be cheap per row: the handlers are the bottleneck.
+within seconds, are claimed in due order along the claim index.
+
+A ranked claim's cost is bounded (repos/ranked.py): it reads the oldest RANKED_SCAN_ROWS due
+rows per shard along the claim index, unlocked, ranks them, and locks only the rows it takes.
+So in a backlog larger than RANKED_SCAN_ROWS per shard, priority orders within its oldest
+RANKED_SCAN_ROWS rows (fewer, where the age boost's window bound says no later row can rank
+among the best): a high-priority job due after them waits until they are claimed, as with no
+ranking at all. A ranked claim comes back short only when the backlog ran out: rows another
+node took between its read and its lock are replaced by the next best, a few rounds at most
+(repos/ranked.py's CLAIM_ROUNDS; a claim that loses that many still ends the ranked claims,
+and the next claim, in due order, starts them again if the backlog is still there).
 
 This class owns the claim protocol: every claim, a round's claim_due or the insert of already
 claimed rows by which schedule() holds new jobs due inside the window (store_new), is made under

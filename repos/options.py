@@ -59,8 +59,7 @@ def rank(due_ms: int, priority: int, boost_per_ms: float) -> float:
     minutes overdue``, negated, less ``boost * now`` (the same for every job at any one now, so
     left out: a rank is fixed when the job is due, and needs no re-sorting as time passes).
     The one definition of the order: infinite_scheduler/waiting.py's heaps, and the claims of a
-    backlog, whose SQL (repos/*/sql.py, CLAIM_RANKED_SELECT) writes this same expression over
-    the row's due_at and priority."""
+    backlog (repos/ranked.py)."""
     return due_ms * boost_per_ms - priority
 
 

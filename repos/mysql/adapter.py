@@ -53,6 +53,7 @@ from repos.mysql.literals import (
     tuple_literal,
 )
 from repos.mysql.live_shards import LiveShards
+from repos.ranked import Candidate, RankedClaim
 from repos.shards import bounds_of, shards_between
 from repos.statements import (
     check_claimant,
@@ -187,8 +188,6 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
             "before_ms": before_ms,
             "limit": limit,
         }
-        if boost_per_minute is not None:
-            args["boost_per_ms"] = boost_per_minute / 60_000
         node_id, epoch = check_claimant(claimant)
         claim = {"node_id": node_id, "epoch": epoch, "now_ms": now_ms}
 
@@ -197,7 +196,11 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
             shards = await self._live.window(since_ms, before_ms)
             if not shards or limit <= 0:
                 return []
-            return list(await self._ex.run("claim", partial(self._claim, shards, args, claim)))
+            if boost_per_minute is None:
+                body = partial(self._claim, shards, args, claim)
+            else:
+                body = partial(self._claim_ranked, shards, args, claim, boost_per_minute)
+            return list(await self._ex.run("claim", body))
 
         rows = await self._live.again_if_dropped(attempt)
         return [ClaimedJob.from_claim(r) for r in rows]
@@ -636,15 +639,73 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         self, shards: list[Shard], args: dict[str, Any], claim: dict[str, Any], tx: Tx
     ) -> list[Row]:
         """Select the due rows over `shards` and claim them, in the caller's transaction."""
-        ranked = "boost_per_ms" in args
         if len(shards) == 1:
-            one = sql.CLAIM_RANKED_SELECT_ONE if ranked else sql.CLAIM_SELECT_ONE
-            select = one.format(target=shards[0].target, shard_no=0, **self._fmt)
+            select = sql.CLAIM_SELECT_ONE.format(target=shards[0].target, shard_no=0, **self._fmt)
         else:
-            part = sql.CLAIM_RANKED_SELECT_PART if ranked else sql.CLAIM_SELECT_PART
-            parts = sql.union_all(part, [s.target for s in shards], **self._fmt)
-            select = (sql.CLAIM_RANKED_SELECT if ranked else sql.CLAIM_SELECT).format(parts=parts)
+            parts = sql.union_all(sql.CLAIM_SELECT_PART, [s.target for s in shards], **self._fmt)
+            select = sql.CLAIM_SELECT.format(parts=parts)
         rows = await tx.fetch_all(select, args)
+        await self._mark_claimed(tx, shards, rows, claim)
+        return rows
+
+    async def _claim_ranked(
+        self,
+        shards: list[Shard],
+        args: dict[str, Any],
+        claim: dict[str, Any],
+        boost_per_minute: float,
+        tx: Tx,
+    ) -> list[Row]:
+        """The claim of a backlog (repos/ranked.py): read the oldest due rows, lock the best of
+        them; again for those other claims took in between. Returned by rank."""
+        plan = RankedClaim(limit=args["limit"], boost_per_minute=boost_per_minute)
+        rows: list[Row] = []
+        more = True
+        while more:
+            picked = plan.pick(await self._candidates(tx, shards, args, plan))
+            by_shard: dict[int, list[Any]] = defaultdict(list)
+            for c in picked:
+                by_shard[c.shard].append(c.key)
+            got = 0
+            for no, keys in by_shard.items():
+                lock = sql.RANKED_LOCK.format(
+                    target=shards[no].target,
+                    shard_no=no,
+                    keys=literal_list(self._key, keys),
+                    **self._fmt,
+                )
+                locked = await tx.fetch_all(lock, args)
+                rows += locked
+                got += len(locked)
+            more = plan.took(got, len(picked))
+        await self._mark_claimed(tx, shards, rows, claim)
+        return sorted(rows, key=lambda r: plan.order(r[2], r[5]))
+
+    async def _candidates(
+        self, tx: Tx, shards: list[Shard], args: dict[str, Any], plan: RankedClaim
+    ) -> list[Candidate]:
+        """Step 1 of a ranked claim, unlocked: the best of the oldest due unclaimed rows of each
+        shard (up to the window bound, plan.scan_rows() per shard), best first."""
+        targets = [s.target for s in shards]
+        scan_before_ms, nth = args["before_ms"], plan.nth_offset()
+        if nth is not None:
+            stmt = sql.union_all(sql.RANKED_NTH_PART, targets)
+            found = await tx.fetch_all(stmt, {"before_ms": scan_before_ms, "nth": nth})
+            scan_before_ms = plan.scan_before(scan_before_ms, [int(r[0]) for r in found])
+        parts = sql.union_all(sql.RANKED_SCAN_PART, targets, **self._fmt)
+        stmt = sql.RANKED_SCAN.format(parts=parts, **self._fmt)
+        scan = {
+            "scan_before_ms": scan_before_ms,
+            "scan_rows": plan.scan_rows(),
+            "boost_per_ms": plan.boost_per_ms(),
+            "pick_rows": plan.pick_rows(),
+        }
+        return [Candidate(*r) for r in await tx.fetch_all(stmt, scan)]
+
+    async def _mark_claimed(
+        self, tx: Tx, shards: list[Shard], rows: list[Row], claim: dict[str, Any]
+    ) -> None:
+        """CLAIMED under `claim`: the rows selected (their shard_no, the 8th column)."""
         by_shard: dict[int, list[Any]] = defaultdict(list)
         for row in rows:
             by_shard[row[7]].append(row[0])
@@ -653,7 +714,6 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
                 target=shards[no].target, keys=literal_list(self._key, keys), **self._fmt
             )
             await tx.execute(update, claim)
-        return rows
 
     async def _read(
         self, operation: str, stmt: str, args: dict[str, Any], shards: list[Shard]

@@ -139,18 +139,26 @@ CLAIM_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
 # spans (the merge costs a derived table and a sort of its rows, which one shard needs not).
 CLAIM_SELECT = "{parts} ORDER BY due_at LIMIT %(limit)s"
 CLAIM_SELECT_PART = "(" + CLAIM_SELECT_ONE + ")"
-# The claim of a backlog (claim_due(boost_per_minute=...)): the due rows by rank, lowest first,
-# ties by due time. `rank_` is repos/options.py's rank(): due_at * boost per ms - priority. It
-# is in no index: the server reads and sorts the range due before before_ms (the caller asks
-# this only of a backlog, rarely).
-CLAIM_RANKED_SELECT_ONE = """SELECT `{id}`, `{at}`, due_at, attempts,
- IF(due_at < %(payload_before_ms)s, payload, NULL), priority, category, {shard_no} AS shard_no,
- due_at * %(boost_per_ms)s - priority AS rank_
- FROM {target}
- WHERE claim_epoch = 0 AND status = 0
- AND due_at < %(before_ms)s ORDER BY rank_, due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
-CLAIM_RANKED_SELECT = "{parts} ORDER BY rank_, due_at LIMIT %(limit)s"
-CLAIM_RANKED_SELECT_PART = "(" + CLAIM_RANKED_SELECT_ONE + ")"
+# The claim of a backlog (claim_due(boost_per_minute=...)), in repos/ranked.py's two steps.
+# Step 1, unlocked, along the claim index: the due time that bounds the window (the shard's
+# nth-oldest due unclaimed row), then the oldest rows of each shard due before scan_before_ms
+# (scan_rows at most), ranked: repos/options.py's rank(), in double precision as Python
+# computes it (a decimal literal would make the product exact, and ties could fall otherwise).
+RANKED_NTH_PART = """(SELECT due_at FROM {target}
+ WHERE claim_epoch = 0 AND status = 0 AND due_at < %(before_ms)s
+ ORDER BY due_at LIMIT 1 OFFSET %(nth)s)"""
+RANKED_SCAN_PART = """(SELECT `{id}`, due_at, priority, {shard_no} AS shard_no FROM {target}
+ WHERE claim_epoch = 0 AND status = 0 AND due_at < %(scan_before_ms)s
+ ORDER BY due_at LIMIT %(scan_rows)s)"""
+RANKED_SCAN = """SELECT `{id}`, due_at, priority, shard_no FROM ({parts}) AS oldest
+ ORDER BY due_at * CAST(%(boost_per_ms)s AS DOUBLE) - priority, due_at LIMIT %(pick_rows)s"""
+# Step 2, in one shard: the ids picked, by primary key (the claim index's range would lock every
+# row due), skipping those another claim holds or took meanwhile; read as a claim reads them.
+RANKED_LOCK = """SELECT `{id}`, `{at}`, due_at, attempts,
+ IF(due_at < %(payload_before_ms)s, payload, NULL), priority, category, {shard_no} AS shard_no
+ FROM {target} FORCE INDEX (PRIMARY)
+ WHERE `{id}` IN ({keys}) AND claim_epoch = 0 AND status = 0 AND due_at < %(before_ms)s
+ FOR UPDATE SKIP LOCKED"""
 
 CLAIM_UPDATE = """
 UPDATE {target} SET status = 1, claim_epoch = %(epoch)s, claimed_by = %(node_id)s,

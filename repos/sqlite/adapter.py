@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
+from itertools import islice
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -39,7 +40,8 @@ from repos.base import (
 )
 from repos.dependencies import COLUMNS, edge_row
 from repos.entity import DEFAULT_MAX_PAYLOAD_BYTES, EncodedBatch, EncodedRow, EntitySpec
-from repos.options import DEFAULT_PRIORITY, rank
+from repos.options import DEFAULT_PRIORITY
+from repos.ranked import Candidate, RankedClaim
 from repos.shards import (
     ShardBounds,
     bounds_of,
@@ -193,22 +195,18 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
             "before_ms": before_ms,
             "limit": limit,
         }
-        select, order = sql.CLAIM_SELECT, _by_due
-        if boost_per_minute is not None:
-            boost_per_ms = args["boost_per_ms"] = boost_per_minute / 60_000
-            select = sql.CLAIM_RANKED_SELECT
-
-            def order(r: Sequence[Any]) -> tuple[float, int]:
-                return rank(r[2], r[5], boost_per_ms), r[2]
 
         def work(db: sqlite3.Connection) -> list[ClaimedJob]:
             with write(db):
                 shards = self._window(db, since_ms, before_ms)
-                per_shard = [
-                    [(*r, table) for r in db.execute(self._q(select, table), args)]
-                    for table in shards
-                ]
-                picked = list(heapq.merge(*per_shard, key=order))[:limit]
+                if boost_per_minute is None:
+                    per_shard = [
+                        [(*r, table) for r in db.execute(self._q(sql.CLAIM_SELECT, table), args)]
+                        for table in shards
+                    ]
+                    picked = list(heapq.merge(*per_shard, key=_by_due))[:limit]
+                else:
+                    picked = self._pick_ranked(db, shards, args, boost_per_minute)
                 by_table: dict[str, list[Any]] = defaultdict(list)
                 for r in picked:
                     by_table[r[-1]].append(r[0])
@@ -218,6 +216,43 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
             return [ClaimedJob.from_claim(r) for r in picked]
 
         return await self._run("claim", work)
+
+    def _pick_ranked(
+        self, db: sqlite3.Connection, shards: list[str], args: dict[str, Any], boost: float
+    ) -> list[tuple[Any, ...]]:
+        """The claim of a backlog (repos/ranked.py), in the claim's write transaction: the best
+        of the oldest due rows of each shard, merged; returned by rank, each with its table.
+        One round: nothing else claims meanwhile."""
+        plan = RankedClaim(limit=args["limit"], boost_per_minute=boost)
+        scan_before_ms, nth = args["before_ms"], plan.nth_offset()
+        if nth is not None:
+            nths = [self._q(sql.RANKED_NTH, table) for table in shards]
+            found = [
+                db.execute(q, {"before_ms": scan_before_ms, "nth": nth}).fetchone() for q in nths
+            ]
+            scan_before_ms = plan.scan_before(scan_before_ms, [r[0] for r in found if r])
+        scan = {
+            "scan_before_ms": scan_before_ms,
+            "scan_rows": plan.scan_rows(),
+            "boost_per_ms": plan.boost_per_ms(),
+            "pick_rows": plan.pick_rows(),
+        }
+        per_shard = [
+            [Candidate(r[0], r[1], r[2], no) for r in db.execute(self._q(sql.RANKED_SCAN, t), scan)]
+            for no, t in enumerate(shards)
+        ]
+        best = heapq.merge(*per_shard, key=lambda c: plan.order(c.due_ms, c.priority))
+        picked = plan.pick(islice(best, plan.pick_rows()))
+        by_shard: dict[int, list[Any]] = defaultdict(list)
+        for c in picked:
+            by_shard[c.shard].append(c.key)
+        rows = []
+        for no, keys in by_shard.items():
+            table = shards[no]
+            stmt = self._q(sql.RANKED_TAKE, table, keys=marks(len(keys)))
+            values = (args["payload_before_ms"], args["before_ms"], *keys)
+            rows += [(*r, table) for r in db.execute(stmt, values)]
+        return sorted(rows, key=lambda r: plan.order(r[2], r[5]))
 
     async def read_payloads(self, epoch: int, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         by_table = self._keys_by_table(refs)

@@ -79,13 +79,23 @@ SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms T
     priority, category
 FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
 ORDER BY due_at LIMIT :limit"""
-# The claim of a backlog (claim_due(boost_per_minute=...)): the due rows by rank, lowest first,
-# ties by due time (repos/options.py's rank(); the adapter merges the shards by the same).
-CLAIM_RANKED_SELECT = """
-SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < :payload_before_ms THEN payload END,
-    priority, category
-FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
-ORDER BY due_at * :boost_per_ms - priority, due_at LIMIT :limit"""
+# The claim of a backlog (claim_due(boost_per_minute=...)), in repos/ranked.py's two steps, in
+# the claim's one write transaction. Step 1 along the claim index: the due time that bounds the
+# window (the nth-oldest due unclaimed row), then the oldest rows due before :scan_before_ms,
+# ranked (repos/options.py's rank(); the adapter merges the shards by the same).
+RANKED_NTH = """
+SELECT due_at FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
+ORDER BY due_at LIMIT 1 OFFSET :nth"""
+RANKED_SCAN = """
+SELECT "{id}", due_at, priority FROM (
+    SELECT "{id}", due_at, priority FROM "{table}"
+    WHERE claim_epoch = 0 AND due_at < :scan_before_ms AND status = 0
+    ORDER BY due_at LIMIT :scan_rows)
+ORDER BY due_at * :boost_per_ms - priority, due_at LIMIT :pick_rows"""
+# Step 2: the ids picked, read as a claim reads them (nothing else writes meanwhile).
+RANKED_TAKE = """
+SELECT "{id}", "{at}", due_at, attempts, CASE WHEN due_at < ?1 THEN payload END, priority, category
+FROM "{table}" WHERE claim_epoch = 0 AND due_at < ?2 AND status = 0 AND "{id}" IN ({keys})"""
 CLAIM_UPDATE = """
 UPDATE "{table}" SET status = 1, claim_epoch = ?1, claimed_by = ?2, claimed_at = ?3,
     attempts = attempts + 1
