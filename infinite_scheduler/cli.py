@@ -58,6 +58,7 @@ from repos.urls import SqliteUrl
 
 if TYPE_CHECKING:
     from infinite_scheduler.api.server import ApiAccess, ApiServer
+    from infinite_scheduler.api.services import ApiServices
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ async def _serve_once(config: SchedulerConfig, *, demo: bool, setup: AppSetup | 
         await stack.enter_async_context(engine)
         if api is not None:
             server, access = api
-            await server.serve(access.services(engine.schedules, node_active=_active(engine)))
+            await server.serve(_engine_services(access, engine))
             stack.push_async_callback(server.stop)  # before the engine stops: no request fails
         with on_stop_signals(engine.stop):
             side = []
@@ -326,6 +327,21 @@ async def _api_before_start(
     stack.push_async_callback(server.stop)
     access = await stack.enter_async_context(api_access(config, clock=engine.clock))
     return server, access
+
+
+def _engine_services(access: ApiAccess, engine: InfiniteScheduler) -> ApiServices:
+    """What the API works on inside the engine: its own repositories, book and pauses."""
+    from infinite_scheduler.management import JobService
+
+    jobs = JobService.over(engine.config, engine.repositories, clock=engine.clock)
+    return access.services(
+        engine.schedules,
+        jobs=jobs,
+        categories=engine.categories,
+        engine=engine.engine_control,
+        node_active=_active(engine),
+        node_paused=lambda: engine.paused,
+    )
 
 
 def _active(engine: InfiniteScheduler) -> Callable[[], bool]:
