@@ -91,8 +91,8 @@ class ControlView:
         if not paused:
             self._fetcher.wake()  # claim at once, not at the next round
         logger.warning(
-            "engine %s here",
-            "paused: claiming nothing, draining what is held" if paused else "resumed: claiming",
+            "engine %s",
+            "paused here: claiming nothing, draining what is held" if paused else "resumed here",
             extra={"action": "engine-pause" if paused else "engine-resume", "node": self._node_id},
         )
 
