@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from infinite_scheduler import __version__, logs
 from infinite_scheduler.api_commands import add_commands, tokens_main
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
+from infinite_scheduler.control_commands import add_control_commands, engine_main, schedules_main
 from infinite_scheduler.demo import (
     LatenessWindow,
     demo_config,
@@ -42,10 +43,12 @@ from infinite_scheduler.errors import (
     ConfigError,
     DropRefused,
     InvalidJobRequest,
+    InvalidSchedule,
     JobNotFound,
     JobStateRefused,
     NodeDeclaredDead,
     NodeRefused,
+    ScheduleNotFound,
     SchedulerError,
     UnsafeStore,
 )
@@ -93,14 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return shards(config, args.action, dry_run=args.dry_run, force=args.force, app=args.app)
     if args.command == "nodes":
         return nodes(config, app=args.app)
-    if args.command == "jobs":
-        return jobs(config, args)
     if args.command == "store":
         return store_check(config) if args.action == "check" else store_init(config)
     if args.command == "api":
         return api(config, app=args.app)
-    if args.command == "tokens":
-        return tokens(config, args)
+    by_args = {"jobs": jobs, "tokens": tokens, "schedules": control, "engine": control}
+    if args.command in by_args:
+        return by_args[args.command](config, args)
     sys.stdout.write(f"{config_source(args.config or 'config.toml')}: configuration is valid\n")
     return EXIT_OK
 
@@ -188,6 +190,20 @@ def jobs(config: SchedulerConfig, args: argparse.Namespace) -> int:
         return _failed(exc, EXIT_CONFIG)
     except JobStateRefused as exc:
         return _failed(exc, EXIT_REFUSED)
+    except SchedulerError as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
+def control(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    """One schedules or engine command: 2 for an unknown schedule, 1 for a store error."""
+    try:
+        if args.command == "engine":
+            engine_main(config, args)
+        else:
+            schedules_main(config, args, setup=load_app(args.app) if args.app else None)
+    except (ScheduleNotFound, InvalidSchedule) as exc:
+        return _failed(exc, EXIT_CONFIG)
     except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
@@ -504,6 +520,7 @@ def _parser() -> argparse.ArgumentParser:
         "--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)"
     )
     add_jobs_commands(commands, _config_and_app)
+    add_control_commands(commands, _config_and_app)
     store_cmd = commands.add_parser("store", help="create or check the configured store")
     store_actions = store_cmd.add_subparsers(dest="action", required=True)
     init = store_actions.add_parser(

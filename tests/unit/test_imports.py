@@ -40,6 +40,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.node_commands",
         "infinite_scheduler.api_commands",
         "infinite_scheduler.job_commands",
+        "infinite_scheduler.control_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})

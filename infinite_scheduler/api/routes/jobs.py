@@ -28,10 +28,10 @@ from infinite_scheduler.api.control_models import (
 from infinite_scheduler.api.errors import ERROR_RESPONSES, Forbidden, NotFound
 from infinite_scheduler.api.roles import Caller, Role, may_change_job, may_see_job
 from infinite_scheduler.api.services import ApiServices
+from infinite_scheduler.errors import ScheduleNotFound
 from infinite_scheduler.management import JobFilter, JobView, Operation, PageRequest
 from infinite_scheduler.management.values import DEFAULT_PAGE, MAX_PAGE
 from repos.base import Status
-from repos.errors import ScheduleNotFound
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 Reader = Annotated[Caller, Depends(require(Role.READ))]
