@@ -4,12 +4,14 @@ the service's refusals as the uniform body, the audit rows, and nothing changed 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from infinite_scheduler.api.app import create_app
 from infinite_scheduler.job import Job
 from repos.examples import SmsEntity
 from tests.integration.api_harness import ROLES, Api, api, check_error, schedule_id
@@ -236,3 +238,14 @@ async def test_a_job_with_options_lists_its_category(api: Api) -> None:
     await api.client.schedule([Job(entity, category="reports", priority=900)])
     listed = await api.http.get("/jobs?entity=sms&category=reports", headers=api.auth("READ"))
     assert [(j["id"], j["priority"]) for j in listed.json()["items"]] == [(11, 900)]
+
+
+async def test_ready_inside_a_paused_engine_stays_200_and_says_paused(api: Api) -> None:
+    paused = {"now": True}
+    services = replace(api.services, node_active=lambda: True, node_paused=lambda: paused["now"])
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        ready = await http.get("/ready")
+        assert (ready.status_code, ready.json()["engine"]) == (200, "paused")
+        paused["now"] = False
+        assert (await http.get("/ready")).json()["engine"] == "running"
