@@ -13,7 +13,7 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -25,6 +25,10 @@ from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.parts import store_access
 from repos.base import EntitySpec
 from repos.errors import utc_text
+
+if TYPE_CHECKING:
+    from infinite_scheduler.api.server import ApiAccess
+    from infinite_scheduler.api.services import ApiServices
 
 StopSignals = Callable[[Callable[[], None]], AbstractContextManager[None]]
 HEADER = f"  {'name':<24} {'role':<9} {'owner':<24} {'created (UTC)':<20} revoked (UTC)\n"
@@ -57,7 +61,7 @@ async def serve_api(
             api_access(config, clock=clock) as access,
             SchedulerClient(config, *specs, clock=clock) as client,
         ):
-            await server.serve(access.services(client.schedules))
+            await server.serve(client_services(access, client))
             out.write(f"api http://{config.api.host}:{server.port} (docs at /docs)\n")
             out.flush()
             stop = asyncio.Event()
@@ -65,6 +69,16 @@ async def serve_api(
                 await stop.wait()
     finally:
         await server.stop()
+
+
+def client_services(access: ApiAccess, client: SchedulerClient) -> ApiServices:
+    """What the API works on beside the engines: a client's repositories, book and pauses."""
+    from infinite_scheduler.management import JobService
+
+    jobs = JobService.over(client.config, client.repositories, clock=client.clock)
+    return access.services(
+        client.schedules, jobs=jobs, categories=client.categories, engine=client.engine_control
+    )
 
 
 async def tokens_main(config: SchedulerConfig, args: argparse.Namespace, out: TextIO) -> None:

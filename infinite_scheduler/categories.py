@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection
 
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.errors import UnknownCategory
-from repos.schedules import ScheduleStore
+from repos.schedules import ENGINE_PAUSE, ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,16 @@ class Categories:
         """Let the category's jobs start again, within its limits; idempotent."""
         await self._set(name, False)
 
+    @property
+    def configured(self) -> list[str]:
+        """The categories the config defines, by name."""
+        return sorted(self._known)
+
     async def paused(self) -> dict[str, int]:
         """The categories paused now, with when each was paused (epoch ms), by name."""
-        return await self._store.paused_categories()
+        paused = await self._store.paused_categories()
+        paused.pop(ENGINE_PAUSE, None)
+        return paused
 
     async def _set(self, name: str, paused: bool) -> None:
         if name not in self._known:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from infinite_scheduler import __version__, logs
 from infinite_scheduler.api_commands import add_commands, tokens_main
 from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
+from infinite_scheduler.control_commands import add_control_commands, engine_main, schedules_main
 from infinite_scheduler.demo import (
     LatenessWindow,
     demo_config,
@@ -42,10 +43,12 @@ from infinite_scheduler.errors import (
     ConfigError,
     DropRefused,
     InvalidJobRequest,
+    InvalidSchedule,
     JobNotFound,
     JobStateRefused,
     NodeDeclaredDead,
     NodeRefused,
+    ScheduleNotFound,
     SchedulerError,
     UnsafeStore,
 )
@@ -59,6 +62,7 @@ from repos.urls import SqliteUrl
 
 if TYPE_CHECKING:
     from infinite_scheduler.api.server import ApiAccess, ApiServer
+    from infinite_scheduler.api.services import ApiServices
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ def _commands() -> dict[str, Command]:
         "tokens": tokens,
         "history": history,
         "sla": history,
+        "schedules": control,
+        "engine": control,
     }
 
 
@@ -216,6 +222,20 @@ def jobs(config: SchedulerConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def control(config: SchedulerConfig, args: argparse.Namespace) -> int:
+    """One schedules or engine command: 2 for an unknown schedule, 1 for a store error."""
+    try:
+        if args.command == "engine":
+            engine_main(config, args)
+        else:
+            schedules_main(config, args, setup=load_app(args.app) if args.app else None)
+    except (ScheduleNotFound, InvalidSchedule) as exc:
+        return _failed(exc, EXIT_CONFIG)
+    except SchedulerError as exc:
+        return _failed(exc, EXIT_STORE)
+    return EXIT_OK
+
+
 def _ask(question: str) -> str:
     try:
         return input(question)
@@ -319,7 +339,7 @@ async def _serve_once(config: SchedulerConfig, *, demo: bool, setup: AppSetup | 
         await stack.enter_async_context(engine)
         if api is not None:
             server, access = api
-            await server.serve(access.services(engine.schedules, node_active=_active(engine)))
+            await server.serve(_engine_services(access, engine))
             stack.push_async_callback(server.stop)  # before the engine stops: no request fails
         with on_stop_signals(engine.stop):
             side = []
@@ -350,6 +370,21 @@ async def _api_before_start(
     stack.push_async_callback(server.stop)
     access = await stack.enter_async_context(api_access(config, clock=engine.clock))
     return server, access
+
+
+def _engine_services(access: ApiAccess, engine: InfiniteScheduler) -> ApiServices:
+    """What the API works on inside the engine: its own repositories, book and pauses."""
+    from infinite_scheduler.management import JobService
+
+    jobs = JobService.over(engine.config, engine.repositories, clock=engine.clock)
+    return access.services(
+        engine.schedules,
+        jobs=jobs,
+        categories=engine.categories,
+        engine=engine.engine_control,
+        node_active=_active(engine),
+        node_paused=lambda: engine.paused,
+    )
 
 
 def _active(engine: InfiniteScheduler) -> Callable[[], bool]:
@@ -513,6 +548,7 @@ def _parser() -> argparse.ArgumentParser:
         "--app", metavar="MODULE:FUNCTION", help=APP_HELP + " (default: the examples)"
     )
     add_jobs_commands(commands, _config_and_app)
+    add_control_commands(commands, _config_and_app)
     store_cmd = commands.add_parser("store", help="create or check the configured store")
     store_actions = store_cmd.add_subparsers(dest="action", required=True)
     init = store_actions.add_parser(

@@ -8,7 +8,7 @@ next claims a new job: one due inside a node's claimed window is picked up by it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -17,6 +17,7 @@ from infinite_scheduler.categories import Categories
 from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
+from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
 from infinite_scheduler.history import ExecutionHistory, HistoryPage
 from infinite_scheduler.job import check_categories, group_jobs, split_jobs, with_options
@@ -46,6 +47,7 @@ class SchedulerClient:
         self._schedules: ScheduleBook | None = None
         self._categories: Categories | None = None
         self._history: ExecutionHistory | None = None
+        self._engine_control: EngineControl | None = None
 
     async def __aenter__(self) -> SchedulerClient:
         async with AsyncExitStack() as stack:
@@ -69,6 +71,7 @@ class SchedulerClient:
                 clock=self.clock,
                 late_threshold_ms=self.config.history.late_threshold_ms,
             )
+            self._engine_control = EngineControl(schedule_store, clock=self.clock)
             self._stack = stack.pop_all()
         return self
 
@@ -83,6 +86,7 @@ class SchedulerClient:
         self._schedules = None
         self._categories = None
         self._history = None
+        self._engine_control = None
         if stack is not None:
             await stack.aclose()
 
@@ -140,6 +144,12 @@ class SchedulerClient:
         return repo
 
     @property
+    def repositories(self) -> Mapping[str, Repo]:
+        """The opened repository of each entity type given, by name."""
+        self._open("repositories")
+        return dict(self._repos)
+
+    @property
     def schedules(self) -> ScheduleBook:
         """Recurring schedules and blockouts of the client's entity types (create, get, list,
         update, pause, resume, delete, add_blockout, ...): infinite_scheduler/schedules/book.py.
@@ -191,6 +201,16 @@ class SchedulerClient:
         return await self.execution_history.sla(
             entity=entity, category=category, window_ms=window_ms
         )
+
+    @property
+    def engine_control(self) -> EngineControl:
+        """Pause and resume claiming on every engine node of the store (``await
+        client.engine_control.pause()``, ``.resume()``, ``.paused_since()``): each node stops
+        claiming within about a heartbeat and drains what it holds.
+        infinite_scheduler/engine_control.py."""
+        self._open("engine_control")
+        assert self._engine_control is not None
+        return self._engine_control
 
     def _open(self, operation: str) -> None:
         if self._stack is None:

@@ -1,5 +1,6 @@
 """This node's view of the store's job-control facts: the categories paused (for every node,
-infinite_scheduler/categories.py) and the blockouts (infinite_scheduler/fire_blockouts.py).
+infinite_scheduler/categories.py), the engine pause (infinite_scheduler/engine_control.py: the
+fetcher claims nothing) and the blockouts (infinite_scheduler/fire_blockouts.py).
 
 Read at the start, before the first fetch, then every heartbeat interval: a pause or a blockout
 made through any node or client reaches every node within about a heartbeat. Two small reads
@@ -14,11 +15,12 @@ import logging
 from collections.abc import Collection
 
 from infinite_scheduler.dispatch import Dispatcher
+from infinite_scheduler.fetcher import Fetcher
 from infinite_scheduler.fire_blockouts import BlockoutGate
 from infinite_scheduler.schedules.blockouts import Blockout
 from infinite_scheduler.waits import wait_any
 from repos.base import StoreError, category_code
-from repos.schedules import InvalidSchedule, ScheduleStore
+from repos.schedules import ENGINE_PAUSE, InvalidSchedule, ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class ControlView:
         categories: Collection[str],
         interval_s: float,
         node_id: str,
+        fetcher: Fetcher | None = None,
     ) -> None:
         """`categories`: those the config defines (the only ones a node limits or pauses)."""
         self._store = store
@@ -43,6 +46,7 @@ class ControlView:
         self._categories = tuple(categories)
         self._interval_s = interval_s
         self._node_id = node_id
+        self._fetcher = fetcher
         #: The categories this view has paused on the dispatcher.
         self._paused: set[str] = set()
 
@@ -51,6 +55,7 @@ class ControlView:
         paused = await self._store.paused_categories()
         rows = await self._store.blockouts()
         self._apply_pauses(paused)
+        self._apply_engine_pause(ENGINE_PAUSE in paused)
         blockouts = []
         for row in rows:
             try:
@@ -78,6 +83,18 @@ class ControlView:
                     exc,
                     extra={"action": "control", "node": self._node_id},
                 )
+
+    def _apply_engine_pause(self, paused: bool) -> None:
+        if self._fetcher is None or self._fetcher.paused == paused:
+            return
+        self._fetcher.paused = paused
+        if not paused:
+            self._fetcher.wake()  # claim at once, not at the next round
+        logger.warning(
+            "engine %s",
+            "paused here: claiming nothing, draining what is held" if paused else "resumed here",
+            extra={"action": "engine-pause" if paused else "engine-resume", "node": self._node_id},
+        )
 
     def _apply_pauses(self, paused: Collection[str]) -> None:
         for name in self._categories:

@@ -43,6 +43,7 @@ from infinite_scheduler.categories import Categories
 from infinite_scheduler.clock import Clock, SystemClock, monotonic_ms
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.dependency_store import plan_waiting, store_waiting
+from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import (
     EngineNotRunning,
     HandlerMissing,
@@ -525,6 +526,18 @@ class InfiniteScheduler:
         engine.categories.pause("reports")``, ``.resume(...)``, ``.paused()``):
         infinite_scheduler/categories.py. While running."""
         return self._running_parts("categories").categories
+
+    @property
+    def engine_control(self) -> EngineControl:
+        """Pause and resume claiming on every node of the store (``await
+        engine.engine_control.pause()``, ``.resume()``, ``.paused_since()``):
+        infinite_scheduler/engine_control.py. While running."""
+        return self._running_parts("engine_control").engine_control
+
+    @property
+    def paused(self) -> bool:
+        """Whether this node applies an engine pause now (claims nothing, drains)."""
+        return self._parts is not None and self._parts.fetcher.paused
 
     @property
     def schedules(self) -> ScheduleBook:

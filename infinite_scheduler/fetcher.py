@@ -139,6 +139,8 @@ class Fetcher:
         self.sharing = 1
         #: Names of the lanes whose next claim ranks (a backlog: see the module docstring).
         self.ranked: set[str] = set()
+        #: The engine is paused (infinite_scheduler/engine_control.py): claim nothing.
+        self.paused = False
 
     def __repr__(self) -> str:
         return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
@@ -208,6 +210,8 @@ class Fetcher:
         """One round over every lane, claiming up to now + lookahead (`extend`), or only up to
         the end of the window claimed already (a near poll); returns the rows claimed."""
         self._wake.clear()
+        if self.paused:
+            return 0
         now_ms = self.clock.now_ms()
         started = time.perf_counter()
         window_end_ms = now_ms + self.settings.lookahead_ms if extend else self.window_end_ms
@@ -250,7 +254,7 @@ class Fetcher:
     def _split(self, rows: Sequence[EncodedRow]) -> tuple[list[EncodedRow], list[EncodedRow]]:
         """(soon, later): the rows due inside the window claimed, in call order, as many as
         there is room for; and the others."""
-        window_end_ms, room = self.window_end_ms, self._room()
+        window_end_ms, room = self.window_end_ms, 0 if self.paused else self._room()
         soon: list[EncodedRow] = []
         later: list[EncodedRow] = []
         for row in rows:

@@ -2,6 +2,7 @@
 service (infinite_scheduler/management) from the command line, a table for people and
 ``--json`` for scripts. The entity types are the examples unless ``--app`` registers the
 user's own. Times are ISO 8601 with their zone (``2026-11-22T12:00:00+00:00``), shown in UTC.
+A change is written to the audit log with the job before and after, by ``cli:<user>``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from typing import Any, TextIO
 
 import orjson
 
+from infinite_scheduler.api.audit import Auditor
+from infinite_scheduler.api_commands import cli_actor
+from infinite_scheduler.clock import SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import InvalidJobRequest
 from infinite_scheduler.management import JobFilter, JobPage, JobService, JobView, PageRequest
+from infinite_scheduler.parts import store_access
 from infinite_scheduler.shard_commands import served_repositories
 from repos.base import Status
 
@@ -57,17 +62,33 @@ async def _call(
     async with JobService(config, *specs) as jobs:
         if args.action == "list":
             return await jobs.list_jobs(job_filter(args), _page(args))
+        before = await jobs.get_job(args.entity, args.id)
         if args.action == "show":
-            return await jobs.get_job(args.entity, args.id)
+            return before
         if args.action == "reschedule":
-            return await jobs.reschedule(args.entity, args.id, parse_time("at", args.at))
-        change = {
-            "cancel": jobs.cancel,
-            "pause": jobs.pause,
-            "resume": jobs.resume,
-            "run-now": jobs.run_now,
-        }[args.action]
-        return await change(args.entity, args.id)
+            after = await jobs.reschedule(args.entity, args.id, parse_time("at", args.at))
+        else:
+            change = {
+                "cancel": jobs.cancel,
+                "pause": jobs.pause,
+                "resume": jobs.resume,
+                "run-now": jobs.run_now,
+            }[args.action]
+            after = await change(args.entity, args.id)
+        await _audit(config, f"job.{args.action}", before, after)
+        return after
+
+
+async def _audit(config: SchedulerConfig, action: str, before: JobView, after: JobView) -> None:
+    """The change in the audit log, as the API writes it, by ``cli:<user>``."""
+    store = store_access(config)
+    await store.open()
+    try:
+        auditor = Auditor(store, clock=SystemClock())
+        target = f"job {after.entity} {after.id}"
+        await auditor.record(cli_actor(), action, target, before.as_dict(), after.as_dict())
+    finally:
+        await store.close()
 
 
 def job_filter(args: argparse.Namespace) -> JobFilter:

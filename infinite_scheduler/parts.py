@@ -28,6 +28,7 @@ from infinite_scheduler.control_view import ControlView
 from infinite_scheduler.decisions import MisfirePolicy, RetryPolicy
 from infinite_scheduler.dependency_release import DependencyRelease, ReleaseSettings
 from infinite_scheduler.dispatch import Dispatcher, job_in_frame
+from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import HandlerMissing
 from infinite_scheduler.fetcher import Fetcher, FetchSettings
 from infinite_scheduler.fire_blockouts import BlockoutGate
@@ -120,6 +121,8 @@ class Parts:
     control: ControlView
     #: Category pause and resume for every node of the store.
     categories: Categories
+    #: Engine pause and resume (no claims) for every node of the store.
+    engine_control: EngineControl
     revoker: Revoker
 
     def held(self) -> int:
@@ -171,7 +174,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         backoff=Backoff(store_back=store_back),
     )
     takeover = _takeover(wiring, lanes, fetcher)
-    control = _control(wiring, dispatcher, payloads.blockouts)
+    control = _control(wiring, dispatcher, payloads.blockouts, fetcher)
     return Parts(
         lanes=lanes,
         by_model={lane.spec.model: lane.name for lane in lanes.values()},
@@ -198,6 +201,9 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
             clock=wiring.clock,
             changed=control.refresh,  # this node at once; the others at their next heartbeat
         ),
+        engine_control=EngineControl(
+            wiring.schedule_store, clock=wiring.clock, changed=control.refresh
+        ),
         # Every near poll: a cancel or pause reaches a held job a second before it is due.
         revoker=Revoker(
             wiring.membership,
@@ -210,7 +216,9 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
     )
 
 
-def _control(wiring: Wiring, dispatcher: Dispatcher, blockouts: BlockoutGate) -> ControlView:
+def _control(
+    wiring: Wiring, dispatcher: Dispatcher, blockouts: BlockoutGate, fetcher: Fetcher
+) -> ControlView:
     return ControlView(
         wiring.schedule_store,
         dispatcher=dispatcher,
@@ -218,6 +226,7 @@ def _control(wiring: Wiring, dispatcher: Dispatcher, blockouts: BlockoutGate) ->
         categories=wiring.config.categories,
         interval_s=wiring.config.cluster.heartbeat_interval_s,
         node_id=wiring.node_id,
+        fetcher=fetcher,
     )
 
 

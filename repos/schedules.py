@@ -3,7 +3,8 @@
 Three store-wide tables beside ``nodes`` and ``leases``: ``schedules`` (one row per recurring
 schedule: its trigger and payload template as JSON, and where its materialisation stands),
 ``blockouts`` (named windows in which nothing of a scope fires) and ``category_pauses`` (one
-row per category paused on every node of the store, while it is). The adapters store and read
+row per category paused on every node of the store, while it is; the row named
+:data:`ENGINE_PAUSE`, which no category can be named, pauses the engine: no node claims). The adapters store and read
 rows; what the JSON means (infinite_scheduler/schedules/) is none of their business.
 
 Schedule row life cycle (``state``)::
@@ -32,6 +33,8 @@ from repos.errors import ScheduleExists as ScheduleExists
 from repos.errors import ScheduleNotFound as ScheduleNotFound
 
 SCHEDULES_TABLE = "schedules"
+#: The ``category_pauses`` row that pauses every node's claims (category names are [a-z0-9_]).
+ENGINE_PAUSE = "*"
 BLOCKOUTS_TABLE = "blockouts"
 
 

@@ -15,10 +15,17 @@ from fastapi import APIRouter, FastAPI
 from infinite_scheduler import __version__
 from infinite_scheduler.api import errors
 from infinite_scheduler.api.middleware import BodyLimit, RequestIds
-from infinite_scheduler.api.routes import audit, blockouts, health, schedules
+from infinite_scheduler.api.routes import audit, blockouts, control, health, jobs, schedules
 from infinite_scheduler.api.services import ApiServices
 
-ROUTERS = (health.router, schedules.router, blockouts.router, audit.router)
+ROUTERS = (
+    health.router,
+    schedules.router,
+    jobs.router,
+    control.router,
+    blockouts.router,
+    audit.router,
+)
 DEFAULT_MAX_BODY_BYTES = 2_097_152
 
 
@@ -32,7 +39,8 @@ def create_app(
     app = FastAPI(
         title="infinite-scheduler",
         version=__version__,
-        description="Manage an infinite-scheduler store: schedules, blockouts, the audit log."
+        description="Manage an infinite-scheduler store: schedules, jobs, blockouts, the"
+        " category and engine pauses, the audit log."
         " Every request but /health and /ready takes `Authorization: Bearer <token>`"
         " (`infinite-scheduler tokens create`).",
         redoc_url=None,

@@ -21,13 +21,18 @@ from starlette.exceptions import HTTPException
 
 from infinite_scheduler.api.audit import request_id
 from infinite_scheduler.errors import (
+    InvalidJobRequest,
     InvalidSchedule,
+    JobControlError,
+    JobNotFound,
+    JobStateRefused,
     ScheduleError,
     ScheduleExists,
     ScheduleNotFound,
     StoreError,
     StoreUnavailable,
     TokenExists,
+    UnknownCategory,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,7 +92,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "No token, or an unknown or revoked one"),
         (403, "Role too low, or another owner's"),
         (404, "No such route or resource (or another owner's)"),
-        (409, "Name taken, or changed meanwhile"),
+        (409, "Name taken, changed meanwhile, or the job's state refuses it"),
         (413, "Body over api.max_body_bytes"),
         (422, "A field is invalid (named in `field`)"),
         (503, "The store cannot be reached"),
@@ -107,6 +112,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ScheduleError, _schedule_error)
+    app.add_exception_handler(JobControlError, _job_error)
+    app.add_exception_handler(UnknownCategory, _unknown_category)
     app.add_exception_handler(TokenExists, _conflict)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -150,6 +157,22 @@ async def _schedule_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ScheduleExists):
         return error_response(409, "conflict", str(exc))
     return error_response(409, "conflict", str(exc))
+
+
+async def _job_error(request: Request, exc: Exception) -> JSONResponse:
+    """The job service's refusals; `field` names the service's input (entity, id, at,
+    cursor, size, ...)."""
+    if isinstance(exc, InvalidJobRequest):
+        return error_response(422, "invalid", str(exc), exc.field)
+    if isinstance(exc, JobNotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, JobStateRefused):
+        return error_response(409, "state_refused", str(exc))
+    return error_response(409, "conflict", str(exc))
+
+
+async def _unknown_category(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "not_found", str(exc))
 
 
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:

@@ -201,6 +201,8 @@ class Ready(BaseModel):
     ready: bool
     store: Literal["ok", "unreachable"]
     node: Literal["active", "inactive", "none"]
+    #: "paused": claiming nothing, draining (the engine pause); "none": no engine here.
+    engine: Literal["running", "paused", "none"] = "none"
 
 
 def at(ms: int) -> datetime:

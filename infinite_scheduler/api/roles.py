@@ -5,11 +5,18 @@ allowing what the ones below it allow::
 
     READ < SCHEDULE < EXECUTE < ADMIN
     read   create, change,  run now  tokens, audit log, blockouts,
-           pause, delete             everyone's schedules
+           pause, cancel,   (jobs,   categories, the engine pause,
+           reschedule,      trigger) one-shot jobs, bulk without
+           delete                    a schedule, everyone's
 
 A non-admin caller sees and changes only the schedules its token's owner owns. One it does not
 own answers 404, as one that does not exist: a caller cannot learn another owner's schedule
 names by probing (403 would confirm they exist).
+
+Jobs have no owner column; their owner follows from their id. An occurrence of a recurring
+schedule (its id carries the schedule's: schedules/ids.py) is that schedule's owner's: others
+get 404 for it, as for the schedule. A one-shot job (or the occurrence of a schedule deleted
+since) is no one's: every caller may read it, only ADMIN changes it (403).
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ class Role(IntEnum):
     """A token's role; a larger one allows everything a smaller one does."""
 
     READ = 1  #: list and read schedules and blockouts
-    SCHEDULE = 2  #: create, update, pause, resume, delete its own schedules
-    EXECUTE = 3  #: run things now (a schedule's extra occurrence; jobs, later)
-    ADMIN = 4  #: everything, everyone's: blockouts, the audit log, tokens
+    SCHEDULE = 2  #: create, update, pause, resume, delete its own schedules; change their jobs
+    EXECUTE = 3  #: run things now: a job, a schedule's extra occurrence
+    ADMIN = 4  #: everything, everyone's: blockouts, categories, the engine, the audit log, tokens
 
     @classmethod
     def parse(cls, name: str) -> Role:
@@ -62,6 +69,16 @@ class Caller:
         if requested is None or requested == self.owner:
             return self.owner
         return requested if self.admin else None
+
+
+def may_see_job(who: Caller, owner: str | None) -> bool:
+    """Whether the caller may read a job whose schedule's owner is `owner` (None: no one's)."""
+    return owner is None or who.owns(owner)
+
+
+def may_change_job(who: Caller, owner: str | None) -> bool:
+    """Whether the caller may change it: its schedule's owner's (or ADMIN) only."""
+    return who.admin if owner is None else who.owns(owner)
 
 
 #: The caller of an open API (api.allow_open, no token stored, 127.0.0.1 only).

@@ -22,10 +22,13 @@ from infinite_scheduler.api.app import create_app
 from infinite_scheduler.api.audit import Auditor
 from infinite_scheduler.api.services import ApiServices
 from infinite_scheduler.api.tokens import TokenBook
+from infinite_scheduler.categories import Categories
 from infinite_scheduler.clock import Clock
 from infinite_scheduler.config import LOCALHOST, ApiConfig, SchedulerConfig
 from infinite_scheduler.config_errors import ConfigProblem
+from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import ConfigError, PortUnavailable
+from infinite_scheduler.management import JobService
 from infinite_scheduler.parts import store_access
 from infinite_scheduler.schedules.book import ScheduleBook
 from repos.access import AccessStore
@@ -49,10 +52,21 @@ class ApiAccess:
     open_access: bool
 
     def services(
-        self, schedules: ScheduleBook, *, node_active: Callable[[], bool] | None = None
+        self,
+        schedules: ScheduleBook,
+        *,
+        jobs: JobService,
+        categories: Categories,
+        engine: EngineControl,
+        node_active: Callable[[], bool] | None = None,
+        node_paused: Callable[[], bool] | None = None,
     ) -> ApiServices:
         return ApiServices(
             schedules=schedules,
+            jobs=jobs,
+            categories=categories,
+            engine=engine,
+            node_paused=node_paused,
             access=self.store,
             tokens=self.tokens,
             auditor=self.auditor,

@@ -4,7 +4,8 @@ and out, with its rules in one place (rules.py). The CLI calls it, and the HTTP 
 ``async with JobService(config, SMS) as jobs: await jobs.cancel("sms", 42)``
 
 It opens the stores as SchedulerClient does (it holds one), so it runs beside any number of
-engine nodes. A change is written only if the row is still in the state it was read in; a row
+engine nodes; ``JobService.over(config, repos)`` works on repositories opened already (an
+engine's, a client's: the HTTP API's way, which opens no second pool). A change is written only if the row is still in the state it was read in; a row
 that moved on meanwhile is read again and decided again (CHANGE_ATTEMPTS times). Every refusal
 is a JobControlError naming the job, its state and shard, or the input field; none changes
 anything.
@@ -13,7 +14,7 @@ anything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
@@ -45,7 +46,14 @@ from infinite_scheduler.management.values import (
     encode_cursor,
 )
 from infinite_scheduler.schedules.ids import occurrence_range, schedule_of
-from repos.base import FINISHED, EntitySpec, RowRef, StoredRow, bucket_of
+from repos.base import (
+    FINISHED,
+    EntitySpec,
+    RowRef,
+    ShardingRepository,
+    StoredRow,
+    bucket_of,
+)
 from repos.control import JobControl, JobQuery
 
 logger = logging.getLogger(__name__)
@@ -61,13 +69,37 @@ class JobService:
     def __init__(
         self, config: SchedulerConfig, *specs: EntitySpec[Any, Any], clock: Clock | None = None
     ) -> None:
-        self._client = SchedulerClient(config, *specs, clock=clock)
+        self._client: SchedulerClient | None = SchedulerClient(config, *specs, clock=clock)
         self.config = config
         self.clock = self._client.clock
         self._specs = {spec.name: spec for spec in specs}
+        self._repos: Mapping[str, ShardingRepository[Any, Any]] | None = None
+
+    @classmethod
+    def over(
+        cls,
+        config: SchedulerConfig,
+        repos: Mapping[str, ShardingRepository[Any, Any]],
+        *,
+        clock: Clock,
+    ) -> JobService:
+        """A service on repositories their owner opened and closes (no ``async with``)."""
+        service = cls.__new__(cls)
+        service._client = None
+        service.config = config
+        service.clock = clock
+        service._specs = {name: repo.spec for name, repo in repos.items()}
+        service._repos = repos
+        return service
+
+    @property
+    def entities(self) -> list[str]:
+        """The entity types served, by name."""
+        return sorted(self._specs)
 
     async def __aenter__(self) -> JobService:
-        await self._client.__aenter__()
+        if self._client is not None:
+            await self._client.__aenter__()
         return self
 
     async def __aexit__(
@@ -76,7 +108,8 @@ class JobService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.__aexit__(exc_type, exc, tb)
+        if self._client is not None:
+            await self._client.__aexit__(exc_type, exc, tb)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -284,11 +317,17 @@ class JobService:
 
     # -- plumbing -----------------------------------------------------------------------------
 
+    def _repository(self, spec: EntitySpec[Any, Any]) -> ShardingRepository[Any, Any]:
+        if self._repos is not None:
+            return self._repos[spec.name]
+        assert self._client is not None
+        return self._client.repository(spec.name)
+
     def _control(self, spec: EntitySpec[Any, Any]) -> JobControl:
-        return cast(JobControl, self._client.repository(spec.name))
+        return cast(JobControl, self._repository(spec))
 
     async def _rows(self, spec: EntitySpec[Any, Any], key: int | str) -> list[StoredRow]:
-        rows = await self._client.repository(spec.name).get(key)
+        rows = await self._repository(spec).get(key)
         if not rows:
             raise JobNotFound(spec.name, key)
         return rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,8 @@ from infinite_scheduler.clock import Clock
 from infinite_scheduler.decisions import MisfirePolicy
 from infinite_scheduler.job import category_refusal
 from infinite_scheduler.schedules.blockouts import Blockout, make_blockout
-from infinite_scheduler.schedules.ids import check_schedule_id, occurrence_key
+from infinite_scheduler.schedules.ids import check_schedule_id, extra_run_key, occurrence_key
+from infinite_scheduler.schedules.materialiser import occurrence_row
 from infinite_scheduler.schedules.model import Schedule, check_window, first_at
 from infinite_scheduler.schedules.triggers import (
     CalendarTrigger,
@@ -35,7 +36,7 @@ from infinite_scheduler.schedules.triggers import (
     Trigger,
     trigger_from_json,
 )
-from repos.base import EntitySpec, EntitySpecError, ShardingRepository
+from repos.base import EncodedBatch, EntitySpec, EntitySpecError, ShardingRepository, check_for
 from repos.schedules import (
     BlockoutRow,
     InvalidSchedule,
@@ -51,6 +52,18 @@ Repo = ShardingRepository[Any, Any]
 CHANGE_ATTEMPTS = 5
 #: A template's sample occurrence id and time, to check it builds an entity.
 _SAMPLE_ID = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Triggered:
+    """An extra run of a schedule: its job's id and time; `stored` False when the same run
+    was stored already (a repeat within the id's resolution)."""
+
+    schedule: int
+    entity: str
+    key: int | str
+    at_ms: int
+    stored: bool
 
 
 class ScheduleBook:
@@ -140,6 +153,23 @@ class ScheduleBook:
     async def resume(self, ref: int | str) -> Schedule:
         """Occurrences are made again from now on (those due while paused are not made)."""
         return await self._change(ref, self._resumed)
+
+    async def trigger(self, ref: int | str) -> Triggered:
+        """One extra occurrence of the schedule, due now, stored as the materialiser stores
+        one (ids.extra_run_key: the same id again within the same second is not stored
+        twice). The schedule itself is not touched: its next occurrence, its run count and
+        its state stay. A paused or ended schedule runs too: an operator asked for it."""
+        s = await self.get(ref)
+        repo = self._repos.get(s.row.entity)
+        if repo is None:
+            raise InvalidSchedule("entity", f"entity type {s.row.entity!r} is not registered here")
+        now_ms = self._clock.now_ms()
+        key = extra_run_key(repo.spec.key_type, s.id, s.row.generation, now_ms)
+        row = occurrence_row(s, key, now_ms, s.row.template_json.encode())
+        check_for(repo, EncodedBatch.of_rows([row]), now_ms=now_ms)
+        stored = await repo.insert_rows([row], now_ms=now_ms, on_duplicate="ignore") == 1
+        logger.info("schedule %r triggered: %r", s.name, key, extra=s.log_context())
+        return Triggered(schedule=s.id, entity=s.row.entity, key=key, at_ms=now_ms, stored=stored)
 
     async def delete(self, ref: int | str) -> bool:
         """Delete the schedule and cancel its occurrences made ahead; False if there was none."""

@@ -18,6 +18,13 @@ a duplicate of the cancelled row.
   generations 256 apart share ids, which can only collide if the schedule changed 256 times
   within one materialisation window (about a minute), since every generation's occurrences
   start after its change.
+
+An **extra run** (``ScheduleBook.trigger``: one occurrence now, besides the schedule's own) has
+an id of the same family, so it is listed with the schedule's occurrences and its history is
+the schedule's, but never one of the materialiser's: str ids ``"~s{schedule}.x@{at_ms}"`` (no
+generation is ``x``); int ids take the generation with its top bit flipped (generation ^ 128),
+which meets a materialised occurrence only after 128 changes within a materialisation window,
+as above. Two triggers in the same millisecond (str) or second (int) are one run.
 """
 
 from __future__ import annotations
@@ -36,6 +43,13 @@ def occurrence_key(key_type: type, schedule_id: int, generation: int, at_ms: int
         return f"~s{schedule_id}.{generation}@{at_ms}"
     at_s = at_ms // 1000
     return -((schedule_id << 40) | ((generation % _GENERATIONS) << 32) | (at_s % _SECONDS))
+
+
+def extra_run_key(key_type: type, schedule_id: int, generation: int, at_ms: int) -> int | str:
+    """The id of an extra run at `at_ms` of a schedule at `generation` (trigger now)."""
+    if key_type is str:
+        return f"~s{schedule_id}.x@{at_ms}"
+    return occurrence_key(key_type, schedule_id, generation ^ (_GENERATIONS >> 1), at_ms)
 
 
 def check_schedule_id(key_type: type, schedule_id: int) -> None:

@@ -4,90 +4,18 @@ roles x operations x owners, bad input, the audit log, readiness."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from infinite_scheduler.api.app import create_app
-from infinite_scheduler.api.audit import Auditor
 from infinite_scheduler.api.server import api_access
-from infinite_scheduler.api.services import ApiServices
-from infinite_scheduler.api.tokens import TokenBook
-from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.config import load_config
 from infinite_scheduler.errors import ConfigError
-from infinite_scheduler.parts import store_access
-from repos.examples import SMS
+from tests.integration.api_harness import ROLES, TEMPLATE, Api, api, check_error, schedule_id
 
-TEMPLATE = {"phone": "+15550100", "message": "hi"}
-ROLES = ("READ", "SCHEDULE", "EXECUTE", "ADMIN")
-
-
-@dataclass
-class Api:
-    http: httpx.AsyncClient
-    services: ApiServices
-    secrets: dict[str, str]  #: token name -> secret
-    snapshot: Callable[[], Awaitable[Any]]
-
-    def auth(self, name: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.secrets[name]}"}
-
-
-@pytest.fixture
-async def api(store_url: str) -> AsyncIterator[Api]:
-    """The app on a fresh store with one token per role for owner "alice", one SCHEDULE token
-    for "bob", and two schedules: alice's "a1" and bob's "b1"."""
-    config = load_config(None, store={"url": store_url}, metrics_port=0)
-    async with SchedulerClient(config, SMS) as client:
-        bootstrap = store_access(config)
-        await bootstrap.open()
-        book = TokenBook(bootstrap, Auditor(bootstrap, clock=client.clock), clock=client.clock)
-        secrets = {}
-        for role in ROLES:
-            _, secrets[role] = await book.create(
-                f"alice-{role.lower()}", role, owner="alice", actor="test"
-            )
-        _, secrets["bob"] = await book.create("bob", "SCHEDULE", owner="bob", actor="test")
-        _, secrets["revoked"] = await book.create("gone", "ADMIN", actor="test")
-        await book.revoke("gone", actor="test")
-        await bootstrap.close()
-        for name, owner in (("a1", "alice"), ("b1", "bob")):
-            await client.schedules.create(
-                name, SMS, {"kind": "rate", "every_s": 60}, TEMPLATE, owner=owner
-            )
-        async with api_access(config, clock=client.clock) as access:
-            services = access.services(client.schedules)
-            app = create_app(services, max_body_bytes=4096)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-
-                async def snapshot() -> Any:
-                    schedules = [s.row for s in await client.schedules.list()]
-                    blockouts = await client.schedules.blockouts()
-                    return schedules, blockouts
-
-                yield Api(http, services, secrets, snapshot)
-
-
-def check_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"code", "message", "field", "request_id"}
-    assert body["code"] == code and body["message"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
-
-
-async def schedule_id(api: Api, name: str) -> int:
-    for s in await api.services.schedules.list():
-        if s.name == name:
-            return s.id
-    raise AssertionError(name)
-
+__all__ = ["api"]  # the fixture, used by name
 
 # -- roles x operations x owners -------------------------------------------------------------
 
@@ -396,7 +324,8 @@ async def test_unknown_routes_and_methods_get_the_uniform_body(api: Api) -> None
 
 async def test_health_ready_and_the_openapi_document_need_no_token(api: Api) -> None:
     assert (await api.http.get("/health")).json() == {"status": "ok"}
-    assert (await api.http.get("/ready")).json() == {"ready": True, "store": "ok", "node": "none"}
+    ready = (await api.http.get("/ready")).json()
+    assert ready == {"ready": True, "store": "ok", "node": "none", "engine": "none"}
     document = (await api.http.get("/openapi.json")).json()
     assert {"/schedules", "/schedules/{schedule_id}/pause", "/blockouts", "/audit"} <= set(
         document["paths"]

@@ -27,6 +27,7 @@ def write_config(tmp_path: Path, url: str, *, allow_open: bool = False) -> Path:
         "metrics_port = 0\n"
         f"[api]\nport = 0\nallow_open = {'true' if allow_open else 'false'}\n"
         f'[store]\nurl = "{url}"\n'
+        "[categories.reports]\n"
     )
     return path
 
@@ -158,5 +159,7 @@ def test_the_readme_curl_session_runs(tmp_path: Path, serve: type[Server]) -> No
     assert '"paused":true' in out
     assert '"action":"schedule.pause"' in out and '"actor":"ops"' in out
     assert '"code":"unauthorized"' in out
+    assert '"stored":true' in out and '"state":"CANCELLED"' in out
+    assert '"name":"reports","paused":true' in out
     assert re.search(r"^  ops\s+ADMIN\s+ops\s", out, re.MULTILINE)
     assert "revoked ops" in out

@@ -23,6 +23,11 @@ D22 = int((datetime(2026, 11, 22, tzinfo=UTC) - EPOCH).total_seconds()) * 1000
 NOW = D22 + 12 * HOUR
 
 
+def client_of(jobs: JobService) -> SchedulerClient:
+    assert jobs._client is not None  # made by JobService(config, ...), not JobService.over
+    return jobs._client
+
+
 def sms(key: int, at_ms: int) -> SmsEntity:
     at = EPOCH + timedelta(milliseconds=at_ms)
     return SmsEntity(id=key, scheduled_at=at, phone="+15550100", message=f"m{key}")
@@ -50,12 +55,12 @@ async def jobs(config: SchedulerConfig, clock: FakeClock) -> AsyncIterator[JobSe
 
 
 async def stored(jobs: JobService) -> list[StoredRow]:
-    repo = jobs._client.repository("sms")
+    repo = client_of(jobs).repository("sms")
     return await repo.page(start_ms=0, end_ms=NOW + 400 * DAY, limit=10_000)
 
 
 async def claim(jobs: JobService, before_ms: int, epoch: int = 11) -> None:
-    repo = jobs._client.repository("sms")
+    repo = client_of(jobs).repository("sms")
     await repo.claim_due(
         Claimant("n1", epoch), now_ms=NOW, before_ms=before_ms, since_ms=NOW - HOUR, limit=100
     )
@@ -127,7 +132,7 @@ async def test_list_jobs_pages_by_cursor_in_either_order_and_filters(jobs: JobSe
 async def test_list_jobs_by_schedule_finds_its_occurrences(
     jobs: JobService, clock: FakeClock
 ) -> None:
-    orders = jobs._client.repository("orders")
+    orders = client_of(jobs).repository("orders")
     at = EPOCH + timedelta(milliseconds=NOW + HOUR)
     ids = ["~s1.0@1", "~s1.2@5", "~s12.0@1", "own"]
     await orders.insert(
@@ -158,7 +163,7 @@ async def test_cancel_pause_resume_and_the_states_they_refuse(jobs: JobService) 
 
 async def test_finished_jobs_refuse_every_change(jobs: JobService) -> None:
     await claim(jobs, NOW + HOUR + 1)
-    repo = jobs._client.repository("sms")
+    repo = client_of(jobs).repository("sms")
     [row] = await repo.get(1)
     await repo.mark_done(11, [RowRef(1, row.at_ms)], fired_at_ms=NOW)
     for call in (jobs.cancel, jobs.pause, jobs.resume, jobs.run_now):
@@ -185,7 +190,7 @@ async def test_reschedule_moves_the_job_between_shards(jobs: JobService) -> None
         "PENDING",
     )
     assert after.shard != before.shard
-    assert [r.at_ms for r in await jobs._client.repository("sms").get(1)] == [NOW + 5 * DAY]
+    assert [r.at_ms for r in await client_of(jobs).repository("sms").get(1)] == [NOW + 5 * DAY]
     await jobs.pause("sms", 2)
     moved = await jobs.reschedule("sms", 2, datetime(2026, 11, 30, tzinfo=UTC))
     assert moved.state == "PAUSED"

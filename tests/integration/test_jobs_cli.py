@@ -4,6 +4,7 @@ refusal or a bad input."""
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from infinite_scheduler import load_config
+from infinite_scheduler.parts import store_access
+from repos.access import AuditRow
 from repos.base import ShardPolicy, StoredRow
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
@@ -56,6 +60,15 @@ async def rows(store_url: str) -> list[StoredRow]:
         await repo.close()
 
 
+async def audit(config: Path) -> list[AuditRow]:
+    store = store_access(load_config(str(config)))
+    await store.open()
+    try:
+        return await store.audit(limit=100)
+    finally:
+        await store.close()
+
+
 async def test_list_show_and_change_jobs(config: Path) -> None:
     c = ("--config", str(config))
     listed = cli("jobs", "list", "sms", "--size", "2", *c)
@@ -80,6 +93,13 @@ async def test_list_show_and_change_jobs(config: Path) -> None:
         assert orjson.loads(done.stdout)["state"] == state, done.stderr
     paused_only = cli("jobs", "list", "sms", "--state", "cancelled", "--json", *c)
     assert [j["id"] for j in orjson.loads(paused_only.stdout)["jobs"]] == [2]
+    logged = await audit(config)
+    assert [r.action for r in reversed(logged)] == [
+        "job.pause", "job.reschedule", "job.resume", "job.run-now", "job.cancel"
+    ]  # fmt: skip
+    assert {(r.actor, r.target) for r in logged} == {(f"cli:{getpass.getuser()}", "job sms 2")}
+    assert orjson.loads(logged[0].before_json or "")["state"] == "PENDING"
+    assert orjson.loads(logged[0].after_json or "")["state"] == "CANCELLED"
 
 
 async def test_bad_input_and_refusals_exit_clearly_and_change_nothing(
@@ -107,3 +127,4 @@ async def test_bad_input_and_refusals_exit_clearly_and_change_nothing(
         assert (done.returncode, message in done.stderr) == (code, True), (args, done.stderr)
         assert "Traceback" not in done.stderr
     assert await rows(store_url) == before
+    assert [r.action for r in await audit(config)] == ["job.cancel"]  # the refused: none

@@ -365,3 +365,27 @@ async def test_occurrences_carry_their_schedules_priority(engines: Make, clock: 
             since_ms=T0 - MIN, limit=10,
         )  # fmt: skip
         assert [priority_of(job.options) for job in claimed] == [900, 900, 900]
+
+
+async def test_trigger_fires_one_extra_run_now_beside_the_schedules_own(
+    engines: Make, clock: FakeClock
+) -> None:
+    """A per-second schedule, triggered at the very time of one of its occurrences: both
+    fire (ids apart), the repeat within the second is one run, and the schedule's next
+    occurrence and run count are not touched."""
+    fires = Fires(clock)
+    async with engines(fires) as engine:
+        s = await engine.schedules.create(
+            "each-second", SMS, {"kind": "rate", "every_s": 1, "anchor_ms": T0}, HI
+        )
+        clock.advance(3 * S)  # T0 - 2 s
+        await engine.run_until_idle()  # occurrences made ahead, up to T0 and past it
+        clock.advance(2 * S)  # T0
+        row = (await engine.schedules.get(s.id)).row
+        run = await engine.schedules.trigger("each-second")
+        again = await engine.schedules.trigger(s.id)
+        assert (run.stored, again.stored, again.key) == (True, False, run.key)
+        assert (await engine.schedules.get(s.id)).row == row
+        await engine.run_until_idle()
+        at_t0 = sorted(job_id for job_id, at, _, _ in fires.seen if at == T0)
+        assert len(at_t0) == 2 and run.key in at_t0

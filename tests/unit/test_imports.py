@@ -43,6 +43,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.api_commands",
         "infinite_scheduler.job_commands",
         "infinite_scheduler.history_commands",
+        "infinite_scheduler.control_commands",
     }
 )
 DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql"})

@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from infinite_scheduler.schedules.blockouts import Moved, Skipped, blocked, make_blockout
-from infinite_scheduler.schedules.ids import INT_SCHEDULE_LIMIT, check_schedule_id, occurrence_key
+from infinite_scheduler.schedules.ids import (
+    INT_SCHEDULE_LIMIT,
+    check_schedule_id,
+    extra_run_key,
+    occurrence_key,
+    occurrence_range,
+    schedule_of,
+)
 from infinite_scheduler.schedules.model import Schedule, after_finish, plan
 from infinite_scheduler.schedules.triggers import CronTrigger, DelayTrigger, RateTrigger, Trigger
 from repos.errors import InvalidSchedule
@@ -123,6 +130,19 @@ def test_occurrence_ids_are_deterministic_and_apart() -> None:
     check_schedule_id(str, INT_SCHEDULE_LIMIT)
     with pytest.raises(InvalidSchedule, match="2\\*\\*23|8388607"):
         check_schedule_id(int, INT_SCHEDULE_LIMIT)
+
+
+@pytest.mark.parametrize("key_type", [int, str])
+def test_an_extra_runs_id_is_the_schedules_but_never_a_materialised_ones(key_type: type) -> None:
+    extra = extra_run_key(key_type, 7, 3, T0)
+    assert extra == extra_run_key(key_type, 7, 3, T0)  # a repeat is one run
+    assert schedule_of(extra) == 7
+    first, after = occurrence_range(key_type, 7)
+    assert first <= extra < after  # type: ignore[operator]
+    made = {
+        occurrence_key(key_type, 7, gen, T0 + k * 1000) for gen in (2, 3, 4) for k in range(-5, 5)
+    }
+    assert extra not in made
 
 
 def test_blockouts_delay_to_the_window_end_and_skip() -> None:

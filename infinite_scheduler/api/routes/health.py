@@ -1,5 +1,6 @@
 """``/health`` (the process answers) and ``/ready`` (the store answers and, inside an engine,
-its node is ACTIVE): for load balancers and orchestrators, without a token."""
+its node is ACTIVE; it says whether the engine pause holds it): for load balancers and
+orchestrators, without a token."""
 
 from __future__ import annotations
 
@@ -41,4 +42,6 @@ async def ready(found: Annotated[ApiServices, Depends(services)]) -> Ready | JSO
         return Ready(ready=True, store="ok", node="none")
     if not found.node_active():
         return error_response(503, "not_ready", "the engine's node is not ACTIVE")
-    return Ready(ready=True, store="ok", node="active")
+    paused = found.node_paused is not None and found.node_paused()
+    # Still ready when paused: its API must stay reachable, to resume it.
+    return Ready(ready=True, store="ok", node="active", engine="paused" if paused else "running")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from infinite_scheduler.api.auth import require, services
+from infinite_scheduler.api.control_models import TriggeredOut
 from infinite_scheduler.api.errors import ERROR_RESPONSES, Forbidden, NotFound
 from infinite_scheduler.api.models import ScheduleCreate, ScheduleOut, SchedulePage, ScheduleUpdate
 from infinite_scheduler.api.roles import Caller, Role
@@ -106,6 +107,20 @@ async def resume_schedule(schedule_id: ScheduleId, who: Scheduler, found: Servic
     before = await _visible(found, who, schedule_id)
     after = await found.schedules.resume(schedule_id)
     return await _changed(found, who, "schedule.resume", before, after)
+
+
+@router.post("/{schedule_id}/trigger", response_model=TriggeredOut)
+async def trigger_schedule(
+    schedule_id: ScheduleId, who: Annotated[Caller, Depends(require(Role.EXECUTE))], found: Services
+) -> TriggeredOut:
+    """One extra occurrence now, besides the schedule's own (its next one stays as it is);
+    a paused schedule runs too. Its job is listed with the schedule's occurrences."""
+    await _visible(found, who, schedule_id)
+    out = TriggeredOut.of(await found.schedules.trigger(schedule_id))
+    await found.auditor.record(
+        who.name, "schedule.trigger", f"schedule {schedule_id}", None, out.model_dump(mode="json")
+    )
+    return out
 
 
 @router.delete("/{schedule_id}", status_code=204, response_class=Response)
