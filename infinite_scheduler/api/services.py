@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from infinite_scheduler.api.audit import Auditor
+from infinite_scheduler.api.store_views import StoreViews
 from infinite_scheduler.api.tokens import TokenBook
 from infinite_scheduler.schedules.book import ScheduleBook
 from repos.access import AccessStore
@@ -25,3 +26,5 @@ class ApiServices:
     node_active: Callable[[], bool] | None = None
     #: Raises when the store cannot answer (readiness); defaults to a read of the tokens.
     ping: Callable[[], Awaitable[None]] | None = None
+    #: The nodes, shards and history the dashboard shows; None: not served by this process.
+    views: StoreViews | None = None
