@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 MYSQL_HOST ?= 127.0.0.1
 MYSQL_PORT ?= 3306
 
-.PHONY: run test unit lint bench install ensure-mysql prometheus-tools galera-up galera-down galera-status cluster cluster-down cluster-status clean
+.PHONY: run test unit lint bench install ensure-mysql prometheus-tools chromium galera-up galera-down galera-status cluster cluster-down cluster-status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/infinite-scheduler run --config config.toml --demo
 
-test: $(STAMP) ensure-mysql prometheus-tools
+test: $(STAMP) ensure-mysql prometheus-tools chromium
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
@@ -62,6 +62,14 @@ prometheus-tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
 			&& { service prometheus stop >/dev/null 2>&1 || true; }; \
+	fi
+
+# Debian's chromium for the dashboard's browser tests (tests/e2e/test_dashboard_browser.py),
+# driven by Playwright from PyPI with executable_path: never `playwright install` (no browser
+# download). Installed (as root) only when missing, without its recommends.
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
 	fi
 
 # A three-node Galera cluster on 127.0.0.1:3311..3313 (issue 13); data under /tmp/infsched-galera.

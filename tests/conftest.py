@@ -649,3 +649,15 @@ def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every target of docker/grafana/dashboard.json, in order."""
     panels = json.loads(DASHBOARD.read_text())["panels"]
     return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+
+
+#: Debian's chromium, driven by Playwright with executable_path (never a downloaded browser).
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium: fails under CI=true when missing, skips elsewhere."""
+    if not Path(CHROMIUM).exists():
+        _missing_service(f"{CHROMIUM} not found", "browser", " Install it: make chromium")
+    return CHROMIUM

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI
 
 from infinite_scheduler import __version__
-from infinite_scheduler.api import errors
+from infinite_scheduler.api import dashboard, errors
 from infinite_scheduler.api.middleware import BodyLimit, RequestIds
 from infinite_scheduler.api.routes import audit, blockouts, control, health, jobs, schedules
 from infinite_scheduler.api.services import ApiServices
@@ -49,6 +49,7 @@ def create_app(
     errors.install(app)
     for router in (*ROUTERS, *extra_routers):
         app.include_router(router)
+    dashboard.install(app)  # the web pages at /dashboard/ and the views they draw
     # Added last, so outermost: the request id is set before anything can fail.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestIds)

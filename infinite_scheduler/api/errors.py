@@ -79,6 +79,13 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class Invalid(ApiError):
+    """A parameter the route's own checks refuse (its name in `field`)."""
+
+    status = 422
+    code = "invalid"
+
+
 class BodyTooLarge(ApiError):
     status = 413
     code = "body_too_large"

@@ -13,25 +13,28 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 
 import uvicorn
 
 from infinite_scheduler.api.app import create_app
 from infinite_scheduler.api.audit import Auditor
 from infinite_scheduler.api.services import ApiServices
+from infinite_scheduler.api.store_views import StoreViews
 from infinite_scheduler.api.tokens import TokenBook
 from infinite_scheduler.categories import Categories
-from infinite_scheduler.clock import Clock
+from infinite_scheduler.clock import Clock, SystemClock
 from infinite_scheduler.config import LOCALHOST, ApiConfig, SchedulerConfig
 from infinite_scheduler.config_errors import ConfigProblem
 from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import ConfigError, PortUnavailable
+from infinite_scheduler.history import ExecutionHistory
 from infinite_scheduler.management import JobService
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.parts import store_access, store_history, store_membership
 from infinite_scheduler.schedules.book import ScheduleBook
 from repos.access import AccessStore
+from repos.cluster import Membership
 
 logger = logging.getLogger(__name__)
 NO_TOKEN = (
@@ -50,6 +53,23 @@ class ApiAccess:
     tokens: TokenBook
     #: No token stored and api.allow_open: requests without a token act as ADMIN.
     open_access: bool
+    #: The nodes table and the history (None: [history] is off), for the store views.
+    membership: Membership | None = None
+    history: ExecutionHistory | None = None
+    node_timeout_ms: int = 0
+    clock: Clock = field(default_factory=SystemClock)
+
+    def views(self, schedules: ScheduleBook) -> StoreViews | None:
+        """The dashboard's views of the store, over the entity types `schedules` serves."""
+        if self.membership is None:
+            return None
+        return StoreViews(
+            self.membership,
+            schedules.repositories,
+            self.history,
+            clock=self.clock,
+            node_timeout_ms=self.node_timeout_ms,
+        )
 
     def services(
         self,
@@ -72,6 +92,7 @@ class ApiAccess:
             auditor=self.auditor,
             open_access=self.open_access,
             node_active=node_active,
+            views=self.views(schedules),
         )
 
 
@@ -79,15 +100,34 @@ class ApiAccess:
 async def api_access(config: SchedulerConfig, *, clock: Clock) -> AsyncIterator[ApiAccess]:
     """The configured store's access tables, open while inside; ConfigError when no token is
     stored and the API may not run open."""
-    store = store_access(config)
-    await store.open()
-    try:
+    async with AsyncExitStack() as stack:
+        store = store_access(config)
+        await store.open()
+        stack.push_async_callback(store.close)
         open_access = may_run_open(config.api, await store.live_tokens())
         auditor = Auditor(store, clock=clock)
         tokens = TokenBook(store, auditor, clock=clock)
-        yield ApiAccess(store=store, auditor=auditor, tokens=tokens, open_access=open_access)
-    finally:
-        await store.close()
+        membership = store_membership(config)
+        await membership.open()
+        stack.push_async_callback(membership.close)
+        history = None
+        if config.history.enabled:
+            history_store = store_history(config)
+            await history_store.open()
+            stack.push_async_callback(history_store.close)
+            history = ExecutionHistory(
+                history_store, clock=clock, late_threshold_ms=config.history.late_threshold_ms
+            )
+        yield ApiAccess(
+            store=store,
+            auditor=auditor,
+            tokens=tokens,
+            open_access=open_access,
+            membership=membership,
+            history=history,
+            node_timeout_ms=config.cluster.node_timeout_ms,
+            clock=clock,
+        )
 
 
 def may_run_open(api: ApiConfig, live_tokens: int) -> bool:

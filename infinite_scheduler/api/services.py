@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from infinite_scheduler.api.audit import Auditor
+from infinite_scheduler.api.store_views import StoreViews
 from infinite_scheduler.api.tokens import TokenBook
 from infinite_scheduler.categories import Categories
 from infinite_scheduler.engine_control import EngineControl
@@ -33,3 +34,5 @@ class ApiServices:
     node_paused: Callable[[], bool] | None = None
     #: Raises when the store cannot answer (readiness); defaults to a read of the tokens.
     ping: Callable[[], Awaitable[None]] | None = None
+    #: The nodes, shards and history the dashboard shows; None: not served by this process.
+    views: StoreViews | None = None

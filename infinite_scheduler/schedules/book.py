@@ -84,6 +84,11 @@ class ScheduleBook:
         self._clock = clock
         self._categories = frozenset(categories)
 
+    @property
+    def repositories(self) -> Mapping[str, Repo]:
+        """The entity types' repositories, by name: the store views read their shards."""
+        return self._repos
+
     async def create(
         self,
         name: str,
