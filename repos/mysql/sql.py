@@ -773,11 +773,11 @@ CREATE_HISTORY = """CREATE TABLE IF NOT EXISTS `{table}` (
     PRIMARY KEY (finished_at, entity, job_id, job_at, attempt),
     KEY ix_history_job (entity, job_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
-# {rows}: literals (repos/mysql/history.py). A repeat of a row already there (a flush written
-# twice in one millisecond of a fake clock) changes nothing.
+# {columns}, {rows}: literals (repos/mysql/history.py; category and error left out when every
+# row has the default). A repeat of a row already there (a flush written twice in one
+# millisecond of a fake clock) changes nothing.
 INSERT_HISTORY = (
-    "INSERT INTO `{table}` (entity, job_id, job_at, attempt, node, category, due_at, fired_at,"
-    " finished_at, outcome, error) VALUES {rows} ON DUPLICATE KEY UPDATE attempt = attempt"
+    "INSERT INTO `{table}` ({columns}) VALUES {rows} ON DUPLICATE KEY UPDATE attempt = attempt"
 )
 # After an ack that changed fewer rows than it named: the rows it did mark DONE.
 DONE_BY_THIS_ACK = """
