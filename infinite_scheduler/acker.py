@@ -85,7 +85,7 @@ class Acker:
     def _attempt(
         self, job: ClaimedJob, fired_ms: int, outcome: Outcome, error: str | None
     ) -> Attempt:
-        code = code_of(job.options)
+        code = code_of(job.options) if job.options else 0
         return Attempt(
             job.key,
             job.at_ms,

@@ -29,6 +29,7 @@ import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -93,6 +94,7 @@ class Attempt(NamedTuple):
     error: str | None
 
 
+_FINISHED = itemgetter(Attempt._fields.index("finished_ms"))
 _CUT = " ...[truncated]"
 
 
@@ -112,9 +114,17 @@ def history_table(day: ShardBounds) -> str:
 
 
 def by_table(attempts: Iterable[Attempt]) -> dict[str, list[Attempt]]:
-    """Attempts by the history table of their end's day (usually one table)."""
-    tables: dict[str, list[Attempt]] = {}
+    """Attempts by the history table of their end's day (usually one table: found without a
+    Python step per attempt)."""
+    attempts = list(attempts)
+    if not attempts:
+        return {}
     span = HISTORY_GRANULARITY.span_ms
+    ends = list(map(_FINISHED, attempts))
+    first, last = min(ends), max(ends)
+    if first - first % span == last - last % span:
+        return {history_table(history_day(first)): attempts}
+    tables: dict[str, list[Attempt]] = {}
     day_tables: dict[int, str] = {}
     for a in attempts:
         start = a.finished_ms - a.finished_ms % span

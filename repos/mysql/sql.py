@@ -781,12 +781,23 @@ CREATE_HISTORY = """CREATE TABLE IF NOT EXISTS `{table}` (
     PRIMARY KEY (finished_at, entity, job_id, job_at, attempt),
     KEY ix_history_job (entity, job_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
-# {rows}: literals (repos/mysql/history.py). A repeat of a row already there (a flush written
-# twice in one millisecond of a fake clock) changes nothing.
-INSERT_HISTORY = (
-    "INSERT INTO `{table}` (entity, job_id, job_at, attempt, node, category, due_at, fired_at,"
-    " finished_at, outcome, error) VALUES {rows} ON DUPLICATE KEY UPDATE attempt = attempt"
-)
+# {columns}, {rows}: literals (repos/mysql/history.py; category and error left out when every
+# row has the default). A repeat of a row already there (a flush written twice in one
+# millisecond of a fake clock) changes nothing.
+
+
+def _insert_history(category: bool, error: bool) -> str:
+    columns = "entity, job_id, job_at, attempt, node" + (", category" if category else "")
+    columns += ", due_at, fired_at, finished_at, outcome" + (", error" if error else "")
+    return (
+        f"INSERT INTO `{{table}}` ({columns}) VALUES {{rows}}"
+        " ON DUPLICATE KEY UPDATE attempt = attempt"
+    )
+
+
+#: By (any row with a category, any with an error): an INSERT leaves out the columns whose
+#: rows all have the default.
+INSERT_HISTORY = {(c, e): _insert_history(c, e) for c in (False, True) for e in (False, True)}
 # After an ack that changed fewer rows than it named: the rows it did mark DONE.
 DONE_BY_THIS_ACK = """
 SELECT `{id}`, `{at}` FROM {target}

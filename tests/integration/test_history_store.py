@@ -206,6 +206,40 @@ async def test_str_ids_are_stored_as_they_are(make_repo: MakeRepo, history: Hist
     assert await history.attempts("orders", key.upper()) == []
 
 
+async def test_one_ack_mixing_default_and_other_columns_stores_each_row_as_given(
+    make_repo: MakeRepo, history: HistoryStore
+) -> None:
+    """The MySQL writer leaves category and error out of an INSERT whose rows all have the
+    defaults: one that mixes them must still store each row's own values; text of any bytes
+    (a node id with a quote, a category with a backslash) comes back as it was."""
+    repo, orders = await make_repo(), await make_repo(ORDERS)
+    refs = await claimed(repo, [1, 2, 3])
+    odd = Attempt(3, NOW, 2, "n'1;--", "a\\b", NOW, NOW + 1, NOW + 2, Outcome.OK, None)
+    mixed = [attempt(1, NOW, category="billing", error="e'x"), attempt(2, NOW), odd]
+    assert await repo.mark_done(N1.epoch, refs, fired_at_ms=NOW, history=mixed) == 3
+    found = {r.job_id: r for r in await history.page(HistoryFilter(entity="sms"))}
+    assert {k: (r.node, r.category, r.error) for k, r in found.items()} == {
+        "1": ("n1", "billing", "e'x"),
+        "2": ("n1", "", None),
+        "3": ("n'1;--", "a\\b", None),
+    }
+    keys = ["A-1", "b2", "ü"]
+    at = EPOCH + timedelta(milliseconds=NOW)
+    await orders.insert(
+        [OrderEntity(order_id=k, expires_at=at, customer_id=1, amount_cents=5) for k in keys],
+        now_ms=NOW,
+    )
+    jobs = await orders.claim_due(N1, now_ms=NOW, before_ms=NOW + 1, since_ms=D20, limit=10)
+    hist = [attempt(k, NOW) for k in keys]
+    assert await orders.mark_done(N1.epoch, [j.ref for j in jobs], fired_at_ms=NOW, history=hist)
+    stored = await history.page(HistoryFilter(entity="orders"))
+    assert sorted((r.job_id, r.category, r.error) for r in stored) == [
+        ("A-1", "", None),
+        ("b2", "", None),
+        ("ü", "", None),
+    ]
+
+
 # -- days: made ahead, dropped with retention -------------------------------------------------
 
 

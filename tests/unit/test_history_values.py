@@ -22,6 +22,7 @@ from repos.history import (
     percentile,
     summarize,
 )
+from repos.mysql.history import text_literal
 
 D22 = int(datetime(2026, 11, 22, tzinfo=UTC).timestamp() * 1000)
 
@@ -43,6 +44,19 @@ def test_attempts_go_to_the_table_of_the_day_they_ended() -> None:
         "history_20261122": [early, early],
         "history_20261121": [late],
     }
+
+
+def test_attempts_of_one_day_go_to_its_table_whole() -> None:
+    early, later = attempt(D22), attempt(D22 + 86_399_999)
+    assert by_table([later, early]) == {"history_20261122": [later, early]}
+    assert by_table([]) == {}
+
+
+def test_short_texts_are_plain_literals_only_when_nothing_in_them_can_end_one() -> None:
+    assert text_literal("node-1.a:b@c/d+e_F") == "'node-1.a:b@c/d+e_F'"
+    assert text_literal("") == "''"
+    for odd in ("n'1", "a\\b", "é", "a b", "x;--"):
+        assert text_literal(odd) == f"_utf8mb4 X'{odd.encode().hex()}'"
 
 
 def test_a_cursor_round_trips_and_anything_else_is_refused_clearly() -> None:
