@@ -305,6 +305,12 @@ REVOKE = (
     " %(job_id)s, %(at_ms)s) ON DUPLICATE KEY UPDATE epoch = epoch"
 )
 REVOCATIONS = "SELECT epoch, entity, job_id, at_ms FROM revocations WHERE epoch = %(epoch)s"
+# Revocations no running epoch will take: posted for an epoch that stopped or died before its
+# next read (the row itself changed already; only the node's wheel needed telling). By the
+# primary key's epoch prefix, against the nodes table's handful of running rows.
+PRUNE_REVOCATIONS = (
+    "DELETE FROM revocations WHERE epoch NOT IN (SELECT epoch FROM nodes WHERE state IN (0, 1))"
+)
 FORGET_REVOCATION = (
     "DELETE FROM revocations WHERE epoch = %(epoch)s AND entity = %(entity)s"
     " AND job_id = %(job_id)s AND at_ms = %(at_ms)s"

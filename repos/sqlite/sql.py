@@ -213,6 +213,10 @@ REVOKE = (
 )
 REVOCATIONS = "SELECT epoch, entity, job_id, at_ms FROM revocations WHERE epoch = :epoch"
 FORGET_REVOCATIONS = "DELETE FROM revocations WHERE epoch = :epoch"
+# Revocations no running epoch will take (as on MySQL).
+PRUNE_REVOCATIONS = (
+    "DELETE FROM revocations WHERE epoch NOT IN (SELECT epoch FROM nodes WHERE state IN (0, 1))"
+)
 
 # A scan of the shard (status is in no index): for the shards CLI and shards about to drop.
 COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'
