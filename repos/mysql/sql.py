@@ -293,6 +293,14 @@ MOVE_PARTITIONED = (
     + _STILL_SEEN
     + " AND shard_at = %(seen_shard_at)s"
 )
+# In the move's transaction: the edges of jobs waiting for the moved row follow it to its new
+# time (the release finds a dependency by id and time), looked at on the release's next pass
+# (check_at 0: one parked until the old time would wake its dependents late). Through
+# ix_dependencies_on.
+MOVE_DEPENDENTS = (
+    "UPDATE dependencies SET on_at = %(at_ms)s, check_at = 0"
+    " WHERE on_entity = %(entity)s AND on_id = %(on_id)s AND on_at = %(seen_at_ms)s"
+)
 CREATE_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
     epoch BIGINT NOT NULL,
     entity VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,

@@ -200,6 +200,11 @@ MOVE_DELETE = 'DELETE FROM "{table}"' + _STILL_SEEN
 MOVE_IN_PLACE = 'UPDATE "{table}" SET "{at}" = :at_ms, due_at = :due_ms' + _STILL_SEEN
 STILL_SEEN = 'SELECT 1 FROM "{table}"' + _STILL_SEEN
 ID_STORED = 'SELECT status FROM "{table}" WHERE "{id}" = :key'
+# The edges of jobs waiting for the moved row follow it (as on MySQL).
+MOVE_DEPENDENTS = (
+    "UPDATE dependencies SET on_at = :at_ms, check_at = 0"
+    " WHERE on_entity = :entity AND on_id = :on_id AND on_at = :seen_at_ms"
+)
 CREATE_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
     epoch INTEGER NOT NULL,
     entity TEXT NOT NULL,
