@@ -137,7 +137,7 @@ async def _grow(
     total_seeded = seeded * len(days)
     have = await _count(conn, opts, days[0])
     with bar((per_shard - have) * len(days), "list grow", unit="rows") as progress:
-        while have < per_shard:
+        while have + seeded <= per_shard:  # whole copies: per_shard rounded down
             copy = have // seeded
             for bounds in days:
                 insert_target, target, extra = shard_target(opts.layout, bounds)
