@@ -29,6 +29,7 @@ from benchmarks import (
     cluster,
     galera,
     ingest,
+    listing,
     memory,
     peer,
     plot,
@@ -56,6 +57,7 @@ WORKLOADS: dict[str, Workload] = {
     "scale": storage.scale,
     "drop": storage.drop,
     "peer": peer.run,
+    "list": listing.listing,
 }
 #: `all`: every workload once, in this order, then the W3 lateness plot.
 ALL = ("ceiling", "ingest", "w1", "w2", "w3", "w4", "w5", "drop", "scale", "peer")

@@ -25,7 +25,8 @@ work; the lease saves that work and the errors of two nodes dropping the same pa
 the lease, a pass also hands back claims left under finished epochs (``Takeover.sweep`` in
 infinite_scheduler/takeover.py), then prunes the nodes table: LEFT and DEAD rows whose heartbeat
 is older than ``nodes_retention_ms`` (the shards' retention) go, so that it does not grow by one
-row per process start forever.
+row per process start forever; and the revocations table: those of epochs no longer running
+(posted to a node that stopped or died before it read them) go, as nothing reads them again.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ FIRST_BACKOFF_S = 1.0
 UNKNOWN_IDS_SHOWN = 10
 #: The key of MaintenanceReport.failures for the nodes table (entity names have no spaces).
 NODES_PART = "nodes table"
+#: The key of MaintenanceReport.failures for the revocations table.
+REVOCATIONS_PART = "revocations table"
 #: The key of MaintenanceReport.failures for the sweep of finished epochs' claims.
 CLAIMS_PART = "finished claims"
 #: The key of MaintenanceReport.failures for the execution history's day tables.
@@ -122,12 +125,15 @@ class MaintenanceReport:
     now_ms: int
     entities: dict[str, EntityReport] = field(default_factory=dict)
     #: Entity types whose pass stopped on an error (NODES_PART: the pruning of the nodes
-    #: table; CLAIMS_PART: the sweep of finished epochs' claims); the next pass does it again.
+    #: table; REVOCATIONS_PART: the revocations table's; CLAIMS_PART: the sweep of finished
+    #: epochs' claims); the next pass does it again.
     failures: dict[str, Exception] = field(default_factory=dict)
     #: Claims of finished epochs handed back by this pass.
     claims_swept: int = 0
     #: Rows of the nodes table deleted by this pass.
     nodes_pruned: int = 0
+    #: Revocations of epochs no longer running deleted by this pass.
+    revocations_pruned: int = 0
     #: History day tables dropped by this pass.
     history_dropped: tuple[str, ...] = ()
 
@@ -199,8 +205,12 @@ class Maintenance:
             return None
         report = await self.run_once(now_ms)
         swept = await self._sweep(lease, report)
+        pruned = await self._prune_nodes(lease, report)
         return replace(
-            report, claims_swept=swept, nodes_pruned=await self._prune_nodes(lease, report)
+            report,
+            claims_swept=swept,
+            nodes_pruned=pruned,
+            revocations_pruned=await self._prune_revocations(lease, report),
         )
 
     async def release(self) -> None:
@@ -277,6 +287,21 @@ class Maintenance:
                 retention_ms / 1000,
                 extra=extra,
             )
+        return pruned
+
+    async def _prune_revocations(self, lease: Lease, report: MaintenanceReport) -> int:
+        """Delete the revocations of epochs no longer running; a failure goes into the report."""
+        extra = {"action": "maintenance", "node": self.settings.node_id}
+        try:
+            pruned = await lease.membership.prune_revocations()
+        except StoreError as exc:
+            report.failures[REVOCATIONS_PART] = exc
+            logger.warning(
+                "pruning the revocations table failed, the next pass retries: %s", exc, extra=extra
+            )
+            return 0
+        if pruned:
+            logger.info("pruned %d revocations of epochs no longer running", pruned, extra=extra)
         return pruned
 
     async def expired(self, repo: Repo, now_ms: int, *, counts: bool = False) -> list[ShardInfo]:

@@ -199,6 +199,11 @@ class Membership(Protocol):
         ACTIVE or DRAINING one, never the newest epoch); return how many went."""
         ...
 
+    async def prune_revocations(self) -> int:
+        """Delete the revocations of every epoch that is not ACTIVE or DRAINING (it stopped or
+        died before taking them: nothing will read them again); return how many went."""
+        ...
+
     async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
         """Take the lease `name` for the epoch, or renew it, until the database's now + ttl_ms;
         True if the epoch holds it now. Taken when there is no such row, when it expired, or

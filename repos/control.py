@@ -87,8 +87,10 @@ class JobControl(Protocol):
     ) -> bool:
         """Move a row, if still in its seen state, to sharding time `at_ms` and due_at
         `due_ms`, in one transaction: inserted into the target shard (made first if missing),
-        deleted from its own; an update in place when both are one shard. False: the row had
-        moved on, nothing changed. An id already stored in the target shard raises
+        deleted from its own; an update in place when both are one shard. The edges of jobs
+        waiting for the row (repos/dependencies.py) move with it in the same transaction: they
+        name it by id and time, and its dependents then wait for it at its new time. False: the
+        row had moved on, nothing changed. An id already stored in the target shard raises
         DuplicateJob and changes nothing. Not for a CLAIMED row (ValueError)."""
         ...
 

@@ -157,7 +157,8 @@ class JobService:
 
     async def reschedule(self, entity: str, job_id: int | str, at: datetime | int) -> JobView:
         """A PENDING or PAUSED job to a new time (not in the past), moved to that time's shard
-        in one transaction."""
+        in one transaction, with the edges of the jobs waiting for it: they wait for it at its
+        new time (refusing would leave a job in a chain no way to move but cancel)."""
         at_ms = self._new_time(at)
         return await self._change(Operation.RESCHEDULE, entity, job_id, at_ms=at_ms)
 

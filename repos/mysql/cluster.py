@@ -156,6 +156,14 @@ class MysqlMembership(MysqlStoreTables):
         )
         return int(pruned)
 
+    async def prune_revocations(self) -> int:
+        pruned = await self._ex.run(
+            "prune revocations",
+            lambda tx: tx.execute(sql.PRUNE_REVOCATIONS, {}),
+            one_statement=True,
+        )
+        return int(pruned)
+
     async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
         args = {"name": name, "epoch": epoch, "ttl_ms": ttl_ms}
 

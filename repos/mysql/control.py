@@ -33,6 +33,7 @@ class MysqlJobControl:
         _layout: Layout
         _fmt: dict[str, str]
         _key: KeyLiteral
+        _dependencies_made: bool
 
         async def ensure_shards(self, start_ms: int, end_ms: int) -> list[ShardInfo]: ...
 
@@ -103,6 +104,15 @@ class MysqlJobControl:
         span = self.policy.granularity
         source_bounds, target_bounds = bounds_of(ref.at_ms, span), bounds_of(at_ms, span)
         await self.ensure_shards(target_bounds.start_ms, target_bounds.end_ms)
+        if not self._dependencies_made:  # the dependents' edges move with the row
+            await self._ex.execute_ddl("create dependencies table", sql.CREATE_DEPENDENCIES)
+            self._dependencies_made = True
+        dependents = {
+            "entity": self.spec.name,
+            "on_id": str(ref.key),
+            "seen_at_ms": ref.at_ms,
+            "at_ms": at_ms,
+        }
         args: dict[str, Any] = {
             "key": ref.key,
             "status": seen_status,
@@ -128,6 +138,7 @@ class MysqlJobControl:
             for stmt in statements:
                 if await tx.execute(stmt.format(**names), args) == 0:
                     return False  # the first statement found the row moved on: nothing done
+            await tx.execute(sql.MOVE_DEPENDENTS, dependents)
             return True
 
         try:

@@ -76,12 +76,18 @@ WSREP_STATUS = (
 # Status is in no index, so that an ack (status 1 -> 2, fired_at) moves no index entry: with
 # (status, due_at) the claim and the ack each moved one, and the server spent a fifth of its
 # work per job on that (benchmarks/RESULTS.md, "W2's server CPU").
+# ix_at, on the sharding time (InnoDB appends the primary key: (at, id)), serves the job
+# listing (FIND, keyset on (at, id)): a page is an index range read that stops once full,
+# where without it every page read and sorted the whole shard (benchmarks/RESULTS.md,
+# "Listing jobs over 10M rows"). The sharding time never changes in place (a move inserts
+# anew), so claims and acks never touch it; it costs the insert one more index entry.
 CREATE_SHARD_TABLE = (
     "CREATE TABLE IF NOT EXISTS `{table}` ("
     + COLUMNS
     + """,
     PRIMARY KEY (`{id}`),
-    KEY ix_claim (claim_epoch, due_at)
+    KEY ix_claim (claim_epoch, due_at),
+    KEY ix_at (`{at}`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 )
 
@@ -93,7 +99,8 @@ CREATE_PARTITIONED_TABLE = (
     + """,
     shard_at BIGINT NOT NULL,
     PRIMARY KEY (`{id}`, shard_at),
-    KEY ix_claim (claim_epoch, due_at)
+    KEY ix_claim (claim_epoch, due_at),
+    KEY ix_at (`{at}`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 PARTITION BY RANGE (shard_at) ({partitions})"""
 )
@@ -301,6 +308,14 @@ MOVE_PARTITIONED = (
     + _STILL_SEEN
     + " AND shard_at = %(seen_shard_at)s"
 )
+# In the move's transaction: the edges of jobs waiting for the moved row follow it to its new
+# time (the release finds a dependency by id and time), looked at on the release's next pass
+# (check_at 0: one parked until the old time would wake its dependents late). Through
+# ix_dependencies_on.
+MOVE_DEPENDENTS = (
+    "UPDATE dependencies SET on_at = %(at_ms)s, check_at = 0"
+    " WHERE on_entity = %(entity)s AND on_id = %(on_id)s AND on_at = %(seen_at_ms)s"
+)
 CREATE_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
     epoch BIGINT NOT NULL,
     entity VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -313,6 +328,12 @@ REVOKE = (
     " %(job_id)s, %(at_ms)s) ON DUPLICATE KEY UPDATE epoch = epoch"
 )
 REVOCATIONS = "SELECT epoch, entity, job_id, at_ms FROM revocations WHERE epoch = %(epoch)s"
+# Revocations no running epoch will take: posted for an epoch that stopped or died before its
+# next read (the row itself changed already; only the node's wheel needed telling). By the
+# primary key's epoch prefix, against the nodes table's handful of running rows.
+PRUNE_REVOCATIONS = (
+    "DELETE FROM revocations WHERE epoch NOT IN (SELECT epoch FROM nodes WHERE state IN (0, 1))"
+)
 FORGET_REVOCATION = (
     "DELETE FROM revocations WHERE epoch = %(epoch)s AND entity = %(entity)s"
     " AND job_id = %(job_id)s AND at_ms = %(at_ms)s"

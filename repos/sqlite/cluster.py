@@ -106,6 +106,13 @@ class SqliteMembership(SqliteStoreTables):
 
         return await self._run("prune nodes", work)
 
+    async def prune_revocations(self) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            with write(db):
+                return db.execute(sql.PRUNE_REVOCATIONS).rowcount
+
+        return await self._run("prune revocations", work)
+
     async def acquire_lease(self, name: str, epoch: int, ttl_ms: int) -> bool:
         args = {"name": name, "epoch": epoch, "ttl_ms": ttl_ms}
 

@@ -88,13 +88,17 @@ class SqliteJobControl:
         target = self._table(target_bounds)
         args = {"key": ref.key, "status": seen_status, "epoch": seen_epoch}
         moved = {**args, "at_ms": at_ms, "due_ms": due_ms}
+        dependents = {"entity": self.spec.name, "on_id": str(ref.key), "seen_at_ms": ref.at_ms}
 
         def work(db: sqlite3.Connection) -> bool:
             with write(db):
                 if source not in self._tables(db).values():
                     return False
                 if source == target:
-                    return db.execute(self._q(sql.MOVE_IN_PLACE, source), moved).rowcount > 0
+                    if db.execute(self._q(sql.MOVE_IN_PLACE, source), moved).rowcount == 0:
+                        return False
+                    db.execute(sql.MOVE_DEPENDENTS, {**dependents, "at_ms": at_ms})
+                    return True
                 if db.execute(self._q(sql.STILL_SEEN, source), args).fetchone() is None:
                     return False
                 self._create(db, [target_bounds])
@@ -106,6 +110,7 @@ class SqliteJobControl:
                     )
                 db.execute(self._q(sql.MOVE_COPY, source, target=target), moved)
                 db.execute(self._q(sql.MOVE_DELETE, source), args)
+                db.execute(sql.MOVE_DEPENDENTS, {**dependents, "at_ms": at_ms})
                 return True
 
         return await self._run("move", work)

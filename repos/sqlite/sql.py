@@ -210,6 +210,11 @@ MOVE_DELETE = 'DELETE FROM "{table}"' + _STILL_SEEN
 MOVE_IN_PLACE = 'UPDATE "{table}" SET "{at}" = :at_ms, due_at = :due_ms' + _STILL_SEEN
 STILL_SEEN = 'SELECT 1 FROM "{table}"' + _STILL_SEEN
 ID_STORED = 'SELECT status FROM "{table}" WHERE "{id}" = :key'
+# The edges of jobs waiting for the moved row follow it (as on MySQL).
+MOVE_DEPENDENTS = (
+    "UPDATE dependencies SET on_at = :at_ms, check_at = 0"
+    " WHERE on_entity = :entity AND on_id = :on_id AND on_at = :seen_at_ms"
+)
 CREATE_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
     epoch INTEGER NOT NULL,
     entity TEXT NOT NULL,
@@ -223,6 +228,10 @@ REVOKE = (
 )
 REVOCATIONS = "SELECT epoch, entity, job_id, at_ms FROM revocations WHERE epoch = :epoch"
 FORGET_REVOCATIONS = "DELETE FROM revocations WHERE epoch = :epoch"
+# Revocations no running epoch will take (as on MySQL).
+PRUNE_REVOCATIONS = (
+    "DELETE FROM revocations WHERE epoch NOT IN (SELECT epoch FROM nodes WHERE state IN (0, 1))"
+)
 
 # A scan of the shard (status is in no index): for the shards CLI and shards about to drop.
 COUNT = 'SELECT status, COUNT(*) FROM "{table}" GROUP BY status'

@@ -21,6 +21,7 @@ from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.jobs import JobContext
+from infinite_scheduler.management import JobService
 from repos.base import RowRef, ShardingRepository, Status
 from repos.dependencies import Edge, JobRef, Must
 from repos.examples import ORDERS, SMS, OrderEntity, SmsEntity
@@ -202,6 +203,29 @@ async def test_a_chain_fires_in_order_and_a_failure_runs_down_it(engine_of, cloc
         Status.FAILED,
         "dependency sms 12 FAILED; it had to succeed",
     )
+
+
+@pytest.mark.parametrize("hours", [1, 13], ids=["same-shard", "next-day-shard"])
+async def test_a_rescheduled_dependency_is_waited_for_at_its_new_time(
+    engine_of, clock, config_of, hours
+) -> None:
+    """The edges name their dependency by id and time: a reschedule moves them with the row
+    (same transaction), so its dependents neither fire early nor wait forever, nor fail."""
+    recorder = Recorder(clock)
+    engine = await engine_of(recorder)
+    complete = Job(sms(2, T0 + SECOND), depends_on=after(1))
+    succeed = Job(sms(3, T0 + SECOND), depends_on=after(1, must="succeed"))
+    await engine.schedule([sms(1, T0 + 5 * SECOND), complete, succeed])
+    new_at = T0 + hours * 3_600 * SECOND
+    async with JobService(config_of(), SMS, ORDERS, clock=clock) as jobs:
+        assert (await jobs.reschedule("sms", 1, new_at)).scheduled_ms == new_at
+    clock.advance(5 * SECOND)
+    await engine.run_until_idle()
+    assert recorder.fires == []
+    assert [await status_of(engine, i) for i in (2, 3)] == [Status.WAITING, Status.WAITING]
+    clock.advance(new_at - clock.now_ms())
+    await engine.run_until_idle()
+    assert sorted(recorder.ids()[1:]) == [2, 3] and recorder.ids()[0] == 1
 
 
 async def test_a_job_stored_after_its_dependency_finished_is_released(engine_of, clock) -> None:

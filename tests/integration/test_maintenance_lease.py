@@ -242,6 +242,24 @@ async def test_a_pass_under_the_lease_prunes_old_left_and_dead_rows_of_the_nodes
         assert remaining == [a.epoch, epochs[2]]
 
 
+async def test_a_pass_under_the_lease_prunes_revocations_no_running_epoch_will_take(
+    engine_factory: EngineFactory, clock: FakeClock, members: Membership, raw_sql: Any
+) -> None:
+    """On every store: a revocation posted to a node that stopped before reading it would stay
+    forever; the pass deletes it, and keeps the running node's."""
+    async with engine_factory("old") as old:
+        gone = old.epoch  # LEFT at its stop
+    async with engine_factory("node-a") as a:
+        values = f"({gone}, 'sms', '1', 1000), ({a.epoch}, 'sms', '2', 1000)"
+        await raw_sql(
+            members, f"INSERT INTO revocations (epoch, entity, job_id, at_ms) VALUES {values}"
+        )
+        report = await a.parts.maintenance.maintain(clock.now_ms())
+        assert report is not None and report.revocations_pruned == 1
+        assert [r.key for r in await members.take_revocations(a.epoch)] == ["2"]
+        assert await members.take_revocations(gone) == []
+
+
 @MYSQL
 async def test_a_pass_under_the_lease_hands_back_claims_left_under_finished_epochs(
     engine_factory: EngineFactory,

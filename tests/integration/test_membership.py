@@ -344,6 +344,36 @@ async def test_prune_keeps_the_newest_row_so_no_epoch_is_handed_out_twice(
     assert await join(m, "c") > last
 
 
+async def test_prune_revocations_deletes_those_of_epochs_no_longer_running(
+    open_membership: OpenMembership, raw_sql: RawSql
+) -> None:
+    """Revocations posted to a node that left, died, or whose row is pruned already are never
+    taken: they go; a running epoch's stay for it to take."""
+    m = await open_membership()
+    epochs = {}
+    # Each row ends (or ages) before the next joins: SQLite takes one live node at a time.
+    for name in ("left", "dead", "draining", "active"):
+        epochs[name] = epoch = await join(m, name)
+        if name == "draining":
+            await m.set_state(epoch, NodeState.DRAINING)
+        elif name == "left":
+            await m.set_state(epoch, NodeState.LEFT)
+        await age(raw_sql, m, epoch, TIMEOUT_MS + 1_000)
+    assert await m.declare_dead(epochs["dead"], TIMEOUT_MS)
+    gone = max(epochs.values()) + 100  # an epoch whose nodes row was pruned long ago
+    posted = [*epochs.values(), gone]
+    values = ", ".join(f"({epoch}, 'sms', '{epoch}', 1000)" for epoch in posted)
+    await raw_sql(m, f"INSERT INTO revocations (epoch, entity, job_id, at_ms) VALUES {values}")
+
+    assert await m.prune_revocations() == 3
+    assert await m.prune_revocations() == 0
+    for name in ("draining", "active"):
+        [taken] = await m.take_revocations(epochs[name])
+        assert (taken.epoch, taken.key) == (epochs[name], str(epochs[name]))
+    for epoch in (epochs["left"], epochs["dead"], gone):
+        assert await m.take_revocations(epoch) == []
+
+
 # -- leases ------------------------------------------------------------------------------------
 
 LEASE = "maintenance"
