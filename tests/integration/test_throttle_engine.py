@@ -8,7 +8,6 @@ store's claims are covered by the contract and engine tests), and it takes real 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable
