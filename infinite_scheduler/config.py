@@ -239,6 +239,20 @@ class HistoryConfig(_Section):
         return self.retention_days * 86_400_000
 
 
+class ThrottleConfig(_Section):
+    """``[throttle]``: limits on this process's own CPU and memory, past which the engine
+    claims less until it is back under them (infinite_scheduler/throttle.py). Off by default:
+    how much of a core or of memory an engine may use depends on where it runs (a container's
+    quota, other services on the host), which only the operator knows."""
+
+    #: CPU over the last check interval, percent of one core (threads count: may pass 100).
+    cpu_percent: NonNegativeFloat = 0.0
+    #: Resident memory, in MB.
+    memory_mb: NonNegativeFloat = 0.0
+    #: Seconds between two measurements: the CPU window, and how soon a throttle starts or ends.
+    check_interval_s: PositiveFloat = 5.0
+
+
 class SchedulerConfig(BaseSettings):
     """All settings of one engine node. Frozen: read once, then only passed around.
 
@@ -275,6 +289,7 @@ class SchedulerConfig(BaseSettings):
     schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -443,7 +458,7 @@ def _unknown_env_keys(env: Mapping[str, str], environ: Mapping[str, str]) -> lis
 def _section_hint(key: str) -> str:
     """``store_url`` is the likely typo for ``STORE__URL``: say so."""
     sections = ("shards", "store", "handlers", "cluster", "priority", "categories", "api")
-    for section in (*sections, "history"):
+    for section in (*sections, "history", "throttle"):
         if key.startswith(section + "_"):
             rest = key[len(section) + 1 :]
             return f"; section keys take a double underscore: {ENV_PREFIX}{section.upper()}__{rest.upper()}"

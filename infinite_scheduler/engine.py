@@ -205,6 +205,8 @@ class InfiniteScheduler:
                 stack.push_async_callback(self._stop_heartbeat)
             parts.loop_lag.start()
             stack.callback(parts.loop_lag.stop)
+            parts.throttle.start()
+            stack.callback(parts.throttle.stop)
             for lane in parts.lanes.values():
                 await lane.repo.open()
                 stack.push_async_callback(lane.repo.close)

@@ -27,6 +27,15 @@ node took between its read and its lock are replaced by the next best, a few rou
 (repos/ranked.py's CLAIM_ROUNDS; a claim that loses that many still ends the ranked claims,
 and the next claim, in due order, starts them again if the backlog is still there).
 
+Throttled (the process passed a [throttle] limit on its own CPU or memory:
+infinite_scheduler/throttle.py), the fetcher claims less: it holds a THROTTLE_DIVISOR-th of
+max_held, claims a THROTTLE_DIVISOR-th of a batch at a time (never burst batches), holds at most
+THROTTLED_DUE_BATCHES such batches of jobs already due, and spaces a backlog's claims by
+near_poll_interval_s. The jobs it holds are untouched and fire on time, and the regular rounds
+keep their cadence, so jobs due later are still claimed ahead; but a backlog (or a burst) is
+claimed more slowly, and its jobs fire late: the first of them in a throttling episode is
+logged with the reason, and each is counted (infinite_scheduler_throttled_late_jobs_total).
+
 This class owns the claim protocol: every claim, a round's claim_due or the insert of already
 claimed rows by which schedule() holds new jobs due inside the window (store_new), is made under
 this node's epoch and gets a stamp of its own, and a claim whose outcome the store never told is
@@ -82,6 +91,10 @@ BURST_HELD_BATCHES = 2
 #: drained on time (W2's 20,000 rows go within a second or two), whose claims stay in due order:
 #: what is claimed is ordered by the dispatcher anyway, and the rest follows within seconds.
 RANKED_AFTER_MS = 5_000
+#: Throttled, the node holds this fraction of max_held and claims this fraction of a batch.
+THROTTLE_DIVISOR = 10
+#: Throttled, the node holds at most this many (throttled) batches of jobs already due.
+THROTTLED_DUE_BATCHES = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +154,12 @@ class Fetcher:
         self.ranked: set[str] = set()
         #: The engine is paused (infinite_scheduler/engine_control.py): claim nothing.
         self.paused = False
+        #: Why the engine is throttled (infinite_scheduler/throttle.py); None: it is not.
+        self.throttled: str | None = None
+        #: Lanes whose claims the throttle stopped while rows were left: until a claim comes
+        #: back short, the rows they claim past their due time are late because of it.
+        self._held_back: set[str] = set()
+        self._late_logged = False
 
     def __repr__(self) -> str:
         return f"<Fetcher rounds={self.rounds} window_end_ms={self.window_end_ms} backlog={self.backlog}>"
@@ -155,8 +174,25 @@ class Fetcher:
         if at_ms < self.window_end_ms:
             self.wake()
 
+    def throttle(self, reason: str | None) -> None:
+        """The throttle monitor decided: claim less (`reason`), or at full speed (None)."""
+        if reason is not None and self.throttled is None:
+            self._late_logged = False  # a new episode: its first late job is logged
+        self.throttled = reason
+        if reason is None:
+            self.wake()  # a backlog held back is claimed now, not at the next poll
+
     def _room(self) -> int:
-        return max(0, self.settings.max_held - self.held())
+        cap = self.settings.max_held
+        if self.throttled is not None:
+            cap = max(1, cap // THROTTLE_DIVISOR)
+        return max(0, cap - self.held())
+
+    def _batch(self) -> int:
+        """Rows per claim: a batch, or throttled a THROTTLE_DIVISOR-th of one."""
+        if self.throttled is None:
+            return self.settings.batch_size
+        return max(1, self.settings.batch_size // THROTTLE_DIVISOR)
 
     def share_with(self, live_nodes: int) -> None:
         """The heartbeat counted the live nodes (this one among them)."""
@@ -169,10 +205,14 @@ class Fetcher:
         third slower with a cap of a third of two batches). The rest of a burst (or a backlog
         the handlers cannot keep up with) stays in the store meanwhile, where every node claims
         from it: a burst is drained by all of them, not by the first two to see it. Room for
-        less than a batch waits: claims of a few rows each would cost the server more too."""
-        batch = self.settings.batch_size
-        burst = BURST_BATCHES * batch
-        cap = max(burst, BURST_HELD_BATCHES * burst // self.sharing)
+        less than a batch waits: claims of a few rows each would cost the server more too.
+        Throttled, THROTTLED_DUE_BATCHES throttled batches."""
+        batch = self._batch()
+        if self.throttled is not None:
+            cap = THROTTLED_DUE_BATCHES * batch
+        else:
+            burst = BURST_BATCHES * batch
+            cap = max(burst, BURST_HELD_BATCHES * burst // self.sharing)
         room = cap - self.due_in_hand()
         return room if room >= batch else 0
 
@@ -201,7 +241,9 @@ class Fetcher:
                 next_round_s = started + self.settings.fetch_interval_s
             delay_s = min(self.settings.near_poll_interval_s, next_round_s - time.monotonic())
             if self.backlog:
-                delay_s, next_round_s = BACKLOG_POLL_S, 0.0
+                throttled = self.throttled is not None
+                spacing_s = self.settings.near_poll_interval_s if throttled else BACKLOG_POLL_S
+                delay_s, next_round_s = spacing_s, 0.0
             await wait_any(stop, self._wake, timeout_s=max(0.0, delay_s))
             if self._wake.is_set():
                 next_round_s = 0.0
@@ -299,7 +341,7 @@ class Fetcher:
 
     async def _fetch_lane(self, lane: Lane, now_ms: int, window_end_ms: int, budget: int) -> int:
         await self.settle_doubts(lane)
-        claimed, batch = 0, self.settings.batch_size
+        claimed, batch = 0, self._batch()
         since_ms = now_ms - self.settings.horizon_ms
         # The rows a claim takes are due from the start of the window's oldest shard on (but
         # for rows older than a partitioned table's oldest partition, kept in it: a claim of
@@ -309,6 +351,8 @@ class Fetcher:
             limit = min(batch, budget - claimed, self._room(), self._room_for_due())
             if limit <= 0:
                 self.backlog = True
+                if self.throttled is not None:
+                    self._held_back.add(lane.name)
                 return claimed
             ranked = lane.name in self.ranked
             async with self._claiming(lane, from_ms) as stamp:
@@ -324,18 +368,51 @@ class Fetcher:
                 )
             claimed += len(jobs)
             placed_ms = self.clock.now_ms()
+            if lane.name in self._held_back:
+                self._count_late(lane, jobs, now_ms)
             self._place(lane, jobs, placed_ms)
             if len(jobs) < limit:
+                self._held_back.discard(lane.name)  # nothing more in the window: none left
                 if not ranked:
                     return claimed
                 self.ranked.discard(lane.name)  # the backlog is claimed: the window, in order
                 continue
             if not ranked:
-                # Claimed oldest first: if the last was due, all of them were.
-                burst = jobs[-1].due_ms <= placed_ms
-                batch = self.settings.batch_size * (BURST_BATCHES if burst else 1)
-                if jobs[-1].due_ms < placed_ms - RANKED_AFTER_MS:
-                    self.ranked.add(lane.name)
+                batch = self._next_batch(lane, jobs[-1], placed_ms)
+
+    def _next_batch(self, lane: Lane, last: ClaimedJob, placed_ms: int) -> int:
+        """After a full claim in due order: the next claim's size, and whether it ranks."""
+        if last.due_ms < placed_ms - RANKED_AFTER_MS:
+            self.ranked.add(lane.name)
+        # Claimed oldest first: if the last was due, all of them were (a burst).
+        burst = last.due_ms <= placed_ms and self.throttled is None
+        return self._batch() * (BURST_BATCHES if burst else 1)
+
+    def _count_late(self, lane: Lane, jobs: list[ClaimedJob], round_ms: int) -> None:
+        """Count the jobs of a backlog the throttle held back that were due before this round
+        (they fire late because of it), and log the first of a throttling episode."""
+        late = [job for job in jobs if job.due_ms < round_ms]
+        if not late:
+            return
+        lane.metrics.throttled_late.inc(len(late))
+        if self._late_logged:
+            return
+        self._late_logged = True
+        first = late[0]
+        logger.warning(
+            "claims fall behind while throttled (%s): %s job %s claimed %d ms after its due"
+            " time; jobs of the backlog left in the store fire late",
+            self.throttled or "throttle just ended",
+            lane.name,
+            first.key,
+            round_ms - first.due_ms,
+            extra={
+                "action": "throttle",
+                "entity": lane.name,
+                "job_id": first.key,
+                "node": self.settings.node_id,
+            },
+        )
 
     def _place(self, lane: Lane, jobs: list[ClaimedJob], now_ms: int) -> None:
         """Into the wheel, or, for jobs already due, straight to the dispatcher (in due order);

@@ -65,6 +65,7 @@ class EntityMetrics:
     missed: Counter
     overran: Counter
     fenced: Counter
+    throttled_late: Counter
 
 
 class Metrics:
@@ -131,6 +132,27 @@ class Metrics:
             f"{PREFIX}_loop_stalls",
             "Times the event loop was blocked for handlers.loop_lag_warn_s or longer.",
             registry=self.registry,
+        )
+        self._throttle_series()
+
+    def _throttle_series(self) -> None:
+        """The process's own load, and whether the engine throttles its claims for it."""
+        self.throttled = self._gauge(
+            "throttled",
+            "1 while the engine throttles its claims (a [throttle] limit was passed), else 0.",
+        )
+        self.cpu_percent = self._gauge(
+            "cpu_percent",
+            "CPU this process used over the last throttle.check_interval_s, percent of one core.",
+        )
+        self.memory_rss = self._gauge(
+            "memory_rss_bytes", "This process's resident memory at the last throttle check."
+        )
+        self.throttled_late = self._counter(
+            "throttled_late_jobs",
+            "Jobs claimed after their due time from a backlog whose claims the throttle held"
+            " back (counted until that backlog is drained): they fired late, later for the"
+            " throttle.",
         )
 
     def _store_series(self) -> None:
@@ -233,6 +255,7 @@ class Metrics:
             self.missed,
             self.overran,
             self.fenced,
+            self.throttled_late,
         )
         return EntityMetrics(*(c.labels(name) for c in counters))
 

@@ -6,7 +6,8 @@ goes on until the engine starts. So the other parts are built then, by :func:`co
 ``__aenter__`` once the process has joined the store's membership (:func:`store_membership`)
 and so has its epoch: the lanes with their wheels, the acker, the dispatcher, the payload
 reader, the fetcher, the revoker (operators' changes to held jobs), shard maintenance (under the store's maintenance lease), the dependency
-release (under its own lease), the loop-lag watcher and the node's heartbeat, wired to each
+release (under its own lease), the loop-lag watcher, the throttle monitor (the process's own
+CPU and memory, which slow the fetcher's claims) and the node's heartbeat, wired to each
 other. Building them does no I/O, starts
 nothing and installs no signal handler; the engine opens and starts them afterwards. A part
 never exists half-built: either the engine has all of them or none.
@@ -48,6 +49,8 @@ from infinite_scheduler.schedules.materialiser import (
     MaterialiseSettings,
 )
 from infinite_scheduler.takeover import Takeover
+from infinite_scheduler.throttle import Limits
+from infinite_scheduler.throttle_monitor import ThrottleMonitor
 from infinite_scheduler.waiting import CategoryGate, Waiting
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
@@ -113,6 +116,7 @@ class Parts:
     maintenance: Maintenance
     dependencies: DependencyRelease
     loop_lag: LoopLagMonitor
+    throttle: ThrottleMonitor
     takeover: Takeover
     node: Node
     materialiser: Materialiser
@@ -185,6 +189,7 @@ def compose(registrations: Sequence[Registration], wiring: Wiring) -> Parts:
         maintenance=_maintenance(wiring, lanes, takeover),
         dependencies=_dependencies(wiring, lanes),
         loop_lag=_loop_lag(wiring),
+        throttle=_throttle(wiring, fetcher),
         takeover=takeover,
         node=_node(wiring, dispatcher, fetcher, store_back, takeover),
         materialiser=_materialiser(wiring, lanes),
@@ -305,6 +310,17 @@ def _loop_lag(wiring: Wiring) -> LoopLagMonitor:
         metrics=wiring.metrics,
         node_id=wiring.node_id,
         find_job=job_in_frame,
+    )
+
+
+def _throttle(wiring: Wiring, fetcher: Fetcher) -> ThrottleMonitor:
+    t = wiring.config.throttle
+    return ThrottleMonitor(
+        limits=Limits(cpu_percent=t.cpu_percent, memory_mb=t.memory_mb),
+        interval_s=t.check_interval_s,
+        metrics=wiring.metrics,
+        node_id=wiring.node_id,
+        apply=fetcher.throttle,
     )
 
 

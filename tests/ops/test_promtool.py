@@ -134,6 +134,7 @@ def test_the_dashboard_shows_what_issue_16_asks_for(
         "shards_dropped_total",
         "unfinished_rows_dropped_total",
         "category_waiting",
+        "throttled",
     ):
         assert f"infinite_scheduler_{series}" in text, series
 

@@ -71,7 +71,7 @@ def test_repo_config_toml_lists_every_key_at_its_default() -> None:
     data = tomllib.loads(REPO_CONFIG.read_text())
     fields = SchedulerConfig.model_fields
     assert set(data) == set(fields)
-    for section in ("shards", "store", "handlers"):
+    for section in ("shards", "store", "handlers", "throttle"):
         sub_fields = type(getattr(SchedulerConfig(), section)).model_fields
         assert set(data[section]) == set(sub_fields), section
     assert load_config(REPO_CONFIG) == SchedulerConfig()
