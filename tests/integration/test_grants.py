@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,14 +80,38 @@ def grant_statement(privileges: Sequence[str], database: str, user: str) -> str:
     return (text + doc.string[done : doc.end()]).strip()
 
 
-Grantee = Callable[[Sequence[str]], Awaitable[str]]
+class Grantee:
+    """``await grantee(privileges)``: the store URL of a new user granted `privileges` by the
+    doc's statement on a new database name (not made: ``store init`` makes it);
+    ``grantee.as_root(statement)`` runs a DBA's statement. Users and databases are dropped
+    after the test."""
+
+    def __init__(self, root: Any, mariadb: Any) -> None:
+        self._root = root
+        self._server = f"{mariadb.host}:{mariadb.port}"
+        self._made: list[tuple[str, str]] = []
+
+    async def __call__(self, privileges: Sequence[str]) -> str:
+        user, database = f"ist_u_{secrets.token_hex(4)}", f"ist_{secrets.token_hex(4)}"
+        password = secrets.token_hex(8)
+        host = documented_grant()["host"]
+        self._made.append((f"'{user}'@'{host}'", database))
+        await self.as_root(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+        await self.as_root(grant_statement(privileges, database, user))
+        return f"mysql://{user}:{password}@{self._server}/{database}"
+
+    async def as_root(self, statement: str) -> None:
+        async with self._root.cursor() as cur:
+            await cur.execute(statement)
+
+    async def drop_all(self) -> None:
+        for user, database in self._made:
+            await self.as_root(f"DROP USER IF EXISTS {user}")
+            await self.as_root(f"DROP DATABASE IF EXISTS `{database}`")
 
 
 @pytest.fixture
 async def grantee(mariadb: Any) -> AsyncIterator[Grantee]:
-    """``await grantee(privileges)``: the store URL of a new user granted `privileges` by the
-    doc's statement on a new database name (not made: ``store init`` makes it). Users and
-    databases are dropped after the test."""
     try:
         root = await asyncmy.connect(
             host=mariadb.host, port=mariadb.port, user="root", connect_timeout=3, autocommit=True
@@ -96,26 +120,14 @@ async def grantee(mariadb: Any) -> AsyncIterator[Grantee]:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail(f"MariaDB not reachable: {exc!r}")
         pytest.skip(f"MariaDB not reachable: {exc!r}")
-    made: list[tuple[str, str]] = []
-
-    async def make(privileges: Sequence[str]) -> str:
-        user, database = f"ist_u_{secrets.token_hex(4)}", f"ist_{secrets.token_hex(4)}"
-        password = secrets.token_hex(8)
-        host = documented_grant()["host"]
-        made.append((f"'{user}'@'{host}'", database))
-        async with root.cursor() as cur:
-            await cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
-            await cur.execute(grant_statement(privileges, database, user))
-        return f"mysql://{user}:{password}@{mariadb.host}:{mariadb.port}/{database}"
-
+    made = Grantee(root, mariadb)
     try:
-        yield make
+        yield made
     finally:
-        async with root.cursor() as cur:
-            for user, database in made:
-                await cur.execute(f"DROP USER IF EXISTS {user}")
-                await cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-        root.close()
+        try:
+            await made.drop_all()
+        finally:
+            root.close()
 
 
 def sms(i: int, at_ms: int) -> SmsEntity:
@@ -295,3 +307,29 @@ async def test_a_refused_login_says_so_and_what_to_check(grantee: Grantee) -> No
     assert refused.value.login_refused and refused.value.privilege is None
     assert "the server refused the login ([1045] Access denied for user" in str(refused.value)
     assert "check the user and password of store.url" in str(refused.value)
+
+
+async def test_an_upgrade_adding_a_column_needs_alter_on_the_multi_table_layout_too(
+    grantee: Grantee, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh multi-table store never alters a table; one made by an older version does: here
+    a nodes table from before the writer column (Galera single-writer)."""
+    url = await grantee(DOCUMENTED)
+    await store_init(url, tmp_path, capsys)
+    config = engine_config(url, "multi-table")
+
+    async def start_engine() -> None:
+        engine = InfiniteScheduler(config, manual=True)
+        engine.register(SMS, lambda ctx: asyncio.sleep(0))
+        async with engine:
+            await engine.run_until_idle()
+
+    await start_engine()
+    user, database = url.split("://")[1].split(":")[0], url.rsplit("/", 1)[1]
+    at = f"`{database}`.* TO '{user}'@'{documented_grant()['host']}'"
+    await grantee.as_root(f"ALTER TABLE `{database}`.nodes DROP COLUMN writer")
+    await grantee.as_root(f"REVOKE ALTER ON {at.replace(' TO ', ' FROM ')}")
+    with pytest.raises(AccessDenied, match="upgrade nodes table failed: .* lacks the ALTER"):
+        await start_engine()
+    await grantee.as_root(f"GRANT ALTER ON {at}")
+    await start_engine()  # upgraded: the column is back
