@@ -45,7 +45,7 @@ from repos.mysql.driver import ENGINE_PRIVILEGES
 
 pytestmark = [pytest.mark.mysql, pytest.mark.timeout(60)]
 
-DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs/deploy.md"
 #: The doc's statement: ``GRANT <privileges> ON `<database>`.* TO '<user>'@'<host>';``.
 GRANT = re.compile(
     r"^\s*GRANT (?P<privileges>[A-Z, ]+) ON `(?P<database>\w+)`\.\* TO '(?P<user>\w+)'@'(?P<host>[^']+)';$",
