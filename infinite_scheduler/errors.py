@@ -12,6 +12,7 @@
     │   └── SingleNodeStore        the SQLite store has a live node already
     ├── StoreError                 the database refused or failed a statement
     │   ├── StoreUnavailable       the database cannot be reached at all
+    │   ├── AccessDenied           the database refused the user: login, or a missing grant
     │   ├── StoreMissing           the database or SQLite file does not exist (and is not created)
     │   ├── ClaimsLocked           a takeover left claims an open transaction holds, for later
     │   └── UnsafeStore            a server the claim is unsafe on (TiDB, old MySQL/MariaDB, ...)
@@ -44,6 +45,7 @@ import errno
 from collections.abc import Sequence
 
 from infinite_scheduler.config_errors import ConfigProblem
+from repos.errors import AccessDenied as AccessDenied
 from repos.errors import ClaimsLocked as ClaimsLocked
 from repos.errors import DuplicateJob as DuplicateJob
 from repos.errors import EntitySpecError as EntitySpecError

@@ -241,6 +241,47 @@ class StoreUnavailable(StoreError):
         return super()._explain()
 
 
+class AccessDenied(StoreError):
+    """Raised when the database refuses the store's user: the login (1045), or a statement its
+    grants do not allow (1044, 1142, 1143, 1227).
+
+    Not transient: nothing changes until a DBA grants the privilege, so the message names the
+    one the server refused (`privilege`, None when the server names none) and every privilege
+    the engine's user needs (`needed`), which docs/deploy.md lists and a test checks.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        cause: BaseException,
+        *,
+        privilege: str | None,
+        needed: Sequence[str],
+        shard: str | None = None,
+    ) -> None:
+        self.privilege = privilege
+        self.needed = tuple(needed)
+        super().__init__(operation, cause, shard=shard)
+
+    @property
+    def login_refused(self) -> bool:
+        args: tuple[object, ...] = getattr(self.cause, "args", ())
+        return bool(args) and args[0] == 1045
+
+    def _explain(self) -> str:
+        raw = describe_cause(self.cause)
+        if self.login_refused:
+            return (
+                f"the server refused the login ({raw}): check the user and password of"
+                " store.url, and that the user may connect from this host"
+            )
+        what = f"the {self.privilege} privilege" if self.privilege else "a privilege"
+        return (
+            f"the database user lacks {what} ({raw}); the engine's user needs"
+            f" {', '.join(self.needed)} on its database (docs/deploy.md, Security)"
+        )
+
+
 class ClaimsLocked(StoreError):
     """Raised by a takeover that moved what it could while other rows of the epoch stay
     locked by a transaction still open: the dead node's own, frozen mid-ack (a stalled process,

@@ -16,11 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from repos.errors import StoreError, StoreMissing, StoreUnavailable, describe_cause
+from repos.errors import (
+    AccessDenied,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+    describe_cause,
+)
 from repos.events import NO_EVENTS, StoreEvents
 from repos.mysql import sql
 from repos.mysql.hosts import HostSelector, selector_for
@@ -38,6 +45,18 @@ RETRYABLE = frozenset({1205, 1213})
 #: component), which no retry on that node cures either.
 UNREACHABLE = frozenset({1047, 2002, 2003, 2005, 2006, 2013, 2055})
 UNKNOWN_DATABASE = 1049
+#: The server refusing the user: a database (1044), the login (1045), a table (1142) or column
+#: (1143) privilege, a global one (1227).
+ACCESS_DENIED = frozenset({1044, 1045, 1142, 1143, 1227})
+#: What the engine's database user needs, on its database only (docs/deploy.md, Security; tested
+#: by tests/integration/test_grants.py): shard and history tables made and dropped, partitions
+#: added and dropped, columns added by upgrades, rows read and written, leases and dead nodes
+#: deleted. `store init` needs CREATE on that database (not on the server) to make it.
+ENGINE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER")
+#: "INSERT command denied to user ..." (1142, 1143); "... you need (at least one of) the SUPER
+#: privilege(s) for this operation" (1227).
+_COMMAND_DENIED = re.compile(r"^(\w+) command denied", re.IGNORECASE)
+_PRIVILEGE_NEEDED = re.compile(r"the (.+?) privilege\(s\)", re.IGNORECASE)
 DUPLICATE_KEY = 1062
 #: Runs of a statement that keeps losing (above): enough for two Galera writers claiming
 #: the same burst (each round, one of them commits), bounded so a hot spot surfaces.
@@ -347,18 +366,40 @@ class Executor:
                     sql.CREATE_DATABASE.format(database=self.url.database)
                 )
         except Exception as exc:
-            raise self._translate("create database", exc) from exc
+            # 1044 names no privilege: making a database takes CREATE on it.
+            raise self._translate("create database", exc, privilege="CREATE") from exc
         finally:
             pool.close()
             await pool.wait_closed()
         return bool(created)  # affected rows: 0 when another node made it meanwhile
 
     def _translate(
-        self, operation: str, exc: BaseException, *, shard: str | None = None
+        self,
+        operation: str,
+        exc: BaseException,
+        *,
+        shard: str | None = None,
+        privilege: str | None = None,
     ) -> StoreError:
-        if error_code(exc) in UNREACHABLE or isinstance(exc, OSError | asyncio.TimeoutError):
+        """`exc` as the StoreError it means; `privilege` is what an access denied without the
+        privilege's name (1044) was refused for."""
+        code = error_code(exc)
+        if code in UNREACHABLE or isinstance(exc, OSError | asyncio.TimeoutError):
             return StoreUnavailable(operation, exc, address=self.address)
+        if code in ACCESS_DENIED:
+            privilege = denied_privilege(exc) or privilege
+            return AccessDenied(
+                operation, exc, privilege=privilege, needed=ENGINE_PRIVILEGES, shard=shard
+            )
         return StoreError(operation, exc, shard=shard)
+
+
+def denied_privilege(exc: BaseException) -> str | None:
+    """The privilege a server's access-denied error names (``INSERT``, ``SUPER``), or None."""
+    args: tuple[object, ...] = exc.args
+    message = str(args[1]) if len(args) > 1 else ""
+    found = _COMMAND_DENIED.match(message) or _PRIVILEGE_NEEDED.search(message)
+    return found.group(1).upper() if found else None
 
 
 def _is_driver_error(exc: BaseException) -> bool:
