@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/infinite-scheduler run --config config.toml --demo
 
 test: $(STAMP) ensure-mysql prometheus-tools chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

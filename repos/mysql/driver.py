@@ -48,11 +48,8 @@ UNKNOWN_DATABASE = 1049
 #: The server refusing the user: a database (1044), the login (1045), a table (1142) or column
 #: (1143) privilege, a global one (1227).
 ACCESS_DENIED = frozenset({1044, 1045, 1142, 1143, 1227})
-#: What the engine's database user needs, on its database only (docs/deploy.md, Security; tested
-#: by tests/integration/test_grants.py): shard and history tables made and dropped, partitions
-#: added and dropped, columns added by upgrades, rows read and written, leases and dead nodes
-#: deleted. `store init` needs CREATE on that database (not on the server) to make it.
-ENGINE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER")
+#: What the engine's database user needs (repos/mysql/sql.py, where the statements are).
+ENGINE_PRIVILEGES = sql.ENGINE_PRIVILEGES
 #: "INSERT command denied to user ..." (1142, 1143); "... you need (at least one of) the SUPER
 #: privilege(s) for this operation" (1227).
 _COMMAND_DENIED = re.compile(r"^(\w+) command denied", re.IGNORECASE)
@@ -367,7 +364,8 @@ class Executor:
                 )
         except Exception as exc:
             # 1044 names no privilege: making a database takes CREATE on it.
-            raise self._translate("create database", exc, privilege="CREATE") from exc
+            privilege = sql.CREATE_DATABASE_PRIVILEGE
+            raise self._translate("create database", exc, privilege=privilege) from exc
         finally:
             pool.close()
             await pool.wait_closed()

@@ -55,6 +55,13 @@ NOTES_ON = "SET SESSION sql_notes = 1"
 # Looked up first: IF NOT EXISTS on an existing one makes the drivers emit a Python warning.
 DATABASE_EXISTS = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %(database)s"
 CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+#: What making the database takes, on that database (not on the server).
+CREATE_DATABASE_PRIVILEGE = "CREATE"
+#: What the engine's database user needs, on its database only, for the statements of this
+#: module (docs/deploy.md, Security; tested by tests/integration/test_grants.py): shard and
+#: history tables made and dropped, partitions added and dropped, columns added by upgrades,
+#: rows read and written, leases and dead nodes deleted.
+ENGINE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER")
 # Read at open: a statement longer than this breaks the connection ("Packet sequence number
 # wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
 MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
