@@ -75,7 +75,9 @@ async def test_a_cancel_and_a_pause_reach_jobs_held_by_engine_processes(
         assert (await jobs.get_job("sms", CANCELLED)).state == "CANCELLED"
         assert (await jobs.get_job("sms", PAUSED)).state == "PAUSED"
 
-        assert (await jobs.resume("sms", PAUSED)).state == "PENDING"
+        # Overdue once resumed: a node may claim (or even fire) it before the service reads
+        # the row back, so the answer is any state but PAUSED; it fires once, below.
+        assert (await jobs.resume("sms", PAUSED)).state in ("PENDING", "CLAIMED", "DONE")
         assert not await engines.wait_fired([PAUSED], timeout_s=10)
         await asyncio.sleep(1.5)  # time for a second fire, should one come
         fired = engines.fires_by_id()
