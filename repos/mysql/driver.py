@@ -172,9 +172,12 @@ class Executor:
             raise StoreError(operation, RuntimeError("repository is not open"), shard=shard)
         if self._selector is not None and self._selector.generation != self._generation:
             await self._follow_writer(operation)
+        # The pool and its host as of now: a failure is the host's this call used, even when
+        # another call moves the executor to the next writer while this one waits.
+        pool, host = self._pool, self.host
         connected = False
         try:
-            async with self._pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 connected = True
                 if not one_statement:
                     await conn.begin()
@@ -189,23 +192,30 @@ class Executor:
         except StoreError:
             raise
         except Exception as exc:
-            error = self._failure(operation, exc, connected=connected, shard=shard)
+            error = self._failure(operation, exc, connected=connected, shard=shard, host=host)
             if error is None:
                 raise
             if isinstance(error, StoreUnavailable):
-                await self._writer_lost(error)
+                await self._writer_lost(error, host)
             raise error from exc
 
     def _failure(
-        self, operation: str, exc: Exception, *, connected: bool, shard: str | None
+        self,
+        operation: str,
+        exc: Exception,
+        *,
+        connected: bool,
+        shard: str | None,
+        host: HostPort,
     ) -> StoreError | None:
-        """The StoreError a transaction's `exc` means; None for one that is not the store's."""
+        """The StoreError a transaction's `exc` on `host` means; None for one that is not the
+        store's."""
         if not connected:
             # Whatever a driver raises while (re)connecting means the server is out of
             # reach: asyncmy on uvloop even raises RuntimeError for a reset connection.
-            return StoreUnavailable(operation, exc, address=self.address)
+            return StoreUnavailable(operation, exc, address=host.address)
         if _is_driver_error(exc):
-            return self._translate(operation, exc, shard=shard)
+            return self._translate(operation, exc, shard=shard, host=host)
         return None
 
     async def run(
@@ -254,7 +264,7 @@ class Executor:
             try:
                 return await self._connect(database)
             except StoreUnavailable as exc:
-                await self._writer_lost(exc)
+                await self._writer_lost(exc, self.host)
                 if self._selector is None or self._selector.writer == self.host:
                     raise
                 self.host, self._generation = self._selector.writer, self._selector.generation
@@ -267,23 +277,26 @@ class Executor:
         async with self._following:
             if self._selector.generation == self._generation:
                 return  # a call running beside this one moved already
-            self.host, self._generation = self._selector.writer, self._selector.generation
+            writer, generation = self._selector.writer, self._selector.generation
             try:
-                pool = await self._connect(self.url.database)
+                pool = await self._connect(self.url.database, host=writer)
             except StoreError as exc:
-                self._generation = -1  # the next call tries again
                 if isinstance(exc, StoreUnavailable):
-                    await self._writer_lost(exc)
-                raise StoreUnavailable(operation, exc.cause, address=self.address) from exc
+                    await self._writer_lost(exc, writer)
+                raise StoreUnavailable(operation, exc.cause, address=writer.address) from exc
+            # Pool, host and generation change together: a call never sees one without the
+            # other (an error on the old pool blamed on the new writer moved it on again).
             old, self._pool = self._pool, pool
+            self.host, self._generation = writer, generation
             old.close()  # its connections close as they come back
             self._retired.append(old)
 
-    async def _writer_lost(self, error: StoreUnavailable) -> None:
-        """Have the selector move off this executor's host, which just failed `error`."""
+    async def _writer_lost(self, error: StoreUnavailable, host: HostPort) -> None:
+        """Have the selector move off `host`, which just failed `error` (a no-op when the
+        writer has moved off it already)."""
         if self._selector is not None:
             reason = describe_cause(error.cause)
-            await self._selector.failover(self.host, reason, self._probe)
+            await self._selector.failover(host, reason, self._probe)
 
     async def _probe(self, host: HostPort) -> str | None:
         """Why `host` cannot take writes now, or None: it answers, and a Galera node is
@@ -306,22 +319,23 @@ class Executor:
             return describe_cause(exc)
         return writer_refusal(identity_from(variables, status))
 
-    async def _connect(self, database: str | None) -> Any:
+    async def _connect(self, database: str | None, *, host: HostPort | None = None) -> Any:
         """The pool, its first connection made, within connect_timeout_s in all.
 
         The drivers' own connect_timeout bounds the TCP connect only: a peer that accepts and
         never sends the server greeting (a wedged server, a proxy with no backend) would hang
         the handshake read for minutes.
         """
+        host = host or self.host
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                return await self._create_pool(database)
+                return await self._create_pool(database, host=host)
         except TimeoutError as exc:
             raise StoreUnavailable(
-                "connect", exc, address=self.address, timeout_s=self._connect_timeout_s
+                "connect", exc, address=host.address, timeout_s=self._connect_timeout_s
             ) from exc
         except Exception as exc:
-            raise self._translate("connect", exc) from exc
+            raise self._translate("connect", exc, host=host) from exc
 
     async def _create_pool(
         self, database: str | None, *, host: HostPort | None = None, size: int | None = None
@@ -378,12 +392,14 @@ class Executor:
         *,
         shard: str | None = None,
         privilege: str | None = None,
+        host: HostPort | None = None,
     ) -> StoreError:
-        """`exc` as the StoreError it means; `privilege` is what an access denied without the
-        privilege's name (1044) was refused for."""
+        """`exc` (on `host`, the executor's by default) as the StoreError it means;
+        `privilege` is what an access denied without the privilege's name (1044) was refused
+        for."""
         code = error_code(exc)
         if code in UNREACHABLE or isinstance(exc, OSError | asyncio.TimeoutError):
-            return StoreUnavailable(operation, exc, address=self.address)
+            return StoreUnavailable(operation, exc, address=(host or self.host).address)
         if code in ACCESS_DENIED:
             privilege = denied_privilege(exc) or privilege
             return AccessDenied(

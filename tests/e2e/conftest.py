@@ -140,6 +140,7 @@ def write_config(
     heartbeat_interval_s: float = 0.25,
     node_timeout_s: float = 1,
     galera_multi_writer: bool = False,
+    batch_size: int = 1_000,
 ) -> Path:
     """The e2e settings: fast cadences, no metrics server, a fixed node id (a process started
     with ``Engines.start(node_id=...)`` gets another from its environment, as an operator would
@@ -149,6 +150,7 @@ def write_config(
         "fetch_interval_s = 1\n"
         f"lookahead_s = {lookahead_s}\n"
         f"near_poll_interval_s = {near_poll_interval_s}\n"
+        f"batch_size = {batch_size}\n"
         "metrics_port = 0\n"
         "[store]\n"
         f'url = "{store_url}"\n'

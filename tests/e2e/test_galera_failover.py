@@ -126,15 +126,17 @@ async def test_an_engine_that_would_write_through_another_node_is_refused_at_sta
 async def test_two_writers_on_purpose_retry_their_conflicts_and_lose_nothing(
     galera: Galera, galera_database: str, store_for: StoreFor, engines: Engines, wall: WallClock
 ) -> None:
-    # Both near-poll every 50 ms: each starts claiming the burst while the other still is, so
-    # their claims of the same rows overlap (a node holds only its share: one engine alone
-    # would not claim it all before the other looks).
+    # Both near-poll every 50 ms and claim 100 rows at a time: each starts claiming the burst
+    # while the other still is, and both take the oldest rows their node shows, so their claims
+    # of the same rows overlap many times over (with claims of 1,000 the burst was a dozen
+    # claims, and a fast machine could run them all without one overlap).
     stores = [
         await store_for(
             url_from(galera, galera_database, order),
             galera.node_url(1, galera_database),
             **TIMINGS,
             near_poll_interval_s=0.05,
+            batch_size=100,
             galera_multi_writer=True,
         )
         for order in ((2, 3, 1), (3, 2, 1))

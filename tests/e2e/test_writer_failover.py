@@ -17,11 +17,22 @@ from typing import TYPE_CHECKING
 import pytest
 
 from repos.base import Status
+from repos.errors import StoreUnavailable
+from repos.mysql.driver import Executor
+from repos.urls import MysqlUrl, parse_store_url
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import Engines, MariaDB, MysqlDatabases, StoreFor, StoreProxy, WallClock
+    from conftest import (
+        Engines,
+        MariaDB,
+        MysqlDatabases,
+        RecordedEvents,
+        StoreFor,
+        StoreProxy,
+        WallClock,
+    )
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.mysql]
 
@@ -69,3 +80,39 @@ async def test_the_engine_moves_to_the_next_host_when_its_writer_goes(
     assert "released" in engine.stderr(), "the claim in doubt was not released"
     assert second.accepted > 0
     assert await engine.stop() == 0, engine.stderr()
+
+
+async def test_a_failure_on_the_old_writer_does_not_move_the_new_one_on(
+    store_proxies: Callable[[str], Awaitable[StoreProxy]],
+    mysql_databases: MysqlDatabases,
+    recorded_events: Callable[[], RecordedEvents],
+) -> None:
+    """A call that began on the writer that died fails after another call has moved the
+    executor to the next host: its failure is the dead host's, so the writer stays put (it was
+    blamed on the new writer, which the selector then left for a third host that was fine)."""
+    a, b, c = [await store_proxies("refuse") for _ in range(3)]
+    database = await mysql_databases()
+    url = parse_store_url(f"mysql://root@{a.address},{b.address},{c.address}/{database}")
+    assert isinstance(url, MysqlUrl)
+    events = recorded_events()
+    executor, other = Executor(url, events=events), Executor(url)
+    await executor.open()
+    await other.open()
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            async with executor.transaction("begun on a") as tx:
+                await tx.execute("SELECT 1")
+                await a.cut()
+                with pytest.raises(StoreUnavailable):
+                    await other.run("finds a gone", lambda t: t.execute("SELECT 1"))
+                # A call beside the first one follows the writer to b.
+                assert await executor.run("on b", lambda t: t.fetch_all("SELECT 1")) == [(1,)]
+                await tx.execute("SELECT 1")  # the first call's connection to a is gone
+        assert caught.value.address == a.address
+        assert [(f, t) for f, t, _ in events.failovers] == [(a.address, b.address)]
+        assert executor.address == b.address
+        assert await executor.run("still on b", lambda t: t.fetch_all("SELECT 1")) == [(1,)]
+        assert c.accepted == 0
+    finally:
+        await executor.close()
+        await other.close()
