@@ -3,7 +3,9 @@ engine: ``infinite-scheduler run --demo`` with its API on a local port, on SQLit
 
 The test signs in with a token made by the CLI, reads every page and checks it against the
 store (nodes, schedules, shards, history, audit rows), pauses and resumes a schedule with the
-page's buttons, finds a job and cancels it, and saves a screenshot of each page (under
+page's buttons, finds a job and cancels it, sees a job stored meanwhile show up without a
+reload, signs in again with a READ token (the change buttons disabled, no audit page), and
+saves a screenshot of each page (under
 ``DASHBOARD_SCREENSHOTS``, default the test's tmp dir). ``DASHBOARD_README_SHOT=1`` also
 writes the overview to docs/dashboard.png, the README's picture.
 """
@@ -60,21 +62,28 @@ def eventually(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -
         time.sleep(0.25)
 
 
-@pytest.fixture
-def engine(store_url: str, tmp_path: Path) -> Iterator[tuple[str, str, SchedulerConfig]]:
-    """A demo engine with its API on a free port: (base URL, an ADMIN token, its config)."""
-    port = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(f'metrics_port = 0\n[api]\nport = {port}\n[store]\nurl = "{store_url}"\n')
+def token(path: Path, name: str, role: str) -> str:
+    """A new token's secret, made as an operator makes it: the CLI."""
     made = subprocess.run(
-        [*CLI, "tokens", "create", "--name", "ops", "--role", "ADMIN", "--json"]
-        + ["--config", str(path)],
+        [*CLI, "tokens", "create", "--name", name, "--role", role, "--json", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert made.returncode == 0, made.stderr
-    secret = json.loads(made.stdout)["secret"]
+    secret: str = json.loads(made.stdout)["secret"]
+    return secret
+
+
+@pytest.fixture
+def engine(store_url: str, tmp_path: Path) -> Iterator[tuple[str, str, SchedulerConfig]]:
+    """A demo engine with its API on a free port: (base URL, an ADMIN token, its config); a
+    READ token's secret in ``tmp_path / "read.token"``."""
+    port = free_port()
+    path = tmp_path / "config.toml"
+    path.write_text(f'metrics_port = 0\n[api]\nport = {port}\n[store]\nurl = "{store_url}"\n')
+    secret = token(path, "ops", "ADMIN")
+    (tmp_path / "read.token").write_text(token(path, "viewer", "READ"))
     log = (tmp_path / "engine.log").open("w")
     proc = subprocess.Popen(
         [*CLI, "run", "--demo", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT
@@ -162,10 +171,10 @@ async def store_job(config: SchedulerConfig) -> Status | int:
         return (await client.get(SMS, JOB_ID))[0].status
 
 
-async def add_job(config: SchedulerConfig) -> None:
-    at = datetime.now(UTC) + timedelta(hours=1)
+async def add_job(config: SchedulerConfig, job_id: int = JOB_ID, hours: int = 1) -> None:
+    at = datetime.now(UTC) + timedelta(hours=hours)
     async with SchedulerClient(config, SMS) as client:
-        await client.schedule([SmsEntity(id=JOB_ID, scheduled_at=at, phone="+1555", message="x")])
+        await client.schedule([SmsEntity(id=job_id, scheduled_at=at, phone="+1555", message="x")])
 
 
 class _Wall:
@@ -177,7 +186,7 @@ class _Wall:
 
 
 def test_the_dashboard_shows_the_store_and_changes_it(
-    engine: tuple[str, str, SchedulerConfig], chromium: str, screenshots: Path
+    engine: tuple[str, str, SchedulerConfig], chromium: str, screenshots: Path, tmp_path: Path
 ) -> None:
     base, secret, config = engine
     run(add_job(config))
@@ -198,17 +207,19 @@ def test_the_dashboard_shows_the_store_and_changes_it(
             history(page, config, screenshots)
             audit(page, config, screenshots)
             jobs(page, config, screenshots)
+            live_update(page, config)
+            read_only(page, (tmp_path / "read.token").read_text())
         finally:
             browser.close()
 
 
-def sign_in(page: Page, secret: str) -> None:
+def sign_in(page: Page, secret: str, who: str = "ops (ADMIN)") -> None:
     page.fill("#token", "not-a-token")
     page.click("#login-form button")
     expect(page.locator("#login-error")).to_contain_text("refused")
     page.fill("#token", secret)
     page.click("#login-form button")
-    expect(page.locator("#who")).to_have_text("ops (ADMIN)")
+    expect(page.locator("#who")).to_have_text(who)
     assert page.evaluate("sessionStorage.length") == 1  # kept in this tab only
 
 
@@ -286,3 +297,26 @@ def jobs(page: Page, config: SchedulerConfig, screenshots: Path) -> None:
     expect(page.locator("#job-detail dl")).to_contain_text("CANCELLED")
     assert run(store_job(config)) is Status.CANCELLED
     page.screenshot(path=screenshots / "jobs.png", full_page=True)
+
+
+def live_update(page: Page, config: SchedulerConfig) -> None:
+    """A job stored while the jobs page is open shows up in it without a reload."""
+    later = JOB_ID + 1
+    rows = page.locator("main table tbody tr", has_text=str(later))
+    expect(rows).to_have_count(0)
+    run(add_job(config, later, hours=2))  # due last: the first row of the newest-first page
+    expect(rows).to_have_count(1, timeout=WAIT_S * 1000)
+
+
+def read_only(page: Page, secret: str) -> None:
+    """READ sees the jobs but may change none of them, and has no audit page."""
+    page.click("#sign-out")
+    sign_in(page, secret, "viewer (READ)")
+    expect(page.locator("#nav-audit")).to_be_hidden()
+    page.goto(page.url.split("#")[0] + "#jobs")
+    page.select_option("#job-entity", "sms")
+    page.select_option("#job-order", "newest")
+    page.locator("main table tbody tr", has_text=str(JOB_ID)).first.click()
+    expect(page.locator("#job-detail")).to_contain_text("CANCELLED")
+    for action in ("cancel", "pause", "resume", "run-now"):
+        expect(page.locator(f"#job-{action}")).to_be_disabled()
