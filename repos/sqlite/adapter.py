@@ -521,9 +521,10 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
     def _upgrade(self, db: sqlite3.Connection) -> None:
         """Make the store's dependencies and revocations tables if missing (an insert with
         edges writes the one, a change to a claimed row the other), and
-        bring the tables of earlier versions to this shape (sql.UPGRADE_*): before epoch claims,
-        before priorities and categories. At open only: the embedded store is one process, so
-        no older one makes tables later."""
+        bring the tables of earlier versions to this shape (sql.UPGRADE_*): before priorities
+        and categories (first: the claim index has priority), before epoch claims, before the
+        claim index had priority. At open only: the embedded store is one process, so no older
+        one makes tables later."""
         with write(db):
             db.execute(sql.CREATE_DEPENDENCIES)
             db.execute(sql.CREATE_REVOCATIONS)
@@ -531,8 +532,6 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
             table: {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
             for table in self._tables(db).values()
         }
-        for table in [t for t, names in columns.items() if "claim_epoch" not in names]:
-            self._upgrade_epoch(db, table)
         for table in [t for t, names in columns.items() if "priority" not in names]:
             with write(db):
                 for ddl in sql.UPGRADE_ADD_PRIORITY:
@@ -542,6 +541,24 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
                 table,
                 extra={"action": "upgrade", "shard": table},
             )
+        for table in [t for t, names in columns.items() if "claim_epoch" not in names]:
+            self._upgrade_epoch(db, table)
+        for table in columns:
+            self._upgrade_claim_index(db, table)
+
+    def _upgrade_claim_index(self, db: sqlite3.Connection, table: str) -> None:
+        """The claim index of a table made before it had priority, made again with it."""
+        index = {"index": f"ix_{table}_claim"}
+        if "priority" in {c for (c,) in db.execute(sql.CLAIM_INDEX_COLUMNS, index)}:
+            return
+        with write(db):
+            db.execute(self._q(sql.DROP_CLAIM_INDEX, table))
+            db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
+        logger.info(
+            "shard %s upgraded: claim index rebuilt with priority (ranked claims)",
+            table,
+            extra={"action": "upgrade", "shard": table},
+        )
 
     def _upgrade_epoch(self, db: sqlite3.Connection, table: str) -> None:
         with write(db):
