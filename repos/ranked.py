@@ -8,8 +8,9 @@ claim is two steps, each bounded whatever the backlog's size:
 
 1. read, without locking, (id, due_at, priority) of the oldest due unclaimed rows per shard,
    none due after the window bound below (and RANKED_SCAN_ROWS at most), from the claim index
-   (claim_epoch, due_at, priority) alone: no row is looked up in the table; the store ranks them (rank()'s expression, in double precision as
-   in Python) and returns the best few; :meth:`RankedClaim.pick` keeps the best `limit`;
+   (claim_epoch, due_at, priority) alone, no row looked up in the table; the store ranks them
+   (rank()'s expression, in double precision as in Python) and returns the best few;
+   :meth:`RankedClaim.pick` keeps the best `limit`;
 2. lock exactly those ids (FOR UPDATE SKIP LOCKED), checking again that they are unclaimed and
    due, and read them as any claim does. A row another claim took in between is not claimed:
    the next round reads again and picks the best of the rows not tried yet, CLAIM_ROUNDS rounds
@@ -24,8 +25,8 @@ Proof: those n rows rank <= D*b - 1 (priority >= 1); a row due after D + 999/b r
 
 So the order is exact (the best effective priority first, ties by due time) whenever a shard's
 rows due within the window bound number RANKED_SCAN_ROWS at most: with the default boost of 10
-points a minute, the window is 100 minutes past the n-th oldest, and 250,000 rows is more than
-that at 40 jobs/s. Beyond the cap, priority orders within the oldest RANKED_SCAN_ROWS of a
+points a minute, the window is 100 minutes past the n-th oldest: 250,000 rows is 100 minutes
+of 40 jobs/s into one shard. Beyond the cap, priority orders within the oldest RANKED_SCAN_ROWS of a
 shard: a priority-1000 row due after them waits until they are claimed. Step 1 does not test
 status (it is in no index, so testing it would cost the lookup the index saves): every known
 status but PENDING is out of the (0, due_at) range, and step 2 checks again.
