@@ -1,6 +1,7 @@
 """The claim of a backlog by effective priority (claim_due(boost_per_minute=...), repos/ranked.py)
-on the real stores: what it reads (the scan bound, the window bound), what it locks (only the
-rows it takes), and claims that race (each row once; rows taken meanwhile are replaced).
+on the real stores: what it reads (the scan bound, the window bound, the claim index alone),
+what it locks (only the rows it takes), claims that race (each row once; rows taken meanwhile
+are replaced), and shards whose claim index predates priority (rebuilt when found).
 
 The order itself is tests/integration/test_priorities.py's. Every test runs on each store of
 tests/conftest.py's ``backend`` but those about locks, which MySQL's claims take and SQLite's
