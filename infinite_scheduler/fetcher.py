@@ -17,12 +17,12 @@ the node holds would wait until everything due before it had been claimed: the d
 orders only what it holds. The normal path pays nothing: rows on time, or a burst drained
 within seconds, are claimed in due order along the claim index.
 
-A ranked claim's cost is bounded (repos/ranked.py): it reads the oldest RANKED_SCAN_ROWS due
-rows per shard along the claim index, unlocked, ranks them, and locks only the rows it takes.
-So in a backlog larger than RANKED_SCAN_ROWS per shard, priority orders within its oldest
-RANKED_SCAN_ROWS rows (fewer, where the age boost's window bound says no later row can rank
-among the best): a high-priority job due after them waits until they are claimed, as with no
-ranking at all. A ranked claim comes back short only when the backlog ran out: rows another
+A ranked claim's cost is bounded (repos/ranked.py): it reads, unlocked and from the claim
+index alone, the oldest due rows per shard up to the age boost's window bound (no row due later
+can rank among the best), ranks them, and locks only the rows it takes. So priority orders the
+whole backlog exactly, but where a shard holds more than RANKED_SCAN_ROWS (250,000) rows due
+within that window: there it orders within the oldest RANKED_SCAN_ROWS, and a high-priority job
+due after them waits until they are claimed, as with no ranking at all. A ranked claim comes back short only when the backlog ran out: rows another
 node took between its read and its lock are replaced by the next best, a few rounds at most
 (repos/ranked.py's CLAIM_ROUNDS; a claim that loses that many still ends the ranked claims,
 and the next claim, in due order, starts them again if the backlog is still there).

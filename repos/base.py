@@ -394,8 +394,8 @@ class ShardingRepository(Protocol[TEntity, TKey]):
         With `boost_per_minute`, the rows come by effective priority at now_ms instead, the
         highest first (:func:`rank`, lowest first), ties by due time: the claim of a backlog of
         rows due already (infinite_scheduler/fetcher.py). No index holds that order: the best
-        of the oldest repos/ranked.py RANKED_SCAN_ROWS due rows per shard are claimed, and only
-        they are locked. Such a claim returns fewer than `limit` rows only when fewer are due
+        of the due rows within the age boost's window bound (repos/ranked.py; the oldest
+        RANKED_SCAN_ROWS per shard at most) are claimed, and only they are locked. Such a claim returns fewer than `limit` rows only when fewer are due
         and unclaimed (or other claims took the rows it picked CLAIM_ROUNDS times over).
         """
         ...

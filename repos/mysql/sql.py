@@ -80,7 +80,11 @@ WSREP_STATUS = (
 )
 
 # The claim index: PENDING rows are the (0, due_at) range, each epoch's claims its own range.
-# Status is in no index, so that an ack (status 1 -> 2, fired_at) moves no index entry: with
+# priority last, so that a ranked claim's step 1 (RANKED_SCAN_PART) reads (id, due_at,
+# priority) from the index alone (InnoDB's secondary entries carry the primary key), where
+# without it every row read cost a clustered-index lookup; the claim in due order reads the
+# same range as before, and a claim or an ack moves the one entry as before (priority never
+# changes in place). Status is in no index, so that an ack (status 1 -> 2, fired_at) moves no index entry: with
 # (status, due_at) the claim and the ack each moved one, and the server spent a fifth of its
 # work per job on that (benchmarks/RESULTS.md, "W2's server CPU").
 # ix_at, on the sharding time (InnoDB appends the primary key: (at, id)), serves the job
@@ -93,7 +97,7 @@ CREATE_SHARD_TABLE = (
     + COLUMNS
     + """,
     PRIMARY KEY (`{id}`),
-    KEY ix_claim (claim_epoch, due_at),
+    KEY ix_claim (claim_epoch, due_at, priority),
     KEY ix_at (`{at}`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 )
@@ -106,7 +110,7 @@ CREATE_PARTITIONED_TABLE = (
     + """,
     shard_at BIGINT NOT NULL,
     PRIMARY KEY (`{id}`, shard_at),
-    KEY ix_claim (claim_epoch, due_at),
+    KEY ix_claim (claim_epoch, due_at, priority),
     KEY ix_at (`{at}`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 PARTITION BY RANGE (shard_at) ({partitions})"""
@@ -158,11 +162,13 @@ CLAIM_SELECT_PART = "(" + CLAIM_SELECT_ONE + ")"
 # nth-oldest due unclaimed row), then the oldest rows of each shard due before scan_before_ms
 # (scan_rows at most), ranked: repos/options.py's rank(), in double precision as Python
 # computes it (a decimal literal would make the product exact, and ties could fall otherwise).
+# Both read the claim index alone ("Using index"): no status = 0 here, status being in no index;
+# every known status but PENDING is out of the (0, due_at) range, and step 2 checks it again.
 RANKED_NTH_PART = """(SELECT due_at FROM {target}
- WHERE claim_epoch = 0 AND status = 0 AND due_at < %(before_ms)s
+ WHERE claim_epoch = 0 AND due_at < %(before_ms)s
  ORDER BY due_at LIMIT 1 OFFSET %(nth)s)"""
 RANKED_SCAN_PART = """(SELECT `{id}`, due_at, priority, {shard_no} AS shard_no FROM {target}
- WHERE claim_epoch = 0 AND status = 0 AND due_at < %(scan_before_ms)s
+ WHERE claim_epoch = 0 AND due_at < %(scan_before_ms)s
  ORDER BY due_at LIMIT %(scan_rows)s)"""
 RANKED_SCAN = """SELECT `{id}`, due_at, priority, shard_no FROM ({parts}) AS oldest
  ORDER BY due_at * CAST(%(boost_per_ms)s AS DOUBLE) - priority, due_at LIMIT %(pick_rows)s"""
@@ -378,7 +384,7 @@ UPDATE `{table}` SET status = 0, claim_epoch = 0, claimed_by = '', claimed_at = 
 WHERE status = 1 AND claim_epoch <= 0 LIMIT %(limit)s"""
 UPGRADE_INDEX = """
 ALTER TABLE `{table}` ALTER COLUMN claim_epoch SET DEFAULT 0,
-    ADD KEY ix_claim (claim_epoch, due_at), DROP KEY ix_status_due"""
+    ADD KEY ix_claim (claim_epoch, due_at, priority), DROP KEY ix_status_due"""
 # Shards made before priorities and categories: both columns added with their defaults (an
 # instant ALTER on MariaDB 10.3+ and MySQL 8.0.29+: no row is rewritten). The tables matching
 # the pattern that have the priority column; the others lack it. (Not one NOT EXISTS query
@@ -390,6 +396,15 @@ WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s AND column_name 
 UPGRADE_ADD_PRIORITY = """
 ALTER TABLE `{table}` ADD COLUMN priority SMALLINT NOT NULL DEFAULT 500,
     ADD COLUMN category VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''"""
+# Shards made before the claim index covered a ranked claim's step 1: ix_claim (claim_epoch,
+# due_at), rebuilt with priority (online: InnoDB builds it in place while claims and inserts go
+# on, then swaps it in). The tables matching the pattern whose ix_claim has priority already.
+COVERING_CLAIM_INDEX = """
+SELECT DISTINCT table_name FROM information_schema.statistics
+WHERE table_schema = DATABASE() AND table_name LIKE %(pattern)s AND index_name = 'ix_claim'
+    AND column_name = 'priority'"""
+UPGRADE_CLAIM_INDEX = """
+ALTER TABLE `{table}` DROP KEY ix_claim, ADD KEY ix_claim (claim_epoch, due_at, priority)"""
 
 
 # -- membership (repos/mysql/cluster.py): the nodes table, beside the shards ------------------

@@ -2,11 +2,18 @@
 
 Tables of the version before epoch claims have no ``claim_epoch`` and index ``(status,
 due_at)`` as ix_status_due; those of the version before priorities have no ``priority`` and
-``category`` columns (added with their defaults). The first time a repository handle sees a
-shard table (the layouts' discover()), it asks the catalogue once whether the table still has
-ix_status_due or lacks the priority column, and if so upgrades it in place (the partitioned
-layout's one table once): see repos/mysql/sql.py, OLD_SHARDS, HAS_PRIORITY and the UPGRADE_
-statements. Each step can run again, so an upgrade cut short is finished by the next handle; two
+``category`` columns (added with their defaults); those of the version before the covering
+claim index have ix_claim on ``(claim_epoch, due_at)`` only (rebuilt with ``priority``). The
+first time a repository handle sees a shard table (the layouts' discover()), it asks the
+catalogue once which of these it is, and upgrades it in place (the partitioned layout's one
+table once): see repos/mysql/sql.py, OLD_SHARDS, HAS_PRIORITY, COVERING_CLAIM_INDEX and the
+UPGRADE_ statements.
+
+The claim index is rebuilt rather than old shards' ranked claims kept to the bound they had
+(repos/ranked.py): the partitioned layout's one table never ages out, so its priorities would
+reach no further than before for good, and the ranked claim would need to know each shard's
+shape. The price is one online index build per old table at the first open (InnoDB builds it
+beside the old one while claims and inserts go on): seconds per million rows. Each step can run again, so an upgrade cut short is finished by the next handle; two
 handles racing through it leave one result. Engines of the earlier version must be stopped
 first: they would neither stamp nor read the epoch.
 """
@@ -39,15 +46,25 @@ class Upgrades:
         unchecked = set(tables) - self._checked
         if not unchecked:
             return
+        args = {"pattern": pattern}
         async with ex.transaction("find old shards") as tx:
-            rows = await tx.fetch_all(sql.OLD_SHARDS, {"pattern": pattern})
-            upgraded = await tx.fetch_all(sql.HAS_PRIORITY, {"pattern": pattern})
-        for table in sorted({r[0] for r in rows} & unchecked):
-            await upgrade(ex, table)
-        for table in sorted(unchecked - {r[0] for r in upgraded}):
+            before_epochs = {r[0] for r in await tx.fetch_all(sql.OLD_SHARDS, args)}
+            with_priority = {r[0] for r in await tx.fetch_all(sql.HAS_PRIORITY, args)}
+            covering = {r[0] for r in await tx.fetch_all(sql.COVERING_CLAIM_INDEX, args)}
+        # The priority column first: both index builds below include it.
+        for table in sorted(unchecked - with_priority):
             await _ddl(ex, sql.UPGRADE_ADD_PRIORITY.format(table=table), table)
             logger.info(
                 "shard %s upgraded: priority and category columns added (defaults 500, none)",
+                table,
+                extra={"action": "upgrade", "shard": table},
+            )
+        for table in sorted(before_epochs & unchecked):
+            await upgrade(ex, table)
+        for table in sorted(unchecked - before_epochs - covering):
+            await _ddl(ex, sql.UPGRADE_CLAIM_INDEX.format(table=table), table)
+            logger.info(
+                "shard %s upgraded: claim index rebuilt with priority (ranked claims)",
                 table,
                 extra={"action": "upgrade", "shard": table},
             )

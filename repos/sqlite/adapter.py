@@ -222,8 +222,32 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
     ) -> list[tuple[Any, ...]]:
         """The claim of a backlog (repos/ranked.py), in the claim's write transaction: the best
         of the oldest due rows of each shard, merged; returned by rank, each with its table.
-        One round: nothing else claims meanwhile."""
+        Nothing else claims meanwhile, but step 1 does not test status: a row of a status this
+        version does not know is picked and not taken, and the next round replaces it."""
         plan = RankedClaim(limit=args["limit"], boost_per_minute=boost)
+        rows: list[tuple[Any, ...]] = []
+        more = True
+        while more:
+            picked = plan.pick(self._ranked_candidates(db, shards, args, plan))
+            by_shard: dict[int, list[Any]] = defaultdict(list)
+            for c in picked:
+                by_shard[c.shard].append(c.key)
+            got = 0
+            for no, keys in by_shard.items():
+                table = shards[no]
+                stmt = self._q(sql.RANKED_TAKE, table, keys=marks(len(keys)))
+                values = (args["payload_before_ms"], args["before_ms"], *keys)
+                taken = [(*r, table) for r in db.execute(stmt, values)]
+                rows += taken
+                got += len(taken)
+            more = plan.took(got, len(picked))
+        return sorted(rows, key=lambda r: plan.order(r[2], r[5]))
+
+    def _ranked_candidates(
+        self, db: sqlite3.Connection, shards: list[str], args: dict[str, Any], plan: RankedClaim
+    ) -> list[Candidate]:
+        """Step 1 of a ranked claim: the best of each shard's oldest due rows (up to the window
+        bound, plan.scan_rows() per shard), merged, best first."""
         scan_before_ms, nth = args["before_ms"], plan.nth_offset()
         if nth is not None:
             nths = [self._q(sql.RANKED_NTH, table) for table in shards]
@@ -242,17 +266,7 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
             for no, t in enumerate(shards)
         ]
         best = heapq.merge(*per_shard, key=lambda c: plan.order(c.due_ms, c.priority))
-        picked = plan.pick(islice(best, plan.pick_rows()))
-        by_shard: dict[int, list[Any]] = defaultdict(list)
-        for c in picked:
-            by_shard[c.shard].append(c.key)
-        rows = []
-        for no, keys in by_shard.items():
-            table = shards[no]
-            stmt = self._q(sql.RANKED_TAKE, table, keys=marks(len(keys)))
-            values = (args["payload_before_ms"], args["before_ms"], *keys)
-            rows += [(*r, table) for r in db.execute(stmt, values)]
-        return sorted(rows, key=lambda r: plan.order(r[2], r[5]))
+        return list(islice(best, plan.pick_rows()))
 
     async def read_payloads(self, epoch: int, refs: Sequence[RowRef]) -> dict[RowRef, bytes]:
         by_table = self._keys_by_table(refs)
@@ -521,9 +535,10 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
     def _upgrade(self, db: sqlite3.Connection) -> None:
         """Make the store's dependencies and revocations tables if missing (an insert with
         edges writes the one, a change to a claimed row the other), and
-        bring the tables of earlier versions to this shape (sql.UPGRADE_*): before epoch claims,
-        before priorities and categories. At open only: the embedded store is one process, so
-        no older one makes tables later."""
+        bring the tables of earlier versions to this shape (sql.UPGRADE_*): before priorities
+        and categories (first: the claim index has priority), before epoch claims, before the
+        claim index had priority. At open only: the embedded store is one process, so no older
+        one makes tables later."""
         with write(db):
             db.execute(sql.CREATE_DEPENDENCIES)
             db.execute(sql.CREATE_REVOCATIONS)
@@ -531,8 +546,6 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
             table: {c for (c,) in db.execute(sql.TABLE_COLUMNS, {"table": table})}
             for table in self._tables(db).values()
         }
-        for table in [t for t, names in columns.items() if "claim_epoch" not in names]:
-            self._upgrade_epoch(db, table)
         for table in [t for t, names in columns.items() if "priority" not in names]:
             with write(db):
                 for ddl in sql.UPGRADE_ADD_PRIORITY:
@@ -542,6 +555,24 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
                 table,
                 extra={"action": "upgrade", "shard": table},
             )
+        for table in [t for t, names in columns.items() if "claim_epoch" not in names]:
+            self._upgrade_epoch(db, table)
+        for table in columns:
+            self._upgrade_claim_index(db, table)
+
+    def _upgrade_claim_index(self, db: sqlite3.Connection, table: str) -> None:
+        """The claim index of a table made before it had priority, made again with it."""
+        index = {"index": f"ix_{table}_claim"}
+        if "priority" in {c for (c,) in db.execute(sql.CLAIM_INDEX_COLUMNS, index)}:
+            return
+        with write(db):
+            db.execute(self._q(sql.DROP_CLAIM_INDEX, table))
+            db.execute(self._q(sql.CREATE_CLAIM_INDEX, table))
+        logger.info(
+            "shard %s upgraded: claim index rebuilt with priority (ranked claims)",
+            table,
+            extra={"action": "upgrade", "shard": table},
+        )
 
     def _upgrade_epoch(self, db: sqlite3.Connection, table: str) -> None:
         with write(db):

@@ -51,9 +51,11 @@ CREATE_SHARD = {
     int: _CREATE_SHARD + "INTEGER PRIMARY KEY NOT NULL," + _COLUMNS,
     str: _CREATE_SHARD + "TEXT PRIMARY KEY NOT NULL," + _COLUMNS + " WITHOUT ROWID",
 }
-# The claim index, as in MySQL (repos/mysql/sql.py): PENDING rows are its (0, due_at) range.
+# The claim index, as in MySQL (repos/mysql/sql.py): PENDING rows are its (0, due_at) range;
+# priority last, so that a ranked claim's step 1 reads the index alone (a covering index: the
+# rowid, or a WITHOUT ROWID table's key, is in every entry).
 CREATE_CLAIM_INDEX = (
-    'CREATE INDEX IF NOT EXISTS "ix_{table}_claim" ON "{table}" (claim_epoch, due_at)'
+    'CREATE INDEX IF NOT EXISTS "ix_{table}_claim" ON "{table}" (claim_epoch, due_at, priority)'
 )
 LIST_TABLES = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE :pattern ESCAPE '\\'"
@@ -83,13 +85,15 @@ ORDER BY due_at LIMIT :limit"""
 # the claim's one write transaction. Step 1 along the claim index: the due time that bounds the
 # window (the nth-oldest due unclaimed row), then the oldest rows due before :scan_before_ms,
 # ranked (repos/options.py's rank(); the adapter merges the shards by the same).
+# Both from the claim index alone: no status = 0 (status is in no index; every known status but
+# PENDING is out of the (0, due_at) range, and step 2 checks it again).
 RANKED_NTH = """
-SELECT due_at FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms AND status = 0
+SELECT due_at FROM "{table}" WHERE claim_epoch = 0 AND due_at < :before_ms
 ORDER BY due_at LIMIT 1 OFFSET :nth"""
 RANKED_SCAN = """
 SELECT "{id}", due_at, priority FROM (
     SELECT "{id}", due_at, priority FROM "{table}"
-    WHERE claim_epoch = 0 AND due_at < :scan_before_ms AND status = 0
+    WHERE claim_epoch = 0 AND due_at < :scan_before_ms
     ORDER BY due_at LIMIT :scan_rows)
 ORDER BY due_at * :boost_per_ms - priority, due_at LIMIT :pick_rows"""
 # Step 2: the ids picked, read as a claim reads them (nothing else writes meanwhile).
@@ -259,6 +263,10 @@ UPGRADE_ADD_PRIORITY = (
     'ALTER TABLE "{table}" ADD COLUMN priority INTEGER NOT NULL DEFAULT 500',
     "ALTER TABLE \"{table}\" ADD COLUMN category TEXT NOT NULL DEFAULT ''",
 )
+# Tables made before the claim index had priority (repos/mysql/upgrade.py says why rebuilt):
+# the claim index's columns, then the index made again.
+CLAIM_INDEX_COLUMNS = "SELECT name FROM pragma_index_info(:index)"
+DROP_CLAIM_INDEX = 'DROP INDEX IF EXISTS "ix_{table}_claim"'
 
 
 # -- membership (repos/sqlite/cluster.py): the nodes table, beside the shards -----------------

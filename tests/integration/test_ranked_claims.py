@@ -1,6 +1,7 @@
 """The claim of a backlog by effective priority (claim_due(boost_per_minute=...), repos/ranked.py)
-on the real stores: what it reads (the scan bound, the window bound), what it locks (only the
-rows it takes), and claims that race (each row once; rows taken meanwhile are replaced).
+on the real stores: what it reads (the scan bound, the window bound, the claim index alone),
+what it locks (only the rows it takes), claims that race (each row once; rows taken meanwhile
+are replaced), and shards whose claim index predates priority (rebuilt when found).
 
 The order itself is tests/integration/test_priorities.py's. Every test runs on each store of
 tests/conftest.py's ``backend`` but those about locks, which MySQL's claims take and SQLite's
@@ -10,23 +11,28 @@ single writer does not.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from repos import ranked
 from repos.base import Claimant, ClaimedJob, ShardingRepository, priority_of, rank
 from repos.entity import EncodedRow
+from repos.mysql import sql as mysql_sql
 from repos.mysql.driver import Tx
+from repos.shards import Granularity, bounds_of
+from repos.sqlite import sql as sqlite_sql
 
 pytestmark = pytest.mark.timeout(60)
 
 Repo = ShardingRepository[Any, Any]
 MakeRepo = Callable[..., Awaitable[Repo]]
+RawSql = Callable[[Repo, str], Awaitable[None]]
 T0 = int(datetime(2026, 11, 22, 12, tzinfo=UTC).timestamp() * 1000)
 MINUTE = 60_000
 SINCE = T0 - 60 * MINUTE
@@ -118,6 +124,152 @@ async def test_the_window_bound_leaves_out_no_row_that_ranks_among_the_best(repo
     assert await claim(repo, 1, boost=999) == [2]
     assert await claim(repo, 1, boost=999) == [1]
     assert await claim(repo, 1, boost=999) == [3]
+
+
+async def test_priority_orders_a_backlog_beyond_the_old_bound_of_20000_rows(repo: Repo) -> None:
+    """25,000 rows due, the priority-1000 one due last: claimed first. Step 1 reads the claim
+    index alone, so the whole window bound is within RANKED_SCAN_ROWS (before, the oldest
+    20,000 only: the row waited for 20,000 others to be claimed)."""
+    n = 25_000
+    assert ranked.RANKED_SCAN_ROWS >= n
+    assert await repo.insert_rows(backlog(n, high={n - 1: 1000}), now_ms=T0) == n
+    assert await claim(repo, 3) == [n - 1, 0, 1]
+
+
+async def test_a_due_row_of_a_status_this_version_does_not_know_is_not_claimed(
+    repo: Repo, backend: Any, raw_sql: RawSql
+) -> None:
+    """Step 1 does not test status (it is in no index): such a row in the PENDING range is
+    ranked first, then not taken by step 2, and the next best replace it: the claim is
+    full, not short (a short claim ends the ranked claims of a backlog still there)."""
+    assert await repo.insert_rows(backlog(10, high={9: 1000}), now_ms=T0) == 10
+    for table in await claim_index_columns(repo, backend):
+        await raw_sql(repo, f"UPDATE {quoted(backend, table)} SET status = 9 WHERE id = 9")
+    assert await claim(repo, 3) == [0, 1, 2]
+
+
+# -- the claim index: its shape, and shards made before it had priority ----------------------
+
+
+async def claim_index_columns(repo: Repo, backend: Any) -> dict[str, list[str]]:
+    """Each shard table's claim index, by table: its columns, in order."""
+    if backend.kind == "sqlite":
+        with closing(sqlite3.connect(cast(Any, repo).path)) as db:
+            tables = [
+                name
+                for (name,) in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'sms%'"
+                )
+            ]
+            return {
+                t: [c for (c,) in db.execute(f'SELECT name FROM pragma_index_info("ix_{t}_claim")')]
+                for t in tables
+            }
+    async with cast(Any, repo)._ex.transaction("test") as tx:
+        rows = await tx.fetch_all(
+            "SELECT table_name, column_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND index_name = 'ix_claim'"
+            " ORDER BY table_name, seq_in_index"
+        )
+    found: dict[str, list[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, []).append(column)
+    return found
+
+
+def quoted(backend: Any, table: str) -> str:
+    return f'"{table}"' if backend.kind == "sqlite" else f"`{table}`"
+
+
+async def query_plans(repo: Repo, backend: Any) -> tuple[str, str]:
+    """How the store reads a ranked claim's step 1, and a claim in due order, in the shard
+    holding T0: EXPLAIN's key and Extra (MySQL) or EXPLAIN QUERY PLAN's details (SQLite)."""
+    (table,) = await claim_index_columns(repo, backend)
+    step_1 = {"scan_before_ms": T0, "scan_rows": 100, "boost_per_ms": 0.1, "pick_rows": 5}
+    claim_args = {"payload_before_ms": T0, "before_ms": T0, "limit": 5}
+    ids = {"id": "id", "at": "scheduled_at"}
+    if backend.kind == "sqlite":
+        with closing(sqlite3.connect(cast(Any, repo).path)) as db:
+            plans = [
+                " ".join(
+                    str(r[-1])
+                    for r in db.execute(
+                        "EXPLAIN QUERY PLAN " + template.format(table=table, **ids), args
+                    )
+                )
+                for template, args in (
+                    (sqlite_sql.RANKED_SCAN, step_1),
+                    (sqlite_sql.CLAIM_SELECT, claim_args),
+                )
+            ]
+            return plans[0], plans[1]
+    target = f"`{table}`"
+    scan = mysql_sql.RANKED_SCAN.format(
+        parts=mysql_sql.union_all(mysql_sql.RANKED_SCAN_PART, [target], **ids), **ids
+    )
+    claim_one = mysql_sql.CLAIM_SELECT_ONE.format(target=target, shard_no=0, **ids)
+    async with cast(Any, repo)._ex.transaction("test") as tx:
+        scan_plan = await tx.fetch_all("EXPLAIN " + scan, step_1)
+        claim_plan = await tx.fetch_all("EXPLAIN " + claim_one, claim_args)
+    # EXPLAIN's columns: id, select_type, table, type, possible_keys, key, ..., Extra.
+    derived = [r for r in scan_plan if r[1] == "DERIVED"]
+    return " ".join(f"{r[5]} {r[9]}" for r in derived), " ".join(
+        f"{r[5]} {r[9]}" for r in claim_plan
+    )
+
+
+async def test_step_1_reads_the_claim_index_alone_and_the_claim_in_due_order_uses_it(
+    repo: Repo, backend: Any
+) -> None:
+    assert await repo.insert_rows(backlog(500, high={7: 900}), now_ms=T0) == 500
+    assert set(map(tuple, (await claim_index_columns(repo, backend)).values())) == {
+        ("claim_epoch", "due_at", "priority")
+    }
+    step_1, in_due_order = await query_plans(repo, backend)
+    if backend.kind == "sqlite":
+        assert "USING COVERING INDEX ix_sms_" in step_1 and "_claim" in step_1
+        assert "USING INDEX ix_sms_" in in_due_order and "_claim" in in_due_order
+    else:
+        key, _, extra = step_1.partition(" ")
+        assert key == "ix_claim" and "Using index" in [e.strip() for e in extra.split(";")]
+        assert in_due_order.startswith("ix_claim ")
+
+
+async def test_a_shard_whose_claim_index_lacks_priority_gets_it_when_found(
+    make_repo: MakeRepo, backend: Any, raw_sql: RawSql
+) -> None:
+    """A shard of the version before the covering claim index: the next handle rebuilds its
+    index, and its ranked claims then reach the whole window (repos/mysql/upgrade.py says why
+    rebuilt rather than kept to the old bound)."""
+    first = await make_repo()
+    assert await first.insert_rows(backlog(30, high={25: 1000}), now_ms=T0) == 30
+    (table,) = await claim_index_columns(first, backend)
+    if backend.kind == "sqlite":
+        await raw_sql(first, f'DROP INDEX "ix_{table}_claim"')
+        await raw_sql(first, f'CREATE INDEX "ix_{table}_claim" ON "{table}" (claim_epoch, due_at)')
+    else:
+        await raw_sql(
+            first,
+            f"ALTER TABLE `{table}` DROP KEY ix_claim, ADD KEY ix_claim (claim_epoch, due_at)",
+        )
+    assert await claim_index_columns(first, backend) == {table: ["claim_epoch", "due_at"]}
+    again = await make_repo()
+    assert await claim_index_columns(again, backend) == {
+        table: ["claim_epoch", "due_at", "priority"]
+    }
+    assert await claim(again, 2) == [25, 0]
+
+
+async def test_a_shard_of_the_version_before_epoch_claims_gets_the_covering_index(
+    make_repo: MakeRepo, backend: Any, old_shard: Callable[..., Awaitable[None]]
+) -> None:
+    """Its priority column is added before its claim index is made (the index has it)."""
+    await old_shard(bounds_of(T0, Granularity.DAY), [(1, T0 - MINUTE, 0, 0, "", 0, 0)])
+    repo = await make_repo()
+    assert list((await claim_index_columns(repo, backend)).values()) == [
+        ["claim_epoch", "due_at", "priority"]
+    ]
+    assert await claim(repo, 2) == [1]
 
 
 # -- what it claims when claims race ----------------------------------------------------------
