@@ -1,4 +1,6 @@
-"""``infinite-scheduler shards list | drop-expired`` as a user runs them: real process, real store."""
+"""``infinite-scheduler shards list | drop-expired`` as a user runs them on a real store: in this
+process (cli_in_process), or in a real one where the process matters (a terminal on stdin,
+``--app`` found through the working directory)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from repos.entity import EntitySpec
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 from repos.shards import Granularity, bounds_of
+from tests.integration.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(30)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
@@ -85,16 +88,20 @@ async def seeded(store_url: str, tmp_path: Path) -> AsyncIterator[Seeded]:
     yield Seeded(write_config(tmp_path, store_url), expired, live, start_ms)
 
 
-def shards(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def shards(*args: str) -> subprocess.CompletedProcess[str]:
     """The command as a script runs it: stdin is not a terminal."""
-    env = {**os.environ, "PYTHONPATH": str(cwd)} if cwd else None
+    return cli("shards", *args)
+
+
+def shards_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command run by a process in `cwd`, which is on its import path."""
     return subprocess.run(
         [*CLI, "shards", *args],
         capture_output=True,
         text=True,
         timeout=20,
         cwd=cwd,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(cwd)},
         stdin=subprocess.DEVNULL,
     )
 
@@ -166,7 +173,7 @@ async def test_app_option_lists_the_apps_own_entity_types(store_url: str, tmp_pa
         await repo.close()
     (tmp_path / "reminders_app.py").write_text(APP_MODULE)
     config = str(write_config(tmp_path, store_url))
-    proc = shards("list", "--config", config, "--app", "reminders_app:register", cwd=tmp_path)
+    proc = shards_in(tmp_path, "list", "--config", config, "--app", "reminders_app:register")
     assert proc.returncode == 0, proc.stderr
     assert "reminders: 2 shards" in proc.stdout and expired in proc.stdout and live in proc.stdout
     assert "sms:" not in proc.stdout
