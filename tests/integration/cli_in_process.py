@@ -28,8 +28,17 @@ from infinite_scheduler.cli import main
 TIMEOUT_S = 60
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``infinite-scheduler *args`` with stdin not a terminal (as under a script)."""
+class Terminal(io.StringIO):
+    """A stdin that says it is a terminal, on which `typed` has been typed."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def cli(*args: str, typed: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``infinite-scheduler *args`` with stdin not a terminal (as under a script), or a terminal
+    where `typed` is typed (its prompts go to stdout, as ``input`` writes them)."""
+    stdin = io.StringIO("") if typed is None else Terminal(typed)
     out, err = io.StringIO(), io.StringIO()
     codes: list[int] = []
     failures: list[BaseException] = []
@@ -43,7 +52,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
             failures.append(exc)
 
     with _process_state(), redirect_stdout(out), redirect_stderr(err):
-        with mock.patch("sys.stdin", io.StringIO("")):  # not a terminal
+        with mock.patch("sys.stdin", stdin):
             thread = threading.Thread(target=command, name=f"cli {' '.join(args)}", daemon=True)
             thread.start()
             thread.join(TIMEOUT_S)

@@ -88,9 +88,10 @@ async def seeded(store_url: str, tmp_path: Path) -> AsyncIterator[Seeded]:
     yield Seeded(write_config(tmp_path, store_url), expired, live, start_ms)
 
 
-def shards(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command as a script runs it: stdin is not a terminal."""
-    return cli("shards", *args)
+def shards(*args: str, typed: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a script runs it (stdin is not a terminal), or as a person does: stdin
+    a terminal where `typed` is typed (cli_in_process.Terminal)."""
+    return cli("shards", *args, typed=typed)
 
 
 def shards_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -232,7 +233,7 @@ def test_drop_expired_at_a_terminal_asks_and_drops_only_on_yes(
     seeded: Seeded, answer: str, dropped: bool
 ) -> None:
     config = str(seeded.config)
-    proc = shards_at_a_terminal(answer, "drop-expired", "--config", config)
+    proc = shards("drop-expired", "--config", config, typed=f"{answer}\n")
     assert "1 shard holding 2 unfinished rows: never fired, or never finished\n" in proc.stdout
     assert "Drop 1 shard holding 2 unfinished rows? [y/N] " in proc.stdout
     listed = shards("list", "--config", config).stdout
@@ -294,3 +295,11 @@ async def test_list_shows_rows_of_a_status_this_version_does_not_know(
         " ids 1 (status 12)\n"
     ) in proc.stdout
     assert "total 7 rows, 6 unfinished" in proc.stdout
+
+
+def test_a_real_terminal_on_stdin_is_asked(seeded: Seeded) -> None:
+    """What the terminal tests above stand in for: stdin a pty, to a process of its own."""
+    proc = shards_at_a_terminal("y", "drop-expired", "--config", str(seeded.config))
+    assert "Drop 1 shard holding 2 unfinished rows? [y/N] " in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert line_of(proc.stdout, f"dropped {seeded.expired}")
