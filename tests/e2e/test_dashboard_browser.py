@@ -34,6 +34,7 @@ from infinite_scheduler.history import ExecutionHistory
 from infinite_scheduler.parts import store_access, store_history, store_membership
 from repos.base import Status
 from repos.examples import SMS, SmsEntity
+from tests.cli_in_process import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "infinite_scheduler"]
@@ -66,12 +67,8 @@ def engine(store_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Scheduler
     port = free_port()
     path = tmp_path / "config.toml"
     path.write_text(f'metrics_port = 0\n[api]\nport = {port}\n[store]\nurl = "{store_url}"\n')
-    made = subprocess.run(
-        [*CLI, "tokens", "create", "--name", "ops", "--role", "ADMIN", "--json"]
-        + ["--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    made = cli(
+        "tokens", "create", "--name", "ops", "--role", "ADMIN", "--json", "--config", str(path)
     )
     assert made.returncode == 0, made.stderr
     secret = json.loads(made.stdout)["secret"]

@@ -19,7 +19,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 CLI = [sys.executable, "-m", "infinite_scheduler"]
 #: Schema-valid requests the store refuses (an entity type not served) are 422 by design, and

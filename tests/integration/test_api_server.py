@@ -16,7 +16,7 @@ import asyncmy
 import httpx
 import pytest
 
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CLI = [sys.executable, "-m", "infinite_scheduler"]

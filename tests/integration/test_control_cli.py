@@ -15,7 +15,7 @@ from infinite_scheduler import SchedulerClient, load_config
 from infinite_scheduler.parts import store_access
 from repos.access import AuditRow
 from repos.examples import SMS
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(120)
 TEMPLATE = {"phone": "+15550100", "message": "hi"}

@@ -40,7 +40,7 @@ from infinite_scheduler.maintenance import MaintenanceReport
 from infinite_scheduler.parts import store_access
 from repos.examples import SMS, SmsEntity
 from repos.mysql.driver import ENGINE_PRIVILEGES
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = [pytest.mark.mysql, pytest.mark.timeout(60)]
 

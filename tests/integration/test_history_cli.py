@@ -15,7 +15,7 @@ from repos.base import Claimant, ShardPolicy
 from repos.examples import SMS, SmsEntity
 from repos.history import Attempt, Outcome
 from repos.registry import make_repository
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(60)
 NODE = Claimant("node-a", 7)

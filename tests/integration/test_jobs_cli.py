@@ -20,7 +20,7 @@ from repos.access import AuditRow
 from repos.base import ShardPolicy, StoredRow
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(90)
 CLI = [sys.executable, "-m", "infinite_scheduler"]

@@ -18,7 +18,7 @@ from repos.base import Claimant, ShardPolicy
 from repos.cluster import Membership, NodeState
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_membership, make_repository
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(60)
 CLI = [sys.executable, "-m", "infinite_scheduler"]

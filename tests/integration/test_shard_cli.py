@@ -21,7 +21,7 @@ from repos.entity import EntitySpec
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 from repos.shards import Granularity, bounds_of
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(30)
 CLI = [sys.executable, "-m", "infinite_scheduler"]

@@ -15,7 +15,7 @@ import pytest
 from repos.cluster import Membership, NodeState
 from repos.errors import UnsafeStore
 from repos.registry import check_store, make_membership
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 if TYPE_CHECKING:
     from conftest import Galera

@@ -26,7 +26,7 @@ from repos.examples import SMS, SmsEntity
 from repos.mysql.literals import ROW_OVERHEAD, STATEMENT_OVERHEAD
 from repos.registry import make_repository
 from repos.urls import Driver
-from tests.integration.cli_in_process import cli
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(60)
 DRIVERS: tuple[Driver, ...] = ("asyncmy", "aiomysql")

@@ -1,6 +1,7 @@
-"""The ``infinite-scheduler`` command run inside the test process: ``cli.main(argv)`` on a
-thread of its own, stdout and stderr captured, stdin not a terminal, the exit code as a process
-would give it (``SystemExit`` included), as a ``subprocess.CompletedProcess``.
+"""The ``infinite-scheduler`` command run inside the test process, for the tests of every tier:
+``cli.main(argv)`` on a thread of its own, stdout and stderr captured, stdin not a terminal (or
+one with an answer typed on it), the exit code as a process would give it (``SystemExit``
+included), as a ``subprocess.CompletedProcess``.
 
 Why: a process per command costs ~0.8 s of interpreter start and imports, and most CLI tests
 check parsing, output, exit codes and the store, none of which needs a process of its own. The
