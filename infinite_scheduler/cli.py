@@ -191,7 +191,9 @@ def shards(
     ask = _ask if sys.stdin is not None and sys.stdin.isatty() else None
     options = DropOptions(dry_run=dry_run, force=force, ask=ask)
     try:
-        shards_main(config, action, options=options, setup=load_app(app) if app else None)
+        shards_main(
+            config, action, options=options, setup=load_app(app) if app else None, out=sys.stdout
+        )
     except DropRefused as exc:
         return _failed(exc, EXIT_REFUSED)
     except SchedulerError as exc:
@@ -202,7 +204,7 @@ def shards(
 def nodes(config: SchedulerConfig, *, app: str | None) -> int:
     """List the store's nodes: live ones, timed out ones, the last that left or died."""
     try:
-        nodes_main(config, setup=load_app(app) if app else None)
+        nodes_main(config, setup=load_app(app) if app else None, out=sys.stdout)
     except SchedulerError as exc:
         return _failed(exc, EXIT_STORE)
     return EXIT_OK
@@ -212,7 +214,7 @@ def jobs(config: SchedulerConfig, args: argparse.Namespace) -> int:
     """One jobs command over the job service: 2 for a bad input or an unknown id, 3 for a
     change the job's state refuses (nothing changed), 1 for a store error."""
     try:
-        jobs_main(config, args, setup=load_app(args.app) if args.app else None)
+        jobs_main(config, args, setup=load_app(args.app) if args.app else None, out=sys.stdout)
     except (InvalidJobRequest, JobNotFound) as exc:
         return _failed(exc, EXIT_CONFIG)
     except JobStateRefused as exc:
@@ -226,9 +228,11 @@ def control(config: SchedulerConfig, args: argparse.Namespace) -> int:
     """One schedules or engine command: 2 for an unknown schedule, 1 for a store error."""
     try:
         if args.command == "engine":
-            engine_main(config, args)
+            engine_main(config, args, sys.stdout)
         else:
-            schedules_main(config, args, setup=load_app(args.app) if args.app else None)
+            schedules_main(
+                config, args, setup=load_app(args.app) if args.app else None, out=sys.stdout
+            )
     except (ScheduleNotFound, InvalidSchedule) as exc:
         return _failed(exc, EXIT_CONFIG)
     except SchedulerError as exc:

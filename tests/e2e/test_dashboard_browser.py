@@ -36,6 +36,7 @@ from infinite_scheduler.history import ExecutionHistory
 from infinite_scheduler.parts import store_access, store_history, store_membership
 from repos.base import Status
 from repos.examples import SMS, SmsEntity
+from tests.cli_in_process import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "infinite_scheduler"]
@@ -63,13 +64,8 @@ def eventually(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -
 
 
 def token(path: Path, name: str, role: str) -> str:
-    """A new token's secret, made as an operator makes it: the CLI."""
-    made = subprocess.run(
-        [*CLI, "tokens", "create", "--name", name, "--role", role, "--json", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """A new token's secret, made as an operator makes it: the CLI (in process)."""
+    made = cli("tokens", "create", "--name", name, "--role", role, "--json", "--config", str(path))
     assert made.returncode == 0, made.stderr
     secret: str = json.loads(made.stdout)["secret"]
     return secret

@@ -19,6 +19,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from tests.cli_in_process import cli
+
 CLI = [sys.executable, "-m", "infinite_scheduler"]
 #: Schema-valid requests the store refuses (an entity type not served) are 422 by design, and
 #: unknown query parameters are ignored (bodies forbid unknown fields; queries do not yet).
@@ -33,13 +35,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         f'metrics_port = 0\n[api]\nport = 0\n[store]\nurl = "sqlite:///{folder}/s.db"\n'
     )
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--config", str(config)], capture_output=True, text=True, timeout=30
-        )
-
-    assert run("store", "init").returncode == 0
-    made = run("tokens", "create", "--name", "fuzz", "--role", "ADMIN", "--json")
+    assert cli("store", "init", "--config", str(config)).returncode == 0
+    made = cli(
+        "tokens", "create", "--name", "fuzz", "--role", "ADMIN", "--json", "--config", str(config)
+    )
     secret = json.loads(made.stdout)["secret"]
     proc = subprocess.Popen(
         [*CLI, "api", "--config", str(config)],
@@ -67,7 +66,7 @@ def test_no_5xx_and_every_response_as_documented(served: tuple[str, str]) -> Non
 
         @given(case=operation.as_strategy(mode))
         @settings(
-            max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None
+            max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None
         )
         def fuzz(case: Any) -> None:
             case.call_and_validate(headers=headers, excluded_checks=EXCLUDED)

@@ -16,6 +16,8 @@ import asyncmy
 import httpx
 import pytest
 
+from tests.cli_in_process import cli
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 CLI = [sys.executable, "-m", "infinite_scheduler"]
 BIN = str(Path(sys.executable).parent)
@@ -32,10 +34,9 @@ def write_config(tmp_path: Path, url: str, *, allow_open: bool = False) -> Path:
     return path
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "--config", str(config)], capture_output=True, text=True, timeout=30
-    )
+def command(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A CLI command other than ``api``, in this process (cli_in_process)."""
+    return cli(*args, "--config", str(config))
 
 
 class Server:
@@ -83,10 +84,10 @@ def test_a_served_api_on_both_stores(store_url: str, tmp_path: Path, serve: type
         [*CLI, "api", "--config", str(config)], capture_output=True, text=True, timeout=30
     )
     assert refused.returncode == 2 and "no API token is stored" in refused.stderr
-    made = cli(config, "tokens", "create", "--name", "ops", "--role", "ADMIN", "--json")
+    made = command(config, "tokens", "create", "--name", "ops", "--role", "ADMIN", "--json")
     assert made.returncode == 0, made.stderr
     secret = json.loads(made.stdout)["secret"]
-    listed = cli(config, "tokens", "list", "--json")
+    listed = command(config, "tokens", "list", "--json")
     assert [t["name"] for t in json.loads(listed.stdout)] == ["ops"]
     assert secret not in listed.stdout and "hash" not in listed.stdout
     server = serve(config)
@@ -101,7 +102,7 @@ def test_a_served_api_on_both_stores(store_url: str, tmp_path: Path, serve: type
         assert paused.json()["paused"] is True
         audit = http.get("/audit", headers=auth).json()["items"]
         assert [a["action"] for a in audit] == ["schedule.pause", "schedule.create", "token.create"]
-        assert cli(config, "tokens", "revoke", "ops").returncode == 0
+        assert command(config, "tokens", "revoke", "ops").returncode == 0
         assert http.get("/schedules", headers=auth).status_code == 401
     assert server.stop() == 0
 
@@ -136,7 +137,7 @@ def session_block() -> str:
 def test_the_readme_curl_session_runs(tmp_path: Path, serve: type[Server]) -> None:
     url = f"sqlite:///{tmp_path}/readme.db"
     config = write_config(tmp_path, url, allow_open=True)  # as `make run` serves it
-    assert cli(config, "store", "init").returncode == 0
+    assert command(config, "store", "init").returncode == 0
     server = serve(config)
     script = session_block().replace("http://127.0.0.1:8464", server.url)
     env = {

@@ -1,12 +1,10 @@
-"""``infinite-scheduler schedules ...`` and ``engine ...`` as a user runs them: a real process
-on a real store (SQLite, MariaDB); output, exit codes, the audit rows with the ``cli:<user>``
-actor, and nothing changed after a refusal."""
+"""``infinite-scheduler schedules ...`` and ``engine ...`` as a user runs them, in this process
+(cli_in_process), on a real store (SQLite, MariaDB); output, exit codes, the audit rows with the
+``cli:<user>`` actor, and nothing changed after a refusal."""
 
 from __future__ import annotations
 
 import getpass
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,14 +15,10 @@ from infinite_scheduler import SchedulerClient, load_config
 from infinite_scheduler.parts import store_access
 from repos.access import AuditRow
 from repos.examples import SMS
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(120)
-CLI = [sys.executable, "-m", "infinite_scheduler"]
 TEMPLATE = {"phone": "+15550100", "message": "hi"}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from infinite_scheduler.api.audit import Auditor
 from infinite_scheduler.api.server import api_access
 from infinite_scheduler.api.tokens import TokenBook
 from infinite_scheduler.api_commands import client_services
-from infinite_scheduler.cli import main
 from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.clock import FakeClock
 from infinite_scheduler.config import SchedulerConfig, load_config
@@ -41,6 +40,7 @@ from infinite_scheduler.maintenance import MaintenanceReport
 from infinite_scheduler.parts import store_access
 from repos.examples import SMS, SmsEntity
 from repos.mysql.driver import ENGINE_PRIVILEGES
+from tests.cli_in_process import cli
 
 pytestmark = [pytest.mark.mysql, pytest.mark.timeout(60)]
 
@@ -161,23 +161,20 @@ class Run:
     audited: list[str] = field(default_factory=list)
 
 
-async def store_init(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    """``infinite-scheduler store init`` (in a thread: the CLI runs its own loop)."""
+def store_init(url: str, tmp_path: Path) -> str:
+    """``infinite-scheduler store init`` (cli_in_process)."""
     config = tmp_path / "config.toml"
     config.write_text(f'[store]\nurl = "{url}"\n')
-    code = await asyncio.to_thread(main, ["store", "init", "--config", str(config)])
-    out, err = capsys.readouterr()
-    if code != 0:
-        raise RuntimeError(err.strip())
-    return out.strip()
+    done = cli("store", "init", "--config", str(config))
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip())
+    return done.stdout.strip()
 
 
-async def run_everything(
-    url: str, layout: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> Run:
+async def run_everything(url: str, layout: str, tmp_path: Path) -> Run:
     """store init, a day of the engine and its maintenance, then the API; `run` says how far."""
     run = Run()
-    run.init = await store_init(url, tmp_path, capsys)
+    run.init = store_init(url, tmp_path)
     clock = FakeClock(T0)
     config = engine_config(url, layout)
     async with SchedulerClient(config, SMS, clock=clock) as client:
@@ -247,12 +244,11 @@ async def test_the_documented_grants_are_enough_for_everything_the_engine_does(
     grantee: Grantee,
     layout: str,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
     url = await grantee(DOCUMENTED)
-    run = await run_everything(url, layout, tmp_path, capsys)
+    run = await run_everything(url, layout, tmp_path)
     assert run.init.startswith("created database")
     assert sorted(run.fired) == [0, 1, 2]
     assert [(row.job_id, row.outcome.name) for row in run.history] == [("1", "OK")]
@@ -274,7 +270,6 @@ async def test_without_any_one_documented_grant_the_error_names_it(
     grantee: Grantee,
     missing: str,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """On the partitioned layout, which needs all of them (ALTER adds partitions)."""
@@ -282,7 +277,7 @@ async def test_without_any_one_documented_grant_the_error_names_it(
     url = await grantee([p for p in DOCUMENTED if p != missing])
     problems: list[str] = []
     try:
-        await run_everything(url, "partitioned", tmp_path, capsys)
+        await run_everything(url, "partitioned", tmp_path)
     except (AccessDenied, RuntimeError) as exc:  # RuntimeError: the CLI's one stderr line
         problems.append(str(exc))
     problems = own_warnings(caplog) + problems
@@ -306,12 +301,12 @@ async def test_a_refused_login_says_so_and_what_to_check(grantee: Grantee) -> No
 
 
 async def test_an_upgrade_adding_a_column_needs_alter_on_the_multi_table_layout_too(
-    grantee: Grantee, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    grantee: Grantee, tmp_path: Path
 ) -> None:
     """A fresh multi-table store never alters a table; one made by an older version does: here
     a nodes table from before the writer column (Galera single-writer)."""
     url = await grantee(DOCUMENTED)
-    await store_init(url, tmp_path, capsys)
+    store_init(url, tmp_path)
     config = engine_config(url, "multi-table")
 
     async def start_engine() -> None:

@@ -1,10 +1,9 @@
-"""``infinite-scheduler history ENTITY ID`` and ``infinite-scheduler sla`` as a user runs them:
-a real process on a store whose history an ack wrote, tables and --json, exit codes."""
+"""``infinite-scheduler history ENTITY ID`` and ``infinite-scheduler sla`` as a user runs them,
+in this process (cli_in_process), on a store whose history an ack wrote: tables and --json,
+exit codes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +15,9 @@ from repos.base import Claimant, ShardPolicy
 from repos.examples import SMS, SmsEntity
 from repos.history import Attempt, Outcome
 from repos.registry import make_repository
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(60)
-CLI = [sys.executable, "-m", "infinite_scheduler"]
 NODE = Claimant("node-a", 7)
 
 
@@ -46,10 +45,6 @@ async def seeded(store_url: str, tmp_path: Path) -> Path:
     config = tmp_path / "config.toml"
     config.write_text(f'metrics_port = 0\n[store]\nurl = "{store_url}"\n')
     return config
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30)
 
 
 async def test_history_lists_a_jobs_attempts_newest_first(store_url: str, tmp_path: Path) -> None:

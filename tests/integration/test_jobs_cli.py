@@ -1,6 +1,7 @@
-"""``infinite-scheduler jobs ...`` as a user runs it: a real process on a real store
-(``store_url``: a SQLite file, MariaDB), output, exit codes, and the store unchanged after a
-refusal or a bad input."""
+"""``infinite-scheduler jobs ...`` as a user runs it on a real store (``store_url``: a SQLite
+file, MariaDB): output, exit codes, and the store unchanged after a refusal or a bad input. The
+commands run in this process (cli_in_process); one refusal goes through a real one, whose exit
+code the OS reports."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from repos.access import AuditRow
 from repos.base import ShardPolicy, StoredRow
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(90)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
 SOON = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def in_a_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m infinite_scheduler``: its exit code as the OS reports it."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
 
 
@@ -126,5 +129,7 @@ async def test_bad_input_and_refusals_exit_clearly_and_change_nothing(
         done = cli(*args, *c)
         assert (done.returncode, message in done.stderr) == (code, True), (args, done.stderr)
         assert "Traceback" not in done.stderr
+    process = in_a_process("jobs", "pause", "sms", "3", *c)
+    assert (process.returncode, process.stderr) == (3, cli("jobs", "pause", "sms", "3", *c).stderr)
     assert await rows(store_url) == before
     assert [r.action for r in await audit(config)] == ["job.cancel"]  # the refused: none

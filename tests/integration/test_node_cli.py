@@ -1,5 +1,6 @@
-"""``infinite-scheduler nodes list``, and ``run`` refused by the store, as a user runs them: a
-real process on a real store (``store_url``: SQLite, MariaDB), exit codes and output."""
+"""``infinite-scheduler nodes list``, and ``run`` refused by the store, as a user runs them on a
+real store (``store_url``: SQLite, MariaDB), exit codes and output: ``nodes list`` in this
+process (cli_in_process), ``run`` in a real one."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from repos.base import Claimant, ShardPolicy
 from repos.cluster import Membership, NodeState
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_membership, make_repository
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(60)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
@@ -32,7 +34,7 @@ def write_config(tmp_path: Path, url: str, node_id: str = "AUTO") -> Path:
     return path
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def in_a_process(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30)
 
 
@@ -109,7 +111,9 @@ async def test_run_refused_by_a_live_node_of_its_id_exits_2_naming_it(
     tmp_path: Path, store_url: str, members: Membership
 ) -> None:
     epoch = await join(members, "node-x", 4242)
-    proc = cli("run", "--demo", "--config", str(write_config(tmp_path, store_url, "node-x")))
+    proc = in_a_process(
+        "run", "--demo", "--config", str(write_config(tmp_path, store_url, "node-x"))
+    )
     assert proc.returncode == 2
     [line] = proc.stderr.splitlines()
     assert line.startswith(

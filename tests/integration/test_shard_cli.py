@@ -1,4 +1,6 @@
-"""``infinite-scheduler shards list | drop-expired`` as a user runs them: real process, real store."""
+"""``infinite-scheduler shards list | drop-expired`` as a user runs them on a real store: in this
+process (cli_in_process), or in a real one where the process matters (a terminal on stdin,
+``--app`` found through the working directory)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from repos.entity import EntitySpec
 from repos.examples import SMS, SmsEntity
 from repos.registry import make_repository
 from repos.shards import Granularity, bounds_of
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(30)
 CLI = [sys.executable, "-m", "infinite_scheduler"]
@@ -85,16 +88,21 @@ async def seeded(store_url: str, tmp_path: Path) -> AsyncIterator[Seeded]:
     yield Seeded(write_config(tmp_path, store_url), expired, live, start_ms)
 
 
-def shards(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The command as a script runs it: stdin is not a terminal."""
-    env = {**os.environ, "PYTHONPATH": str(cwd)} if cwd else None
+def shards(*args: str, typed: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a script runs it (stdin is not a terminal), or as a person does: stdin
+    a terminal where `typed` is typed (cli_in_process.Terminal)."""
+    return cli("shards", *args, typed=typed)
+
+
+def shards_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command run by a process in `cwd`, which is on its import path."""
     return subprocess.run(
         [*CLI, "shards", *args],
         capture_output=True,
         text=True,
         timeout=20,
         cwd=cwd,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(cwd)},
         stdin=subprocess.DEVNULL,
     )
 
@@ -166,7 +174,7 @@ async def test_app_option_lists_the_apps_own_entity_types(store_url: str, tmp_pa
         await repo.close()
     (tmp_path / "reminders_app.py").write_text(APP_MODULE)
     config = str(write_config(tmp_path, store_url))
-    proc = shards("list", "--config", config, "--app", "reminders_app:register", cwd=tmp_path)
+    proc = shards_in(tmp_path, "list", "--config", config, "--app", "reminders_app:register")
     assert proc.returncode == 0, proc.stderr
     assert "reminders: 2 shards" in proc.stdout and expired in proc.stdout and live in proc.stdout
     assert "sms:" not in proc.stdout
@@ -225,7 +233,7 @@ def test_drop_expired_at_a_terminal_asks_and_drops_only_on_yes(
     seeded: Seeded, answer: str, dropped: bool
 ) -> None:
     config = str(seeded.config)
-    proc = shards_at_a_terminal(answer, "drop-expired", "--config", config)
+    proc = shards("drop-expired", "--config", config, typed=f"{answer}\n")
     assert "1 shard holding 2 unfinished rows: never fired, or never finished\n" in proc.stdout
     assert "Drop 1 shard holding 2 unfinished rows? [y/N] " in proc.stdout
     listed = shards("list", "--config", config).stdout
@@ -287,3 +295,11 @@ async def test_list_shows_rows_of_a_status_this_version_does_not_know(
         " ids 1 (status 12)\n"
     ) in proc.stdout
     assert "total 7 rows, 6 unfinished" in proc.stdout
+
+
+def test_a_real_terminal_on_stdin_is_asked(seeded: Seeded) -> None:
+    """What the terminal tests above stand in for: stdin a pty, to a process of its own."""
+    proc = shards_at_a_terminal("y", "drop-expired", "--config", str(seeded.config))
+    assert "Drop 1 shard holding 2 unfinished rows? [y/N] " in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert line_of(proc.stdout, f"dropped {seeded.expired}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,23 +15,18 @@ import pytest
 from repos.cluster import Membership, NodeState
 from repos.errors import UnsafeStore
 from repos.registry import check_store, make_membership
+from tests.cli_in_process import cli
 
 if TYPE_CHECKING:
     from conftest import Galera
 
 pytestmark = pytest.mark.timeout(60)
-CLI = [sys.executable, "-m", "infinite_scheduler"]
 
 
 def store_check(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.toml"
     config.write_text(f'[store]\nurl = "{url}"\n')
-    return subprocess.run(
-        [*CLI, "store", "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli("store", "check", "--config", str(config))
 
 
 @pytest.mark.mysql

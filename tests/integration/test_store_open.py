@@ -6,7 +6,6 @@ import asyncio
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -27,6 +26,7 @@ from repos.examples import SMS, SmsEntity
 from repos.mysql.literals import ROW_OVERHEAD, STATEMENT_OVERHEAD
 from repos.registry import make_repository
 from repos.urls import Driver
+from tests.cli_in_process import cli
 
 pytestmark = pytest.mark.timeout(60)
 DRIVERS: tuple[Driver, ...] = ("asyncmy", "aiomysql")
@@ -75,8 +75,6 @@ async def test_a_server_that_never_answers_fails_the_start_after_connect_timeout
 
 
 # -- a store that does not exist ------------------------------------------------------------
-
-CLI = [sys.executable, "-m", "infinite_scheduler"]
 
 
 def hint(store: str) -> str:
@@ -184,9 +182,7 @@ async def test_create_missing_makes_the_sqlite_file_and_its_directory(tmp_path: 
 def store_init(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.toml"
     config.write_text(f'[store]\nurl = "{url}"\n')
-    return subprocess.run(
-        [*CLI, "store", "init", "--config", str(config)], capture_output=True, text=True, timeout=30
-    )
+    return cli("store", "init", "--config", str(config))
 
 
 @pytest.mark.mysql
