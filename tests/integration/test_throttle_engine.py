@@ -120,8 +120,10 @@ async def test_a_cpu_burning_backlog_throttles_claims_loses_nothing_and_recovers
     engine.register(SMS, burner, repository=spy)
     seen_throttled = False
     async with engine:
+        # Not asserted here that the monitor has not measured yet: a start slower than
+        # check_interval_s (a loaded machine) measures the burn already. That the engine
+        # starts at full speed is the burst claims below (full_limits).
         spy.throttled = lambda: engine.parts.fetcher.throttled is not None
-        assert engine.parts.throttle.reason is None  # not measured yet: full speed
 
         def watch() -> bool:
             nonlocal seen_throttled
