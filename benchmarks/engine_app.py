@@ -25,10 +25,10 @@ from array import array
 from collections.abc import Sequence
 
 from infinite_scheduler import logs
-from infinite_scheduler.cli import on_stop_signals, run_loop
 from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.jobs import JobContext
+from infinite_scheduler.serve import on_stop_signals, run_loop
 from repos.examples import SMS, SmsEntity
 
 FLUSH_S = 0.05

@@ -16,29 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
-import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from infinite_scheduler import __version__, logs
 from infinite_scheduler.api_commands import add_commands, tokens_main
-from infinite_scheduler.config import SchedulerConfig, StoreConfig, load_config
+from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.control_commands import add_control_commands, engine_main, schedules_main
-from infinite_scheduler.demo import (
-    LatenessWindow,
-    demo_config,
-    produce,
-    register_examples,
-    show_status,
-)
-from infinite_scheduler.engine import InfiniteScheduler
+from infinite_scheduler.demo import demo_config
 from infinite_scheduler.errors import (
     ConfigError,
     DropRefused,
@@ -46,7 +34,6 @@ from infinite_scheduler.errors import (
     InvalidSchedule,
     JobNotFound,
     JobStateRefused,
-    NodeDeclaredDead,
     NodeRefused,
     ScheduleNotFound,
     SchedulerError,
@@ -55,23 +42,23 @@ from infinite_scheduler.errors import (
 from infinite_scheduler.history_commands import add_history_commands, history_command
 from infinite_scheduler.job_commands import add_jobs_commands, jobs_main
 from infinite_scheduler.node_commands import nodes_main
+from infinite_scheduler.serve import (
+    AppSetup,
+    config_source,
+    describe_store,
+    on_stop_signals,
+    run_loop,
+    serve,
+    summary,
+)
 from infinite_scheduler.shard_commands import DropOptions, served_repositories, shards_main
 from repos.registry import check_store, create_store
 from repos.server_guard import Verdict
-from repos.urls import SqliteUrl
-
-if TYPE_CHECKING:
-    from infinite_scheduler.api.server import ApiAccess, ApiServer
-    from infinite_scheduler.api.services import ApiServices
-
-logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STORE = 1
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
-EXIT_INTERRUPTED = 130
-AppSetup = Callable[[InfiniteScheduler], None]
 NOTHING_TO_RUN = (
     "infinite-scheduler run: nothing to run: pass --app MODULE:FUNCTION (your function that\n"
     "registers entity types and handlers), or --demo for the built-in examples, e.g.\n"
@@ -134,7 +121,7 @@ def run(config: SchedulerConfig, *, config_path: str, demo: bool, app: str | Non
     logs.configure("WARNING" if demo else config.log_level)
     setup = load_app(app) if app else None
     try:
-        run_loop(_serve(config, demo=demo, setup=setup))
+        run_loop(serve(config, demo=demo, setup=setup))
     except SchedulerError as exc:
         refused = isinstance(exc, ConfigError | NodeRefused | UnsafeStore)
         return _failed(exc, EXIT_CONFIG if refused else EXIT_STORE)
@@ -316,86 +303,6 @@ async def _store_init(config: SchedulerConfig) -> None:
     sys.stdout.write(f"{done}\n")
 
 
-async def _serve(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
-    """Run the engine until a stop signal; if another node declares it dead (it stalled past
-    node_timeout_s), run a new one, which joins as a new epoch."""
-    while True:
-        try:
-            await _serve_once(config, demo=demo, setup=setup)
-            return
-        except NodeDeclaredDead as exc:
-            logger.warning(
-                "%s; rejoining as a new epoch",
-                exc,
-                extra={"action": "rejoin", "node": exc.node_id, "epoch": exc.epoch},
-            )
-
-
-async def _serve_once(config: SchedulerConfig, *, demo: bool, setup: AppSetup | None) -> None:
-    engine = InfiniteScheduler(config)
-    lateness = LatenessWindow()
-    if demo:
-        register_examples(engine, lateness)
-    if setup is not None:
-        setup(engine)
-    async with AsyncExitStack() as stack:
-        api = await _api_before_start(config, engine, stack)
-        await stack.enter_async_context(engine)
-        if api is not None:
-            server, access = api
-            await server.serve(_engine_services(access, engine))
-            stack.push_async_callback(server.stop)  # before the engine stops: no request fails
-        with on_stop_signals(engine.stop):
-            side = []
-            if demo:
-                side = [
-                    asyncio.create_task(produce(engine, engine.stopping), name="demo-producer"),
-                    asyncio.create_task(
-                        show_status(engine, lateness, engine.stopping), name="status"
-                    ),
-                ]
-            try:
-                await engine.run()
-            finally:
-                await asyncio.gather(*side, return_exceptions=True)
-
-
-async def _api_before_start(
-    config: SchedulerConfig, engine: InfiniteScheduler, stack: AsyncExitStack
-) -> tuple[ApiServer, ApiAccess] | None:
-    """With api.port set: listen and check the tokens before the engine claims anything (a
-    taken port or no token stops the start, as metrics_port does)."""
-    if not config.api.port:
-        return None
-    from infinite_scheduler.api.server import ApiServer, api_access  # FastAPI: only when on
-
-    server = ApiServer(config.api)
-    server.listen()
-    stack.push_async_callback(server.stop)
-    access = await stack.enter_async_context(api_access(config, clock=engine.clock))
-    return server, access
-
-
-def _engine_services(access: ApiAccess, engine: InfiniteScheduler) -> ApiServices:
-    """What the API works on inside the engine: its own repositories, book and pauses."""
-    from infinite_scheduler.management import JobService
-
-    jobs = JobService.over(engine.config, engine.repositories, clock=engine.clock)
-    return access.services(
-        engine.schedules,
-        jobs=jobs,
-        categories=engine.categories,
-        engine=engine.engine_control,
-        node_active=_active(engine),
-        node_paused=lambda: engine.paused,
-    )
-
-
-def _active(engine: InfiniteScheduler) -> Callable[[], bool]:
-    """The API's readiness inside the engine: its node joined, renewing and not stopping."""
-    return lambda: not engine.stopping.is_set() and engine.parts.node.may_fire
-
-
 def load_app(spec: str) -> AppSetup:
     """Import ``package.module:function``; the function registers entity types and handlers.
 
@@ -434,90 +341,6 @@ def _not_found(spec: str, module_name: str, exc: ModuleNotFoundError, cwd: str) 
 
 def _bad_app(message: str) -> SystemExit:
     return SystemExit(_failed(message, EXIT_CONFIG))
-
-
-@contextmanager
-def on_stop_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM call stop(); a second one exits at once (the next start recovers)."""
-    loop = asyncio.get_running_loop()
-    received = 0
-
-    def handle() -> None:
-        nonlocal received
-        received += 1
-        if received > 1:
-            os._exit(EXIT_INTERRUPTED)
-        stop()
-
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, handle)
-    try:
-        yield
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where installed, else the default asyncio loop; SIGINT exits with code 130.
-
-    What is alive by now (modules, config, the user's app) lives as long as the process:
-    gc.freeze() takes it out of every later full collection, each of which otherwise stalls
-    the loop, hence every fire due meanwhile, ~30 ms here (W3's max lateness).
-    """
-    try:
-        gc.freeze()
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(main)
-        else:
-            uvloop.run(main)
-    except KeyboardInterrupt:
-        # SIGINT while on_stop_signals is not installed (start-up, or after a stop began): the
-        # runner cancelled `main`, which closed what it had opened; the next start recovers
-        # any claim left behind.
-        raise SystemExit(_failed("interrupted", EXIT_INTERRUPTED)) from None
-
-
-def summary(config: SchedulerConfig, *, config_path: str, demo: bool) -> str:
-    """One screen saying what this node would do; no password ever appears in it."""
-    rows = [
-        ("config", config_source(config_path) + (" (demo)" if demo else "")),
-        ("node", config.resolved_node_id),
-        ("store", describe_store(config.store)),
-        ("fetch", f"every {config.fetch_interval_s:g} s, lookahead {config.lookahead_s:g} s"),
-        ("misfire", f"{config.misfire_policy}, looking back {config.misfire_horizon_s} s"),
-        ("shards", f"per {config.shards.granularity}, kept {config.shards.retention_s} s"),
-        (
-            "cluster",
-            f"heartbeat every {config.cluster.heartbeat_interval_s:g} s,"
-            f" dead after {config.cluster.node_timeout_s:g} s",
-        ),
-        ("metrics", f"port {config.metrics_port}" if config.metrics_port else "off"),
-        ("api", f"http://{config.api.host}:{config.api.port}/docs" if config.api.port else "off"),
-    ]
-    body = "".join(f"  {name:<8} {value}\n" for name, value in rows)
-    return f"infinite-scheduler {__version__}\n{body}"
-
-
-def config_source(config_path: str) -> str:
-    """The file the settings came from, or that none did (the default path is optional)."""
-    # load_config has accepted the path: it only may not exist when it is the unset default.
-    if Path(config_path).is_file():
-        return config_path
-    return f"built-in defaults (no {config_path})"
-
-
-def describe_store(store: StoreConfig) -> str:
-    """Store kind and address, e.g. ``mysql app@db:3306/jobs (multi-table, asyncmy)``."""
-    target = store.target
-    if isinstance(target, SqliteUrl):
-        return f"sqlite {target.path}"
-    return (
-        f"mysql {target.user}@{target.address}/{target.database} ({store.layout}, {store.driver})"
-    )
 
 
 CONFIG_HELP = "TOML settings file (default: ./config.toml if present, else built-in defaults)"

@@ -27,10 +27,10 @@ from datetime import datetime
 from typing import IO, Any
 
 from infinite_scheduler import logs
-from infinite_scheduler.cli import on_stop_signals
 from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.jobs import JobContext
+from infinite_scheduler.serve import on_stop_signals
 from repos.examples import SMS, SmsEntity
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from infinite_scheduler.cli import main, summary
+from infinite_scheduler.cli import main
 from infinite_scheduler.config import AUTO, ENV_PREFIX, SchedulerConfig, load_config
 from infinite_scheduler.config_errors import ConfigProblem, mask_url
 from infinite_scheduler.errors import ConfigError, SchedulerError
+from infinite_scheduler.serve import summary
 from repos.base import ShardPolicy
 from repos.shards import Granularity
 

@@ -36,6 +36,7 @@ NOT_THE_ENGINE = frozenset(
         "infinite_scheduler.errors",
         "infinite_scheduler.__main__",
         "infinite_scheduler.cli",
+        "infinite_scheduler.serve",
         "infinite_scheduler.config",
         "infinite_scheduler.demo",
         "infinite_scheduler.shard_commands",
