@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Protocol
 
 
@@ -28,6 +29,11 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self._now_ms += ms
+
+
+def epoch_ms(at: datetime) -> int:
+    """An aware datetime as the epoch milliseconds the stores keep (sub-millisecond cut)."""
+    return int(at.timestamp() * 1000)
 
 
 def monotonic_ms() -> int:

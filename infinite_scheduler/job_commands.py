@@ -18,7 +18,7 @@ import orjson
 
 from infinite_scheduler.api.audit import Auditor
 from infinite_scheduler.api_commands import cli_actor
-from infinite_scheduler.clock import SystemClock
+from infinite_scheduler.clock import SystemClock, epoch_ms
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import InvalidJobRequest
@@ -96,8 +96,8 @@ def job_filter(args: argparse.Namespace) -> JobFilter:
     return JobFilter(
         entity=args.entity,
         states=states,
-        from_ms=None if args.since is None else _ms(parse_time("from", args.since)),
-        before_ms=None if args.before is None else _ms(parse_time("before", args.before)),
+        from_ms=None if args.since is None else epoch_ms(parse_time("from", args.since)),
+        before_ms=None if args.before is None else epoch_ms(parse_time("before", args.before)),
         category=args.category,
         schedule=args.schedule,
     )
@@ -129,10 +129,6 @@ def parse_time(field: str, text: str) -> datetime:
     if at.tzinfo is None:
         raise InvalidJobRequest(field, text, "a time with its zone, e.g. +00:00 or Z")
     return at
-
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 def utc(ms: int | None) -> str:

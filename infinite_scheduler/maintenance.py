@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -271,37 +271,45 @@ class Maintenance:
     async def _prune_nodes(self, lease: Lease, report: MaintenanceReport) -> int:
         """Delete the nodes table's old LEFT and DEAD rows; a failure goes into the report."""
         retention_ms = self.settings.nodes_retention_ms
-        extra = {"action": "maintenance", "node": self.settings.node_id}
-        try:
-            pruned = await lease.membership.prune_nodes(retention_ms)
-        except StoreError as exc:
-            report.failures[NODES_PART] = exc
-            logger.warning(
-                "pruning the nodes table failed, the next pass retries: %s", exc, extra=extra
-            )
-            return 0
-        if pruned:
-            logger.info(
-                "pruned %d rows of the nodes table (left or dead, heartbeat over %g s ago)",
-                pruned,
-                retention_ms / 1000,
-                extra=extra,
-            )
-        return pruned
+        return await self._prune(
+            NODES_PART,
+            "the nodes table",
+            lease.membership.prune_nodes(retention_ms),
+            report,
+            "pruned %d rows of the nodes table (left or dead, heartbeat over %g s ago)",
+            retention_ms / 1000,
+        )
 
     async def _prune_revocations(self, lease: Lease, report: MaintenanceReport) -> int:
         """Delete the revocations of epochs no longer running; a failure goes into the report."""
+        return await self._prune(
+            REVOCATIONS_PART,
+            "the revocations table",
+            lease.membership.prune_revocations(),
+            report,
+            "pruned %d revocations of epochs no longer running",
+        )
+
+    async def _prune(
+        self,
+        part: str,
+        table: str,
+        pruning: Coroutine[Any, Any, int],
+        report: MaintenanceReport,
+        done: str,
+        *args: object,
+    ) -> int:
+        """Await one table's pruning: how many rows went (logged as `done` % (n, *args)), or 0
+        with the failure in the report, for the next pass to retry."""
         extra = {"action": "maintenance", "node": self.settings.node_id}
         try:
-            pruned = await lease.membership.prune_revocations()
+            pruned = await pruning
         except StoreError as exc:
-            report.failures[REVOCATIONS_PART] = exc
-            logger.warning(
-                "pruning the revocations table failed, the next pass retries: %s", exc, extra=extra
-            )
+            report.failures[part] = exc
+            logger.warning("pruning %s failed, the next pass retries: %s", table, exc, extra=extra)
             return 0
         if pruned:
-            logger.info("pruned %d revocations of epochs no longer running", pruned, extra=extra)
+            logger.info(done, pruned, *args, extra=extra)
         return pruned
 
     async def expired(self, repo: Repo, now_ms: int, *, counts: bool = False) -> list[ShardInfo]:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from infinite_scheduler.api.models import Time, _Request, at, opt_at
+from infinite_scheduler.clock import epoch_ms
 from infinite_scheduler.management import BulkResult, JobFilter, JobView
 from infinite_scheduler.schedules.book import Triggered
 from repos.base import Status
@@ -85,8 +86,8 @@ class BulkRequest(_Request):
         return JobFilter(
             entity=self.entity,
             states=frozenset(Status[name] for name in self.states),
-            from_ms=None if self.from_ is None else _ms(self.from_),
-            before_ms=None if self.before is None else _ms(self.before),
+            from_ms=None if self.from_ is None else epoch_ms(self.from_),
+            before_ms=None if self.before is None else epoch_ms(self.before),
             category=self.category,
             schedule=self.schedule,
         )
@@ -138,7 +139,3 @@ class TriggeredOut(BaseModel):
             at=at(run.at_ms),
             stored=run.stored,
         )
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)

@@ -27,7 +27,6 @@ from infinite_scheduler.errors import (
     JobNotFound,
     JobStateRefused,
     ScheduleError,
-    ScheduleExists,
     ScheduleNotFound,
     StoreError,
     StoreUnavailable,
@@ -161,9 +160,7 @@ async def _schedule_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(422, "invalid", str(exc), f"body.{exc.field}")
     if isinstance(exc, ScheduleNotFound):
         return error_response(404, "not_found", str(exc))
-    if isinstance(exc, ScheduleExists):
-        return error_response(409, "conflict", str(exc))
-    return error_response(409, "conflict", str(exc))
+    return error_response(409, "conflict", str(exc))  # ScheduleExists: the name is taken
 
 
 async def _job_error(request: Request, exc: Exception) -> JSONResponse:

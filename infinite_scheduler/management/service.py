@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from infinite_scheduler.client import SchedulerClient
-from infinite_scheduler.clock import Clock
+from infinite_scheduler.clock import Clock, epoch_ms
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.errors import (
     InvalidJobRequest,
@@ -271,7 +271,7 @@ class JobService:
         if isinstance(at, datetime):
             if at.tzinfo is None:
                 raise InvalidJobRequest("at", at.isoformat(), "a time with its time zone")
-            at_ms = int(at.timestamp() * 1000)
+            at_ms = epoch_ms(at)
         elif type(at) is int:
             at_ms = at
         else:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from infinite_scheduler.clock import Clock
+from infinite_scheduler.clock import Clock, epoch_ms
 from infinite_scheduler.decisions import MisfirePolicy
 from infinite_scheduler.job import category_refusal
 from infinite_scheduler.schedules.blockouts import Blockout, make_blockout
@@ -361,7 +361,7 @@ def _ms(value: object, field: str) -> int:
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             raise InvalidSchedule(field, "naive datetime: give it a timezone (UTC)")
-        return int(value.timestamp() * 1000)
+        return epoch_ms(value)
     if type(value) is int:
         return value
     raise InvalidSchedule(field, f"expected an aware datetime or epoch ms, got {value!r}")

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from infinite_scheduler.clock import epoch_ms
 from repos.schedules import InvalidSchedule
 
 #: How far ahead next_after looks for a calendar day that matches (Feb 29 on a Monday: 28 years).
@@ -61,10 +62,6 @@ def _zone(value: object, field_name: str) -> ZoneInfo:
 
 def _local(t_ms: int, zone: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(t_ms / 1000, UTC).astimezone(zone)
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +89,7 @@ class CronTrigger:
         it = CronSim(self.cron, _local(t_ms, self._tz))
         try:
             for _ in range(_CRON_SKIPS):
-                at_ms = _ms(next(it))
+                at_ms = epoch_ms(next(it))
                 if at_ms > t_ms:
                     return at_ms
         except StopIteration:  # no date matches any more (cronsim gives up after years)
@@ -257,10 +254,10 @@ def wall_time_ms(naive: datetime, zone: ZoneInfo) -> int:
     when a spring-forward skips it, the instant of the change (the first local time after it)."""
     first = naive.replace(tzinfo=zone, fold=0)
     if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive:
-        return _ms(first)
+        return epoch_ms(first)
     # Skipped: fold=1 reads it with the offset after the change (an instant before the change),
     # fold=0 with the one before (after the change). The change lies between: find it.
-    lo, hi = _ms(naive.replace(tzinfo=zone, fold=1)) // 1000, _ms(first) // 1000
+    lo, hi = epoch_ms(naive.replace(tzinfo=zone, fold=1)) // 1000, epoch_ms(first) // 1000
     lo, hi = min(lo, hi), max(lo, hi)
     while lo < hi:
         mid = (lo + hi) // 2
