@@ -585,12 +585,18 @@ def check_for(repo: ShardingRepository[TEntity, Any], batch: EncodedBatch, *, no
 
 
 def encode_batch_for(
-    repo: ShardingRepository[TEntity, Any], entities: Sequence[TEntity], *, now_ms: int
+    repo: ShardingRepository[TEntity, Any],
+    entities: Sequence[TEntity],
+    *,
+    now_ms: int,
+    document: bool = False,
 ) -> EncodedBatch:
-    """encode_for's rows a column at a time (EntitySpec.encode_batch): what insert() stores."""
+    """encode_for's rows a column at a time (EntitySpec.encode_batch): what insert() stores;
+    `document` for an adapter that inserts from the batch's JSON document."""
     return repo.spec.encode_batch(
         entities,
         now_ms=now_ms,
         retention_ms=repo.policy.retention_ms,
         max_payload_bytes=repo.max_payload_bytes,
+        document=document,
     )

@@ -97,7 +97,6 @@ class EncodedRow(NamedTuple):
     category: str = ""
 
 
-@dataclass(frozen=True, slots=True)
 class EncodedBatch:
     """Encoded entities a column at a time: what the adapters' inserts work from. Rendering a
     1,000-row insert from three lists is one C pass per column (str, hex) instead of a Python
@@ -105,13 +104,50 @@ class EncodedBatch:
 
     `priorities` and `categories` are None while every row has the defaults (500, no category),
     the usual batch: the inserts then write those as constants, at no cost per row.
+
+    `document`, when the encoder was asked for one (EntitySpec.encode_batch), is the whole
+    batch as one JSON array of ``[key, at_ms, payload]`` rows, made by the orjson call that
+    made the payloads: the MySQL adapter inserts it as one literal, where the payloads one by
+    one cost a split, a hex literal and two numbers rendered per row. The payloads are then
+    cut out of it only if something asks for them (a batch over several shards, a duplicate
+    to name), and are the bytes the encoder would have made without it.
     """
 
-    keys: list[int | str]
-    at_ms: list[int]
-    payloads: list[bytes]
-    priorities: list[int] | None = None
-    categories: list[str] | None = None
+    __slots__ = ("_payloads", "at_ms", "categories", "document", "keys", "priorities")
+
+    def __init__(
+        self,
+        keys: list[int | str],
+        at_ms: list[int],
+        payloads: list[bytes] | None,
+        priorities: list[int] | None = None,
+        categories: list[str] | None = None,
+        *,
+        document: bytes | None = None,
+    ) -> None:
+        if payloads is None and document is None:
+            raise ValueError("an encoded batch needs its payloads or its document")
+        self.keys = keys
+        self.at_ms = at_ms
+        self._payloads = payloads
+        self.priorities = priorities
+        self.categories = categories
+        self.document = document
+
+    @property
+    def payloads(self) -> list[bytes]:
+        if self._payloads is None:
+            assert self.document is not None  # one of the two, always (__init__)
+            self._payloads = _payloads_of(self.document)
+        return self._payloads
+
+    def largest_payload_within(self, limit: int) -> bool:
+        """Whether no payload is longer than `limit` bytes. A document no longer than that
+        answers without cutting the payloads out of it: the usual batch under the default
+        limit (1 MiB); a limit below a batch's bytes costs the cut."""
+        if self.document is not None and len(self.document) <= limit:
+            return True
+        return not self.keys or max(map(len, self.payloads)) <= limit
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -271,11 +307,14 @@ class EntitySpec(Generic[TEntity, TKey]):
         now_ms: int,
         retention_ms: int,
         max_payload_bytes: int,
+        document: bool = False,
     ) -> EncodedBatch:
         """Encode a whole insert before any of it is written. Sharding times older than now
         minus retention raise ShardExpired, as such rows would never fire; payloads over
-        `max_payload_bytes` raise PayloadTooLarge, as the store would refuse them mid-insert."""
-        batch = self._bulk.encode(entities)
+        `max_payload_bytes` raise PayloadTooLarge, as the store would refuse them mid-insert.
+        `document`: make the batch's document (EncodedBatch) where the usual batch allows,
+        for an adapter that inserts from it."""
+        batch = self._bulk.encode(entities, document=document)
         if batch is None:
             batch = EncodedBatch.of_rows([self.encode(e) for e in entities])
         self.check_batch(
@@ -291,7 +330,7 @@ class EntitySpec(Generic[TEntity, TKey]):
         way, in order."""
         horizon_ms = now_ms - retention_ms
         if not batch.keys or (
-            min(batch.at_ms) >= horizon_ms and max(map(len, batch.payloads)) <= max_payload_bytes
+            min(batch.at_ms) >= horizon_ms and batch.largest_payload_within(max_payload_bytes)
         ):
             return
         for key, at_ms, payload in zip(batch.keys, batch.at_ms, batch.payloads, strict=True):
@@ -380,14 +419,15 @@ class _Bulk:
         self.datetime_fields = tuple(spec.datetime_fields)
         self.int_keys = spec.key_type is int
 
-    def encode(self, entities: Sequence[Any]) -> EncodedBatch | None:
-        """The rows EntitySpec.encode would make, or None if any entity is unusual."""
+    def encode(self, entities: Sequence[Any], *, document: bool) -> EncodedBatch | None:
+        """The rows EntitySpec.encode would make (as one document if asked), or None if any
+        entity is unusual."""
         try:
-            return self._encode(entities)
+            return self._encode(entities, document)
         except Exception:  # whatever it was, EntitySpec.encode says it of the right entity
             return None
 
-    def _encode(self, entities: Sequence[Any]) -> EncodedBatch | None:
+    def _encode(self, entities: Sequence[Any], document: bool) -> EncodedBatch | None:
         if set(map(type, entities)) != {self.model}:
             return None
         keys = list(map(self.key_of, entities))
@@ -397,20 +437,45 @@ class _Bulk:
         # int(at.timestamp() * 1000) as encode() reckons it, a C call per step instead of a
         # Python loop: float.__trunc__ is int() of a float.
         at_ms = list(map(float.__trunc__, map(mul, map(datetime.timestamp, times), repeat(1000.0))))
+        spans = [slice(i, i + DICTS_AT_ONCE) for i in range(0, len(entities), DICTS_AT_ONCE)]
+        if document:
+            pieces: list[Any] = [b"["]
+            for span in spans:
+                rows = self._rows_json(entities[span], keys[span], at_ms[span])
+                if rows is None:
+                    return None
+                pieces += (rows, b",")
+            pieces[-1] = b"]"  # joined once: brackets added to the joined whole copied it twice
+            return EncodedBatch(keys, at_ms, None, document=b"".join(pieces))
         payloads: list[bytes] = []
-        for start in range(0, len(entities), DICTS_AT_ONCE):
-            dumped = self._payloads(entities[start : start + DICTS_AT_ONCE])
+        for span in spans:
+            dumped = self._payloads(entities[span])
             if dumped is None:
                 return None
             payloads += dumped
         return EncodedBatch(keys, at_ms, payloads)
 
     def _payloads(self, entities: Sequence[Any]) -> list[bytes] | None:
+        values = self._values(entities)
+        return None if values is None else _dump_all(values)
+
+    def _rows_json(self, entities: Sequence[Any], keys: list[Any], at_ms: list[int]) -> Any:
+        """The ``[key, at_ms, payload]`` rows of `entities`, without the array's brackets (a
+        memoryview of orjson's bytes: joined, not copied), or None."""
+        values = self._values(entities)
+        if values is None:
+            return None
+        rows = zip(keys, at_ms, values, strict=True)
+        dumped = orjson.dumps(list(rows), option=orjson.OPT_SERIALIZE_NUMPY)
+        return memoryview(dumped)[1:-1]
+
+    def _values(self, entities: Sequence[Any]) -> list[dict[str, Any]] | None:
+        """The payload dicts, or None if a datetime among them has no timezone."""
         values = list(map(self.values_of, entities))
         for fname in self.datetime_fields:
             if not _aware([v for v in map(itemgetter(fname), values) if v is not None]):
                 return None
-        return _dump_all(values)
+        return values
 
     def _keys_valid(self, keys: list[Any]) -> bool:
         if self.int_keys:
@@ -439,6 +504,13 @@ def _dump_all(values: list[dict[str, Any]]) -> list[bytes] | None:
     document = orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY)
     payloads = document[1:-1].split(_BETWEEN)
     return payloads if len(payloads) == len(values) else None
+
+
+def _payloads_of(document: bytes) -> list[bytes]:
+    """The payloads of an EncodedBatch's document, each as its own dump would be: orjson reads
+    back what it wrote as equal values (the numbers, the strings, the order of keys), so
+    writing them again gives the same bytes."""
+    return [orjson.dumps(row[2]) for row in orjson.loads(document)]
 
 
 def _values_getter(fields: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:

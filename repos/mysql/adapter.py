@@ -50,7 +50,9 @@ from repos.mysql.literals import (
     literal,
     literal_list,
     payload_limits,
+    shared_columns,
     tuple_literal,
+    with_document,
 )
 from repos.mysql.live_shards import LiveShards
 from repos.ranked import Candidate, RankedClaim
@@ -110,6 +112,7 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         self._fmt = {"id": spec.id_field, "at": spec.time_field}
         self._key = key_literal(spec.key_type)
         columns = {**self._fmt, "id_type": sql.ID_TYPE[spec.key_type]}
+        self._columns = columns
         kinds: dict[str, type[MultiTable] | type[Partitioned]] = {
             "multi-table": MultiTable,
             "partitioned": Partitioned,
@@ -157,7 +160,7 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         claimed_by: Claimant | None = None,
         edges: Sequence[Edge] = (),
     ) -> int:
-        batch = encode_batch_for(self, entities, now_ms=now_ms)
+        batch = encode_batch_for(self, entities, now_ms=now_ms, document=True)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def insert_rows(
@@ -515,16 +518,17 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         # The same for every row of the call: the claim columns (priority, category and the
         # layout's columns follow).
         state = f",{attempts},{epoch},{literal(by or '')},{at or 0}"
-        statements = await self._insert_statements(batch, state)
-        insert = partial(self._layout.inserts[on_duplicate].format, **self._fmt)
+        statements = await self._insert_statements(batch)
         in_flight = [batch]  # the statement's rows: a duplicate is among them
 
         async def body(tx: Tx) -> int:
             stored = 0
             for target, extra, chunk in statements:
                 in_flight[0] = chunk
-                values = insert_values(chunk, self._key, status, state, extra)
-                stored += await tx.execute(insert(target=target, rows=values))
+                row_state = (status, state, extra)
+                stored += await tx.execute(
+                    self._render_insert(chunk, target, row_state, on_duplicate)
+                )
             for some in chunks(list(edges), MAX_IN):
                 rows = ",".join(tuple_literal(edge_row(edge)) for edge in some)
                 await tx.execute(sql.INSERT_EDGES.format(rows=rows))
@@ -538,25 +542,50 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
                 raise await self._duplicate(exc, in_flight[0].rows(), batch.rows()) from exc
             raise
 
-    async def _insert_statements(
-        self, batch: EncodedBatch, state: str
-    ) -> list[tuple[str, str, EncodedBatch]]:
+    async def _insert_statements(self, batch: EncodedBatch) -> list[tuple[str, str, EncodedBatch]]:
         """(target, the layout's values of each row, rows) of every INSERT the rows need, in batch_size
-        rows and the payload bytes a statement takes at most; missing shards are made first."""
+        rows and the payload bytes a statement takes at most; missing shards are made first.
+        A batch's document goes in whole if it fits one statement (the usual batch)."""
         by_shard = batch.by_shard(self.policy.granularity)
         wanted = list(by_shard)
         if not all(self._live.covers(bounds) for bounds in wanted):
             await self.ensure_shards(wanted[0].start_ms, wanted[-1].end_ms)
         statements = []
+        limit = self._insert_payload_bytes
         for bounds, group in by_shard.items():
             target = self._live.insert_target(bounds)
             extra = "".join(f",{v}" for v in self._layout.extra_values(bounds))
+            if group.document is not None and len(group) <= self.batch_size:
+                if len(group.document) <= limit:
+                    statements.append((target, extra, group))
+                    continue
             sizes = list(map(len, group.payloads))
-            limit = self._insert_payload_bytes
             statements += [
                 (target, extra, c) for c in chunks_within(group, self.batch_size, limit, sizes)
             ]
         return statements
+
+    def _render_insert(
+        self,
+        rows: EncodedBatch,
+        target: str,
+        state: tuple[int, str, str],
+        on_duplicate: OnDuplicate,
+    ) -> str | bytes:
+        """One INSERT of `rows` into `target`: from their document if they have one (and the
+        default priority and category, as a document's rows do), else VALUES. `state`: the
+        status, claim columns and layout's columns every row shares."""
+        status, claim, extra = state
+        if rows.document is not None and rows.priorities is None:
+            return with_document(
+                self._layout.document_inserts[on_duplicate],
+                rows.document,
+                target=target,
+                state=shared_columns(status, claim, extra),
+                **self._columns,
+            )
+        values = insert_values(rows, self._key, status, claim, extra)
+        return self._layout.inserts[on_duplicate].format(target=target, rows=values, **self._fmt)
 
     async def _duplicate(
         self, exc: StoreError, in_flight: list[EncodedRow], rows: Sequence[EncodedRow]

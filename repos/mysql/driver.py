@@ -79,7 +79,9 @@ class Tx:
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
 
-    async def execute(self, statement: str, args: Args = None) -> int:
+    async def execute(self, statement: str | bytes, args: Args = None) -> int:
+        """Run one statement; bytes go to the server as they are (a large insert, rendered
+        as bytes so that the driver need not encode a copy of it)."""
         await self._cursor.execute(statement, args)
         return int(self._cursor.rowcount)
 

@@ -44,6 +44,8 @@ class Layout(Protocol):
 
     #: The INSERT statement by on_duplicate (the partitioned one fills the extra_values too).
     inserts: Mapping[OnDuplicate, str]
+    #: The same, of the rows of one JSON document (EncodedBatch.document).
+    document_inserts: Mapping[OnDuplicate, str]
     #: Names the last discover() found under the prefix that are not shards (left alone).
     ignored: frozenset[str]
 
@@ -74,6 +76,10 @@ class MultiTable:
     """One table per shard, `{prefix}_{suffix}`; a missing table is simply an empty shard."""
 
     inserts: Mapping[OnDuplicate, str] = {"error": sql.INSERT, "ignore": sql.INSERT_IGNORE}
+    document_inserts: Mapping[OnDuplicate, str] = {
+        "error": sql.INSERT_DOCUMENT,
+        "ignore": sql.INSERT_DOCUMENT_IGNORE,
+    }
 
     def __init__(self, prefix: str, granularity: Granularity, columns: dict[str, str]) -> None:
         self.prefix = prefix
@@ -133,6 +139,10 @@ class Partitioned:
     inserts: Mapping[OnDuplicate, str] = {
         "error": sql.INSERT_PARTITIONED,
         "ignore": sql.INSERT_PARTITIONED_IGNORE,
+    }
+    document_inserts: Mapping[OnDuplicate, str] = {
+        "error": sql.INSERT_PARTITIONED_DOCUMENT,
+        "ignore": sql.INSERT_PARTITIONED_DOCUMENT_IGNORE,
     }
 
     def __init__(self, prefix: str, granularity: Granularity, columns: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ making reach the statement, so no value, whatever its bytes, can end a literal e
 
 from __future__ import annotations
 
+from binascii import hexlify
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -102,6 +103,32 @@ def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, state: str, 
         tails[-1] = tails[-1][:-2]
         parts[8::8] = tails
     return "".join(parts)
+
+
+def with_document(template: str, document: bytes, **fields: str) -> bytes:
+    """`template` (sql.INSERT_DOCUMENT's kind) with its {rows} an EncodedBatch's document as one
+    utf8mb4 text literal, hex so that no byte of it can end the literal whatever the server's
+    sql_mode says of backslashes; the statement as bytes. A 1,000-row document is ~160 KB of
+    hex digits: as a str they were copied twice more, formatted in, then encoded by the driver,
+    each copy into memory fresh from the allocator (benchmarks/RESULTS.md, "W1 from one
+    document")."""
+    head, tail = template.split("{rows}")
+    return b"".join(
+        (
+            head.format(**fields).encode(),
+            b"_utf8mb4 X'",
+            hexlify(document),
+            b"'",
+            tail.format(**fields).encode(),
+        )
+    )
+
+
+def shared_columns(status: int, state: str, extra: str) -> str:
+    """The columns every row of an INSERT from a document shares (sql.INSERT_DOCUMENT's
+    {state}): status, then `state` (the claim columns, as insert_values takes them), the
+    default priority, no category, and `extra` (the layout's columns)."""
+    return f"{int(status)}{state},{DEFAULT_PRIORITY},''{extra}"
 
 
 def tuple_literal(values: Iterable[int | str]) -> str:

@@ -145,6 +145,29 @@ INSERT_IGNORE = INSERT + _IGNORE
 INSERT_PARTITIONED = "INSERT INTO {target} (" + _INSERT_COLUMNS + ", shard_at) VALUES {rows}"
 INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 
+# The same rows from one literal (repos/entity.py, EncodedBatch.document): a JSON array of
+# [key, at_ms, payload] rows that JSON_TABLE turns into a table, where VALUES took a hex
+# literal and two numbers rendered per row (W1 client CPU per job -20 to -25%, server the
+# same: benchmarks/RESULTS.md, "W1 from one document"). A column of type JSON takes the
+# payload object's text as it was written. {state}: the columns every row of the statement
+# shares, status to category (then the partitioned layout's shard_at). The document's column
+# names hold spaces, which no entity's may (repos/shards.py), so that an ON DUPLICATE naming
+# the id column reads the table's.
+_DOCUMENT_COLUMNS = (
+    "`{id}`, `{at}`, due_at, payload, status, attempts, claim_epoch, claimed_by, claimed_at,"
+    " priority, category"
+)
+_FROM_DOCUMENT = """
+SELECT j.`row key`, j.`row at`, j.`row at`, j.`row payload`, {state}
+FROM JSON_TABLE({rows}, '$[*]' COLUMNS (`row key` {id_type} PATH '$[0]',
+ `row at` BIGINT PATH '$[1]', `row payload` JSON PATH '$[2]')) AS j"""
+INSERT_DOCUMENT = "INSERT INTO {target} (" + _DOCUMENT_COLUMNS + ")" + _FROM_DOCUMENT
+INSERT_DOCUMENT_IGNORE = INSERT_DOCUMENT + _IGNORE
+INSERT_PARTITIONED_DOCUMENT = (
+    "INSERT INTO {target} (" + _DOCUMENT_COLUMNS + ", shard_at)" + _FROM_DOCUMENT
+)
+INSERT_PARTITIONED_DOCUMENT_IGNORE = INSERT_PARTITIONED_DOCUMENT + _IGNORE
+
 # The claim of one shard. PENDING rows are the claim index's (0, due_at) range; status = 0
 # only filters out a row of a status this version does not know. The payload only for rows
 # due before payload_before_ms: the rest are read when nearly due.

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from repos.entity import PAYLOAD_BYTES_CEILING, EncodedBatch, EncodedRow
+from repos.mysql import sql
 from repos.mysql.literals import (
     MAX_INSERT_PAYLOAD_BYTES,
     ROW_OVERHEAD,
@@ -16,6 +17,7 @@ from repos.mysql.literals import (
     literal,
     literal_list,
     payload_limits,
+    with_document,
 )
 
 SAFE = re.compile(r"NULL|-?[0-9]+|X'[0-9a-f]*'|_utf8mb4 X'[0-9a-f]*'")
@@ -108,3 +110,16 @@ def test_insert_values_refuse_a_sharding_time_that_is_not_an_int(bad: object) ->
     rows = EncodedBatch([1, 2], [5, bad], [b"", b""])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         insert_values(rows, key_literal(int), 0, "", "")
+
+
+@pytest.mark.parametrize("layout", ["error", "ignore"])
+def test_a_document_insert_is_its_template_with_the_document_as_one_hex_literal(
+    layout: str,
+) -> None:
+    document = '[[7,1000,{"m":"it\'s \\\\ \\" ünï 🎉 {rows}"}]]'.encode()
+    template = {"error": sql.INSERT_DOCUMENT, "ignore": sql.INSERT_DOCUMENT_IGNORE}[layout]
+    fields = {"target": "`sms_x`", "state": "0,0,0,'',0,500,''", "id": "id", "at": "at"}
+    statement = with_document(template, document, id_type="BIGINT", **fields)
+    literal = f"_utf8mb4 X'{document.hex()}'"
+    assert statement == template.format(rows=literal, id_type="BIGINT", **fields).encode()
+    assert statement.count(b"X'") == 1 and b"{" not in statement  # the document's own, in hex
