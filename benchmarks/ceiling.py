@@ -8,7 +8,11 @@ rendered the adapter's way (repos/mysql/literals.py), same batch size, connectio
 autocommit: what the database path allows on this machine.
 
 - insert: one multi-row ``INSERT ... VALUES`` of batch_size rows per statement (W1's path),
-  on as many connections at once as W1 has writers (``--writers``).
+  on as many connections at once as W1 has writers (``--writers``); into the reference table,
+  and into the table the engine makes today (``table="engine"``: the shard an adapter makes,
+  the columns and indexes the features since added, the adapter's INSERT). W1 reports both: the
+  first says what the store's growth costs, the second what the engine's path adds to the bare
+  driver writing the same rows.
 - claim: per batch, ``SELECT ... FOR UPDATE SKIP LOCKED`` + the claim ``UPDATE`` in one
   transaction, then the ack ``UPDATE ... WHERE id IN (...)`` (W2's path), until none is left.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import Literal
 
 from benchmarks.common import Options, bar, now_ms, result, sms
 from benchmarks.cpu import CpuUse, cpu_use
@@ -29,6 +34,7 @@ from benchmarks.store import (
     bare,
     bench_store,
     database_name,
+    make_repo,
     shard_target,
     sql_names,
 )
@@ -106,11 +112,16 @@ async def run(opts: Options) -> list[Result]:
     return lines
 
 
-async def insert_ceiling(opts: Options, n: int) -> tuple[float | None, CpuUse]:
+async def insert_ceiling(
+    opts: Options, n: int, *, table: Literal["reference", "engine"] = "reference"
+) -> tuple[float | None, CpuUse]:
     """Rows per second through bare multi-row INSERTs of batch_size rows, sent on as many
     connections at once as W1 has writers; and the CPU it took, server and client."""
     async with bench_store(opts, "ceiling") as url:
-        bounds = await make_shard(opts, url, now_ms())
+        if table == "engine":
+            bounds = await make_engine_shard(opts, url, now_ms())
+        else:
+            bounds = await make_shard(opts, url, now_ms())
         async with AsyncExitStack() as stack:
             conns = [
                 await stack.enter_async_context(bare(opts.driver, database_name("ceiling")))
@@ -118,7 +129,7 @@ async def insert_ceiling(opts: Options, n: int) -> tuple[float | None, CpuUse]:
             ]
             with cpu_use() as cpu:
                 seconds = await insert_rows(
-                    conns, opts, bounds, n, due_ms=None, desc="ceiling insert"
+                    conns, opts, bounds, n, due_ms=None, desc="ceiling insert", table=table
                 )
     return rate(n, seconds), cpu
 
@@ -152,6 +163,26 @@ async def make_shard(opts: Options, url: str, at_ms: int) -> ShardBounds:
     return bounds
 
 
+async def make_engine_shard(opts: Options, url: str, at_ms: int) -> ShardBounds:
+    """The shard holding at_ms, as the engine's adapter makes it today."""
+    bounds = bounds_of(at_ms, POLICY.granularity)
+    repo = make_repo(opts, url)
+    await repo.open()
+    try:
+        await repo.ensure_shards(bounds.start_ms, bounds.end_ms)
+    finally:
+        await repo.close()
+    return bounds
+
+
+#: The INSERT of each table (its partitioned layout's), and the values after due_at of a
+#: PENDING row: attempts and the claim columns, then (engine) priority and category.
+_INSERTS = {
+    "reference": (INSERT, INSERT_PARTITIONED, f",0,{literal('')},0"),
+    "engine": (sql.INSERT, sql.INSERT_PARTITIONED, f",0,0,{literal('')},0,500,{literal('')}"),
+}
+
+
 async def insert_rows(
     conns: Sequence[Bare],
     opts: Options,
@@ -161,12 +192,15 @@ async def insert_rows(
     due_ms: int | None,
     desc: str,
     spacing_ms: int | None = None,
+    table: Literal["reference", "engine"] = "reference",
 ) -> float:
-    """n PENDING rows into one shard, due at due_ms, or spacing_ms apart from its start, or
-    spread over it, in batch_size statements shared out over `conns`; seconds taken."""
+    """n PENDING rows into one shard (of the reference table, or the engine's), due at due_ms,
+    or spacing_ms apart from its start, or spread over it, in batch_size statements shared out
+    over `conns`; seconds taken."""
     insert_target, _, extra = shard_target(opts.layout, bounds)
     payload = bytes_literal(SMS.encode(sms([0], [bounds.start_ms])[0]).payload)
-    tail = f",0,{literal('')},0" + "".join(f",{v}" for v in extra) + ")"
+    plain, partitioned, state = _INSERTS[table]
+    tail = state + "".join(f",{v}" for v in extra) + ")"
     span = bounds.end_ms - bounds.start_ms
 
     def due(i: int) -> int:
@@ -178,7 +212,7 @@ async def insert_rows(
 
     def statement(ids: Sequence[int]) -> str:
         values = ",".join(f"({i},{at},{payload},0,{at}{tail}" for i in ids for at in (due(i),))
-        insert = INSERT_PARTITIONED if extra else INSERT
+        insert = partitioned if extra else plain
         return insert.format(target=insert_target, rows=values, **sql_names())
 
     def sender(conn: Bare) -> Callable[[Sequence[int]], Awaitable[None]]:

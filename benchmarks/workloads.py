@@ -52,6 +52,12 @@ async def w1(opts: Options, n: int | None = None) -> list[Result]:
     line = result("w1", opts, n, jobs_per_s=jobs_per_s, **cpu.per_job_us(n))
     if opts.is_mysql:
         _beside_ceiling(line, n, jobs_per_s, *await ceiling.insert_ceiling(opts, n))
+        same_table, same_cpu = await ceiling.insert_ceiling(opts, n, table="engine")
+        line.update(
+            engine_table_ceiling_jobs_per_s=same_table,
+            ratio_to_engine_table_ceiling=ratio(jobs_per_s, same_table),
+        )
+        line.update({f"engine_table_ceiling_{k}": v for k, v in same_cpu.per_job_us(n).items()})
     line.update(batch_size=opts.batch_size, writers=opts.writers)
     return [line]
 
