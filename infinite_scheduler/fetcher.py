@@ -69,7 +69,6 @@ from repos.base import (
     Status,
     StoreError,
     bucket_of,
-    encode_batch_for,
     encode_for,
     pack,
 )
@@ -281,10 +280,9 @@ class Fetcher:
         """
         now_ms = self.clock.now_ms()
         if options is None and self._all_later(lane, entities):
-            # The usual call (jobs for later): encoded as the batch's document, which the MySQL
-            # adapter inserts in one statement, with no row of it cut out for the wheel.
-            batch = encode_batch_for(lane.repo, entities, now_ms=now_ms, document=True)
-            return await lane.repo.insert_rows(batch, now_ms=now_ms)
+            # The usual call (jobs for later): no row of it goes to the wheel, so the adapter
+            # encodes it its own way (the MySQL one as a document, inserted in one statement).
+            return await lane.repo.insert(entities, now_ms=now_ms)
         rows = with_options(encode_for(lane.repo, entities, now_ms=now_ms), options)
         soon, later = self._split(rows)
         stored = 0

@@ -338,7 +338,7 @@ class ShardingRepository(Protocol[TEntity, TKey]):
 
     async def insert_rows(
         self,
-        rows: Sequence[EncodedRow] | EncodedBatch,
+        rows: Sequence[EncodedRow],
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
@@ -347,9 +347,9 @@ class ShardingRepository(Protocol[TEntity, TKey]):
     ) -> int:
         """Store new rows as PENDING (due_at = sharding time, attempts 0); return rows stored.
 
-        The rows come from :func:`encode_for` (or :func:`encode_batch_for`, a batch) at
-        ``now_ms``, not checked again: this is insert for a caller that needs the encoded rows
-        first (the engine's schedule() splits them by due time).
+        The rows come from :func:`encode_for` at ``now_ms``, not checked again: this is insert
+        for a caller that needs the encoded rows first (the engine's schedule() splits them by
+        due time).
         Missing shards are made on demand. Rows go in multi-row statements of the adapter's
         batch size, all in one transaction. An id already stored in its shard (whatever that
         row's status), or twice for one shard in the call, raises DuplicateJob saying which

@@ -46,6 +46,7 @@ from repos.mysql.literals import (
     MAX_INSERT_PAYLOAD_BYTES,
     insert_values,
     int_literal,
+    keeps_json_text,
     key_literal,
     literal,
     literal_list,
@@ -100,6 +101,7 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         self.batch_size = batch_size
         self._configured_payload_bytes = self.max_payload_bytes = max_payload_bytes
         self._insert_payload_bytes = MAX_INSERT_PAYLOAD_BYTES  # both lowered by open()
+        self._documents = False  # inserts from documents: set by open() on MariaDB
         self._ex = Executor(
             url,
             driver=driver,
@@ -160,19 +162,19 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         claimed_by: Claimant | None = None,
         edges: Sequence[Edge] = (),
     ) -> int:
-        batch = encode_batch_for(self, entities, now_ms=now_ms, document=True)
+        batch = encode_batch_for(self, entities, now_ms=now_ms, document=self._documents)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def insert_rows(
         self,
-        rows: Sequence[EncodedRow] | EncodedBatch,
+        rows: Sequence[EncodedRow],
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
         edges: Sequence[Edge] = (),
     ) -> int:
-        batch = rows if isinstance(rows, EncodedBatch) else EncodedBatch.of_rows(rows)
+        batch = EncodedBatch.of_rows(rows)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def claim_due(
@@ -483,9 +485,11 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
     # -- internals ------------------------------------------------------------------------
 
     async def _read_server_limits(self) -> None:
-        """Lower the payload caps to what this server's max_allowed_packet lets through."""
+        """Lower the payload caps to what this server's max_allowed_packet lets through; insert
+        from documents on MariaDB only (sql.INSERT_DOCUMENT)."""
         async with self._ex.transaction("read max_allowed_packet") as tx:
-            [(packet,)] = await tx.fetch_all(sql.MAX_ALLOWED_PACKET)
+            [(packet, version)] = await tx.fetch_all(sql.SERVER_LIMITS)
+        self._documents = keeps_json_text(str(version))
         row_bytes, insert_bytes = payload_limits(int(packet), self.batch_size)
         self.max_payload_bytes = min(self._configured_payload_bytes, row_bytes)
         self._insert_payload_bytes = insert_bytes

@@ -105,6 +105,13 @@ def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, state: str, 
     return "".join(parts)
 
 
+def keeps_json_text(version: str) -> bool:
+    """Whether a server of this VERSION() stores a JSON_TABLE column of type JSON as the text it
+    was given (MariaDB), so that a payload inserted from a document is its bytes as encoded.
+    MySQL keeps JSON as binary and writes it out again: spaces added, keys reordered."""
+    return "mariadb" in version.lower()
+
+
 def with_document(template: str, document: bytes, **fields: str) -> bytes:
     """`template` (sql.INSERT_DOCUMENT's kind) with its {rows} an EncodedBatch's document as one
     utf8mb4 text literal, hex so that no byte of it can end the literal whatever the server's

@@ -62,9 +62,11 @@ CREATE_DATABASE_PRIVILEGE = "CREATE"
 #: history tables made and dropped, partitions added and dropped, columns added by upgrades,
 #: rows read and written, leases and dead nodes deleted.
 ENGINE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER")
-# Read at open: a statement longer than this breaks the connection ("Packet sequence number
-# wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits).
-MAX_ALLOWED_PACKET = "SELECT @@max_allowed_packet"
+# Read at open: a statement longer than max_allowed_packet breaks the connection ("Packet
+# sequence number wrong"), so payloads are capped below it (repos.mysql.literals.payload_limits);
+# and the version, as only MariaDB's JSON_TABLE keeps a payload's text as written
+# (INSERT_DOCUMENT).
+SERVER_LIMITS = "SELECT @@max_allowed_packet, VERSION()"
 # Read at open by the store guard (repos/mysql/identity.py), and by the failover's probe of a
 # host before writes move to it (repos/mysql/driver.py): what the server is, and if it is a
 # Galera node, its cluster's state. SHOW, not @@wsrep_on: MySQL has no wsrep variables, and
@@ -147,9 +149,10 @@ INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 
 # The same rows from one literal (repos/entity.py, EncodedBatch.document): a JSON array of
 # [key, at_ms, payload] rows that JSON_TABLE turns into a table, where VALUES took a hex
-# literal and two numbers rendered per row (W1 client CPU per job -20 to -25%, server the
-# same: benchmarks/RESULTS.md, "W1 from one document"). A column of type JSON takes the
-# payload object's text as it was written. {state}: the columns every row of the statement
+# literal and two numbers rendered per row (W1 client CPU per job -25%, server the same:
+# benchmarks/RESULTS.md, "W1 from one document"). On MariaDB a column of type JSON takes the
+# payload object's text as it was written; MySQL would write it out again (spaces, keys
+# reordered), so there the adapter keeps VALUES (repos/mysql/adapter.py). {state}: the columns every row of the statement
 # shares, status to category (then the partitioned layout's shard_at). The document's column
 # names hold spaces, which no entity's may (repos/shards.py), so that an ON DUPLICATE naming
 # the id column reads the table's.

@@ -131,14 +131,14 @@ class SqliteRepository(SqliteJobControl, Generic[TEntity, TKey]):
 
     async def insert_rows(
         self,
-        rows: Sequence[EncodedRow] | EncodedBatch,
+        rows: Sequence[EncodedRow],
         *,
         now_ms: int,
         on_duplicate: OnDuplicate = "error",
         claimed_by: Claimant | None = None,
         edges: Sequence[Edge] = (),
     ) -> int:
-        batch = rows if isinstance(rows, EncodedBatch) else EncodedBatch.of_rows(rows)
+        batch = EncodedBatch.of_rows(rows)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def _insert(

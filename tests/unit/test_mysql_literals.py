@@ -13,6 +13,7 @@ from repos.mysql.literals import (
     ROW_OVERHEAD,
     STATEMENT_OVERHEAD,
     insert_values,
+    keeps_json_text,
     key_literal,
     literal,
     literal_list,
@@ -123,3 +124,20 @@ def test_a_document_insert_is_its_template_with_the_document_as_one_hex_literal(
     literal = f"_utf8mb4 X'{document.hex()}'"
     assert statement == template.format(rows=literal, id_type="BIGINT", **fields).encode()
     assert statement.count(b"X'") == 1 and b"{" not in statement  # the document's own, in hex
+
+
+@pytest.mark.parametrize(
+    ("version", "documents"),
+    [
+        ("10.11.19-MariaDB-0+deb12u1", True),
+        ("5.5.5-10.6.12-MariaDB-log", True),  # as some proxies report MariaDB
+        ("8.0.36", False),
+        ("8.0.28-google", False),
+        ("8.0.mysql_aurora.3.05.2", False),
+        ("8.4.0-Percona Server", False),
+    ],
+)
+def test_documents_are_inserted_on_mariadb_only(version: str, documents: bool) -> None:
+    """MySQL's JSON_TABLE writes a JSON column out again (spaces, keys reordered): a payload
+    inserted from a document would not be the bytes encoded, so MySQL keeps VALUES."""
+    assert keeps_json_text(version) is documents
