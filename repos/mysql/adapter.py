@@ -529,10 +529,8 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
             stored = 0
             for target, extra, chunk in statements:
                 in_flight[0] = chunk
-                row_state = (status, state, extra)
-                stored += await tx.execute(
-                    self._render_insert(chunk, target, row_state, on_duplicate)
-                )
+                shared = (status, state, extra)
+                stored += await tx.execute(self._render_insert(chunk, target, shared, on_duplicate))
             for some in chunks(list(edges), MAX_IN):
                 rows = ",".join(tuple_literal(edge_row(edge)) for edge in some)
                 await tx.execute(sql.INSERT_EDGES.format(rows=rows))
@@ -559,10 +557,10 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         for bounds, group in by_shard.items():
             target = self._live.insert_target(bounds)
             extra = "".join(f",{v}" for v in self._layout.extra_values(bounds))
-            if group.document is not None and len(group) <= self.batch_size:
-                if len(group.document) <= limit:
-                    statements.append((target, extra, group))
-                    continue
+            document = group.document
+            if document is not None and len(group) <= self.batch_size and len(document) <= limit:
+                statements.append((target, extra, group))
+                continue
             sizes = list(map(len, group.payloads))
             statements += [
                 (target, extra, c) for c in chunks_within(group, self.batch_size, limit, sizes)
