@@ -22,7 +22,7 @@ from infinite_scheduler.api.tokens import TokenBook, TokenInfo
 from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.clock import SystemClock
 from infinite_scheduler.config import SchedulerConfig
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.stores import store_access
 from repos.base import EntitySpec
 from repos.errors import utc_text
 

@@ -21,8 +21,8 @@ from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import ClientNotOpen, EntitySpecError
 from infinite_scheduler.history import ExecutionHistory, HistoryPage
 from infinite_scheduler.job import check_categories, group_jobs, split_jobs, with_options
-from infinite_scheduler.parts import Repo, store_history, store_repository, store_schedules
 from infinite_scheduler.schedules.book import ScheduleBook
+from infinite_scheduler.stores import Repo, store_history, store_repository, store_schedules
 from repos.base import EntitySpec, OnDuplicate, StoredRow, encode_for
 from repos.history import HistoryFilter, HistoryRow, SlaReport
 

@@ -23,8 +23,8 @@ from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.job_commands import utc
-from infinite_scheduler.parts import store_access
 from infinite_scheduler.shard_commands import served_repositories
+from infinite_scheduler.stores import store_access
 
 HEADER = f"{'id':<8} {'name':<24} {'entity':<12} {'state':<8} {'paused':<6} next (UTC)"
 

@@ -59,13 +59,15 @@ from infinite_scheduler.parts import (
     Wiring,
     check_handlers,
     compose,
+)
+from infinite_scheduler.schedules.book import ScheduleBook
+from infinite_scheduler.stores import (
     store_dependencies,
     store_history,
     store_membership,
     store_repository,
     store_schedules,
 )
-from infinite_scheduler.schedules.book import ScheduleBook
 from infinite_scheduler.version import __version__
 from repos.base import (
     ClaimedJob,

@@ -15,7 +15,7 @@ import orjson
 from infinite_scheduler.clock import SystemClock
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.history import ExecutionHistory, parse_window
-from infinite_scheduler.parts import store_history
+from infinite_scheduler.stores import store_history
 from repos.errors import utc_text
 from repos.history import HistoryRow, SlaReport, SlaSummary, outcome_label
 

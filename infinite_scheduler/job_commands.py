@@ -23,8 +23,8 @@ from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import InvalidJobRequest
 from infinite_scheduler.management import JobFilter, JobPage, JobService, JobView, PageRequest
-from infinite_scheduler.parts import store_access
 from infinite_scheduler.shard_commands import served_repositories
+from infinite_scheduler.stores import store_access
 from repos.base import Status
 
 CHANGES = ("cancel", "pause", "resume", "run-now", "reschedule")

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 from infinite_scheduler.config import SchedulerConfig
 from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.membership import is_dead
-from infinite_scheduler.parts import store_membership
 from infinite_scheduler.shard_commands import missing_sqlite_store, served_repositories
+from infinite_scheduler.stores import store_membership
 from repos.base import RowRef, ShardingRepository, Status
 from repos.cluster import NodeInfo, NodeState, Roster
 from repos.errors import utc_text

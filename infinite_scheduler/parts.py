@@ -1,14 +1,14 @@
 """The engine's composition root: every part it runs is built here, in one place.
 
 Registration (``engine.register``) records entity types, their handlers and repositories (made
-by :func:`store_repository` unless given; the shard commands use them without an engine), and
-goes on until the engine starts. So the other parts are built then, by :func:`compose`, in
-``__aenter__`` once the process has joined the store's membership (:func:`store_membership`)
+by infinite_scheduler/stores.py unless given; the shard commands use them without an engine),
+and goes on until the engine starts. So the other parts are built then, by :func:`compose`, in
+``__aenter__`` once the process has joined the store's membership (stores.store_membership)
 and so has its epoch: the lanes with their wheels, the acker, the dispatcher, the payload
-reader, the fetcher, the revoker (operators' changes to held jobs), shard maintenance (under the store's maintenance lease), the dependency
-release (under its own lease), the loop-lag watcher, the throttle monitor (the process's own
-CPU and memory, which slow the fetcher's claims) and the node's heartbeat, wired to each
-other. Building them does no I/O, starts
+reader, the fetcher, the revoker (operators' changes to held jobs), shard maintenance (under
+the store's maintenance lease), the dependency release (under its own lease), the loop-lag
+watcher, the throttle monitor (the process's own CPU and memory, which slow the fetcher's
+claims) and the node's heartbeat, wired to each other. Building them does no I/O, starts
 nothing and installs no signal handler; the engine opens and starts them afterwards. A part
 never exists half-built: either the engine has all of them or none.
 """
@@ -54,8 +54,7 @@ from infinite_scheduler.throttle_monitor import ThrottleMonitor
 from infinite_scheduler.waiting import CategoryGate, Waiting
 from infinite_scheduler.waits import STORE_RETRY_MAX_S, Backoff, StoreBack
 from infinite_scheduler.wheel import TimerWheel
-from repos.access import AccessStore
-from repos.base import NO_EVENTS, EntitySpec, ShardingRepository, StoreEvents, category_code
+from repos.base import EntitySpec, ShardingRepository, category_code
 from repos.cluster import Membership
 from repos.dependencies import DependencyStore
 from repos.history import HistoryStore
@@ -477,81 +476,6 @@ def _node(
         metrics=wiring.metrics,
         backoff=Backoff(min(0.1, retry_s), retry_s, store_back=store_back),
     )
-
-
-def store_repository(
-    config: SchedulerConfig, spec: EntitySpec[Any, Any], events: StoreEvents = NO_EVENTS
-) -> Repo:
-    """The repository of `spec` on the configured store (built, not opened); `events` (the
-    engine's metrics) hears of its conflicts and failovers."""
-    from repos.registry import make_repository
-
-    store = config.store
-    return make_repository(
-        config.store_url,
-        spec,
-        config.shard_policy,
-        layout=store.layout,
-        driver=store.driver,
-        pool_size=store.pool_size,
-        pool_recycle_s=store.pool_recycle_s,
-        batch_size=config.batch_size,
-        connect_timeout_s=store.connect_timeout_s,
-        create_missing=store.create_missing,
-        max_payload_bytes=store.max_payload_bytes,
-        events=events,
-    )
-
-
-def store_dependencies(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> DependencyStore:
-    """The configured store's dependencies table (built, not opened)."""
-    from repos.registry import make_dependencies
-
-    return make_dependencies(config.store_url, **_table_options(config, events))
-
-
-def store_schedules(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> ScheduleStore:
-    """The configured store's schedules and blockouts tables (built, not opened)."""
-    from repos.registry import make_schedule_store
-
-    return make_schedule_store(config.store_url, **_table_options(config, events))
-
-
-def store_access(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> AccessStore:
-    """The configured store's api_tokens and audit_log tables (built, not opened)."""
-    from repos.registry import make_access_store
-
-    return make_access_store(config.store_url, **_table_options(config, events))
-
-
-def store_history(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> HistoryStore:
-    """The configured store's execution history tables (built, not opened)."""
-    from repos.registry import make_history_store
-
-    return make_history_store(config.store_url, **_table_options(config, events))
-
-
-def store_membership(config: SchedulerConfig, events: StoreEvents = NO_EVENTS) -> Membership:
-    """The configured store's nodes table (built, not opened)."""
-    from repos.registry import make_membership
-
-    return make_membership(
-        config.store_url,
-        galera_multi_writer=config.store.galera_multi_writer,
-        **_table_options(config, events),
-    )
-
-
-def _table_options(config: SchedulerConfig, events: StoreEvents) -> dict[str, Any]:
-    """How a store-wide table's adapter (nodes, dependencies, schedules) reaches the store."""
-    store = config.store
-    return {
-        "driver": store.driver,
-        "pool_recycle_s": store.pool_recycle_s,
-        "connect_timeout_s": store.connect_timeout_s,
-        "create_missing": store.create_missing,
-        "events": events,
-    }
 
 
 def _wheel_slots(lookahead_s: float) -> int:

@@ -31,8 +31,8 @@ from infinite_scheduler.engine_control import EngineControl
 from infinite_scheduler.errors import ConfigError, PortUnavailable
 from infinite_scheduler.history import ExecutionHistory
 from infinite_scheduler.management import JobService
-from infinite_scheduler.parts import store_access, store_history, store_membership
 from infinite_scheduler.schedules.book import ScheduleBook
+from infinite_scheduler.stores import store_access, store_history, store_membership
 from repos.access import AccessStore
 from repos.cluster import Membership
 

@@ -33,7 +33,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.config import SchedulerConfig, load_config
 from infinite_scheduler.history import ExecutionHistory
-from infinite_scheduler.parts import store_access, store_history, store_membership
+from infinite_scheduler.stores import store_access, store_history, store_membership
 from repos.base import Status
 from repos.examples import SMS, SmsEntity
 from tests.cli_in_process import cli

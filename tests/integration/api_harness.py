@@ -21,7 +21,7 @@ from infinite_scheduler.api_commands import client_services
 from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.config import load_config
 from infinite_scheduler.management import JobFilter, PageRequest
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.stores import store_access
 from repos.examples import SMS
 
 TEMPLATE = {"phone": "+15550100", "message": "hi"}

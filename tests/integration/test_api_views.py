@@ -17,7 +17,7 @@ from infinite_scheduler.api.tokens import TokenBook
 from infinite_scheduler.api_commands import client_services
 from infinite_scheduler.client import SchedulerClient
 from infinite_scheduler.config import load_config
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.stores import store_access
 from repos.examples import SMS, SmsEntity
 
 VIEWS = ("/me", "/overview", "/shards", "/history", "/sla")

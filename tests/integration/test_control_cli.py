@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from infinite_scheduler import SchedulerClient, load_config
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.stores import store_access
 from repos.access import AuditRow
 from repos.examples import SMS
 from tests.cli_in_process import cli

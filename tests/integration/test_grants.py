@@ -37,7 +37,7 @@ from infinite_scheduler.engine import InfiniteScheduler
 from infinite_scheduler.errors import AccessDenied
 from infinite_scheduler.jobs import JobContext
 from infinite_scheduler.maintenance import MaintenanceReport
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.stores import store_access
 from repos.examples import SMS, SmsEntity
 from repos.mysql.driver import ENGINE_PRIVILEGES
 from tests.cli_in_process import cli

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from infinite_scheduler import load_config
-from infinite_scheduler.parts import store_access
+from infinite_scheduler.stores import store_access
 from repos.access import AuditRow
 from repos.base import ShardPolicy, StoredRow
 from repos.examples import SMS, SmsEntity
