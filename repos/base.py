@@ -592,11 +592,12 @@ def encode_batch_for(
     document: bool = False,
 ) -> EncodedBatch:
     """encode_for's rows a column at a time (EntitySpec.encode_batch): what insert() stores;
-    `document` for an adapter that inserts from the batch's JSON document."""
+    `document` for an adapter that inserts from the batch's JSON document (made if the rows
+    fall in one shard of the repository's policy)."""
     return repo.spec.encode_batch(
         entities,
         now_ms=now_ms,
         retention_ms=repo.policy.retention_ms,
         max_payload_bytes=repo.max_payload_bytes,
-        document=document,
+        document_span_ms=repo.policy.granularity.span_ms if document else None,
     )

@@ -35,6 +35,7 @@ from repos.shards import (
     bounds_of,
     check_identifier,
     group_by_shard,
+    one_bucket,
 )
 
 TEntity = TypeVar("TEntity")
@@ -193,9 +194,8 @@ class EncodedBatch:
         """The rows grouped by the shard their time falls in, oldest shard first, in order."""
         if not self.keys:
             return {}
-        span = granularity.span_ms
         first, last = min(self.at_ms), max(self.at_ms)
-        if first - first % span == last - last % span:  # the usual batch: one shard
+        if one_bucket(first, last, granularity.span_ms):  # the usual batch: one shard
             return {bounds_of(first, granularity): self}
         groups = group_by_shard(self.rows(), _AT_MS, granularity)
         return {bounds: EncodedBatch.of_rows(rows) for bounds, rows in groups.items()}
@@ -307,14 +307,15 @@ class EntitySpec(Generic[TEntity, TKey]):
         now_ms: int,
         retention_ms: int,
         max_payload_bytes: int,
-        document: bool = False,
+        document_span_ms: int | None = None,
     ) -> EncodedBatch:
         """Encode a whole insert before any of it is written. Sharding times older than now
         minus retention raise ShardExpired, as such rows would never fire; payloads over
         `max_payload_bytes` raise PayloadTooLarge, as the store would refuse them mid-insert.
-        `document`: make the batch's document (EncodedBatch) where the usual batch allows,
-        for an adapter that inserts from it."""
-        batch = self._bulk.encode(entities, document=document)
+        `document_span_ms`: make the batch's document (EncodedBatch) if it is the usual batch
+        and its rows all fall in one span of this length (one shard: an adapter that inserts
+        from documents writes one shard's rows a statement)."""
+        batch = self._bulk.encode(entities, document_span_ms=document_span_ms)
         if batch is None:
             batch = EncodedBatch.of_rows([self.encode(e) for e in entities])
         self.check_batch(
@@ -419,15 +420,17 @@ class _Bulk:
         self.datetime_fields = tuple(spec.datetime_fields)
         self.int_keys = spec.key_type is int
 
-    def encode(self, entities: Sequence[Any], *, document: bool) -> EncodedBatch | None:
-        """The rows EntitySpec.encode would make (as one document if asked), or None if any
-        entity is unusual."""
+    def encode(
+        self, entities: Sequence[Any], *, document_span_ms: int | None
+    ) -> EncodedBatch | None:
+        """The rows EntitySpec.encode would make (as one document if asked and they fall in
+        one span), or None if any entity is unusual."""
         try:
-            return self._encode(entities, document)
+            return self._encode(entities, document_span_ms)
         except Exception:  # whatever it was, EntitySpec.encode says it of the right entity
             return None
 
-    def _encode(self, entities: Sequence[Any], document: bool) -> EncodedBatch | None:
+    def _encode(self, entities: Sequence[Any], span_ms: int | None) -> EncodedBatch | None:
         if set(map(type, entities)) != {self.model}:
             return None
         keys = list(map(self.key_of, entities))
@@ -438,7 +441,7 @@ class _Bulk:
         # Python loop: float.__trunc__ is int() of a float.
         at_ms = list(map(float.__trunc__, map(mul, map(datetime.timestamp, times), repeat(1000.0))))
         spans = [slice(i, i + DICTS_AT_ONCE) for i in range(0, len(entities), DICTS_AT_ONCE)]
-        if document:
+        if span_ms is not None and one_bucket(min(at_ms), max(at_ms), span_ms):
             pieces: list[Any] = [b"["]
             for span in spans:
                 rows = self._rows_json(entities[span], keys[span], at_ms[span])

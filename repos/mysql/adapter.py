@@ -162,7 +162,10 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         claimed_by: Claimant | None = None,
         edges: Sequence[Edge] = (),
     ) -> int:
-        batch = encode_batch_for(self, entities, now_ms=now_ms, document=self._documents)
+        # From a document if it is one statement's rows: one shard (the encoder sees to it),
+        # batch_size rows at most; a larger call goes in as VALUES, batch_size rows a statement.
+        document = self._documents and len(entities) <= self.batch_size
+        batch = encode_batch_for(self, entities, now_ms=now_ms, document=document)
         return await self._insert(batch, now_ms, on_duplicate, claimed_by, edges)
 
     async def insert_rows(

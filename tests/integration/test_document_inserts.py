@@ -161,18 +161,19 @@ async def statements_run(mariadb: Any) -> dict[str, int]:
 async def test_the_usual_batch_goes_in_from_its_document_and_others_as_values(
     mysql_database: str, mariadb: Any, layout: Any, driver: Any
 ) -> None:
-    """One INSERT ... SELECT for a batch of one shard; VALUES for rows of two shards, and for
-    rows encoded already (insert_rows)."""
+    """One INSERT ... SELECT for a call of one shard's rows, batch_size at most; VALUES for rows
+    of two shards, for a call larger than a batch (batch_size rows a statement), and for rows
+    encoded already (insert_rows)."""
     repo = make_repository(
-        mariadb.url(mysql_database), SMS, ShardPolicy(), layout=layout, driver=driver
+        mariadb.url(mysql_database), SMS, ShardPolicy(), layout=layout, driver=driver, batch_size=3
     )
     await repo.open()
     try:
         await repo.ensure_shards(NOW - 43_200_000, NOW + 2 * 86_400_000)
 
-        async def counted(insert: Awaitable[int]) -> tuple[int, int]:
+        async def counted(insert: Awaitable[int], rows: int) -> tuple[int, int]:
             before = await statements_run(mariadb)
-            assert await insert == 3
+            assert await insert == rows
             after = await statements_run(mariadb)
             return (
                 after["Com_insert_select"] - before["Com_insert_select"],
@@ -180,11 +181,13 @@ async def test_the_usual_batch_goes_in_from_its_document_and_others_as_values(
             )
 
         one_shard = [sms(1, 1), sms(2, 2), sms(3, 3)]
-        assert await counted(repo.insert(one_shard, now_ms=NOW)) == (1, 0)
+        assert await counted(repo.insert(one_shard, now_ms=NOW), 3) == (1, 0)
         two_shards = [sms(4, 1), sms(5, 2), sms(6, 25)]
-        assert await counted(repo.insert(two_shards, now_ms=NOW)) == (0, 2)
-        rows = [SMS.encode(e) for e in (sms(7, 1), sms(8, 2), sms(9, 3))]
-        assert await counted(repo.insert_rows(rows, now_ms=NOW)) == (0, 1)
-        assert sorted(r.key for r in await every_row(repo)) == list(range(1, 10))
+        assert await counted(repo.insert(two_shards, now_ms=NOW), 3) == (0, 2)
+        over_a_batch = [sms(k, 4) for k in range(7, 11)]
+        assert await counted(repo.insert(over_a_batch, now_ms=NOW), 4) == (0, 2)
+        rows = [SMS.encode(e) for e in (sms(11, 1), sms(12, 2), sms(13, 3))]
+        assert await counted(repo.insert_rows(rows, now_ms=NOW), 3) == (0, 1)
+        assert sorted(r.key for r in await every_row(repo)) == list(range(1, 14))
     finally:
         await repo.close()

@@ -1012,7 +1012,8 @@ async def test_schedule_of_jobs_for_later_stores_the_call_from_one_encoding(
     encode_batch = EntitySpec.encode_batch
 
     def counting(spec: EntitySpec[Any, Any], entities: Any, **limits: Any) -> Any:
-        encoded.append(([entity.id for entity in entities], limits.get("document", False)))
+        made_document = limits.get("document_span_ms") is not None
+        encoded.append(([entity.id for entity in entities], made_document))
         return encode_batch(spec, entities, **limits)
 
     monkeypatch.setattr(EntitySpec, "encode_batch", counting)

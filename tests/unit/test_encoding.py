@@ -1,6 +1,6 @@
 """EntitySpec.encode_many takes the usual batch a column at a time: it must store exactly the
 rows, and raise exactly the error, that encoding entity by entity gives (the oracle here); and
-so must encode_batch when it makes the batch's JSON document (document=True, the MySQL
+so must encode_batch when it makes the batch's JSON document (document_span_ms, the MySQL
 adapter's insert), whose payloads are cut out of the document only when asked for."""
 
 from __future__ import annotations
@@ -184,12 +184,16 @@ def one_by_one(spec: EntitySpec[Any, Any], entities: list[Any]) -> list[EncodedR
     return rows
 
 
+#: Shards of a day: every GOOD_TIMES is in one (2026-11-22 UTC), so good batches get a document.
+DAY_MS = Granularity.DAY.span_ms
+
+
 def in_bulk(spec: EntitySpec[Any, Any], batch: list[Any], document: bool) -> list[EncodedRow]:
     """encode_many's rows, or encode_batch's made with its document, cut into rows."""
     if not document:
         return spec.encode_many(batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT)
     encoded = spec.encode_batch(
-        batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT, document=True
+        batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT, document_span_ms=DAY_MS
     )
     return encoded.rows()
 
@@ -261,9 +265,9 @@ def test_each_flaw_is_met_as_encoding_one_by_one_meets_it(
 def test_the_usual_batch_is_encoded_in_bulk_to_the_same_bytes(
     spec: EntitySpec[Any, Any], batch: list[Any]
 ) -> None:
-    encoded = spec._bulk.encode(batch, document=False)
+    encoded = spec._bulk.encode(batch, document_span_ms=None)
     assert encoded is not None  # else the property above tests the careful path only
-    as_document = spec._bulk.encode(batch, document=True)
+    as_document = spec._bulk.encode(batch, document_span_ms=DAY_MS)
     assert as_document is not None and as_document.document is not None
     # the document is the rows JSON_TABLE reads: [key, at_ms, payload], payloads as written
     assert orjson.loads(as_document.document) == [
@@ -359,7 +363,8 @@ def test_a_batch_of_several_slices_of_dicts_is_met_as_encoding_one_by_one_meets_
     expected = outcome(lambda: one_by_one(spec, batch))
     for document in (False, True):
         assert outcome(lambda: in_bulk(spec, batch, document)) == expected  # noqa: B023
-        in_one_go = spec._bulk.encode(batch, document=document) is not None
+        span = DAY_MS if document else None
+        in_one_go = spec._bulk.encode(batch, document_span_ms=span) is not None
         assert in_one_go == (expected[0] == "rows")  # good: in bulk
 
 
@@ -384,9 +389,27 @@ def test_encoding_a_batch_sets_off_no_garbage_collection(document: bool) -> None
         # a document longer than the limit is cut into payloads to check each (the rare
         # setting): a limit it stays under, as the default of 1 MiB is for the usual batch
         SMS.encode_batch(
-            batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=1 << 20, document=document
+            batch,
+            now_ms=NOW,
+            retention_ms=WEEK_MS,
+            max_payload_bytes=1 << 20,
+            document_span_ms=DAY_MS if document else None,
         )
     finally:
         gc.callbacks.remove(count)
         gc.set_threshold(*threshold)
     assert passes == []
+
+
+def test_a_batch_over_two_shards_gets_its_payloads_not_a_document() -> None:
+    """A document is one statement's rows, one shard's: rows over two are encoded as payloads
+    (cutting them out of a document later cost a read and a write of each)."""
+    batch = [
+        SmsEntity(id=1, scheduled_at=GOOD_TIMES[0], phone="+1", message="a"),
+        SmsEntity(id=2, scheduled_at=GOOD_TIMES[0] + timedelta(days=1), phone="+1", message="b"),
+    ]
+    limits = {"now_ms": NOW, "retention_ms": WEEK_MS, "max_payload_bytes": LIMIT}
+    spread = SMS.encode_batch(batch, document_span_ms=DAY_MS, **limits)
+    one_shard = SMS.encode_batch(batch[:1], document_span_ms=DAY_MS, **limits)
+    assert spread.document is None and one_shard.document is not None
+    assert spread.rows() == [SMS.encode(e) for e in batch]
