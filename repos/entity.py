@@ -106,12 +106,13 @@ class EncodedBatch:
     `priorities` and `categories` are None while every row has the defaults (500, no category),
     the usual batch: the inserts then write those as constants, at no cost per row.
 
-    `document`, when the encoder was asked for one (EntitySpec.encode_batch), is the whole
-    batch as one JSON array of ``[key, at_ms, payload]`` rows, made by the orjson call that
-    made the payloads: the MySQL adapter inserts it as one literal, where the payloads one by
-    one cost a split, a hex literal and two numbers rendered per row. The payloads are then
-    cut out of it only if something asks for them (a batch over several shards, a duplicate
-    to name), and are the bytes the encoder would have made without it.
+    `document`, when the encoder was asked for one (EntitySpec.encode_batch: one shard's
+    rows), is the whole batch as one JSON array of ``[key, at_ms, payload]`` rows, made by
+    the orjson calls that would have made the payloads: the MySQL adapter inserts it as one
+    literal, where the payloads one by one cost a split, a hex literal and two numbers
+    rendered per row. The payloads are then cut out of it only if something asks for them (a
+    duplicate to name, a payload limit below the batch's bytes), and are the bytes the
+    encoder would have made without it.
     """
 
     __slots__ = ("_payloads", "at_ms", "categories", "document", "keys", "priorities")
