@@ -46,7 +46,7 @@ async def ingest(opts: Options) -> list[Result]:
                 now_ms=start_ms,
                 retention_ms=POLICY.retention_ms,
                 max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
-                document_span_ms=POLICY.granularity.span_ms,
+                document_shard=POLICY.granularity,
             )
 
     encoded = [
@@ -55,7 +55,7 @@ async def ingest(opts: Options) -> list[Result]:
             now_ms=start_ms,
             retention_ms=POLICY.retention_ms,
             max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
-            document_span_ms=POLICY.granularity.span_ms,
+            document_shard=POLICY.granularity,
         )
         for batch in batches
     ]

@@ -599,5 +599,5 @@ def encode_batch_for(
         now_ms=now_ms,
         retention_ms=repo.policy.retention_ms,
         max_payload_bytes=repo.max_payload_bytes,
-        document_span_ms=repo.policy.granularity.span_ms if document else None,
+        document_shard=repo.policy.granularity if document else None,
     )

@@ -33,9 +33,9 @@ from repos.shards import (
     Granularity,
     ShardBounds,
     bounds_of,
+    bucket_of,
     check_identifier,
     group_by_shard,
-    one_bucket,
 )
 
 TEntity = TypeVar("TEntity")
@@ -107,7 +107,7 @@ class EncodedBatch:
     the usual batch: the inserts then write those as constants, at no cost per row.
 
     `document`, when the encoder was asked for one (EntitySpec.encode_batch: one shard's
-    rows), is the whole batch as one JSON array of ``[key, at_ms, payload]`` rows, made by
+    rows, the default priority and no category, as every batch it makes), is the whole batch as one JSON array of ``[key, at_ms, payload]`` rows, made by
     the orjson calls that would have made the payloads: the MySQL adapter inserts it as one
     literal, where the payloads one by one cost a split, a hex literal and two numbers
     rendered per row. The payloads are then cut out of it only if something asks for them (a
@@ -196,7 +196,7 @@ class EncodedBatch:
         if not self.keys:
             return {}
         first, last = min(self.at_ms), max(self.at_ms)
-        if one_bucket(first, last, granularity.span_ms):  # the usual batch: one shard
+        if bucket_of(first, granularity) == bucket_of(last, granularity):  # the usual batch
             return {bounds_of(first, granularity): self}
         groups = group_by_shard(self.rows(), _AT_MS, granularity)
         return {bounds: EncodedBatch.of_rows(rows) for bounds, rows in groups.items()}
@@ -308,15 +308,15 @@ class EntitySpec(Generic[TEntity, TKey]):
         now_ms: int,
         retention_ms: int,
         max_payload_bytes: int,
-        document_span_ms: int | None = None,
+        document_shard: Granularity | None = None,
     ) -> EncodedBatch:
         """Encode a whole insert before any of it is written. Sharding times older than now
         minus retention raise ShardExpired, as such rows would never fire; payloads over
         `max_payload_bytes` raise PayloadTooLarge, as the store would refuse them mid-insert.
-        `document_span_ms`: make the batch's document (EncodedBatch) if it is the usual batch
-        and its rows all fall in one span of this length (one shard: an adapter that inserts
-        from documents writes one shard's rows a statement)."""
-        batch = self._bulk.encode(entities, document_span_ms=document_span_ms)
+        `document_shard`: make the batch's document (EncodedBatch) if it is the usual batch
+        and its rows all fall in one shard of this granularity (an adapter that inserts from
+        documents writes one shard's rows a statement)."""
+        batch = self._bulk.encode(entities, document_shard=document_shard)
         if batch is None:
             batch = EncodedBatch.of_rows([self.encode(e) for e in entities])
         self.check_batch(
@@ -422,16 +422,16 @@ class _Bulk:
         self.int_keys = spec.key_type is int
 
     def encode(
-        self, entities: Sequence[Any], *, document_span_ms: int | None
+        self, entities: Sequence[Any], *, document_shard: Granularity | None
     ) -> EncodedBatch | None:
         """The rows EntitySpec.encode would make (as one document if asked and they fall in
-        one span), or None if any entity is unusual."""
+        one shard), or None if any entity is unusual."""
         try:
-            return self._encode(entities, document_span_ms)
+            return self._encode(entities, document_shard)
         except Exception:  # whatever it was, EntitySpec.encode says it of the right entity
             return None
 
-    def _encode(self, entities: Sequence[Any], span_ms: int | None) -> EncodedBatch | None:
+    def _encode(self, entities: Sequence[Any], shard: Granularity | None) -> EncodedBatch | None:
         if set(map(type, entities)) != {self.model}:
             return None
         keys = list(map(self.key_of, entities))
@@ -442,7 +442,7 @@ class _Bulk:
         # Python loop: float.__trunc__ is int() of a float.
         at_ms = list(map(float.__trunc__, map(mul, map(datetime.timestamp, times), repeat(1000.0))))
         spans = [slice(i, i + DICTS_AT_ONCE) for i in range(0, len(entities), DICTS_AT_ONCE)]
-        if span_ms is not None and one_bucket(min(at_ms), max(at_ms), span_ms):
+        if shard is not None and bucket_of(min(at_ms), shard) == bucket_of(max(at_ms), shard):
             pieces: list[Any] = [b"["]
             for span in spans:
                 rows = self._rows_json(entities[span], keys[span], at_ms[span])

@@ -72,11 +72,6 @@ def bucket_of(at_ms: int, granularity: Granularity) -> int:
     return at_ms - at_ms % granularity.span_ms
 
 
-def one_bucket(first_ms: int, last_ms: int, span_ms: int) -> bool:
-    """Whether two times (the earliest and latest of some rows) fall in one shard of `span_ms`."""
-    return first_ms - first_ms % span_ms == last_ms - last_ms % span_ms
-
-
 def bounds_of(at_ms: int, granularity: Granularity) -> ShardBounds:
     start = bucket_of(at_ms, granularity)
     stamp = datetime.fromtimestamp(start / 1000, UTC).strftime(granularity._format)

@@ -174,6 +174,29 @@ async def mysql_database(mysql_databases: MysqlDatabases) -> str:
     return await mysql_databases()
 
 
+#: ``await inserts_run()``: MariaDB's counts of the INSERT statements it has run, by kind.
+InsertsRun = Callable[[], Awaitable[dict[str, int]]]
+_INSERT_COUNTERS = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_insert', 'Com_insert_select')"
+
+
+@pytest.fixture
+def inserts_run() -> InsertsRun:
+    """The shared MariaDB's ``Com_insert`` (INSERT ... VALUES) and ``Com_insert_select``
+    (INSERT ... SELECT, the MySQL adapter's insert from a document) since it started: a test
+    reads them before and after a call to see which statements the call ran."""
+
+    async def read() -> dict[str, int]:
+        conn = await _mysql_connect()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(_INSERT_COUNTERS)
+                return {str(name): int(value) for name, value in await cur.fetchall()}
+        finally:
+            conn.close()
+
+    return read
+
+
 # -- a server that never answers ------------------------------------------------------------
 
 

@@ -577,11 +577,11 @@ class MysqlRepository(MysqlJobControl, Generic[TEntity, TKey]):
         state: tuple[int, str, str],
         on_duplicate: OnDuplicate,
     ) -> str | bytes:
-        """One INSERT of `rows` into `target`: from their document if they have one (and the
-        default priority and category, as a document's rows do), else VALUES. `state`: the
-        status, claim columns and layout's columns every row shares."""
+        """One INSERT of `rows` into `target`: from their document if they have one (its rows
+        have the default priority and category), else VALUES. `state`: the status, claim
+        columns and layout's columns every row shares."""
         status, claim, extra = state
-        if rows.document is not None and rows.priorities is None:
+        if rows.document is not None:
             return with_document(
                 self._layout.document_inserts[on_duplicate],
                 rows.document,

@@ -14,6 +14,7 @@ from typing import Any
 
 from repos.entity import PAYLOAD_BYTES_CEILING, EncodedBatch
 from repos.options import DEFAULT_PRIORITY
+from repos.server_guard import ServerIdentity
 
 KeyLiteral = Callable[[Any], str]
 #: Payload bytes in one INSERT at most: rendered as hex they double, and the statement must
@@ -92,7 +93,7 @@ def insert_values(rows: EncodedBatch, key: KeyLiteral, status: int, state: str, 
     parts[6::8] = [f"',{int(status)},"] * n
     parts[7::8] = ats
     if rows.priorities is None or rows.categories is None:
-        tail = f"{state},{DEFAULT_PRIORITY},''{extra})"
+        tail = _with_default_options(state, extra) + ")"
         parts[8::8] = [tail + ",("] * n
         parts[-1] = tail
     else:
@@ -109,7 +110,7 @@ def keeps_json_text(version: str) -> bool:
     """Whether a server of this VERSION() stores a JSON_TABLE column of type JSON as the text it
     was given (MariaDB), so that a payload inserted from a document is its bytes as encoded.
     MySQL keeps JSON as binary and writes it out again: spaces added, keys reordered."""
-    return "mariadb" in version.lower()
+    return ServerIdentity(version=version).flavor == "MariaDB"
 
 
 def with_document(template: str, document: bytes, **fields: str) -> bytes:
@@ -135,7 +136,12 @@ def shared_columns(status: int, state: str, extra: str) -> str:
     """The columns every row of an INSERT from a document shares (sql.INSERT_DOCUMENT's
     {state}): status, then `state` (the claim columns, as insert_values takes them), the
     default priority, no category, and `extra` (the layout's columns)."""
-    return f"{int(status)}{state},{DEFAULT_PRIORITY},''{extra}"
+    return f"{int(status)}{_with_default_options(state, extra)}"
+
+
+def _with_default_options(state: str, extra: str) -> str:
+    """`state` (the claim columns), the default priority, no category, then `extra`."""
+    return f"{state},{DEFAULT_PRIORITY},''{extra}"
 
 
 def tuple_literal(values: Iterable[int | str]) -> str:

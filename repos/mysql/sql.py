@@ -152,10 +152,10 @@ INSERT_PARTITIONED_IGNORE = INSERT_PARTITIONED + _IGNORE
 # literal and two numbers rendered per row (W1 client CPU per job -25%, server the same:
 # benchmarks/RESULTS.md, "W1 from one document"). On MariaDB a column of type JSON takes the
 # payload object's text as it was written; MySQL would write it out again (spaces, keys
-# reordered), so there the adapter keeps VALUES (repos/mysql/adapter.py). {state}: the columns every row of the statement
-# shares, status to category (then the partitioned layout's shard_at). The document's column
-# names hold spaces, which no entity's may (repos/shards.py), so that an ON DUPLICATE naming
-# the id column reads the table's.
+# reordered), so there the adapter keeps VALUES (repos/mysql/adapter.py). {state}: the
+# columns every row of the statement shares, status to category (then the partitioned
+# layout's shard_at). The document's column names hold spaces, which no entity's may
+# (repos/shards.py), so that an ON DUPLICATE naming the id column reads the table's.
 _DOCUMENT_COLUMNS = (
     "`{id}`, `{at}`, due_at, payload, status, attempts, claim_epoch, claimed_by, claimed_at,"
     " priority, category"

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncmy
 import pytest
 
 from repos.base import DuplicateJob, ShardingRepository, ShardPolicy, Status, StoredRow
@@ -23,6 +22,8 @@ from repos.registry import make_repository
 
 Repo = ShardingRepository[Any, Any]
 MakeRepo = Callable[..., Awaitable[Repo]]
+#: tests/conftest.py's `inserts_run`.
+InsertsRun = Callable[[], Awaitable[dict[str, int]]]
 
 D22 = datetime(2026, 11, 22, tzinfo=UTC)
 NOW = int((D22 + timedelta(hours=12)).timestamp() * 1000)
@@ -142,24 +143,11 @@ async def test_duplicates_ignored_in_a_one_shard_batch_leave_the_stored_rows(
     ]
 
 
-STATEMENT_COUNTERS = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_insert', 'Com_insert_select')"
-
-
-async def statements_run(mariadb: Any) -> dict[str, int]:
-    conn = await asyncmy.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(STATEMENT_COUNTERS)
-            return {name: int(value) for name, value in await cur.fetchall()}
-    finally:
-        conn.close()
-
-
 @pytest.mark.mysql
 @pytest.mark.parametrize("driver", ["asyncmy", "aiomysql"])
 @pytest.mark.parametrize("layout", ["multi-table", "partitioned"])
 async def test_the_usual_batch_goes_in_from_its_document_and_others_as_values(
-    mysql_database: str, mariadb: Any, layout: Any, driver: Any
+    mysql_database: str, mariadb: Any, inserts_run: InsertsRun, layout: Any, driver: Any
 ) -> None:
     """One INSERT ... SELECT for a call of one shard's rows, batch_size at most; VALUES for rows
     of two shards, for a call larger than a batch (batch_size rows a statement), and for rows
@@ -172,9 +160,9 @@ async def test_the_usual_batch_goes_in_from_its_document_and_others_as_values(
         await repo.ensure_shards(NOW - 43_200_000, NOW + 2 * 86_400_000)
 
         async def counted(insert: Awaitable[int], rows: int) -> tuple[int, int]:
-            before = await statements_run(mariadb)
+            before = await inserts_run()
             assert await insert == rows
-            after = await statements_run(mariadb)
+            after = await inserts_run()
             return (
                 after["Com_insert_select"] - before["Com_insert_select"],
                 after["Com_insert"] - before["Com_insert"],

@@ -982,28 +982,11 @@ async def test_schedule_encodes_each_entity_once(
     assert await rows_of(repo, [1, 2]) == {(Status.PENDING, None, 0)}  # `soon` handed back
 
 
-async def inserts_from_documents(backend: Backend, mariadb: Any) -> int:
-    """MariaDB's count of INSERT ... SELECT statements run (the MySQL adapter's insert of a
-    batch from its document); 0 for SQLite."""
-    if backend.kind != "mysql":
-        return 0
-    import asyncmy
-
-    conn = await asyncmy.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute("SHOW GLOBAL STATUS LIKE 'Com_insert_select'")
-            [(_, count)] = await cur.fetchall()
-            return int(count)
-    finally:
-        conn.close()
-
-
 async def test_schedule_of_jobs_for_later_stores_the_call_from_one_encoding(
     engine_factory: EngineFactory,
     repo: Repo,
     backend: Backend,
-    mariadb: Any,
+    inserts_run: Callable[[], Awaitable[dict[str, int]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No row of such a call goes to the wheel: it is encoded once, by the adapter's insert, on
@@ -1012,19 +995,19 @@ async def test_schedule_of_jobs_for_later_stores_the_call_from_one_encoding(
     encode_batch = EntitySpec.encode_batch
 
     def counting(spec: EntitySpec[Any, Any], entities: Any, **limits: Any) -> Any:
-        made_document = limits.get("document_span_ms") is not None
+        made_document = limits.get("document_shard") is not None
         encoded.append(([entity.id for entity in entities], made_document))
         return encode_batch(spec, entities, **limits)
 
     monkeypatch.setattr(EntitySpec, "encode_batch", counting)
     engine = engine_factory(handler=Recorder(), fetch_interval_s=20, lookahead_s=30)
     async with engine:
-        before = await inserts_from_documents(backend, mariadb)
+        on_mysql = backend.kind == "mysql"
+        before = (await inserts_run())["Com_insert_select"] if on_mysql else 0
         later = [sms(1, T0 + 3600 * SECOND), sms(2, T0 + 7200 * SECOND, "it's \\ ü")]
         assert await engine.schedule(later) == 2
-        after = await inserts_from_documents(backend, mariadb)
+        after = (await inserts_run())["Com_insert_select"] if on_mysql else 0
         assert engine.held() == 0
-    on_mysql = backend.kind == "mysql"
     assert encoded == [([1, 2], on_mysql)]
     assert after - before == (1 if on_mysql else 0)
     assert await rows_of(repo, [1, 2]) == {(Status.PENDING, None, 0)}

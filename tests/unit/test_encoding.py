@@ -1,6 +1,6 @@
 """EntitySpec.encode_many takes the usual batch a column at a time: it must store exactly the
 rows, and raise exactly the error, that encoding entity by entity gives (the oracle here); and
-so must encode_batch when it makes the batch's JSON document (document_span_ms, the MySQL
+so must encode_batch when it makes the batch's JSON document (document_shard, the MySQL
 adapter's insert), whose payloads are cut out of the document only when asked for."""
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def one_by_one(spec: EntitySpec[Any, Any], entities: list[Any]) -> list[EncodedR
 
 
 #: Shards of a day: every GOOD_TIMES is in one (2026-11-22 UTC), so good batches get a document.
-DAY_MS = Granularity.DAY.span_ms
+DAY_SHARDS = Granularity.DAY
 
 
 def in_bulk(spec: EntitySpec[Any, Any], batch: list[Any], document: bool) -> list[EncodedRow]:
@@ -193,7 +193,7 @@ def in_bulk(spec: EntitySpec[Any, Any], batch: list[Any], document: bool) -> lis
     if not document:
         return spec.encode_many(batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT)
     encoded = spec.encode_batch(
-        batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT, document_span_ms=DAY_MS
+        batch, now_ms=NOW, retention_ms=WEEK_MS, max_payload_bytes=LIMIT, document_shard=DAY_SHARDS
     )
     return encoded.rows()
 
@@ -265,9 +265,9 @@ def test_each_flaw_is_met_as_encoding_one_by_one_meets_it(
 def test_the_usual_batch_is_encoded_in_bulk_to_the_same_bytes(
     spec: EntitySpec[Any, Any], batch: list[Any]
 ) -> None:
-    encoded = spec._bulk.encode(batch, document_span_ms=None)
+    encoded = spec._bulk.encode(batch, document_shard=None)
     assert encoded is not None  # else the property above tests the careful path only
-    as_document = spec._bulk.encode(batch, document_span_ms=DAY_MS)
+    as_document = spec._bulk.encode(batch, document_shard=DAY_SHARDS)
     assert as_document is not None and as_document.document is not None
     # the document is the rows JSON_TABLE reads: [key, at_ms, payload], payloads as written
     assert orjson.loads(as_document.document) == [
@@ -363,8 +363,8 @@ def test_a_batch_of_several_slices_of_dicts_is_met_as_encoding_one_by_one_meets_
     expected = outcome(lambda: one_by_one(spec, batch))
     for document in (False, True):
         assert outcome(lambda: in_bulk(spec, batch, document)) == expected  # noqa: B023
-        span = DAY_MS if document else None
-        in_one_go = spec._bulk.encode(batch, document_span_ms=span) is not None
+        span = DAY_SHARDS if document else None
+        in_one_go = spec._bulk.encode(batch, document_shard=span) is not None
         assert in_one_go == (expected[0] == "rows")  # good: in bulk
 
 
@@ -393,7 +393,7 @@ def test_encoding_a_batch_sets_off_no_garbage_collection(document: bool) -> None
             now_ms=NOW,
             retention_ms=WEEK_MS,
             max_payload_bytes=1 << 20,
-            document_span_ms=DAY_MS if document else None,
+            document_shard=DAY_SHARDS if document else None,
         )
     finally:
         gc.callbacks.remove(count)
@@ -409,7 +409,7 @@ def test_a_batch_over_two_shards_gets_its_payloads_not_a_document() -> None:
         SmsEntity(id=2, scheduled_at=GOOD_TIMES[0] + timedelta(days=1), phone="+1", message="b"),
     ]
     limits = {"now_ms": NOW, "retention_ms": WEEK_MS, "max_payload_bytes": LIMIT}
-    spread = SMS.encode_batch(batch, document_span_ms=DAY_MS, **limits)
-    one_shard = SMS.encode_batch(batch[:1], document_span_ms=DAY_MS, **limits)
+    spread = SMS.encode_batch(batch, document_shard=DAY_SHARDS, **limits)
+    one_shard = SMS.encode_batch(batch[:1], document_shard=DAY_SHARDS, **limits)
     assert spread.document is None and one_shard.document is not None
     assert spread.rows() == [SMS.encode(e) for e in batch]
