@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 #: Rows each UPDATE of the upgrade changes at most: bounded transactions on a big shard.
 STEP_ROWS = 10_000
 #: Duplicate column / duplicate key name / can't drop the key: another handle got there first.
-_RACED = frozenset({1060, 1061, 1091})
+#: No such table: another node's maintenance dropped the shard (expired) since discover() listed
+#: it, and a shard that is gone needs no upgrade.
+_NO_SUCH_TABLE = 1146
+_RACED = frozenset({1060, 1061, 1091, _NO_SUCH_TABLE})
 
 
 class Upgrades:
@@ -105,6 +108,10 @@ async def _in_steps(ex: Executor, statement: str, table: str) -> int:
     async def step(tx: Tx) -> int:
         return await tx.execute(statement, {"limit": STEP_ROWS})
 
-    while n := int(await ex.run("upgrade shard", step, shard=table)):
-        changed += n
+    try:
+        while n := int(await ex.run("upgrade shard", step, shard=table)):
+            changed += n
+    except StoreError as exc:
+        if error_code(exc.cause) != _NO_SUCH_TABLE:
+            raise
     return changed
